@@ -1,0 +1,1 @@
+"""Benchmark runners per device. `runner.py` is standalone and runs on the device itself."""

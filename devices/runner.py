@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""edgepipe device-side benchmark runner: latency and accuracy of one model, as one JSON object.
+
+Standalone on purpose: it needs only numpy and the runtime (onnxruntime), never torch
+or edgepipe, so the same file runs on a laptop, an ARM board or a phone with Python.
+Copy it to the device beside the model and the eval inputs, then:
+
+    python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
+
+`eval/` holds input_ids.npy, attention_mask.npy, token_type_ids.npy (int64, [N, L]) and
+labels.npy ([N]). Latency runs use batch B of real examples padded to --seq-len; the
+accuracy pass runs every example. Flags and statistics follow TFLite's benchmark_model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class LatencyStats:
+    """Milliseconds; percentiles by linear interpolation (numpy's default)."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def from_samples(cls, seconds: list[float]) -> "LatencyStats":
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()), float(ms.min()), float(ms.max()), len(ms))
+
+
+class UserError(Exception):
+    pass
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or "unknown"
+    for key in ("model name", "Hardware", "Processor", "cpu model"):
+        for line in info.splitlines():
+            if line.lower().startswith(key.lower()) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return float("nan")
+
+
+class OnnxRuntimeModel:
+    def __init__(self, path: str, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("onnxruntime is not installed on this device; install it with `pip install onnxruntime`") from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            raise UserError(f"model {path} cannot be loaded by onnxruntime ({str(e).strip().splitlines()[0][:160]})") from None
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.info = {
+            "runtime": "onnxruntime",
+            "runtime_version": ort.__version__,
+            "delegate": "CPUExecutionProvider",
+        }
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {k: feeds[k] for k in self.names})[0]
+
+
+def load_model(path: str, threads: int):
+    if not os.path.isfile(path):
+        raise UserError(f"model file {path} does not exist")
+    if path.endswith((".onnx", ".ort")):
+        return OnnxRuntimeModel(path, threads)
+    raise UserError(f"model {path}: unknown format (expected .onnx or .ort)")
+
+
+def load_inputs(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    arrays = {}
+    for name in (*INPUTS, "labels"):
+        path = os.path.join(directory, f"{name}.npy")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise UserError(f"eval input {path} is missing; copy the eval/ folder beside the runner") from None
+        except ValueError as e:
+            raise UserError(f"eval input {path} is corrupt ({e})") from None
+    labels = arrays.pop("labels")
+    n = len(labels)
+    if any(a.shape[0] != n or a.ndim != 2 for a in arrays.values()):
+        raise UserError(f"eval inputs in {directory} disagree in shape; re-export them")
+    return arrays, labels
+
+
+def padded_batch(arrays: dict[str, np.ndarray], start: int, batch: int, seq_len: int) -> dict[str, np.ndarray]:
+    n = len(arrays["input_ids"])
+    idx = [(start + i) % n for i in range(batch)]
+    out = {}
+    for name, a in arrays.items():
+        rows = a[idx, :seq_len]
+        if rows.shape[1] < seq_len:
+            rows = np.pad(rows, ((0, 0), (0, seq_len - rows.shape[1])))
+        out[name] = np.ascontiguousarray(rows)
+    return out
+
+
+def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -> tuple[LatencyStats, float]:
+    feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, min(runs, 64)))]
+    first = time.perf_counter()
+    model(feeds[0])
+    first = time.perf_counter() - first
+    for i in range(warmup):
+        model(feeds[i % len(feeds)])
+    samples = []
+    for i in range(runs):
+        f = feeds[i % len(feeds)]
+        t0 = time.perf_counter()
+        model(f)
+        samples.append(time.perf_counter() - t0)
+    return LatencyStats.from_samples(samples), first * 1e3
+
+
+def measure_accuracy(model, arrays, labels, batch: int = 32, limit: int | None = None) -> tuple[float, int, list[int]]:
+    n = len(labels) if limit is None else min(limit, len(labels))
+    preds = np.empty(n, dtype=np.int64)
+    lengths = arrays["attention_mask"][:n].sum(axis=1)
+    for s in range(0, n, batch):
+        e = min(s + batch, n)
+        width = max(1, int(lengths[s:e].max()))
+        feeds = {k: np.ascontiguousarray(v[s:e, :width]) for k, v in arrays.items()}
+        preds[s:e] = model(feeds).argmax(axis=-1)
+    return float((preds == labels[:n]).mean()), n, preds.tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--inputs", required=True, help="folder with input_ids/attention_mask/token_type_ids/labels .npy")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--max-eval", type=int, default=None, help="evaluate only the first N examples")
+    ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--predictions", action="store_true", help="include per-example predicted labels")
+    ap.add_argument("--output", help="also write the JSON here")
+    args = ap.parse_args(argv)
+    try:
+        if args.threads < 1 or args.runs < 1 or args.warmup < 0 or args.batch < 1 or args.seq_len < 1:
+            raise UserError("--threads, --runs, --batch, --seq-len must be >= 1 and --warmup >= 0")
+        t0 = time.perf_counter()
+        model = load_model(args.model, args.threads)
+        init_ms = (time.perf_counter() - t0) * 1e3
+        arrays, labels = load_inputs(args.inputs)
+        stats, first_ms = measure_latency(model, arrays, args.warmup, args.runs, args.batch, args.seq_len)
+        result = {
+            "model": os.path.basename(args.model),
+            "model_bytes": os.path.getsize(args.model),
+            **model.info,
+            "threads": args.threads,
+            "batch": args.batch,
+            "seq_len": args.seq_len,
+            "warmup": args.warmup,
+            "init_ms": init_ms,
+            "first_inference_ms": first_ms,
+            "latency_ms": asdict(stats),
+            "accuracy": None,
+            "n_eval": 0,
+        }
+        if not args.no_accuracy:
+            acc, n, preds = measure_accuracy(model, arrays, labels, limit=args.max_eval)
+            result["accuracy"], result["n_eval"] = acc, n
+            if args.predictions:
+                result["predictions"] = preds
+        result.update(
+            machine=platform.machine(),
+            cpu=cpu_model(),
+            cpu_count=os.cpu_count(),
+            python=platform.python_version(),
+            numpy=np.__version__,
+            peak_rss_mb=peak_rss_mb(),
+        )
+    except UserError as e:
+        print(f"runner: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, allow_nan=True)
+    if args.output:
+        with open(args.output + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(args.output + ".tmp", args.output)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Local x86 device: runs the standalone runner in a fresh process per measurement.
+
+A fresh process per model keeps one model's memory and thread pools from skewing the
+next one's numbers; `taskset` pins it to cores when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgepipe.config import BenchConfig
+from edgepipe.errors import DeviceError
+
+RUNNER = Path(__file__).with_name("runner.py")
+
+
+def benchmark(model: Path, inputs: Path, bench: BenchConfig, timeout_s: float = 1800) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        str(RUNNER),
+        "--model", str(model),
+        "--inputs", str(inputs),
+        "--threads", str(bench.threads),
+        "--warmup", str(bench.warmup),
+        "--runs", str(bench.runs),
+        "--batch", str(bench.batch),
+        "--seq-len", str(bench.seq_len),
+    ]  # fmt: skip
+    if bench.pin_cores:
+        if shutil.which("taskset") is None:
+            raise DeviceError("bench.pin_cores needs `taskset` (Debian package util-linux); install it or unset pin_cores")
+        cmd = ["taskset", "-c", bench.pin_cores, *cmd]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"x86 runner for {model.name} took longer than {timeout_s:.0f} s; lower bench.runs") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"x86 runner failed on {model.name}: {last}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["device"] = "x86"
+    result["device_info"] = {"kind": "x86", "machine": result["machine"], "cpu": result["cpu"], "pinned_cores": bench.pin_cores}
+    return result

@@ -1,0 +1,123 @@
+"""Command line: `compress-and-export` and the `edgepipe` command group.
+
+The CLI only builds the config (defaults < --smoke < --config file < flags) and
+wires stages; every user-facing failure is an EdgepipeError, printed as one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from edgepipe.config import SMOKE, build_config, load_yaml, parse_override
+from edgepipe.errors import EdgepipeError
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+if not out_console.is_terminal:
+    out_console.width = 160
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _quiet_libraries() -> None:
+    """After torch is imported (its logging set-up resets levels): hide exporter chatter."""
+    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _fail(e: BaseException, debug: bool) -> None:
+    if debug:
+        err_console.print_exception()
+    if isinstance(e, EdgepipeError):
+        err_console.print(f"[bold red]error[/bold red] ({e.kind}): {e}", soft_wrap=True)
+        raise typer.Exit(e.exit_code)
+    if isinstance(e, KeyboardInterrupt):
+        err_console.print("interrupted; rerun the same command to resume from the finished stages")
+        raise typer.Exit(130)
+    raise e
+
+
+def compress_and_export_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run directory (created; reruns resume it)")] = Path("runs/latest"),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; same keys as --set")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="local Hugging Face model dir (default: built-in all-MiniLM-L6-v2)")] = None,
+    data: Annotated[Path | None, typer.Option(help="CSV/JSONL with text,label columns (default: built-in Rotten Tomatoes)")] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="CI-sized run: few hundred examples, 1-layer student")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch threads for training (default: all cores)")] = None,
+    bench_threads: Annotated[int | None, typer.Option("--bench-threads", help="runtime threads in benchmarks (default 1)")] = None,
+    seed: Annotated[int | None, typer.Option(help="training seed (default 0)")] = None,
+    devices: Annotated[str | None, typer.Option(help="comma-separated devices to benchmark on (default: x86)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any config key: --set distill.temperature=4")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="teacher cache (default: $EDGEPIPE_CACHE or ~/.cache/edgepipe)")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    """Distill a student from the teacher, export teacher and student to ONNX, benchmark them, write DIR/manifest.json."""
+    _offline()
+    try:
+        flags: dict[str, Any] = {}
+        for key, value in (
+            ("teacher.path", teacher),
+            ("data.path", data),
+            ("threads", threads),
+            ("bench.threads", bench_threads),
+            ("seed", seed),
+            ("bench.devices", devices.split(",") if devices else None),
+        ):
+            if value is not None:
+                flags[key] = str(value) if isinstance(value, Path) else value
+        flags.update(parse_override(item) for item in (set_ or []))
+        file_layer = load_yaml(config) if config else {}
+        cfg = build_config(SMOKE if smoke else {}, file_layer, flags, source=str(config) if config else "config")
+
+        from edgepipe.progress import RichProgress
+        from edgepipe.run import compress_and_export
+        from edgepipe.summary import summary_table
+        from edgepipe.pipeline.teacher import default_cache_dir
+
+        _quiet_libraries()
+
+        t0 = time.perf_counter()
+        manifest = compress_and_export(cfg, out, cache_dir or default_cache_dir(), RichProgress(err_console))
+        out_console.print(summary_table(manifest))
+        out_console.print(f"run directory: {out}  (manifest.json; {time.perf_counter() - t0:.0f} s, {cfg.threads} training threads)")
+    except (EdgepipeError, KeyboardInterrupt) as e:
+        _fail(e, debug)
+
+
+def version() -> None:
+    """Print edgepipe's version."""
+    import edgepipe
+
+    out_console.print(edgepipe.__version__)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgepipe: compress Transformer classifiers for edge devices.")
+app.command("run")(compress_and_export_cmd)
+app.command("version")(version)
+
+compress_app = typer.Typer(add_completion=False)
+compress_app.command()(compress_and_export_cmd)
+
+
+def main() -> None:
+    app()
+
+
+def compress_main() -> None:
+    compress_app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""One validated config for the whole pipeline.
+
+Defaults live here and only here. A YAML file, the `--smoke` preset and CLI flags
+are all dotted-key overrides of the same tree (`distill.temperature: 4` in YAML is
+`--set distill.temperature=4` on the command line), validated once at the edge.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgepipe.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    path: Path | None = Field(None, description="CSV or JSONL with text/label columns; None = built-in Rotten Tomatoes")
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = Field(None, description="column with train/val/test per row; None = split by seed")
+    val_size: float = Field(1000, gt=0, description="examples (>=1) or fraction (<1) held out for validation")
+    test_size: float = Field(2000, gt=0, description="examples (>=1) or fraction (<1) held out for test")
+    max_length: int = Field(64, ge=8, le=512, description="wordpiece tokens per example, [CLS]/[SEP] included")
+    train_limit: int | None = Field(None, gt=0, description="use only this many training examples (smoke runs)")
+    split_seed: int = Field(0, description="seed of the train/val/test split, kept apart from the training seed")
+
+
+class TeacherConfig(_Section):
+    path: Path | None = Field(None, description="local Hugging Face model dir; None = built-in all-MiniLM-L6-v2")
+    finetune: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: fine-tune unless the dir already has a classification head matching the labels"
+    )
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="train exactly this many steps (overrides epochs)")
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(32, gt=0)
+    freeze_word_embeddings: bool = True
+
+
+class StudentConfig(_Section):
+    layers: list[int] = Field([0, 2, 4], min_length=1, description="teacher layers copied into the student")
+    hidden_size: int | None = Field(None, gt=0, description="None = teacher width; smaller = narrower student")
+    num_heads: int | None = Field(None, gt=0)
+    intermediate_size: int | None = Field(None, gt=0)
+
+
+class DistillConfig(_Section):
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-target KL term; 1-alpha weighs CE")
+    hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state MSE (0 = off)")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="train exactly this many steps (overrides epochs)")
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(32, gt=0)
+
+
+class ExportConfig(_Section):
+    opset: int = Field(18, ge=17, le=21)
+    parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between ONNX and PyTorch")
+
+
+class BenchConfig(_Section):
+    devices: list[str] = Field(["x86"], description="devices to benchmark on; this release: x86 (local)")
+    threads: int = Field(1, ge=1, description="intra-op threads of the runtime under test")
+    seq_len: int = Field(64, ge=1, description="padded sequence length of latency runs")
+    batch: int = Field(1, ge=1)
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(100, ge=1)
+    pin_cores: str | None = Field(None, description="taskset core list for the runner process, e.g. '0'")
+
+    @field_validator("devices")
+    @classmethod
+    def _known_devices(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if d.split(":", 1)[0] not in {"x86"}:
+                raise ValueError(f"unknown device {d!r}; supported: x86")
+        return v
+
+
+class RunConfig(_Section):
+    seed: int = 0
+    threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="torch threads for training (recorded)"
+    )
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
+
+    @model_validator(mode="after")
+    def _bench_seq_fits(self) -> "RunConfig":
+        if self.bench.seq_len > self.data.max_length:
+            raise ValueError(f"bench.seq_len ({self.bench.seq_len}) exceeds data.max_length ({self.data.max_length})")
+        return self
+
+
+SMOKE: dict[str, Any] = {
+    "data.train_limit": 960,
+    "data.val_size": 200,
+    "data.test_size": 400,
+    "teacher.max_steps": 30,
+    "teacher.lr": 3e-4,
+    "student.layers": [0],
+    "distill.max_steps": 30,
+    "distill.lr": 3e-4,
+    "bench.warmup": 2,
+    "bench.runs": 20,
+}
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`key.path=value`, the value read as YAML (numbers, lists, booleans); never evaluated as code."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.temperature=4")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key.count(".") == 0 and k in RunConfig.model_fields:
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config key {key!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read ({e}); check its permissions and encoding") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}; fix the syntax") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (data:, teacher:, ...)")
+    return _flatten(tree)
+
+
+def build_config(*layers: dict[str, Any], source: str = "config") -> RunConfig:
+    """Merge dotted-key override layers (later wins) onto the defaults and validate."""
+    flat: dict[str, Any] = {}
+    for layer in layers:
+        flat.update(layer)
+    try:
+        return RunConfig.model_validate(_nest(flat))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}: unknown key {loc!r}; see `compress-and-export --help` for the keys") from None
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict) else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        where = f"{loc}: " if loc else ""
+        raise ConfigError(f"{source}: {where}{msg}{shown}; fix it in the file or with --set {loc or 'KEY'}=VALUE") from None
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,44 @@
+"""Typed user-facing failures: the CLI turns each into one line and a non-zero exit.
+
+Every message says what is wrong and how to fix it. Anything that is *not* one of
+these is a bug in edgepipe and keeps its traceback.
+"""
+
+
+class EdgepipeError(Exception):
+    """Base class; `exit_code` lets scripts tell the kinds apart."""
+
+    kind = "error"
+    exit_code = 2
+
+
+class ConfigError(EdgepipeError):
+    kind = "config"
+    exit_code = 2
+
+
+class DataError(EdgepipeError):
+    kind = "data"
+    exit_code = 3
+
+
+class ModelError(EdgepipeError):
+    kind = "model"
+    exit_code = 4
+
+
+class ExportParityError(EdgepipeError):
+    kind = "export"
+    exit_code = 5
+
+
+class DeviceError(EdgepipeError):
+    kind = "device"
+    exit_code = 6
+
+
+class RunDirError(EdgepipeError):
+    """The output directory cannot be used (unwritable, a file, locked by another run)."""
+
+    kind = "output"
+    exit_code = 7

@@ -1,0 +1,219 @@
+"""`compress-and-export`: wire the stages together into one resumable run.
+
+Each stage's key hashes the config it reads and its upstream keys, so a changed
+setting reruns exactly what depends on it; everything else is reused after its
+files pass a sha256 check. The manifest is rewritten (atomically) after every stage,
+so a run that fails later keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import edgepipe
+from edgepipe.devices import x86
+from edgepipe.config import RunConfig, config_to_dict
+from edgepipe.modeling import Classifier, load_classifier, save_classifier
+from edgepipe.progress import Progress, Silent
+from edgepipe.rundir import RunDir, sha256_file, stable_hash, write_bytes_atomic, write_json_atomic
+from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.pipeline.data import Dataset, TokenizedSplit, load_dataset
+from edgepipe.pipeline.distill import distill
+from edgepipe.pipeline.teacher import load_tokenizer, prepare_teacher, teacher_source
+from edgepipe.pipeline.train import accuracy, predict
+
+MANIFEST = "manifest.json"
+
+
+def environment(cfg: RunConfig) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "train_threads": cfg.threads,
+    }
+
+
+class Run:
+    """State of one `compress-and-export` invocation: config, run dir, manifest so far."""
+
+    def __init__(self, cfg: RunConfig, rundir: RunDir, cache_dir: Path, progress: Progress):
+        self.cfg, self.dir, self.cache_dir, self.progress = cfg, rundir, cache_dir, progress
+        self.manifest: dict[str, Any] = {
+            "version": edgepipe.__version__,
+            "config": config_to_dict(cfg),
+            "seed": cfg.seed,
+            "environment": environment(cfg),
+            "dataset": {},
+            "models": {},
+            "benchmarks": [],
+            "timings": {},
+        }
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.dir.path(MANIFEST), self.manifest)
+
+    def stage(self, name: str, key: str, compute) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        result, reused = self.dir.stage(name, key, compute)
+        seconds = round(time.perf_counter() - t0, 2)
+        self.manifest["timings"][name] = {"seconds": seconds, "reused": reused}
+        self.progress.log(f"[green]✓[/green] {name}" + (" [dim](reused)[/dim]" if reused else f" [dim]({seconds:.1f} s)[/dim]"))
+        return result
+
+    def artifact(self, path: Path, **extra: Any) -> dict[str, Any]:
+        return {"path": self.dir.rel(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)} | extra
+
+    # -- stages ---------------------------------------------------------------
+
+    def eval_inputs(self, dataset: Dataset, splits: dict[str, TokenizedSplit], tok_key: str) -> Path:
+        directory = self.dir.path("data/test")
+        key = stable_hash({"data": dataset.key, "tokenizer": tok_key, "max_length": self.cfg.data.max_length})
+        self.stage("eval_inputs", key, lambda: ({"n": len(splits["test"])}, splits["test"].save(directory)))
+        return directory
+
+    def evaluate(self, role: str, model: Classifier, model_key: str, splits: dict[str, TokenizedSplit]) -> dict[str, Any]:
+        def compute():
+            result = {}
+            for split in ("val", "test"):
+                logits = predict(model, splits[split], progress=self.progress, description=f"evaluate {role} ({split})")
+                result[f"{split}_accuracy"] = accuracy(logits, splits[split].labels)
+            return result, []
+
+        return self.stage(f"eval_{role}", stable_hash({"model": model_key, "data": splits_key(splits)}), compute)
+
+    def export(self, role: str, model: Classifier, model_key: str, splits: dict[str, TokenizedSplit]) -> dict[str, Any]:
+        path = self.dir.path(f"onnx/{role}.fp32.onnx")
+        ecfg = self.cfg.export
+
+        def compute():
+            export_onnx(model, path, splits["test"], opset=ecfg.opset)
+            parity = check_parity(model, path, splits["test"], ecfg.parity_atol)
+            return parity | {"opset": ecfg.opset}, [path]
+
+        result = self.stage(f"export_{role}_onnx_fp32", stable_hash({"model": model_key, "export": ecfg.model_dump()}), compute)
+        return self.artifact(path, **result)
+
+    def benchmark(self, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
+        bcfg = self.cfg.bench
+        for device in bcfg.devices:
+            key = stable_hash({"artifact": artifact["sha256"], "inputs": inputs_key, "bench": bcfg.model_dump(), "device": device})
+            model_path = self.dir.path(artifact["path"])
+
+            def compute():
+                return x86.benchmark(model_path, inputs, bcfg), []
+
+            r = self.stage(f"bench_{device}_{role}_{artifact_name}", key, compute)
+            self.manifest["benchmarks"].append(
+                {
+                    "device": r["device"],
+                    "device_info": r["device_info"],
+                    "runtime": r["runtime"],
+                    "runtime_version": r["runtime_version"],
+                    "delegate": r["delegate"],
+                    "model": role,
+                    "artifact": artifact_name,
+                    "threads": r["threads"],
+                    "seq_len": r["seq_len"],
+                    "batch": r["batch"],
+                    "latency_ms": r["latency_ms"],
+                    "accuracy": r["accuracy"],
+                    "n_eval": r["n_eval"],
+                    "init_ms": r["init_ms"],
+                    "peak_rss_mb": r["peak_rss_mb"],
+                }
+            )
+            self.save_manifest()
+
+
+def splits_key(splits: dict[str, TokenizedSplit]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        for arr in splits[name].arrays().values():
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Progress = Silent()) -> dict[str, Any]:
+    torch.set_num_threads(cfg.threads)
+    with RunDir(out) as rundir:
+        run = Run(cfg, rundir, cache_dir, progress)
+        write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))
+
+        dataset, data_report = load_dataset(cfg.data)
+        run.manifest["dataset"] = data_report
+        source = teacher_source(cfg.teacher.path)
+        tokenizer = load_tokenizer(source)
+        splits = dataset.tokenize(tokenizer, cfg.data.max_length)
+        data_key = splits_key(splits)
+        inputs = run.eval_inputs(dataset, splits, data_key)
+        run.save_manifest()
+
+        teacher, teacher_report = prepare_teacher(cfg, dataset, splits["train"], cache_dir, progress)
+        teacher_key = teacher_report.get("cache_key") or teacher_report["source_fingerprint"]
+        run.progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if teacher_report.get("cache_hit", True) else ""))
+        t_eval = run.evaluate("teacher", teacher, teacher_key, splits)
+        run.manifest["models"]["teacher"] = (
+            teacher.describe() | {"accuracy": t_eval["test_accuracy"], "val_accuracy": t_eval["val_accuracy"]} | teacher_report | {"artifacts": {}}
+        )
+        run.save_manifest()
+
+        student_dir = rundir.path("student")
+        student_key = stable_hash(
+            {
+                "teacher": teacher_key,
+                "data": data_key,
+                "student": cfg.student.model_dump(),
+                "distill": cfg.distill.model_dump(),
+                "seed": cfg.seed,
+                "threads": cfg.threads,
+            }
+        )
+
+        def train_student():
+            student, report = distill(teacher, cfg, splits["train"], progress)
+            files = save_classifier(student, student_dir, tokenizer_dir=source)
+            return report, files
+
+        s_report = run.stage("distill", student_key, train_student)
+        student = load_classifier(student_dir)
+        s_eval = run.evaluate("student", student, student_key, splits)
+        run.manifest["models"]["student"] = (
+            student.describe()
+            | {"accuracy": s_eval["test_accuracy"], "val_accuracy": s_eval["val_accuracy"]}
+            | s_report
+            | {"checkpoint": rundir.rel(student_dir / "model.safetensors"), "artifacts": {}}
+        )
+        run.save_manifest()
+
+        for role, model, key in (("teacher", teacher, teacher_key), ("student", student, student_key)):
+            art = run.export(role, model, key, splits)
+            run.manifest["models"][role]["artifacts"]["onnx_fp32"] = art
+            run.save_manifest()
+
+        for role in ("teacher", "student"):
+            art = run.manifest["models"][role]["artifacts"]["onnx_fp32"]
+            run.benchmark(role, "onnx_fp32", art, inputs, data_key)
+        run.save_manifest()
+        return run.manifest
+
+
+def _yaml(tree: dict[str, Any]) -> bytes:
+    import yaml
+
+    return yaml.safe_dump(tree, sort_keys=False).encode()

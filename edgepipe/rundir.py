@@ -1,0 +1,164 @@
+"""The run directory: atomic files, a lock, and stage records that make runs resumable.
+
+A stage is reused only if its record's key (a hash of the config it depends on and
+of its upstream stages' keys) matches *and* every file it produced still has the
+sha256 it had when written. A run killed mid-stage leaves no record for that stage
+(records are written last) and at most a `*.tmp` file, which nothing trusts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import RunDirError
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stable_hash(obj: Any) -> str:
+    """Hash of a JSON-able object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _disk_error(path: Path, e: OSError) -> RunDirError:
+    if e.errno == errno.ENOSPC:
+        return RunDirError(f"no space left on the device while writing {path}; free space or choose another --out")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return RunDirError(f"cannot write {path} (permission denied); choose a writable --out")
+    return RunDirError(f"cannot write {path}: {e.strerror or e}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        raise _disk_error(path, e) from e
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+class RunDir:
+    """An output directory owned by one process at a time (flock, released even on kill -9)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._lock_file = None
+
+    def open(self) -> "RunDir":
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"--out {self.root} is a file, not a directory; choose a directory path")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(f"--out {self.root} is not writable ({e.strerror}); choose a writable directory") from None
+        lock_path = self.root / "run.lock"
+        self._lock_file = open(lock_path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            self._lock_file = None
+            raise RunDirError(
+                f"a run is already in progress in {self.root} (pid {holder}); wait for it to finish or use another --out"
+            ) from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+        return self
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> "RunDir":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def rel(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.root.resolve()))
+
+    def _record_path(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def cached(self, stage: str, key: str) -> dict[str, Any] | None:
+        """The stage's result if it finished with this key and its files are intact."""
+        rec_path = self._record_path(stage)
+        try:
+            record = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("key") != key:
+            return None
+        for rel, digest in record.get("files", {}).items():
+            f = self.root / rel
+            if not f.is_file() or sha256_file(f) != digest:
+                return None
+        return record["result"]
+
+    def record(self, stage: str, key: str, result: dict[str, Any], files: list[Path] = ()) -> None:
+        hashes = {self.rel(f): sha256_file(f) for f in files}
+        write_json_atomic(self._record_path(stage), {"stage": stage, "key": key, "files": hashes, "result": result})
+
+    def stage(self, stage: str, key: str, compute: Callable[[], tuple[dict[str, Any], list[Path]]]) -> tuple[dict[str, Any], bool]:
+        """Run `compute` unless a valid record exists; returns (result, reused)."""
+        hit = self.cached(stage, key)
+        if hit is not None:
+            return hit, True
+        result, files = compute()
+        self.record(stage, key, result, files)
+        return result, False

@@ -1,0 +1,1 @@
+"""Model writers (ONNX now; TFLite later)."""

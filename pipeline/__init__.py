@@ -1,0 +1,1 @@
+"""Pipeline stages: each a function from (model, config, data) to (model, report)."""

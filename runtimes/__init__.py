@@ -1,0 +1,1 @@
+"""Inference adapters over real runtimes (ONNX Runtime now; LiteRT later)."""

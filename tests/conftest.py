@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny *real* models and data built on the fly, an isolated cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("edgepipe-cache")
+    os.environ["EDGEPIPE_CACHE"] = str(path)
+    return path
+
+
+def run_cli(*args: str, cache: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if cache is not None:
+        env["EDGEPIPE_CACHE"] = str(cache)
+    return subprocess.run([str(BIN / "compress-and-export"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def make_tiny_bert(directory: Path, *, layers: int = 2, hidden: int = 64, heads: int = 2, seed: int = 0, head_labels: list[str] | None = None) -> Path:
+    """A randomly initialised BERT with the real MiniLM wordpiece vocabulary, saved like the hub does."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    from edgepipe.pipeline.teacher import teacher_source
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2
+    )
+    if head_labels:
+        config.num_labels = len(head_labels)
+        config.id2label = dict(enumerate(head_labels))
+        config.label2id = {v: k for k, v in enumerate(head_labels)}
+        model = BertForSequenceClassification(config)
+        config.architectures = ["BertForSequenceClassification"]
+    else:
+        model = BertModel(config)
+        config.architectures = ["BertModel"]
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    cfg = config.to_dict()
+    (directory / "config.json").write_text(json.dumps(cfg))
+    src = teacher_source(None)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-teacher"))
+
+
+POSITIVE = ["wonderful", "great", "moving", "brilliant", "delightful", "superb", "charming", "funny"]
+NEGATIVE = ["awful", "boring", "dull", "terrible", "tedious", "clumsy", "lifeless", "bland"]
+FILLER = ["the film", "this movie", "the plot", "its cast", "the script", "the ending", "every scene", "the score"]
+
+
+def write_sentiment_csv(path: Path, n: int = 600, seed: int = 0, labels=("neg", "pos")) -> Path:
+    """Labelled sentences whose label is decided by one sentiment word: learnable in a few steps."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        y = i % 2
+        word = rng.choice(POSITIVE if y else NEGATIVE)
+        rows.append({"text": f"{rng.choice(FILLER)} is {word} and {rng.choice(FILLER)} {rng.randint(0, 10**6)}", "label": labels[y]})
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    return write_sentiment_csv(tmp_path / "reviews.csv")
+
+
+TINY_RUN = [
+    "--set", "data.val_size=100", "--set", "data.test_size=100",
+    "--set", "teacher.max_steps=40", "--set", "teacher.lr=1e-3", "--set", "teacher.freeze_word_embeddings=false",
+    "--set", "student.layers=[1]", "--set", "distill.max_steps=40", "--set", "distill.lr=1e-3",
+    "--set", "bench.runs=10", "--set", "bench.warmup=2", "--threads", "1",
+]  # fmt: skip

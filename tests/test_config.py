@@ -1,0 +1,73 @@
+import pytest
+
+from edgepipe.config import SMOKE, RunConfig, build_config, load_yaml, parse_override
+from edgepipe.errors import ConfigError
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = build_config({})
+    assert cfg.student.layers == [0, 2, 4]
+    assert (cfg.distill.temperature, cfg.distill.alpha) == (2.0, 0.5)
+    assert (cfg.data.val_size, cfg.data.test_size, cfg.data.max_length) == (1000, 2000, 64)
+    assert cfg.bench.devices == ["x86"] and cfg.bench.threads == 1
+
+
+def test_yaml_and_set_flags_map_onto_the_same_keys(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("seed: 3\ndistill:\n  temperature: 4\n  alpha: 0.7\nstudent:\n  layers: [0, 5]\n")
+    from_file = build_config(load_yaml(f))
+    from_flags = build_config(dict(parse_override(s) for s in ["seed=3", "distill.temperature=4", "distill.alpha=0.7", "student.layers=[0, 5]"]))
+    assert from_file == from_flags
+    assert from_file.distill.temperature == 4.0 and from_file.student.layers == [0, 5]
+
+
+def test_later_layers_win():
+    cfg = build_config(SMOKE, {"distill.max_steps": 7})
+    assert cfg.distill.max_steps == 7 and cfg.data.train_limit == SMOKE["data.train_limit"]
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ({"distill.temperature": 0}, "distill.temperature: Input should be greater than 0"),
+        ({"distill.alpha": 1.5}, "distill.alpha: Input should be less than or equal to 1"),
+        ({"distill.alpha": -0.1}, "distill.alpha: Input should be greater than or equal to 0"),
+        ({"distill.epochs": "many"}, "distill.epochs: Input should be a valid number"),
+        ({"distill.temprature": 2}, "unknown key 'distill.temprature'"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"bench.devices": ["pdp11"]}, "unknown device 'pdp11'"),
+        ({"bench.seq_len": 128}, "exceeds data.max_length"),
+        ({"student.layers": []}, "student.layers"),
+    ],
+)
+def test_bad_values_give_one_line_naming_the_key(override, needle):
+    with pytest.raises(ConfigError) as e:
+        build_config(override)
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_set_values_are_parsed_as_yaml_never_evaluated():
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("x=__import__('os').system('true')") == ("x", "__import__('os').system('true')")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("novalue")
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_yaml(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(listy)
+
+
+def test_config_is_frozen():
+    cfg = RunConfig()
+    with pytest.raises(Exception):
+        cfg.seed = 5

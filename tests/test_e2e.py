@@ -1,0 +1,181 @@
+"""End-to-end runs of the real CLI: the built-in task (--smoke), a user's CSV and teacher, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
+
+pytestmark = pytest.mark.e2e
+
+CONTRACT_BENCH_KEYS = {"device", "runtime", "model", "artifact", "threads", "seq_len", "batch", "latency_ms", "accuracy"}
+
+
+def without_timings(manifest: dict) -> dict:
+    m = json.loads(json.dumps(manifest))
+    m.pop("timings")
+    for model in m["models"].values():
+        model.get("train", {}).pop("seconds", None)
+        model.pop("cache_hit", None)
+    for b in m["benchmarks"]:
+        b.pop("latency_ms"), b.pop("init_ms"), b.pop("peak_rss_mb")
+    return m
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    cache = tmp_path_factory.mktemp("smoke-cache")
+    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, cache, proc
+
+
+def test_smoke_run_writes_the_manifest_contract(smoke_run):
+    out, _, proc = smoke_run
+    m = json.loads((out / "manifest.json").read_text())
+    assert {"version", "config", "dataset", "models", "benchmarks"} <= m.keys()
+    assert {"name", "sha256", "splits"} <= m["dataset"].keys()
+    assert m["dataset"]["splits"]["test"]["n"] == 400 and m["dataset"]["splits"]["train"]["n"] == 960
+    for role in ("teacher", "student"):
+        model = m["models"][role]
+        assert isinstance(model["params"], int) and 0 <= model["accuracy"] <= 1
+        art = model["artifacts"]["onnx_fp32"]
+        f = out / art["path"]
+        assert f.stat().st_size == art["bytes"] and art["parity_max_abs"] < 1e-4
+        import hashlib
+
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == art["sha256"]
+    t, s = m["models"]["teacher"], m["models"]["student"]
+    assert t["layers"] == 6 and s["layers"] == 1 and s["params"] < t["params"]
+    # trained for real: better than the majority class (57.5% fresh) on held-out data
+    assert t["accuracy"] > 0.65 and s["accuracy"] > 0.6
+    assert len(m["benchmarks"]) == 2
+    for b in m["benchmarks"]:
+        assert CONTRACT_BENCH_KEYS <= b.keys() and b["device"] == "x86" and b["runtime"] == "onnxruntime"
+        assert {"p50", "p90", "p99", "mean", "std", "n"} <= b["latency_ms"].keys() and b["latency_ms"]["n"] == 20
+        # the runtime's accuracy on the device equals PyTorch's (same inputs, parity ~1e-6)
+        assert b["accuracy"] == pytest.approx(m["models"][b["model"]]["accuracy"], abs=1 / 400 + 1e-9)
+    lat = {b["model"]: b["latency_ms"]["p50"] for b in m["benchmarks"]}
+    assert lat["student"] < lat["teacher"]
+    assert "teacher" in proc.stdout and "student" in proc.stdout and "p50 ms" in proc.stdout
+
+
+def test_rerun_reuses_every_stage_and_gives_the_same_manifest(smoke_run):
+    out, cache, _ = smoke_run
+    first = json.loads((out / "manifest.json").read_text())
+    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = json.loads((out / "manifest.json").read_text())
+    assert all(t["reused"] for t in second["timings"].values()), second["timings"]
+    assert second["models"]["teacher"]["cache_hit"] is True
+    assert without_timings(first) == without_timings(second)
+
+
+def test_corrupted_artifact_is_rebuilt_and_only_what_depends_on_it_reruns(smoke_run):
+    out, cache, _ = smoke_run
+    onnx = out / "onnx" / "student.fp32.onnx"
+    data = onnx.read_bytes()
+    onnx.write_bytes(data[: len(data) // 2])
+    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    rerun = {k for k, t in m["timings"].items() if not t["reused"]}
+    assert rerun == {"export_student_onnx_fp32", "bench_x86_student_onnx_fp32"}
+    assert onnx.stat().st_size == len(data)
+
+
+def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
+    out, cache, _ = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "run.lock").unlink()
+    proc = run_cli("--smoke", "--out", str(copy), "--set", "distill.temperature=4", cache=cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((copy / "manifest.json").read_text())
+    rerun = {k for k, t in m["timings"].items() if not t["reused"]}
+    assert rerun == {"distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32"}
+    assert m["models"]["student"]["loss"]["temperature"] == 4.0
+
+
+def test_user_csv_and_local_teacher(tmp_path, tiny_teacher):
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    out = tmp_path / "run"
+    proc = run_cli("--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["dataset"]["labels"] == ["neg", "pos"] and m["dataset"]["name"] == "reviews.csv"
+    assert m["models"]["teacher"]["fine_tuned"] is True
+    # the sentiment word decides the label: both models must have learnt it
+    assert m["models"]["teacher"]["accuracy"] >= 0.9 and m["models"]["student"]["accuracy"] >= 0.9
+    assert json.loads((out / "student" / "edgepipe.json").read_text())["labels"] == ["neg", "pos"]
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path, tiny_teacher):
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    manifests = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        proc = run_cli("--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, cache=tmp_path / f"cache{i}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        manifests.append(json.loads((out / "manifest.json").read_text()))
+    a, b = manifests
+    for role in ("teacher", "student"):
+        assert a["models"][role]["accuracy"] == b["models"][role]["accuracy"]
+        assert a["models"][role]["train"]["final_loss"] == b["models"][role]["train"]["final_loss"]
+    assert a["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"] == b["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"]
+
+
+def _one_line_error(proc, needle: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr[-2000:]
+
+
+def test_missing_teacher_dir(tmp_path):
+    proc = run_cli("--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    _one_line_error(proc, "does not exist; pass a local Hugging Face model dir to --teacher")
+    assert proc.returncode == 4
+
+
+def test_csv_without_text_and_label_columns(tmp_path, tiny_teacher):
+    f = tmp_path / "d.csv"
+    f.write_text("review,stars\ngreat,5\nbad,1\n")
+    proc = run_cli("--teacher", str(tiny_teacher), "--data", str(f), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    _one_line_error(proc, "has no column 'text', 'label' (columns: review, stars)")
+    assert proc.returncode == 3
+
+
+def test_labels_that_do_not_match_the_teacher_head(tmp_path):
+    teacher = make_tiny_bert(tmp_path / "clf", head_labels=["negative", "positive"])
+    csv = write_sentiment_csv(tmp_path / "d.csv", labels=("neg", "pos"))
+    proc = run_cli("--teacher", str(teacher), "--data", str(csv), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    _one_line_error(proc, "teacher head has labels ['negative', 'positive'] but the data has ['neg', 'pos']")
+    three = tmp_path / "three.csv"
+    three.write_text("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(60)))
+    proc = run_cli("--teacher", str(teacher), "--data", str(three), "--out", str(tmp_path / "o2"), cache=tmp_path / "c")
+    _one_line_error(proc, "but the data has ['0', '1', '2']")
+
+
+def test_unwritable_out_and_out_that_is_a_file(tmp_path):
+    proc = run_cli("--out", "/sys/edgepipe-run", cache=tmp_path / "c")
+    _one_line_error(proc, "is not writable")
+    f = tmp_path / "file"
+    f.write_text("x")
+    proc = run_cli("--out", str(f), cache=tmp_path / "c")
+    _one_line_error(proc, "is a file, not a directory")
+
+
+def test_bad_config_value_and_debug_flag(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("distill:\n  alpha: 2\n")
+    proc = run_cli("--config", str(cfg), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    _one_line_error(proc, "distill.alpha: Input should be less than or equal to 1")
+    assert proc.returncode == 2
+    proc = run_cli("--config", str(cfg), "--out", str(tmp_path / "o"), "--debug", cache=tmp_path / "c")
+    assert proc.returncode == 2 and "Traceback" in proc.stderr

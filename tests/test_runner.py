@@ -1,0 +1,104 @@
+"""The standalone device-side runner against a real ONNX model and real runtime."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepipe.config import BenchConfig, DataConfig
+from edgepipe.devices import x86
+from edgepipe.devices.runner import LatencyStats
+from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.modeling import load_teacher_dir, with_labels
+from edgepipe.pipeline.data import load_dataset
+from edgepipe.pipeline.teacher import load_tokenizer
+from edgepipe.runtimes.onnxruntime import OrtModel
+
+RUNNER = Path(x86.__file__).with_name("runner.py")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_teacher):
+    d = tmp_path_factory.mktemp("onnx")
+    model = with_labels(load_teacher_dir(tiny_teacher)[0], ["fresh", "rotten"], seed=0).eval()
+    ds, _ = load_dataset(DataConfig(train_limit=10, test_size=120, val_size=10))
+    splits = ds.tokenize(load_tokenizer(tiny_teacher), 64)
+    path = d / "tiny.onnx"
+    export_onnx(model, path, splits["test"])
+    parity = check_parity(model, path, splits["test"], atol=1e-4)
+    splits["test"].save(d / "eval")
+    return model, path, d / "eval", splits["test"], parity
+
+
+def test_latency_stats_percentiles():
+    s = LatencyStats.from_samples([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert (s.p50, s.p90, s.p99, s.min, s.max, s.n) == pytest.approx((50.5, 90.1, 99.01, 1.0, 100.0, 100))
+    assert s.mean == pytest.approx(50.5) and s.std == pytest.approx(np.std(np.arange(1, 101)))
+
+
+def test_export_parity_and_dynamic_shapes(exported):
+    model, path, _, split, parity = exported
+    assert parity["parity_max_abs"] < 1e-4 and parity["argmax_agreement"] == 1.0
+    ort = OrtModel(path)
+    # dynamic batch and sequence: batch 3 of length 17 runs
+    out = ort.run(split.input_ids[:3, :17], split.attention_mask[:3, :17], split.token_type_ids[:3, :17])
+    assert out.shape == (3, 2)
+
+
+def test_runner_reports_stats_and_the_same_accuracy_as_the_host(exported):
+    _, path, eval_dir, split, _ = exported
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), "--model", str(path), "--inputs", str(eval_dir), "--runs", "15", "--warmup", "2", "--seq-len", "32", "--predictions"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    r = json.loads(proc.stdout)
+    host = OrtModel(path).predict(split)
+    assert r["accuracy"] == pytest.approx(float((host.argmax(1) == split.labels).mean()))
+    assert r["predictions"] == host.argmax(1).tolist()
+    assert r["n_eval"] == len(split) and r["latency_ms"]["n"] == 15 and r["seq_len"] == 32
+    lat = r["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert r["runtime"] == "onnxruntime" and r["machine"] == "x86_64" and r["peak_rss_mb"] > 0
+
+
+def test_runner_needs_only_numpy_and_the_runtime(exported):
+    import ast
+
+    tree = ast.parse(RUNNER.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party == {"numpy", "onnxruntime"}
+    # and it really runs with torch and edgepipe made unimportable
+    _, path, eval_dir, _, _ = exported
+    code = (
+        "import sys, runpy; sys.modules['torch'] = None; sys.modules['edgepipe'] = None; "
+        f"sys.argv = ['runner', '--model', {str(path)!r}, '--inputs', {str(eval_dir)!r}, '--runs', '2', '--max-eval', '5']; "
+        f"runpy.run_path({str(RUNNER)!r}, run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert json.loads(proc.stdout)["n_eval"] == 5
+
+
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("missing.onnx", None, "does not exist"),
+        ("bad.onnx", b"not a model", "cannot be loaded by onnxruntime"),
+        ("m.bin", b"x", "unknown format"),
+    ],
+)
+def test_runner_bad_model_is_one_line(tmp_path, exported, name, content, needle):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(tmp_path / name), "--inputs", str(exported[2])], capture_output=True, text=True)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_x86_device_runs_the_runner_pinned(exported):
+    _, path, eval_dir, _, _ = exported
+    r = x86.benchmark(path, eval_dir, BenchConfig(runs=5, warmup=1, pin_cores="0"))
+    assert r["device"] == "x86" and r["device_info"]["pinned_cores"] == "0" and r["latency_ms"]["n"] == 5
