@@ -62,6 +62,22 @@ class DistillConfig(_Section):
     batch_size: int = Field(32, gt=0)
 
 
+class PruneConfig(_Section):
+    enabled: bool = True
+    heads: float = Field(0.5, ge=0, lt=1, description="fraction of attention heads removed (by importance)")
+    ffn: float = Field(0.6, ge=0, lt=1, description="fraction of FFN intermediate neurons removed")
+    layers: int = Field(0, ge=0, description="whole layers removed (least important first)")
+    target_params: int | None = Field(
+        None, gt=0, description="non-embedding parameters to keep; sets one ratio for heads and FFN (overrides heads/ffn)"
+    )
+    importance: Literal["taylor", "magnitude"] = Field("taylor", description="taylor: |dL/dmask| over training batches")
+    importance_batches: int = Field(200, gt=0)
+    vocab: bool = Field(True, description="keep only tokens of the training corpus (+ specials and characters)")
+    recovery_epochs: float = Field(1.0, ge=0, description="distillation from the teacher after pruning")
+    recovery_max_steps: int | None = Field(None, gt=0)
+    recovery_lr: float = Field(1e-4, gt=0)
+
+
 class ExportConfig(_Section):
     opset: int = Field(18, ge=17, le=21)
     parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between ONNX and PyTorch")
@@ -94,11 +110,16 @@ class RunConfig(_Section):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     distill: DistillConfig = DistillConfig()
+    prune: PruneConfig = PruneConfig()
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
 
     @model_validator(mode="after")
     def _bench_seq_fits(self) -> "RunConfig":
+        if self.prune.enabled and self.prune.layers >= len(self.student.layers):
+            raise ValueError(
+                f"prune.layers={self.prune.layers} would remove all {len(self.student.layers)} student layers; keep at least one"
+            )
         if self.bench.seq_len > self.data.max_length:
             raise ValueError(f"bench.seq_len ({self.bench.seq_len}) exceeds data.max_length ({self.data.max_length})")
         return self
@@ -113,6 +134,9 @@ SMOKE: dict[str, Any] = {
     "student.layers": [0],
     "distill.max_steps": 30,
     "distill.lr": 3e-4,
+    "prune.importance_batches": 10,
+    "prune.recovery_max_steps": 30,
+    "prune.recovery_lr": 3e-4,
     "bench.warmup": 2,
     "bench.runs": 20,
 }

@@ -70,15 +70,25 @@ class Classifier(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, seq_len: int) -> dict[str, Any]:
+        """Size facts for the manifest; MACs for one sequence of `seq_len` tokens."""
+        from edgepipe.surgery import count_macs, shape_of
+
         c = self.config
+        shape = shape_of(self.encoder)
+        macs = count_macs(self.encoder, seq_len, len(self.labels))
+        embedding = sum(p.numel() for p in self.encoder.embeddings.parameters())
         return {
             "params": self.num_params(),
+            "non_embedding_params": self.num_params() - embedding,
+            "macs": macs["total"],
+            "non_embedding_macs": macs["attention"] + macs["ffn"],
+            "macs_seq_len": seq_len,
             "layers": c.num_hidden_layers,
             "hidden_size": c.hidden_size,
-            "heads": c.num_attention_heads,
-            "intermediate_size": c.intermediate_size,
-            "vocab_size": c.vocab_size,
+            "heads_per_layer": shape["heads"],
+            "ffn_per_layer": shape["ffn"],
+            "vocab_size": self.encoder.embeddings.word_embeddings.num_embeddings,
             "pooling": self.pooling,
         }
 
@@ -101,7 +111,15 @@ def save_classifier(model: Classifier, directory: Path, tokenizer_dir: Path | No
         save_file(state, str(tmp), metadata={"format": "pt"})
     config = model.config.to_dict()
     config.pop("_attn_implementation_autoset", None)
-    meta = {"format": FORMAT, "labels": model.labels, "pooling": model.pooling, "encoder_config": config} | (extra or {})
+    from edgepipe.surgery import shape_of
+
+    meta = {
+        "format": FORMAT,
+        "labels": model.labels,
+        "pooling": model.pooling,
+        "encoder_config": config,
+        "shape": shape_of(model.encoder),
+    } | (extra or {})
     write_json_atomic(directory / "edgepipe.json", meta)
     files = [weights, directory / "edgepipe.json"]
     if tokenizer_dir is not None:
@@ -143,8 +161,12 @@ def load_classifier(directory: Path) -> Classifier:
     meta = _read_json(directory / "edgepipe.json")
     if meta.get("format") != FORMAT:
         raise ModelError(f"{directory}/edgepipe.json has format {meta.get('format')!r}, expected {FORMAT!r}")
+    from edgepipe.surgery import apply_shape
+
     config = BertConfig(**meta["encoder_config"])
     model = Classifier(make_encoder(config, meta["pooling"] == "cls"), meta["labels"], meta["pooling"])
+    if "shape" in meta:
+        apply_shape(model.encoder, meta["shape"])
     state = _load_state(directory)
     try:
         model.load_state_dict(state, strict=True)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import edgepipe
@@ -20,7 +21,7 @@ from edgepipe.devices import x86
 from edgepipe.config import RunConfig, config_to_dict
 from edgepipe.modeling import Classifier, load_classifier, save_classifier
 from edgepipe.progress import Progress, Silent
-from edgepipe.rundir import RunDir, sha256_file, stable_hash, write_bytes_atomic, write_json_atomic
+from edgepipe.rundir import RunDir, atomic_path, sha256_file, stable_hash, write_bytes_atomic, write_json_atomic
 from edgepipe.export.onnx import check_parity, export_onnx
 from edgepipe.pipeline.data import Dataset, TokenizedSplit, load_dataset
 from edgepipe.pipeline.distill import distill
@@ -79,11 +80,24 @@ class Run:
 
     # -- stages ---------------------------------------------------------------
 
-    def eval_inputs(self, dataset: Dataset, splits: dict[str, TokenizedSplit], tok_key: str) -> Path:
-        directory = self.dir.path("data/test")
-        key = stable_hash({"data": dataset.key, "tokenizer": tok_key, "max_length": self.cfg.data.max_length})
-        self.stage("eval_inputs", key, lambda: ({"n": len(splits["test"])}, splits["test"].save(directory)))
+    def eval_inputs(self, name: str, splits: dict[str, TokenizedSplit], data_key: str) -> Path:
+        """The pre-tokenized test split as .npy files, what a device runner reads."""
+        directory = self.dir.path(f"data/{name}")
+        self.stage(f"eval_inputs_{name}", data_key, lambda: ({"n": len(splits["test"])}, splits["test"].save(directory)))
         return directory
+
+    def soft_targets(self, teacher: Classifier, teacher_key: str, train: TokenizedSplit, data_key: str) -> torch.Tensor:
+        """The teacher's eval-mode logits on the training split: computed once, shared by distill, prune and recovery."""
+        path = self.dir.path("data/teacher_train_logits.npy")
+
+        def compute():
+            logits = predict(teacher, train, progress=self.progress, description="teacher soft targets")
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, logits)
+            return {"n": len(logits)}, [path]
+
+        self.stage("soft_targets", stable_hash({"teacher": teacher_key, "data": data_key}), compute)
+        return torch.from_numpy(np.load(path, allow_pickle=False))
 
     def evaluate(self, role: str, model: Classifier, model_key: str, splits: dict[str, TokenizedSplit]) -> dict[str, Any]:
         def compute():
@@ -114,7 +128,9 @@ class Run:
             model_path = self.dir.path(artifact["path"])
 
             def compute():
-                return x86.benchmark(model_path, inputs, bcfg), []
+                for _ in self.progress.track([None], 1, f"benchmark {role} {artifact_name} on {device}"):
+                    result = x86.benchmark(model_path, inputs, bcfg)
+                return result, []
 
             r = self.stage(f"bench_{device}_{role}_{artifact_name}", key, compute)
             self.manifest["benchmarks"].append(
@@ -154,6 +170,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
     with RunDir(out) as rundir:
         run = Run(cfg, rundir, cache_dir, progress)
         write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))
+        seq = cfg.bench.seq_len
 
         dataset, data_report = load_dataset(cfg.data)
         run.manifest["dataset"] = data_report
@@ -161,56 +178,103 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         tokenizer = load_tokenizer(source)
         splits = dataset.tokenize(tokenizer, cfg.data.max_length)
         data_key = splits_key(splits)
-        inputs = run.eval_inputs(dataset, splits, data_key)
+        inputs = {"teacher": run.eval_inputs("test", splits, data_key)}
+        inputs["student"] = inputs["teacher"]
         run.save_manifest()
 
+        # teacher -------------------------------------------------------------
         teacher, teacher_report = prepare_teacher(cfg, dataset, splits["train"], cache_dir, progress)
         teacher_key = teacher_report.get("cache_key") or teacher_report["source_fingerprint"]
-        run.progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if teacher_report.get("cache_hit", True) else ""))
+        progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if teacher_report.get("cache_hit", True) else ""))
         t_eval = run.evaluate("teacher", teacher, teacher_key, splits)
         run.manifest["models"]["teacher"] = (
-            teacher.describe() | {"accuracy": t_eval["test_accuracy"], "val_accuracy": t_eval["val_accuracy"]} | teacher_report | {"artifacts": {}}
+            teacher.describe(seq) | {"accuracy": t_eval["test_accuracy"], "val_accuracy": t_eval["val_accuracy"]} | teacher_report | {"artifacts": {}}
         )
         run.save_manifest()
+        soft_targets = run.soft_targets(teacher, teacher_key, splits["train"], data_key)
 
+        # student -------------------------------------------------------------
         student_dir = rundir.path("student")
         student_key = stable_hash(
-            {
-                "teacher": teacher_key,
-                "data": data_key,
-                "student": cfg.student.model_dump(),
-                "distill": cfg.distill.model_dump(),
-                "seed": cfg.seed,
-                "threads": cfg.threads,
-            }
+            {"teacher": teacher_key, "data": data_key, "student": cfg.student.model_dump(), "distill": cfg.distill.model_dump(), "seed": cfg.seed, "threads": cfg.threads}
         )
 
         def train_student():
-            student, report = distill(teacher, cfg, splits["train"], progress)
-            files = save_classifier(student, student_dir, tokenizer_dir=source)
-            return report, files
+            student, report = distill(teacher, cfg, splits["train"], progress, teacher_logits=soft_targets)
+            return report, save_classifier(student, student_dir, tokenizer_dir=source)
 
         s_report = run.stage("distill", student_key, train_student)
         student = load_classifier(student_dir)
         s_eval = run.evaluate("student", student, student_key, splits)
         run.manifest["models"]["student"] = (
-            student.describe()
+            student.describe(seq)
             | {"accuracy": s_eval["test_accuracy"], "val_accuracy": s_eval["val_accuracy"]}
             | s_report
             | {"checkpoint": rundir.rel(student_dir / "model.safetensors"), "artifacts": {}}
         )
         run.save_manifest()
+        models = {"teacher": (teacher, teacher_key, splits), "student": (student, student_key, splits)}
 
-        for role, model, key in (("teacher", teacher, teacher_key), ("student", student, student_key)):
-            art = run.export(role, model, key, splits)
-            run.manifest["models"][role]["artifacts"]["onnx_fp32"] = art
+        # pruned --------------------------------------------------------------
+        if cfg.prune.enabled:
+            pruned_dir = rundir.path("pruned")
+            pruned_key = stable_hash(
+                {"student": student_key, "prune": cfg.prune.model_dump(), "distill": cfg.distill.model_dump(), "seed": cfg.seed, "threads": cfg.threads}
+            )
+            p_report = run.stage(
+                "prune", pruned_key, lambda: prune_stage(student, soft_targets, cfg, dataset, splits["train"], tokenizer, source, pruned_dir, progress)
+            )
+            pruned = load_classifier(pruned_dir)
+            p_splits = dataset.tokenize(load_tokenizer(pruned_dir), cfg.data.max_length)
+            inputs["pruned"] = run.eval_inputs("test_pruned", p_splits, splits_key(p_splits))
+            p_eval = run.evaluate("pruned", pruned, pruned_key, p_splits)
+            run.manifest["models"]["pruned"] = (
+                pruned.describe(seq)
+                | {"accuracy": p_eval["test_accuracy"], "val_accuracy": p_eval["val_accuracy"]}
+                | p_report
+                | {"checkpoint": rundir.rel(pruned_dir / "model.safetensors"), "artifacts": {}}
+            )
             run.save_manifest()
+            models["pruned"] = (pruned, pruned_key, p_splits)
 
-        for role in ("teacher", "student"):
+        # export and benchmark ------------------------------------------------
+        for role, (model, key, role_splits) in models.items():
+            run.manifest["models"][role]["artifacts"]["onnx_fp32"] = run.export(role, model, key, role_splits)
+            run.save_manifest()
+        for role in models:
             art = run.manifest["models"][role]["artifacts"]["onnx_fp32"]
-            run.benchmark(role, "onnx_fp32", art, inputs, data_key)
+            run.benchmark(role, "onnx_fp32", art, inputs[role], splits_key(models[role][2]))
         run.save_manifest()
         return run.manifest
+
+
+def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: TokenizedSplit, tokenizer, source: Path, out_dir: Path, progress: Progress):
+    """Structured pruning, vocabulary pruning, recovery; saves the pruned model and its tokenizer."""
+    from edgepipe.pipeline import prune as P
+
+    pruned, report = P.prune(student, soft_targets, cfg, train, progress)
+    new_tokenizer = tokenizer
+    if cfg.prune.vocab:
+        vocab = P.read_vocab(source)
+        keep = P.corpus_token_ids(tokenizer, dataset.texts["train"], vocab)
+        P.prune_vocab(pruned, keep)
+        new_tokenizer = P.write_vocab_tokenizer(out_dir, [vocab[i] for i in keep], tokenizer)
+        test_ids = tokenizer(dataset.texts["test"], add_special_tokens=False)["input_ids"]
+        kept = set(keep)
+        n_tok = sum(map(len, test_ids))
+        report["vocab"] = {
+            "original": len(vocab),
+            "kept": len(keep),
+            "test_tokens_outside_kept": round(sum(t not in kept for ids in test_ids for t in ids) / max(1, n_tok), 5),
+        }
+    p_splits = dataset.tokenize(new_tokenizer, cfg.data.max_length)
+    before = {f"{s}_accuracy": accuracy(predict(pruned, p_splits[s]), p_splits[s].labels) for s in ("val", "test")}
+    report["accuracy_before_recovery"] = before["test_accuracy"]
+    report["val_accuracy_before_recovery"] = before["val_accuracy"]
+    report["recovery"] = P.recover(pruned, soft_targets, cfg, p_splits["train"], progress)
+    files = save_classifier(pruned, out_dir, tokenizer_dir=None if cfg.prune.vocab else source)
+    files += [out_dir / n for n in ("vocab.txt", "tokenizer.json", "tokenizer_config.json") if cfg.prune.vocab]
+    return report, files
 
 
 def _yaml(tree: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ def _mb(n: int | None) -> str:
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
-    table = Table(title="edgepipe: teacher -> student", title_justify="left")
+    table = Table(title="edgepipe: " + " -> ".join(manifest["models"]), title_justify="left")
     for col in ("model", "params (M)", "layers", "accuracy (PyTorch)", "artifact", "size (MB)", "parity", "device", "threads", "p50 ms", "p90 ms", "p99 ms", "accuracy (runtime)"):
         table.add_column(col, justify="left" if col in ("model", "artifact", "device") else "right")
     for role, m in manifest["models"].items():

@@ -119,8 +119,10 @@ def distill(
     cfg: RunConfig,
     train: TokenizedSplit,
     progress: Progress = Silent(),
+    teacher_logits: torch.Tensor | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
-    """Train a student cut from `teacher`; the teacher is only read."""
+    """Train a student cut from `teacher`; the teacher is only read. `teacher_logits`
+    (the teacher's eval-mode logits on `train`) saves recomputing them."""
     dcfg = cfg.distill
     student = build_student(teacher, cfg.student, cfg.seed)
     teacher = copy.deepcopy(teacher).eval()
@@ -130,7 +132,8 @@ def distill(
         dcfg.temperature, dcfg.alpha, dcfg.hidden_weight, student.config.hidden_size, teacher.config.hidden_size
     )
     use_hidden = dcfg.hidden_weight > 0
-    teacher_logits = None if use_hidden else torch.from_numpy(predict(teacher, train, progress=progress, description="teacher soft targets"))
+    if teacher_logits is None and not use_hidden:
+        teacher_logits = torch.from_numpy(predict(teacher, train, progress=progress, description="teacher soft targets"))
     # student layer i (1-based in hidden_states) learns from the teacher layer it was cut from
     matched = [src + 1 for src in cfg.student.layers]
 
