@@ -25,6 +25,10 @@ FORMAT = "edgepipe-classifier/1"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SUPPORTED_MODEL_TYPES = ("bert",)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# Added to attention scores of padded positions. HF fills with float32's minimum, which
+# makes the int8 scale of that tensor collapse (the mask is then silently dropped);
+# -30 already gives padded keys a softmax weight of e^-30 ~ 1e-13.
+MASK_VALUE = -30.0
 
 
 class Classifier(nn.Module):
@@ -50,9 +54,10 @@ class Classifier(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
     ):
+        additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
         out = self.encoder(
             input_ids=input_ids,
-            attention_mask=attention_mask,
+            attention_mask=additive,
             token_type_ids=token_type_ids,
             output_hidden_states=output_hidden_states,
         )

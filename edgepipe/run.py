@@ -23,6 +23,7 @@ from edgepipe.modeling import Classifier, load_classifier, save_classifier
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import RunDir, atomic_path, sha256_file, stable_hash, write_bytes_atomic, write_json_atomic
 from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.runtimes.onnxruntime import OrtModel
 from edgepipe.pipeline.data import Dataset, TokenizedSplit, load_dataset
 from edgepipe.pipeline.distill import distill
 from edgepipe.pipeline.teacher import load_tokenizer, prepare_teacher, teacher_source
@@ -120,6 +121,30 @@ class Run:
 
         result = self.stage(f"export_{role}_onnx_fp32", stable_hash({"model": model_key, "export": ecfg.model_dump()}), compute)
         return self.artifact(path, **result)
+
+    def quantize_onnx(self, role: str, splits: dict[str, TokenizedSplit]) -> dict[str, Any]:
+        """Static int8 of the role's fp32 ONNX, calibrated on training examples, budget checked on val."""
+        from edgepipe.pipeline.quantize import quantize
+
+        fp32 = self.manifest["models"][role]["artifacts"]["onnx_fp32"]
+        path = self.dir.path(f"onnx/{role}.int8.onnx")
+        qcfg = self.cfg.quantize
+        key = stable_hash({"fp32": fp32["sha256"], "quantize": qcfg.model_dump(), "data": splits_key(splits), "seq_len": self.cfg.bench.seq_len})
+
+        def compute():
+            report = quantize(self.dir.path(fp32["path"]), path, splits["train"], splits["val"], qcfg, self.cfg.bench.seq_len, self.progress)
+            test = splits["test"]
+            q_logits = OrtModel(path).predict(test)
+            f_logits = OrtModel(self.dir.path(fp32["path"])).predict(test)
+            report |= {
+                "test_accuracy": accuracy(q_logits, test.labels),
+                "fp32_test_accuracy": accuracy(f_logits, test.labels),
+                "argmax_agreement": float((q_logits.argmax(1) == f_logits.argmax(1)).mean()),
+                "size_ratio_vs_fp32": round(fp32["bytes"] / path.stat().st_size, 3),
+            }
+            return report, [path]
+
+        return self.artifact(path, **self.stage(f"quantize_{role}_onnx_int8", key, compute))
 
     def benchmark(self, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
         bcfg = self.cfg.bench
@@ -241,9 +266,14 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         for role, (model, key, role_splits) in models.items():
             run.manifest["models"][role]["artifacts"]["onnx_fp32"] = run.export(role, model, key, role_splits)
             run.save_manifest()
+        if cfg.quantize.enabled:
+            for role in cfg.quantize.targets:
+                if role in models:
+                    run.manifest["models"][role]["artifacts"]["onnx_int8"] = run.quantize_onnx(role, models[role][2])
+                    run.save_manifest()
         for role in models:
-            art = run.manifest["models"][role]["artifacts"]["onnx_fp32"]
-            run.benchmark(role, "onnx_fp32", art, inputs[role], splits_key(models[role][2]))
+            for name, art in run.manifest["models"][role]["artifacts"].items():
+                run.benchmark(role, name, art, inputs[role], splits_key(models[role][2]))
         run.save_manifest()
         return run.manifest
 

@@ -12,22 +12,31 @@ def _mb(n: int | None) -> str:
 
 
 def summary_table(manifest: dict[str, Any]) -> Table:
+    """The stage ladder: model facts once per model, then one row per artifact and device."""
     table = Table(title="edgepipe: " + " -> ".join(manifest["models"]), title_justify="left")
-    for col in ("model", "params (M)", "layers", "accuracy (PyTorch)", "artifact", "size (MB)", "parity", "device", "threads", "p50 ms", "p90 ms", "p99 ms", "accuracy (runtime)"):
+    cols = ("model", "params (M)", "MACs (M)", "accuracy (PyTorch)", "artifact", "size (MB)", "parity / agreement",
+            "device", "threads", "p50 ms", "p90 ms", "p99 ms", "accuracy (runtime)")  # fmt: skip
+    for col in cols:
         table.add_column(col, justify="left" if col in ("model", "artifact", "device") else "right")
     for role, m in manifest["models"].items():
+        first = True
         for name, art in m.get("artifacts", {}).items():
             benches = [b for b in manifest["benchmarks"] if b["model"] == role and b["artifact"] == name] or [None]
+            if "parity_max_abs" in art:
+                parity = f"{art['parity_max_abs']:.1e}"
+            elif "argmax_agreement" in art:
+                parity = f"{art['argmax_agreement'] * 100:.1f}%"
+            else:
+                parity = "-"
             for b in benches:
                 lat = b["latency_ms"] if b else {}
+                model_cells = (role, f"{m['params'] / 1e6:.2f}", f"{m['macs'] / 1e6:.0f}", f"{m['accuracy'] * 100:.1f}%") if first else ("", "", "", "")
+                first = False
                 table.add_row(
-                    role,
-                    f"{m['params'] / 1e6:.2f}",
-                    str(m.get("layers", "-")),
-                    f"{m['accuracy'] * 100:.1f}%",
+                    *model_cells,
                     name,
                     _mb(art.get("bytes")),
-                    f"{art['parity_max_abs']:.1e}" if "parity_max_abs" in art else "-",
+                    parity,
                     b["device"] if b else "-",
                     str(b["threads"]) if b else "-",
                     f"{lat['p50']:.2f}" if b else "-",

@@ -61,12 +61,21 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert p["recovery"]["steps"] == 30 and p["vocab"]["kept"] == p["vocab_size"]
     assert (out / "pruned" / "vocab.txt").read_text().count("\n") == p["vocab_size"]
     assert p["artifacts"]["onnx_fp32"]["bytes"] < s["artifacts"]["onnx_fp32"]["bytes"] / 3
-    assert len(m["benchmarks"]) == 3
+    for role in ("student", "pruned"):
+        q = m["models"][role]["artifacts"]["onnx_int8"]
+        assert (out / q["path"]).is_file() and q["calibration_method"] == "minmax" and q["calibration_examples"] == 64
+        assert q["quantized_matmuls"] > 0 and q["excluded_node_count"] >= 0 and 0.9 <= q["argmax_agreement"] <= 1
+        assert q["budget_met"] and abs(q["test_accuracy"] - q["fp32_test_accuracy"]) < 0.03
+        assert q["fp32_test_accuracy"] == pytest.approx(m["models"][role]["accuracy"], abs=1 / 400 + 1e-9)
+    assert p["artifacts"]["onnx_fp32"]["bytes"] / p["artifacts"]["onnx_int8"]["bytes"] >= 3.5
+    assert len(m["benchmarks"]) == 5
     for b in m["benchmarks"]:
         assert CONTRACT_BENCH_KEYS <= b.keys() and b["device"] == "x86" and b["runtime"] == "onnxruntime"
         assert {"p50", "p90", "p99", "mean", "std", "n"} <= b["latency_ms"].keys() and b["latency_ms"]["n"] == 20
         # the runtime's accuracy on the device equals PyTorch's (same inputs, parity ~1e-6)
-        assert b["accuracy"] == pytest.approx(m["models"][b["model"]]["accuracy"], abs=1 / 400 + 1e-9)
+        art = m["models"][b["model"]]["artifacts"][b["artifact"]]
+        expected = art.get("test_accuracy", m["models"][b["model"]]["accuracy"])
+        assert b["accuracy"] == pytest.approx(expected, abs=1 / 400 + 1e-9)
     assert "teacher" in proc.stdout and "pruned" in proc.stdout and "p50 ms" in proc.stdout
 
 
@@ -107,6 +116,7 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
     assert rerun == {
         "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32",
         "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32",
+        "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8", "bench_x86_pruned_onnx_int8",
     }  # fmt: skip
     assert m["models"]["student"]["loss"]["temperature"] == 4.0
 

@@ -1,0 +1,304 @@
+"""Quantize stage (ONNX): static int8, calibrated on real examples, held to an accuracy budget.
+
+Built on `onnxruntime.quantization` (pre-processing, calibration, QDQ insertion); edgepipe
+adds three things it does not do:
+
+* the word-embedding table stored int8 and gathered *before* dequantization
+  (`Gather(int8 table) -> Cast -> Mul(Gather(row scales))`): ORT's QDQ pattern
+  `DequantizeLinear(table) -> Gather` would dequantize the whole table on every run;
+* an accuracy budget on the validation split: if int8 loses more than
+  `max_accuracy_drop` points, node groups are ranked by how much quantizing them alone
+  moves the logits, and the worst are kept in fp32 until the budget holds; dynamic int8
+  is the fallback only when static cannot meet it;
+* a calibration cache (ORT's `calibration_cache_path`), so that loop re-quantizes
+  without re-calibrating.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgepipe.config import QuantizeConfig
+from edgepipe.errors import DataError, ModelError
+from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.progress import Progress, Silent
+from edgepipe.rundir import atomic_path
+from edgepipe.runtimes.onnxruntime import OrtModel
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _ort_quant():
+    from onnxruntime import quantization as q
+
+    return q
+
+
+class CalibrationReader:
+    """Feeds `n` real examples, padded to `seq_len` as in deployment, in batches."""
+
+    def __init__(self, split: TokenizedSplit, n: int, seq_len: int, batch: int = 16):
+        if len(split) == 0:
+            raise DataError("calibration data is empty; it needs real examples (quantize.calibration_examples > 0)")
+        arrays = {k: v[:n, :seq_len] for k, v in split.arrays().items() if k in INPUTS}
+        vocab_ok = arrays["input_ids"].min() >= 0
+        if not vocab_ok or not set(np.unique(arrays["attention_mask"])) <= {0, 1}:
+            raise DataError("calibration inputs are corrupt (negative ids or a mask other than 0/1); re-tokenize them")
+        self.n = len(arrays["input_ids"])
+        self.batches = [{k: np.ascontiguousarray(v[s : s + batch]) for k, v in arrays.items()} for s in range(0, self.n, batch)]
+        self._it = iter(self.batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self.batches[start_index:end_index])
+
+
+# -- graph helpers ------------------------------------------------------------
+
+
+def embedding_gathers(model: onnx.ModelProto, min_elements: int = 65536) -> list[onnx.NodeProto]:
+    """Gather nodes that look up rows of a large float initializer (word / position tables)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "Gather" and node.input[0] in inits:
+            t = inits[node.input[0]]
+            if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2 and t.dims[0] * t.dims[1] >= min_elements:
+                out.append(node)
+    return out
+
+
+def quantize_embeddings(model: onnx.ModelProto) -> int:
+    """Tables become int8 with one scale per row; lookups gather int8 rows, then scale them."""
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = list(model.graph.node)
+    count = 0
+    for node in embedding_gathers(model):
+        table = numpy_helper.to_array(inits[node.input[0]])
+        scale = np.abs(table).max(axis=1) / 127.0
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(table / scale[:, None]), -127, 127).astype(np.int8)
+        base = node.input[0]
+        model.graph.initializer.remove(inits[base])
+        model.graph.initializer.extend(
+            [numpy_helper.from_array(q, f"{base}_int8"), numpy_helper.from_array(scale.astype(np.float32), f"{base}_row_scale")]
+        )
+        axes = f"{base}_unsqueeze_axes"
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), axes))
+        ids, out = node.input[1], node.output[0]
+        new = [
+            helper.make_node("Gather", [f"{base}_int8", ids], [f"{out}_q"], name=f"{node.name}_int8", axis=0),
+            helper.make_node("Gather", [f"{base}_row_scale", ids], [f"{out}_s"], name=f"{node.name}_scale", axis=0),
+            helper.make_node("Cast", [f"{out}_q"], [f"{out}_f"], name=f"{node.name}_cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", [f"{out}_s", axes], [f"{out}_s2"], name=f"{node.name}_unsq"),
+            helper.make_node("Mul", [f"{out}_f", f"{out}_s2"], [out], name=f"{node.name}_dequant"),
+        ]
+        i = nodes.index(node)
+        nodes[i : i + 1] = new
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
+
+
+def node_groups(model: onnx.ModelProto) -> dict[str, str]:
+    """Node name -> the PyTorch module it came from (the dynamo exporter records name scopes),
+    e.g. `layer.1.output.dense`, `layer.0.attention.self` (scores and context), `head`."""
+    groups = {}
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        module = None
+        if scopes:
+            try:
+                parts = ast.literal_eval(scopes)
+                module = parts[-2] if len(parts) >= 2 else None
+            except (ValueError, SyntaxError):
+                module = None
+        groups[node.name] = re.sub(r"^model\.(encoder\.encoder\.|encoder\.)?", "", module) if module else node.name
+    return groups
+
+
+def op_types_of(qcfg: QuantizeConfig) -> list[str]:
+    """`["all"]` means every op type ORT's static quantizer handles."""
+    if qcfg.op_types != ["all"]:
+        return list(qcfg.op_types)
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QDQRegistry) | set(QLinearOpsRegistry))
+
+
+def quantizable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
+    model = onnx.load(str(model_path), load_external_data=False)
+    skip = {n.name for n in embedding_gathers(model)}
+    return [n.name for n in model.graph.node if n.op_type in op_types and n.name not in skip]
+
+
+# -- quantization -------------------------------------------------------------
+
+
+def preprocess(fp32: Path, out: Path) -> None:
+    q = _ort_quant()
+    try:
+        q.shape_inference.quant_pre_process(str(fp32), str(out), auto_merge=True, skip_symbolic_shape=False)
+    except Exception as e:  # noqa: BLE001 - ORT tools raise assorted errors for bad graphs
+        raise ModelError(f"quantization pre-processing failed on {fp32.name} ({type(e).__name__}: {e})") from None
+
+
+def static_int8(
+    pre: Path,
+    out: Path,
+    reader: CalibrationReader,
+    qcfg: QuantizeConfig,
+    exclude: list[str],
+    cache: Path,
+) -> dict[str, Any]:
+    q = _ort_quant()
+    method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy, "percentile": q.CalibrationMethod.Percentile}[qcfg.method]
+    act = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}[qcfg.activation_type]
+    model = onnx.load(str(pre))
+    gathers = [n.name for n in embedding_gathers(model)]
+    op_types = op_types_of(qcfg)
+    fmt = q.QuantFormat.QDQ if qcfg.format == "qdq" else q.QuantFormat.QOperator
+    reader.rewind()
+    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp:
+        raw = Path(tmp) / "q.onnx"
+        q.quantize_static(
+            str(pre),
+            str(raw),
+            reader,
+            quant_format=fmt,
+            op_types_to_quantize=op_types,
+            per_channel=qcfg.per_channel,
+            activation_type=act,
+            weight_type=q.QuantType.QInt8,
+            nodes_to_exclude=gathers + list(exclude),
+            calibrate_method=method,
+            extra_options={"ActivationSymmetric": qcfg.activation_type == "int8", "WeightSymmetric": True, "CalibPercentile": 99.999},
+            calibration_cache_path=str(cache),
+        )
+        qmodel = onnx.load(str(raw))
+    n_emb = quantize_embeddings(qmodel) if qcfg.embedding == "int8" else 0
+    with atomic_path(out) as tmp_out:
+        onnx.save(qmodel, str(tmp_out))
+    n_q = sum(1 for n in qmodel.graph.node if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear"))
+    return {"quantize_linear_nodes": n_q, "int8_embeddings": n_emb}
+
+
+def dynamic_int8(pre: Path, out: Path, qcfg: QuantizeConfig) -> dict[str, Any]:
+    q = _ort_quant()
+    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp:
+        raw = Path(tmp) / "q.onnx"
+        q.quantize_dynamic(str(pre), str(raw), per_channel=qcfg.per_channel, weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        qmodel = onnx.load(str(raw))
+    n_emb = quantize_embeddings(qmodel) if qcfg.embedding == "int8" else 0
+    with atomic_path(out) as tmp_out:
+        onnx.save(qmodel, str(tmp_out))
+    return {"int8_embeddings": n_emb}
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def quantize(
+    fp32: Path,
+    out: Path,
+    calibration: TokenizedSplit,
+    val: TokenizedSplit,
+    qcfg: QuantizeConfig,
+    seq_len: int,
+    progress: Progress = Silent(),
+) -> dict[str, Any]:
+    """fp32 ONNX -> int8 ONNX at `out`; returns what was done and what it cost on `val`."""
+    reader = CalibrationReader(calibration, qcfg.calibration_examples, seq_len)
+    work = Path(tempfile.mkdtemp(prefix="edgepipe-quant-"))
+    try:
+        pre, cache = work / "pre.onnx", work / "calibration.json"
+        preprocess(fp32, pre)
+        fp32_val = OrtModel(fp32).predict(val)
+        base = _accuracy(fp32_val, val.labels)
+
+        def attempt(exclude: list[str]) -> tuple[float, np.ndarray, dict]:
+            info = static_int8(pre, out, reader, qcfg, exclude, cache)
+            logits = OrtModel(out).predict(val)
+            return _accuracy(logits, val.labels), logits, info
+
+        acc, logits, info = attempt([])
+        excluded: list[str] = []
+        report: dict[str, Any] = {"mode": "static", "fp32_val_accuracy": base, "first_try_val_accuracy": acc}
+        drop = (base - acc) * 100
+        if drop > qcfg.max_accuracy_drop:
+            ranking = sensitivity(fp32, pre, work, reader, qcfg, cache, val, fp32_val, progress)
+            report["sensitivity"] = [{"group": g, "logit_mse": e} for g, e, _ in ranking]
+            for group, _, nodes in ranking[: qcfg.max_excluded_groups]:
+                excluded += nodes
+                acc, logits, info = attempt(excluded)
+                drop = (base - acc) * 100
+                progress.log(f"  int8 budget: kept {group} in fp32 -> val drop {drop:.2f} points")
+                if drop <= qcfg.max_accuracy_drop:
+                    break
+        if drop > qcfg.max_accuracy_drop:
+            dyn = dynamic_int8(pre, work / "dynamic.onnx", qcfg)
+            d_logits = OrtModel(work / "dynamic.onnx").predict(val)
+            d_acc = _accuracy(d_logits, val.labels)
+            report["dynamic_val_accuracy"] = d_acc
+            if (base - d_acc) * 100 <= qcfg.max_accuracy_drop:
+                shutil.copyfile(work / "dynamic.onnx", out)
+                acc, info, excluded = d_acc, dyn, []
+                report["mode"] = "dynamic (static int8 missed the budget)"
+        quantizable = quantizable_nodes(pre, ["MatMul", "Gemm"])
+        report.update(
+            info,
+            quantized_matmuls=len([n for n in quantizable if n not in excluded]) if report["mode"] == "static" else len(quantizable),
+            excluded_node_count=len(excluded),
+            val_accuracy=acc,
+            val_drop_points=round((base - acc) * 100, 4),
+            budget_points=qcfg.max_accuracy_drop,
+            budget_met=(base - acc) * 100 <= qcfg.max_accuracy_drop,
+            excluded_nodes=excluded,
+            calibration_examples=reader.n,
+            calibration_method=qcfg.method,
+            activation_type=qcfg.activation_type,
+            per_channel=qcfg.per_channel,
+            format=qcfg.format,
+            op_types=qcfg.op_types,
+        )
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sensitivity(fp32: Path, pre: Path, work: Path, reader: CalibrationReader, qcfg: QuantizeConfig, cache: Path, val: TokenizedSplit, fp32_val: np.ndarray, progress: Progress) -> list[tuple[str, float, list[str]]]:
+    """Quantize one node group at a time (the rest fp32); rank groups by logit MSE vs fp32."""
+    names = quantizable_nodes(pre, op_types_of(qcfg))
+    scope = node_groups(onnx.load(str(fp32), load_external_data=False))
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(scope.get(n, n), []).append(n)
+    probe = work / "probe.onnx"
+    sub = TokenizedSplit(*(a[:256] for a in (val.input_ids, val.attention_mask, val.token_type_ids, val.labels)))
+    ref = fp32_val[:256]
+    ranking = []
+    for group in progress.track(list(groups), len(groups), "int8 sensitivity"):
+        others = [n for n in names if n not in groups[group]]
+        static_int8(pre, probe, reader, qcfg, others, cache)
+        err = float(((OrtModel(probe).predict(sub) - ref) ** 2).mean())
+        ranking.append((group, err, groups[group]))
+    return sorted(ranking, key=lambda r: -r[1])

@@ -1,0 +1,133 @@
+"""Static int8 ONNX quantization on a small trained BERT, with real onnxruntime."""
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from conftest import make_tiny_bert, write_sentiment_csv
+from edgepipe.config import DataConfig, QuantizeConfig, build_config
+from edgepipe.errors import ConfigError, DataError
+from edgepipe.export.onnx import export_onnx
+from edgepipe.modeling import load_teacher_dir, with_labels
+from edgepipe.pipeline.data import TokenizedSplit, load_dataset
+from edgepipe.pipeline.quantize import CalibrationReader, quantize
+from edgepipe.pipeline.teacher import load_tokenizer
+from edgepipe.pipeline.train import TrainSettings, fit
+from edgepipe.runtimes.onnxruntime import OrtModel
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-layer BERT fine-tuned on a learnable sentiment task, exported to ONNX."""
+    d = tmp_path_factory.mktemp("quant")
+    teacher_dir = make_tiny_bert(d / "bert", layers=2, hidden=64, heads=4, seed=2)
+    model = with_labels(load_teacher_dir(teacher_dir)[0], ["neg", "pos"], seed=0)
+    ds, _ = load_dataset(DataConfig(path=write_sentiment_csv(d / "r.csv", n=700), val_size=150, test_size=150))
+    splits = ds.tokenize(load_tokenizer(teacher_dir), 32)
+
+    def ce(m, idx, b):
+        return torch.nn.functional.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
+
+    fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, max_steps=40), seed=0)
+    model.eval()
+    path = d / "fp32.onnx"
+    export_onnx(model, path, splits["test"])
+    return d, model, splits, path
+
+
+def scales(path):
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return {n.input[0]: float(np.asarray(inits[n.input[1]]).ravel()[0]) for n in m.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_int8_is_smaller_accurate_and_keeps_embeddings_int8(trained, tmp_path):
+    d, _, splits, fp32 = trained
+    out = tmp_path / "int8.onnx"
+    r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(calibration_examples=128), seq_len=32)
+    assert r["mode"] == "static" and r["budget_met"] and r["int8_embeddings"] == 1 and r["quantized_matmuls"] > 0
+    # hidden 64: the fp32 row scales cost 1/16 of the int8 table, so < 4x; the default model reaches 3.8x
+    assert fp32.stat().st_size / out.stat().st_size > 3.2
+    m = onnx.load(str(out))
+    # the table is int8 and is gathered before it is scaled: no DequantizeLinear over the whole table
+    table = next(i for i in m.graph.initializer if i.name.endswith("word_embeddings.weight_int8"))
+    assert table.data_type == onnx.TensorProto.INT8
+    gather = next(n for n in m.graph.node if n.input and n.input[0] == table.name)
+    assert gather.op_type == "Gather"
+    q, f = OrtModel(out).predict(splits["test"]), OrtModel(fp32).predict(splits["test"])
+    assert (q.argmax(1) == f.argmax(1)).mean() >= 0.95
+    assert (q.argmax(1) == splits["test"].labels).mean() >= 0.9
+
+
+def test_calibration_uses_the_data_it_is_given(trained, tmp_path):
+    d, _, splits, fp32 = trained
+    real = splits["train"]
+    rng = np.random.default_rng(0)
+    noise = TokenizedSplit(
+        rng.integers(1000, 30000, real.input_ids.shape), np.ones_like(real.attention_mask), real.token_type_ids, real.labels
+    )
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    cfg = QuantizeConfig(calibration_examples=64, max_accuracy_drop=100)
+    quantize(fp32, a, real, splits["val"], cfg, seq_len=32)
+    quantize(fp32, b, noise, splits["val"], cfg, seq_len=32)
+    sa, sb = scales(a), scales(b)
+    assert sa.keys() == sb.keys()
+    assert sum(not np.isclose(sa[k], sb[k]) for k in sa) > len(sa) // 2
+
+
+@pytest.mark.parametrize("op_types", [["MatMul", "Gemm"], ["all"]])
+def test_int8_model_respects_the_attention_mask(trained, tmp_path, op_types):
+    _, _, splits, fp32 = trained
+    out = tmp_path / "int8.onnx"
+    quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(op_types=op_types, max_accuracy_drop=100), seq_len=32)
+    ort = OrtModel(out)
+    t = splits["test"]
+    ids, mask, types = t.input_ids[:32].copy(), t.attention_mask[:32].copy(), t.token_type_ids[:32]
+    base = ort.run(ids, mask, types)
+    padded = mask == 0
+    assert padded.any()
+    ids2 = ids.copy()
+    ids2[padded] = 7592  # a real word in the padded positions
+    assert np.abs(ort.run(ids2, mask, types) - base).max() < 1e-4
+    mask2 = mask.copy()
+    mask2[:, 2:4] = 0  # hide real tokens
+    assert np.abs(ort.run(ids, mask2, types) - base).max() > 1e-3
+
+
+def test_budget_loop_keeps_the_broken_node_group_in_fp32(trained, tmp_path):
+    """Pooled feature 5 scaled x1000, the head's weights for it /1000: fp32 logits are unchanged,
+    but the head's int8 input scale now rounds every other feature to zero."""
+    d, model, splits, fp32_good = trained
+    bad = copy.deepcopy(model)
+    ln = bad.encoder.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        ln.weight[5] *= 1000
+        ln.bias[5] *= 1000
+        bad.head.weight[:, 5] /= 1000
+    fp32 = tmp_path / "bad.onnx"
+    export_onnx(bad, fp32, splits["test"])
+    assert np.abs(OrtModel(fp32).predict(splits["val"]) - OrtModel(fp32_good).predict(splits["val"])).max() < 1e-3
+    out = tmp_path / "int8.onnx"
+    r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=0.0), seq_len=32)
+    assert r["first_try_val_accuracy"] < r["fp32_val_accuracy"] - 0.1
+    assert r["sensitivity"][0]["group"] == "head"
+    assert r["excluded_node_count"] == 1 and r["mode"] == "static"
+    assert r["budget_met"] and r["val_accuracy"] >= r["fp32_val_accuracy"]
+
+
+def test_bad_calibration_input_and_config():
+    split = TokenizedSplit(*(np.zeros((0, 8), np.int64) for _ in range(3)), np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="calibration data is empty"):
+        CalibrationReader(split, 10, 8)
+    ids = np.full((4, 8), -3, np.int64)
+    corrupt = TokenizedSplit(ids, np.ones_like(ids), np.zeros_like(ids), np.zeros(4, np.int64))
+    with pytest.raises(DataError, match="calibration inputs are corrupt"):
+        CalibrationReader(corrupt, 4, 8)
+    with pytest.raises(ConfigError, match="quantize.calibration_examples"):
+        build_config({"quantize.calibration_examples": 0})
+    with pytest.raises(ConfigError, match="entropy calibration fails on all ops"):
+        build_config({"quantize.method": "entropy", "quantize.op_types": ["all"]})
