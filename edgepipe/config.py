@@ -89,6 +89,9 @@ class QuantizeConfig(_Section):
     format: Literal["qdq", "qoperator"] = "qdq"
     embedding: Literal["int8", "fp32"] = Field("int8", description="int8 word/position tables, gathered then scaled")
     max_accuracy_drop: float = Field(0.5, ge=0, description="validation accuracy points int8 may lose vs fp32")
+    min_agreement: float = Field(
+        0.97, ge=0, le=1, description="int8 vs fp32 argmax agreement on validation (a lower-noise check than accuracy)"
+    )
     max_excluded_groups: int = Field(8, ge=0, description="node groups the budget loop may keep in fp32")
 
     @model_validator(mode="after")

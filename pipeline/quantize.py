@@ -17,6 +17,8 @@ adds three things it does not do:
 from __future__ import annotations
 
 import ast
+import contextlib
+import logging
 import re
 import shutil
 import tempfile
@@ -41,6 +43,18 @@ def _ort_quant():
     from onnxruntime import quantization as q
 
     return q
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ORT's quantizer warns on the root logger for every LayerNorm weight it quantizes per tensor."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class CalibrationReader:
@@ -156,7 +170,8 @@ def quantizable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
 def preprocess(fp32: Path, out: Path) -> None:
     q = _ort_quant()
     try:
-        q.shape_inference.quant_pre_process(str(fp32), str(out), auto_merge=True, skip_symbolic_shape=False)
+        with _quiet_root_logger():
+            q.shape_inference.quant_pre_process(str(fp32), str(out), auto_merge=True, skip_symbolic_shape=False)
     except Exception as e:  # noqa: BLE001 - ORT tools raise assorted errors for bad graphs
         raise ModelError(f"quantization pre-processing failed on {fp32.name} ({type(e).__name__}: {e})") from None
 
@@ -177,7 +192,7 @@ def static_int8(
     op_types = op_types_of(qcfg)
     fmt = q.QuantFormat.QDQ if qcfg.format == "qdq" else q.QuantFormat.QOperator
     reader.rewind()
-    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, _quiet_root_logger():
         raw = Path(tmp) / "q.onnx"
         q.quantize_static(
             str(pre),
@@ -203,7 +218,7 @@ def static_int8(
 
 def dynamic_int8(pre: Path, out: Path, qcfg: QuantizeConfig) -> dict[str, Any]:
     q = _ort_quant()
-    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, _quiet_root_logger():
         raw = Path(tmp) / "q.onnx"
         q.quantize_dynamic(str(pre), str(raw), per_channel=qcfg.per_channel, weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         qmodel = onnx.load(str(raw))
@@ -215,6 +230,10 @@ def dynamic_int8(pre: Path, out: Path, qcfg: QuantizeConfig) -> dict[str, Any]:
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
+
+
+def _agreement(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float((logits.argmax(1) == reference.argmax(1)).mean())
 
 
 def quantize(
@@ -235,33 +254,36 @@ def quantize(
         fp32_val = OrtModel(fp32).predict(val)
         base = _accuracy(fp32_val, val.labels)
 
-        def attempt(exclude: list[str]) -> tuple[float, np.ndarray, dict]:
+        def attempt(exclude: list[str]) -> tuple[float, float, dict]:
             info = static_int8(pre, out, reader, qcfg, exclude, cache)
             logits = OrtModel(out).predict(val)
-            return _accuracy(logits, val.labels), logits, info
+            return _accuracy(logits, val.labels), _agreement(logits, fp32_val), info
 
-        acc, logits, info = attempt([])
+        def within(acc: float, agree: float) -> bool:
+            return (base - acc) * 100 <= qcfg.max_accuracy_drop and agree >= qcfg.min_agreement
+
+        acc, agree, info = attempt([])
         excluded: list[str] = []
-        report: dict[str, Any] = {"mode": "static", "fp32_val_accuracy": base, "first_try_val_accuracy": acc}
-        drop = (base - acc) * 100
-        if drop > qcfg.max_accuracy_drop:
+        report: dict[str, Any] = {"mode": "static", "fp32_val_accuracy": base, "first_try_val_accuracy": acc, "first_try_val_agreement": agree}
+        if not within(acc, agree):
             ranking = sensitivity(fp32, pre, work, reader, qcfg, cache, val, fp32_val, progress)
             report["sensitivity"] = [{"group": g, "logit_mse": e} for g, e, _ in ranking]
+            report["excluded_groups"] = []
             for group, _, nodes in ranking[: qcfg.max_excluded_groups]:
                 excluded += nodes
-                acc, logits, info = attempt(excluded)
-                drop = (base - acc) * 100
-                progress.log(f"  int8 budget: kept {group} in fp32 -> val drop {drop:.2f} points")
-                if drop <= qcfg.max_accuracy_drop:
+                report["excluded_groups"].append(group)
+                acc, agree, info = attempt(excluded)
+                progress.log(f"  int8 budget: {group} kept fp32 -> val drop {(base - acc) * 100:.2f} points, agreement {agree:.3f}")
+                if within(acc, agree):
                     break
-        if drop > qcfg.max_accuracy_drop:
+        if not within(acc, agree):
             dyn = dynamic_int8(pre, work / "dynamic.onnx", qcfg)
             d_logits = OrtModel(work / "dynamic.onnx").predict(val)
-            d_acc = _accuracy(d_logits, val.labels)
-            report["dynamic_val_accuracy"] = d_acc
-            if (base - d_acc) * 100 <= qcfg.max_accuracy_drop:
+            d_acc, d_agree = _accuracy(d_logits, val.labels), _agreement(d_logits, fp32_val)
+            report["dynamic_val_accuracy"], report["dynamic_val_agreement"] = d_acc, d_agree
+            if within(d_acc, d_agree):
                 shutil.copyfile(work / "dynamic.onnx", out)
-                acc, info, excluded = d_acc, dyn, []
+                acc, agree, info, excluded = d_acc, d_agree, dyn, []
                 report["mode"] = "dynamic (static int8 missed the budget)"
         quantizable = quantizable_nodes(pre, ["MatMul", "Gemm"])
         report.update(
@@ -269,9 +291,11 @@ def quantize(
             quantized_matmuls=len([n for n in quantizable if n not in excluded]) if report["mode"] == "static" else len(quantizable),
             excluded_node_count=len(excluded),
             val_accuracy=acc,
+            val_agreement=agree,
             val_drop_points=round((base - acc) * 100, 4),
             budget_points=qcfg.max_accuracy_drop,
-            budget_met=(base - acc) * 100 <= qcfg.max_accuracy_drop,
+            budget_min_agreement=qcfg.min_agreement,
+            budget_met=within(acc, agree),
             excluded_nodes=excluded,
             calibration_examples=reader.n,
             calibration_method=qcfg.method,

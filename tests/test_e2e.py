@@ -79,6 +79,19 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert "teacher" in proc.stdout and "pruned" in proc.stdout and "p50 ms" in proc.stdout
 
 
+def test_quant_variants_bench_runs_on_a_run_dir(smoke_run, tmp_path):
+    import subprocess
+    import sys
+
+    out, _, _ = smoke_run
+    res = tmp_path / "variants.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.quant_variants", str(out), "--quick", "--out", str(res)], capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(res.read_text())["rows"]
+    assert len(rows) == 2 and all(r["size_ratio"] > 3 and r["latency_ratio"] > 0 and 0 <= r["agreement"] <= 1 for r in rows)
+    assert "latency vs fp32" in proc.stdout
+
+
 def test_rerun_reuses_every_stage_and_gives_the_same_manifest(smoke_run):
     out, cache, _ = smoke_run
     first = json.loads((out / "manifest.json").read_text())

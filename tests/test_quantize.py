@@ -63,6 +63,26 @@ def test_int8_is_smaller_accurate_and_keeps_embeddings_int8(trained, tmp_path):
     assert (q.argmax(1) == splits["test"].labels).mean() >= 0.9
 
 
+def test_onnxruntime_keeps_the_int8_gather_after_its_graph_optimizations(trained, tmp_path):
+    """ORT may constant-fold `DequantizeLinear(table)` into an fp32 table; check it did not."""
+    import onnxruntime as ort
+
+    _, _, splits, fp32 = trained
+    out = tmp_path / "int8.onnx"
+    quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=100), seq_len=32)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    g = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    inits = {i.name: i for i in g.initializer}
+    table = next(n for n in inits if n.endswith("word_embeddings.weight_int8"))
+    assert inits[table].data_type == onnx.TensorProto.INT8
+    assert [n.op_type for n in g.node if table in n.input] == ["Gather"]
+    big_float = [i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) >= 30522 * 64]
+    assert not big_float  # no fp32 copy of the table was materialised
+
+
 def test_calibration_uses_the_data_it_is_given(trained, tmp_path):
     d, _, splits, fp32 = trained
     real = splits["train"]

@@ -1,0 +1,123 @@
+"""int8 ONNX variants of a run's model, measured side by side against its fp32 ONNX.
+
+    python -m bench.quant_variants runs/demo [--role pruned] [--threads 1]
+
+For each variant (format x activation type x per-channel x calibration x op set x
+embedding): file size, test accuracy, argmax agreement with fp32, and p50 latency at
+batch 1 and the run's sequence length. Latency of fp32 and the variant is measured in
+alternating rounds in one process, so both see the same machine load; the table reports
+the median over rounds of the ratio. Prints a table and writes bench/quant_variants.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.config import QuantizeConfig, build_config, load_yaml
+from edgepipe.devices.runner import OnnxRuntimeModel, measure_latency
+from edgepipe.modeling import load_classifier
+from edgepipe.pipeline.data import load_dataset
+from edgepipe.pipeline.quantize import quantize
+from edgepipe.pipeline.teacher import load_tokenizer, teacher_source
+from edgepipe.runtimes.onnxruntime import OrtModel
+
+VARIANTS = [
+    {},
+    {"op_types": ["MatMul", "Gemm"]},
+    {"method": "percentile"},
+    {"method": "entropy", "op_types": ["MatMul", "Gemm"]},
+    {"activation_type": "int8"},
+    {"per_channel": False},
+    {"format": "qoperator"},
+    {"embedding": "fp32"},
+]
+
+
+def paired_latency(a: Path, b: Path, arrays, threads: int, seq_len: int, rounds: int = 5, runs: int = 100) -> tuple[float, float, float]:
+    """Median p50 of a, of b, and median of the per-round ratio b/a."""
+    ma, mb = OnnxRuntimeModel(str(a), threads), OnnxRuntimeModel(str(b), threads)
+    pa, pb = [], []
+    for _ in range(rounds):
+        pa.append(measure_latency(ma, arrays, 10, runs, 1, seq_len)[0].p50)
+        pb.append(measure_latency(mb, arrays, 10, runs, 1, seq_len)[0].p50)
+    return float(np.median(pa)), float(np.median(pb)), float(np.median(np.array(pb) / np.array(pa)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--role", default="pruned", choices=["pruned", "student"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("bench/quant_variants.json"))
+    ap.add_argument("--quick", action="store_true", help="two variants, two rounds (a plumbing check)")
+    args = ap.parse_args(argv)
+
+    manifest = json.loads((args.run_dir / "manifest.json").read_text())
+    cfg = build_config(load_yaml(args.run_dir / "config.yaml"))
+    fp32 = args.run_dir / manifest["models"][args.role]["artifacts"]["onnx_fp32"]["path"]
+    model_dir = args.run_dir / args.role
+    tokenizer = load_tokenizer(model_dir if (model_dir / "vocab.txt").is_file() else teacher_source(cfg.teacher.path))
+    load_classifier(model_dir)  # fails early on a damaged run
+    dataset, _ = load_dataset(cfg.data)
+    splits = dataset.tokenize(tokenizer, cfg.data.max_length)
+    test = splits["test"]
+    arrays = {k: v for k, v in test.arrays().items() if k != "labels"}
+    f_logits = OrtModel(fp32).predict(test)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in VARIANTS[:2] if args.quick else VARIANTS:
+            qcfg = QuantizeConfig(**(cfg.quantize.model_dump() | {"max_accuracy_drop": 100.0} | variant))
+            out = Path(tmp) / "int8.onnx"
+            t0 = time.perf_counter()
+            try:
+                quantize(fp32, out, splits["train"], splits["val"], qcfg, cfg.bench.seq_len)
+            except Exception as e:  # noqa: BLE001 - a failing variant is a result, not a crash
+                rows.append({"variant": variant, "error": f"{type(e).__name__}: {str(e)[:120]}"})
+                continue
+            seconds = time.perf_counter() - t0
+            q_logits = OrtModel(out).predict(test)
+            p_fp32, p_int8, ratio = paired_latency(fp32, out, arrays, args.threads, cfg.bench.seq_len, rounds=2 if args.quick else 5)
+            rows.append(
+                {
+                    "variant": variant or {"default": True},
+                    "size_mb": round(out.stat().st_size / 1e6, 2),
+                    "size_ratio": round(fp32.stat().st_size / out.stat().st_size, 2),
+                    "test_accuracy": round(float((q_logits.argmax(1) == test.labels).mean()), 4),
+                    "fp32_test_accuracy": round(float((f_logits.argmax(1) == test.labels).mean()), 4),
+                    "agreement": round(float((q_logits.argmax(1) == f_logits.argmax(1)).mean()), 4),
+                    "p50_ms": round(p_int8, 3),
+                    "fp32_p50_ms": round(p_fp32, 3),
+                    "latency_ratio": round(ratio, 3),
+                    "quantize_s": round(seconds, 1),
+                }
+            )
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"int8 variants of {args.role} ({args.threads} thread(s), seq {cfg.bench.seq_len}, batch 1)")
+    for col in ("variant", "MB", "x smaller", "test acc", "fp32 acc", "agree", "p50 ms", "fp32 p50", "latency vs fp32"):
+        table.add_column(col)
+    for r in rows:
+        if "error" in r:
+            table.add_row(json.dumps(r["variant"]), r["error"], *[""] * 7)
+            continue
+        table.add_row(
+            json.dumps(r["variant"]), f"{r['size_mb']}", f"{r['size_ratio']}", f"{r['test_accuracy']:.2%}", f"{r['fp32_test_accuracy']:.2%}",
+            f"{r['agreement']:.1%}", f"{r['p50_ms']}", f"{r['fp32_p50_ms']}", f"{r['latency_ratio']}x",
+        )  # fmt: skip
+    Console(width=160).print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"run": str(args.run_dir), "role": args.role, "threads": args.threads, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
