@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """edgepipe device-side benchmark runner: latency and accuracy of one model, as one JSON object.
 
-Standalone on purpose: it needs only numpy and the runtime (onnxruntime), never torch
+Standalone on purpose: it needs only numpy and the runtime (onnxruntime for .onnx/.ort,
+ai-edge-litert for .tflite), never torch
 or edgepipe, so the same file runs on a laptop, an ARM board or a phone with Python.
 Copy it to the device beside the model and the eval inputs, then:
 
@@ -100,12 +101,55 @@ class OnnxRuntimeModel:
         return self.session.run(None, {k: feeds[k] for k in self.names})[0]
 
 
+class LiteRTModel:
+    """TFLite via ai-edge-litert. Inputs are fixed [1, L]: batches run row by row, padded to L."""
+
+    def __init__(self, path: str, threads: int):
+        try:
+            import ai_edge_litert
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise UserError("ai-edge-litert is not installed on this device; install it with `pip install ai-edge-litert`") from None
+        try:
+            self.interpreter = Interpreter(path, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"model {path} cannot be loaded by LiteRT ({str(e).strip().splitlines()[0][:160]})") from None
+        self.inputs = sorted(self.interpreter.get_input_details(), key=lambda d: d["name"])
+        self.output = self.interpreter.get_output_details()[0]
+        self.seq_len = int(self.inputs[0]["shape"][1])
+        try:
+            delegated = any(op["op_name"] == "DELEGATE" for op in self.interpreter._get_ops_details())
+        except (AttributeError, KeyError):
+            delegated = False
+        self.info = {
+            "runtime": "litert",
+            "runtime_version": getattr(ai_edge_litert, "__version__", "unknown"),
+            "delegate": "XNNPACK" if delegated else "none (reference kernels)",
+        }
+
+    def _one(self, rows: list[np.ndarray]) -> np.ndarray:
+        for detail, row in zip(self.inputs, rows):
+            row = row[:, : self.seq_len]
+            if row.shape[1] < self.seq_len:
+                row = np.pad(row, ((0, 0), (0, self.seq_len - row.shape[1])))
+            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(row, dtype=detail["dtype"]))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(feeds["input_ids"])
+        return np.concatenate([self._one([feeds[k][i : i + 1] for k in INPUTS]) for i in range(n)])
+
+
 def load_model(path: str, threads: int):
     if not os.path.isfile(path):
         raise UserError(f"model file {path} does not exist")
     if path.endswith((".onnx", ".ort")):
         return OnnxRuntimeModel(path, threads)
-    raise UserError(f"model {path}: unknown format (expected .onnx or .ort)")
+    if path.endswith(".tflite"):
+        return LiteRTModel(path, threads)
+    raise UserError(f"model {path}: unknown format (expected .onnx, .ort or .tflite)")
 
 
 def load_inputs(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -105,7 +105,9 @@ class QuantizeConfig(_Section):
 
 class ExportConfig(_Section):
     opset: int = Field(18, ge=17, le=21)
-    parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between ONNX and PyTorch")
+    parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between an fp32 export and PyTorch")
+    tflite: bool = Field(True, description="also write TFLite fp32 + int8 (needs litert-torch)")
+    tflite_targets: list[Literal["pruned", "student", "teacher"]] = Field(["pruned"], description="models converted to TFLite")
 
 
 class BenchConfig(_Section):

@@ -146,6 +146,42 @@ class Run:
 
         return self.artifact(path, **self.stage(f"quantize_{role}_onnx_int8", key, compute))
 
+    def export_tflite(self, role: str, model: Classifier, model_key: str, splits: dict[str, TokenizedSplit]) -> None:
+        """fp32 (parity vs PyTorch) and int8 (accuracy and agreement vs fp32 on the test split)."""
+        from edgepipe.export import tflite
+        from edgepipe.runtimes.litert import LiteRTModel
+
+        tflite.require_litert_torch()
+        seq, arts = self.cfg.bench.seq_len, self.manifest["models"][role]["artifacts"]
+        fp32, int8 = self.dir.path(f"tflite/{role}.fp32.tflite"), self.dir.path(f"tflite/{role}.int8.tflite")
+        key = stable_hash({"model": model_key, "seq_len": seq, "export": self.cfg.export.model_dump()})
+
+        def compute_fp32():
+            tflite.export_tflite_fp32(model, fp32, splits["test"], seq)
+            return tflite.check_tflite_parity(model, fp32, splits["test"], seq, self.cfg.export.parity_atol) | {"seq_len": seq}, [fp32]
+
+        arts["tflite_fp32"] = self.artifact(fp32, **self.stage(f"export_{role}_tflite_fp32", key, compute_fp32))
+        self.save_manifest()
+        n_cal = self.cfg.quantize.calibration_examples
+
+        def compute_int8():
+            report = tflite.export_tflite_int8(model, int8, splits["train"], seq, n_cal)
+            test = splits["test"]
+            f_logits = LiteRTModel(fp32).predict(test)
+            q_logits = LiteRTModel(int8).predict(test)
+            report |= {
+                "seq_len": seq,
+                "test_accuracy": accuracy(q_logits, test.labels),
+                "fp32_test_accuracy": accuracy(f_logits, test.labels),
+                "argmax_agreement": float((q_logits.argmax(1) == f_logits.argmax(1)).mean()),
+                "size_ratio_vs_fp32": round(fp32.stat().st_size / int8.stat().st_size, 3),
+            }
+            return report, [int8]
+
+        int8_key = stable_hash({"fp32": key, "calibration_examples": n_cal, "data": splits_key(splits)})
+        arts["tflite_int8"] = self.artifact(int8, **self.stage(f"export_{role}_tflite_int8", int8_key, compute_int8))
+        self.save_manifest()
+
     def benchmark(self, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
         bcfg = self.cfg.bench
         for device in bcfg.devices:
@@ -192,6 +228,10 @@ def splits_key(splits: dict[str, TokenizedSplit]) -> str:
 
 def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Progress = Silent()) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
+    if cfg.export.tflite:
+        from edgepipe.export.tflite import require_litert_torch
+
+        require_litert_torch()  # fail before hours of training, not after
     with RunDir(out) as rundir:
         run = Run(cfg, rundir, cache_dir, progress)
         write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))
@@ -271,6 +311,10 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
                 if role in models:
                     run.manifest["models"][role]["artifacts"]["onnx_int8"] = run.quantize_onnx(role, models[role][2])
                     run.save_manifest()
+        if cfg.export.tflite:
+            for role in cfg.export.tflite_targets:
+                if role in models:
+                    run.export_tflite(role, *models[role])
         for role in models:
             for name, art in run.manifest["models"][role]["artifacts"].items():
                 run.benchmark(role, name, art, inputs[role], splits_key(models[role][2]))

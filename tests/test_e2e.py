@@ -68,9 +68,14 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
         assert q["budget_met"] and abs(q["test_accuracy"] - q["fp32_test_accuracy"]) < 0.03
         assert q["fp32_test_accuracy"] == pytest.approx(m["models"][role]["accuracy"], abs=1 / 400 + 1e-9)
     assert p["artifacts"]["onnx_fp32"]["bytes"] / p["artifacts"]["onnx_int8"]["bytes"] >= 3.5
-    assert len(m["benchmarks"]) == 5
+    tf, tq = p["artifacts"]["tflite_fp32"], p["artifacts"]["tflite_int8"]
+    assert tf["parity_max_abs"] < 1e-4 and tf["bytes"] / tq["bytes"] >= 3.5 and tq["int8_embedding"]
+    assert abs(tq["test_accuracy"] - tq["fp32_test_accuracy"]) < 0.03 and tq["argmax_agreement"] >= 0.95
+    assert tq["fp32_test_accuracy"] == pytest.approx(p["accuracy"], abs=1 / 400 + 1e-9)
+    assert len(m["benchmarks"]) == 7
     for b in m["benchmarks"]:
-        assert CONTRACT_BENCH_KEYS <= b.keys() and b["device"] == "x86" and b["runtime"] == "onnxruntime"
+        runtime = "litert" if b["artifact"].startswith("tflite") else "onnxruntime"
+        assert CONTRACT_BENCH_KEYS <= b.keys() and b["device"] == "x86" and b["runtime"] == runtime
         assert {"p50", "p90", "p99", "mean", "std", "n"} <= b["latency_ms"].keys() and b["latency_ms"]["n"] == 20
         # the runtime's accuracy on the device equals PyTorch's (same inputs, parity ~1e-6)
         art = m["models"][b["model"]]["artifacts"][b["artifact"]]
@@ -130,6 +135,7 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
         "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32",
         "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32",
         "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8", "bench_x86_pruned_onnx_int8",
+        "export_pruned_tflite_fp32", "export_pruned_tflite_int8", "bench_x86_pruned_tflite_fp32", "bench_x86_pruned_tflite_int8",
     }  # fmt: skip
     assert m["models"]["student"]["loss"]["temperature"] == 4.0
 

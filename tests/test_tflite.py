@@ -1,0 +1,112 @@
+"""TFLite export with litert-torch and inference with ai-edge-litert, on a small trained BERT."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
+from edgepipe.config import DataConfig
+from edgepipe.devices import x86
+from edgepipe.errors import ModelError
+from edgepipe.export import tflite
+from edgepipe.modeling import load_teacher_dir, with_labels
+from edgepipe.pipeline.data import load_dataset
+from edgepipe.pipeline.teacher import load_tokenizer
+from edgepipe.pipeline.train import TrainSettings, fit, predict
+from edgepipe.runtimes.litert import LiteRTModel
+
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tfl")
+    teacher_dir = make_tiny_bert(d / "bert", layers=2, hidden=64, heads=4, seed=3)
+    model = with_labels(load_teacher_dir(teacher_dir)[0], ["neg", "pos"], seed=0)
+    ds, _ = load_dataset(DataConfig(path=write_sentiment_csv(d / "r.csv", n=500), val_size=100, test_size=100))
+    splits = ds.tokenize(load_tokenizer(teacher_dir), SEQ)
+
+    def ce(m, idx, b):
+        return torch.nn.functional.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
+
+    fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, max_steps=40), seed=0)
+    model.eval()
+    fp32, int8 = d / "m.fp32.tflite", d / "m.int8.tflite"
+    tflite.export_tflite_fp32(model, fp32, splits["test"], SEQ)
+    report = tflite.export_tflite_int8(model, int8, splits["train"], SEQ, 64)
+    return d, model, splits, fp32, int8, report
+
+
+def test_fp32_parity_and_signature(converted):
+    _, model, splits, fp32, _, _ = converted
+    assert tflite.check_tflite_parity(model, fp32, splits["test"], SEQ, atol=1e-4)["parity_max_abs"] < 1e-4
+    m = LiteRTModel(fp32)
+    assert [tuple(d["shape"]) for d in m.inputs] == [(1, SEQ)] * 3 and all(d["dtype"] == np.int32 for d in m.inputs)
+    assert np.array_equal(m.predict(splits["test"]).argmax(1), predict(model, splits["test"]).argmax(1))
+
+
+def test_int8_is_small_accurate_and_its_embedding_table_is_int8(converted):
+    _, _, splits, fp32, int8, report = converted
+    assert report["int8_embedding"] and report["calibration_examples"] == 64
+    assert fp32.stat().st_size / int8.stat().st_size > 3.2  # hidden 64: row scales cost 1/16 of the table
+    interp = LiteRTModel(int8).interpreter
+    tables = [t for t in interp.get_tensor_details() if tuple(t["shape"]) == (30522, 64)]
+    assert tables and all(t["dtype"] == np.int8 for t in tables)
+    f, q = LiteRTModel(fp32).predict(splits["test"]), LiteRTModel(int8).predict(splits["test"])
+    assert (f.argmax(1) == q.argmax(1)).mean() >= 0.95
+
+
+def test_int8_tflite_respects_the_attention_mask(converted):
+    _, _, splits, _, int8, _ = converted
+    m = LiteRTModel(int8)
+    t = splits["test"]
+    changed_pad = changed_real = 0.0
+    for i in range(16):
+        ids, mask, types = t.input_ids[i : i + 1].copy(), t.attention_mask[i : i + 1].copy(), t.token_type_ids[i : i + 1]
+        base = m.run(ids, mask, types)
+        ids2 = ids.copy()
+        ids2[mask == 0] = 7592
+        changed_pad = max(changed_pad, float(np.abs(m.run(ids2, mask, types) - base).max()))
+        mask2 = mask.copy()
+        mask2[0, 2:4] = 0
+        changed_real = max(changed_real, float(np.abs(m.run(ids, mask2, types) - base).max()))
+    assert changed_pad < 1e-4 < 1e-3 < changed_real
+
+
+def test_device_runner_runs_tflite_with_xnnpack(converted, tmp_path):
+    _, _, splits, _, int8, _ = converted
+    splits["test"].save(tmp_path / "eval")
+    from edgepipe.config import BenchConfig
+
+    r = x86.benchmark(int8, tmp_path / "eval", BenchConfig(runs=10, warmup=2, seq_len=SEQ))
+    assert r["runtime"] == "litert" and r["delegate"] == "XNNPACK" and r["n_eval"] == len(splits["test"])
+    host = LiteRTModel(int8).predict(splits["test"])
+    assert r["accuracy"] == pytest.approx(float((host.argmax(1) == splits["test"].labels).mean()))
+
+
+def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tiny_teacher, monkeypatch):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    with pytest.raises(ModelError, match=r"litert-torch, which is not installed; pip install 'litert-torch==0.10.0'"):
+        tflite.require_litert_torch()
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text("import sys\nsys.modules['litert_torch'] = None\n")
+    csv = write_sentiment_csv(tmp_path / "r.csv", n=200)
+    env_path = os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")])
+    os.environ["PYTHONPATH"], old = env_path, os.environ.get("PYTHONPATH")
+    try:
+        proc = run_cli("--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(tmp_path / "o"), *TINY_RUN, cache=tmp_path / "c")
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr
+    assert "pip install 'litert-torch==0.10.0'" in proc.stderr and "--set export.tflite=false" in proc.stderr
+    assert not (tmp_path / "o" / "manifest.json").exists()
