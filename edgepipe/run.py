@@ -182,6 +182,47 @@ class Run:
         arts["tflite_int8"] = self.artifact(int8, **self.stage(f"export_{role}_tflite_int8", int8_key, compute_int8))
         self.save_manifest()
 
+    def app_artifacts(self, role: str, splits: dict[str, TokenizedSplit], tokenizer_dir: Path) -> None:
+        """ORT-format model for ORT Mobile and one app bundle per target, for the shipped model."""
+        from edgepipe.export.bundle import APP_CHECK, write_bundle
+        from edgepipe.export.ort_format import to_ort_format
+
+        arts = self.manifest["models"][role]["artifacts"]
+        labels = self.manifest["dataset"]["labels"]
+        seq = self.cfg.bench.seq_len
+        if "onnx_int8" in arts:
+            src = arts["onnx_int8"]
+            ort_path = self.dir.path(f"ort/{role}.int8.ort")
+
+            def compute_ort():
+                report = to_ort_format(self.dir.path(src["path"]), ort_path)
+                test = splits["test"]
+                a, b = OrtModel(self.dir.path(src["path"])).predict(test), OrtModel(ort_path).predict(test)
+                report |= {"max_abs_vs_onnx": float(np.abs(a - b).max()), "argmax_agreement_vs_onnx": float((a.argmax(1) == b.argmax(1)).mean()),
+                           "test_accuracy": accuracy(b, test.labels)}  # fmt: skip
+                return report, [ort_path, ort_path.with_suffix(".required_operators.config")]
+
+            arts["ort"] = self.artifact(ort_path, **self.stage(f"export_{role}_ort", stable_hash({"onnx": src["sha256"]}), compute_ort))
+        lowercase = bool(getattr(load_tokenizer(tokenizer_dir), "do_lower_case", True))
+        bundles = self.manifest.setdefault("bundles", {})
+        for target, name in (("tflite", "tflite_int8"), ("ort", "ort")):
+            if name not in arts:
+                continue
+            art = arts[name]
+            directory = self.dir.path(f"bundles/{target}")
+            model_file = self.dir.path(art["path"])
+            extra = [model_file.with_suffix(".required_operators.config")] if target == "ort" else []
+            facts = {"precision": "int8", "test_accuracy": art.get("test_accuracy"), "source_model": role}
+
+            def compute_bundle(directory=directory, model_file=model_file, extra=extra, facts=facts):
+                files = write_bundle(directory, model_file, tokenizer_dir / "vocab.txt", labels, lowercase, seq, facts, extra)
+                return {"path": self.dir.rel(directory), "files": sorted(f.name for f in files)}, files
+
+            key = stable_hash({"model": art["sha256"], "labels": labels, "vocab": sha256_file(tokenizer_dir / "vocab.txt"), "seq": seq,
+                               "edgepipe": edgepipe.__version__, "app_check": sha256_file(APP_CHECK)})  # fmt: skip
+            bundles[target] = self.stage(f"bundle_{target}", key, compute_bundle)
+        self.save_manifest()
+
     def benchmark(self, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
         bcfg = self.cfg.bench
         for device in bcfg.devices:
@@ -315,6 +356,8 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
             for role in cfg.export.tflite_targets:
                 if role in models:
                     run.export_tflite(role, *models[role])
+        ship = "pruned" if "pruned" in models else "student"
+        run.app_artifacts(ship, models[ship][2], pruned_dir if ship == "pruned" and cfg.prune.vocab else source)
         for role in models:
             for name, art in run.manifest["models"][role]["artifacts"].items():
                 run.benchmark(role, name, art, inputs[role], splits_key(models[role][2]))

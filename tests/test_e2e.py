@@ -72,9 +72,9 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert tf["parity_max_abs"] < 1e-4 and tf["bytes"] / tq["bytes"] >= 3.5 and tq["int8_embedding"]
     assert abs(tq["test_accuracy"] - tq["fp32_test_accuracy"]) < 0.03 and tq["argmax_agreement"] >= 0.95
     assert tq["fp32_test_accuracy"] == pytest.approx(p["accuracy"], abs=1 / 400 + 1e-9)
-    assert len(m["benchmarks"]) == 7
+    assert len(m["benchmarks"]) == 8
     for b in m["benchmarks"]:
-        runtime = "litert" if b["artifact"].startswith("tflite") else "onnxruntime"
+        runtime = "litert" if b["artifact"].startswith("tflite") else "onnxruntime"  # .onnx and .ort
         assert CONTRACT_BENCH_KEYS <= b.keys() and b["device"] == "x86" and b["runtime"] == runtime
         assert {"p50", "p90", "p99", "mean", "std", "n"} <= b["latency_ms"].keys() and b["latency_ms"]["n"] == 20
         # the runtime's accuracy on the device equals PyTorch's (same inputs, parity ~1e-6)
@@ -82,6 +82,57 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
         expected = art.get("test_accuracy", m["models"][b["model"]]["accuracy"])
         assert b["accuracy"] == pytest.approx(expected, abs=1 / 400 + 1e-9)
     assert "teacher" in proc.stdout and "pruned" in proc.stdout and "p50 ms" in proc.stdout
+
+
+@pytest.mark.parametrize("target", ["tflite", "ort"])
+def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
+    """Only the bundle folder, no torch/transformers/edgepipe: text in, the label edgepipe's evaluation gives out."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from edgepipe.config import build_config, load_yaml
+    from edgepipe.pipeline.data import load_dataset, TokenizedSplit
+
+    out, _, _ = smoke_run
+    m = json.loads((out / "manifest.json").read_text())
+    bundle = tmp_path / "bundle"
+    shutil.copytree(out / m["bundles"][target]["path"], bundle)
+    card = json.loads((bundle / "model_card.json").read_text())
+    assert card["labels"] == m["dataset"]["labels"] == (bundle / "labels.txt").read_text().split()
+    assert card["tokenizer"]["vocab_size"] == m["models"]["pruned"]["vocab_size"] and card["max_sequence_length"] == 64
+    assert [i["role"] for i in card["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert card["model"]["sha256"] == m["models"]["pruned"]["artifacts"]["tflite_int8" if target == "tflite" else "ort"]["sha256"]
+    assert "Kotlin" in (bundle / "README.md").read_text() and "Swift" in (bundle / "README.md").read_text()
+
+    cfg = build_config(load_yaml(out / "config.yaml"))
+    texts = load_dataset(cfg.data)[0].texts["test"][:150]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    block = "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
+    code = block + f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(tmp_path / 'texts.txt')!r}]; runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    app = [json.loads(line)["index"] for line in proc.stdout.splitlines()]
+
+    arrays = {k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:150] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+    split = TokenizedSplit(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], arrays["labels"])
+    if target == "tflite":
+        from edgepipe.runtimes.litert import LiteRTModel
+
+        ref = LiteRTModel(bundle / card["model"]["file"]).predict(split).argmax(1)
+    else:
+        from edgepipe.runtimes.onnxruntime import OrtModel
+
+        ref = OrtModel(bundle / card["model"]["file"]).predict(split).argmax(1)
+    assert app == ref.tolist()
+
+
+def test_ort_format_model_matches_its_onnx(smoke_run):
+    out, _, _ = smoke_run
+    o = json.loads((out / "manifest.json").read_text())["models"]["pruned"]["artifacts"]["ort"]
+    assert o["path"].endswith(".ort") and o["argmax_agreement_vs_onnx"] == 1.0 and o["max_abs_vs_onnx"] < 1e-3
+    assert (out / o["path"]).with_suffix(".required_operators.config").is_file()
 
 
 def test_quant_variants_bench_runs_on_a_run_dir(smoke_run, tmp_path):
@@ -136,6 +187,7 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
         "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32",
         "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8", "bench_x86_pruned_onnx_int8",
         "export_pruned_tflite_fp32", "export_pruned_tflite_int8", "bench_x86_pruned_tflite_fp32", "bench_x86_pruned_tflite_int8",
+        "export_pruned_ort", "bench_x86_pruned_ort", "bundle_tflite", "bundle_ort",
     }  # fmt: skip
     assert m["models"]["student"]["loss"]["temperature"] == 4.0
 

@@ -1,0 +1,152 @@
+"""App bundles: one folder per target with everything an app needs to classify text.
+
+    bundles/<target>/  model file, vocab.txt, labels.txt, model_card.json, README.md, app_check.py
+
+`model_card.json` is read from the model file itself (input names, dtypes and shapes
+as the runtime reports them), not assumed; `app_check.py` proves the folder is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgepipe.rundir import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
+
+from edgepipe.devices import app_check
+
+APP_CHECK = Path(app_check.__file__)
+
+SNIPPETS = {
+    "litert": """\
+## Load it
+
+The model takes three int32 tensors `[1, {seq}]` (ids, mask, segment ids; pad with 0) and
+returns float32 logits `[1, {n}]`; tokenize with `vocab.txt` (BERT WordPiece,
+lowercase={lower}). `app_check.py` is a reference implementation (Python, numpy only).
+TFLite Task Library metadata (for `BertNLClassifier`) is not embedded yet: use the
+Interpreter API.
+
+Kotlin (Android, `com.google.ai.edge.litert:litert`):
+```kotlin
+val interpreter = Interpreter(loadModelFile(context, "{file}"), Interpreter.Options().setNumThreads(2))
+val inputs = arrayOf(ids, mask, segments)            // IntArray(1 x {seq}) each, from vocab.txt
+val logits = Array(1) {{ FloatArray({n}) }}
+interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to logits))
+val label = labels[logits[0].indices.maxBy {{ logits[0][it] }}]
+```
+
+Swift (iOS, `TensorFlowLiteSwift`):
+```swift
+let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: "{stem}", ofType: "tflite")!)
+try interpreter.allocateTensors()
+for (i, tensor) in [ids, mask, segments].enumerated() {{   // [Int32] of length {seq}
+    try interpreter.copy(Data(bytes: tensor, count: tensor.count * 4), toInputAt: i)
+}}
+try interpreter.invoke()
+let logits = try interpreter.output(at: 0).data.withUnsafeBytes {{ Array($0.bindMemory(to: Float32.self)) }}
+```
+""",
+    "onnxruntime": """\
+## Load it
+
+ORT format for ONNX Runtime Mobile (`{file}`; a reduced build takes
+`{config}`). Inputs `input_ids`, `attention_mask`, `token_type_ids`: int64
+`[1, sequence]` (up to {seq}); output `logits` float32 `[1, {n}]`. Tokenize with
+`vocab.txt` (BERT WordPiece, lowercase={lower}); `app_check.py` is a reference
+implementation (Python, numpy only).
+
+Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-android`):
+```kotlin
+val env = OrtEnvironment.getEnvironment()
+val session = env.createSession(readAsset("{file}"), OrtSession.SessionOptions())
+val shape = longArrayOf(1, ids.size.toLong())
+val feeds = mapOf(
+    "input_ids" to OnnxTensor.createTensor(env, LongBuffer.wrap(ids), shape),
+    "attention_mask" to OnnxTensor.createTensor(env, LongBuffer.wrap(mask), shape),
+    "token_type_ids" to OnnxTensor.createTensor(env, LongBuffer.wrap(LongArray(ids.size)), shape))
+val logits = (session.run(feeds)[0].value as Array<FloatArray>)[0]
+```
+
+Swift (iOS, `onnxruntime-objc`):
+```swift
+let env = try ORTEnv(loggingLevel: .warning)
+let session = try ORTSession(env: env, modelPath: Bundle.main.path(forResource: "{stem}", ofType: "ort")!, sessionOptions: nil)
+let shape: [NSNumber] = [1, NSNumber(value: ids.count)]
+let feeds = try ["input_ids": ids, "attention_mask": mask, "token_type_ids": segments].mapValues {{
+    try ORTValue(tensorData: NSMutableData(data: Data(bytes: $0, count: $0.count * 8)), elementType: .int64, shape: shape) }}
+let logits = try session.run(withInputs: feeds, outputNames: ["logits"], runOptions: nil)["logits"]!
+```
+""",
+}
+
+
+def describe_io(model_file: Path) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runtime, inputs, outputs) as the runtime itself reports them."""
+    if model_file.suffix == ".tflite":
+        from edgepipe.runtimes.litert import LiteRTModel
+
+        it = LiteRTModel(model_file).interpreter
+        ins = sorted(it.get_input_details(), key=lambda d: d["name"])
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        inputs = [{"tensor": d["name"], "role": names[i], "dtype": d["dtype"].__name__, "shape": d["shape"].tolist()} for i, d in enumerate(ins)]
+        out = it.get_output_details()[0]
+        return "litert", inputs, [{"tensor": out["name"], "role": "logits", "dtype": out["dtype"].__name__, "shape": out["shape"].tolist()}]
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    dtype = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32"}
+    inputs = [{"tensor": i.name, "role": i.name, "dtype": dtype.get(i.type, i.type), "shape": list(i.shape)} for i in s.get_inputs()]
+    outputs = [{"tensor": o.name, "role": "logits", "dtype": dtype.get(o.type, o.type), "shape": list(o.shape)} for o in s.get_outputs()]
+    return "onnxruntime", inputs, outputs
+
+
+def write_bundle(
+    directory: Path,
+    model_file: Path,
+    vocab: Path,
+    labels: list[str],
+    lowercase: bool,
+    seq_len: int,
+    facts: dict[str, Any],
+    extra_files: list[Path] = (),
+) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for src in (model_file, vocab, APP_CHECK, *extra_files):
+        dst = directory / src.name
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        files.append(dst)
+    write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
+    runtime, inputs, outputs = describe_io(directory / model_file.name)
+    vocab_size = sum(1 for _ in open(vocab, encoding="utf-8"))
+    card = {
+        "format": "edgepipe-bundle/1",
+        "model": {"file": model_file.name, "runtime": runtime, "bytes": model_file.stat().st_size, "sha256": sha256_file(model_file)} | facts,
+        "inputs": inputs,
+        "outputs": outputs,
+        "max_sequence_length": seq_len,
+        "tokenizer": {
+            "type": "bert_wordpiece", "vocab": vocab.name, "vocab_size": vocab_size, "lowercase": lowercase,
+            "strip_accents": None, "cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]",
+            "segment_ids": "all zeros (single sentence)",
+        },  # fmt: skip
+        "labels": labels,
+    }
+    write_json_atomic(directory / "model_card.json", card)
+    snippet = SNIPPETS[runtime].format(
+        seq=seq_len, n=len(labels), lower=str(lowercase).lower(), file=model_file.name, stem=model_file.stem,
+        config=extra_files[0].name if extra_files else "",
+    )  # fmt: skip
+    accuracy = facts.get("test_accuracy")
+    head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (f"Test accuracy {accuracy:.1%}. " if accuracy is not None else "")
+    head += f"{model_file.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . \"a gorgeous, witty movie\"`\n\n"
+    write_bytes_atomic(directory / "README.md", (head + snippet).encode())
+    return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md")]
+
+
+def read_card(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "model_card.json").read_text())

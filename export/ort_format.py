@@ -1,0 +1,38 @@
+"""ORT format for ONNX Runtime Mobile, with ORT's own converter tool.
+
+`--target_platform arm` bakes in the optimizations an ARM phone takes (int8 QDQ kept
+as int8 kernels); the `.required_operators.config` it writes is what a reduced-size
+ORT Mobile build (`--include_ops_by_config`) needs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import ModelError
+from edgepipe.rundir import atomic_path
+
+
+def to_ort_format(onnx_path: Path, out: Path, target_platform: str = "arm") -> dict[str, Any]:
+    """Writes `out` (.ort) and `out` with suffix `.required_operators.config` beside it."""
+    with tempfile.TemporaryDirectory(prefix="edgepipe-ort-") as tmp:
+        src = Path(tmp) / "model.onnx"
+        shutil.copyfile(onnx_path, src)
+        cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "--optimization_style", "Fixed",
+               "--target_platform", target_platform, "--output_dir", str(Path(tmp) / "out"), str(src)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        produced = Path(tmp) / "out" / "model.ort"
+        if proc.returncode != 0 or not produced.is_file():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ModelError(f"ORT format conversion of {onnx_path.name} failed: {last}")
+        config = out.with_suffix(".required_operators.config")
+        with atomic_path(out) as t:
+            shutil.copyfile(produced, t)
+        with atomic_path(config) as t:
+            shutil.copyfile(Path(tmp) / "out" / "model.required_operators.config", t)
+    return {"target_platform": target_platform, "optimization_style": "Fixed", "required_operators": config.name}
