@@ -74,20 +74,27 @@ def peak_rss_mb() -> float:
         return float("nan")
 
 
+def ort_session_options(threads: int):
+    """Sequential, fixed intra-op threads, no spinning (spinning threads were ~2x slower on a busy CPU)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class OnnxRuntimeModel:
     def __init__(self, path: str, threads: int):
         try:
             import onnxruntime as ort
         except ImportError:
             raise UserError("onnxruntime is not installed on this device; install it with `pip install onnxruntime`") from None
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(path, ort_session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
             raise UserError(f"model {path} cannot be loaded by onnxruntime ({str(e).strip().splitlines()[0][:160]})") from None
         self.names = [i.name for i in self.session.get_inputs()]

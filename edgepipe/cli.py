@@ -29,6 +29,8 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torchao (pulled in by litert-torch) warns about its CUDA kernels on every CPU-only import
+    logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 def _quiet_libraries() -> None:

@@ -110,6 +110,15 @@ class Run:
 
         return self.stage(f"eval_{role}", stable_hash({"model": model_key, "data": splits_key(splits)}), compute)
 
+    def record_model(self, role: str, model: Classifier, key: str, splits: dict[str, TokenizedSplit], report: dict[str, Any], checkpoint: Path | None = None) -> None:
+        """The manifest entry of a model: size facts, PyTorch accuracy, its stage report; artifacts follow."""
+        ev = self.evaluate(role, model, key, splits)
+        entry = model.describe(self.cfg.bench.seq_len) | {"accuracy": ev["test_accuracy"], "val_accuracy": ev["val_accuracy"]} | report
+        if checkpoint is not None:
+            entry["checkpoint"] = self.dir.rel(checkpoint)
+        self.manifest["models"][role] = entry | {"artifacts": {}}
+        self.save_manifest()
+
     def export(self, role: str, model: Classifier, model_key: str, splits: dict[str, TokenizedSplit]) -> dict[str, Any]:
         path = self.dir.path(f"onnx/{role}.fp32.onnx")
         ecfg = self.cfg.export
@@ -276,7 +285,6 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
     with RunDir(out) as rundir:
         run = Run(cfg, rundir, cache_dir, progress)
         write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))
-        seq = cfg.bench.seq_len
 
         dataset, data_report = load_dataset(cfg.data)
         run.manifest["dataset"] = data_report
@@ -292,11 +300,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         teacher, teacher_report = prepare_teacher(cfg, dataset, splits["train"], cache_dir, progress)
         teacher_key = teacher_report.get("cache_key") or teacher_report["source_fingerprint"]
         progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if teacher_report.get("cache_hit", True) else ""))
-        t_eval = run.evaluate("teacher", teacher, teacher_key, splits)
-        run.manifest["models"]["teacher"] = (
-            teacher.describe(seq) | {"accuracy": t_eval["test_accuracy"], "val_accuracy": t_eval["val_accuracy"]} | teacher_report | {"artifacts": {}}
-        )
-        run.save_manifest()
+        run.record_model("teacher", teacher, teacher_key, splits, teacher_report)
         soft_targets = run.soft_targets(teacher, teacher_key, splits["train"], data_key)
 
         # student -------------------------------------------------------------
@@ -311,14 +315,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
 
         s_report = run.stage("distill", student_key, train_student)
         student = load_classifier(student_dir)
-        s_eval = run.evaluate("student", student, student_key, splits)
-        run.manifest["models"]["student"] = (
-            student.describe(seq)
-            | {"accuracy": s_eval["test_accuracy"], "val_accuracy": s_eval["val_accuracy"]}
-            | s_report
-            | {"checkpoint": rundir.rel(student_dir / "model.safetensors"), "artifacts": {}}
-        )
-        run.save_manifest()
+        run.record_model("student", student, student_key, splits, s_report, student_dir / "model.safetensors")
         models = {"teacher": (teacher, teacher_key, splits), "student": (student, student_key, splits)}
 
         # pruned --------------------------------------------------------------
@@ -333,14 +330,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
             pruned = load_classifier(pruned_dir)
             p_splits = dataset.tokenize(load_tokenizer(pruned_dir), cfg.data.max_length)
             inputs["pruned"] = run.eval_inputs("test_pruned", p_splits, splits_key(p_splits))
-            p_eval = run.evaluate("pruned", pruned, pruned_key, p_splits)
-            run.manifest["models"]["pruned"] = (
-                pruned.describe(seq)
-                | {"accuracy": p_eval["test_accuracy"], "val_accuracy": p_eval["val_accuracy"]}
-                | p_report
-                | {"checkpoint": rundir.rel(pruned_dir / "model.safetensors"), "artifacts": {}}
-            )
-            run.save_manifest()
+            run.record_model("pruned", pruned, pruned_key, p_splits, p_report, pruned_dir / "model.safetensors")
             models["pruned"] = (pruned, pruned_key, p_splits)
 
         # export and benchmark ------------------------------------------------

@@ -14,15 +14,10 @@ from edgepipe.pipeline.data import TokenizedSplit
 
 
 def session_options(threads: int):
-    import onnxruntime as ort
+    """The same settings the device runner uses, so host checks and device numbers agree."""
+    from edgepipe.devices.runner import ort_session_options
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
+    return ort_session_options(threads)
 
 
 class OrtModel:

@@ -1,12 +1,11 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from conftest import make_tiny_bert
 from edgepipe.errors import ModelError
-from edgepipe.modeling import Classifier, load_classifier, load_teacher_dir, save_classifier
+from edgepipe.modeling import load_classifier, load_teacher_dir, save_classifier
 from edgepipe.pipeline.distill import build_student
 from edgepipe.config import StudentConfig
 from edgepipe.errors import ConfigError

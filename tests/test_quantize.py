@@ -8,15 +8,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from conftest import make_tiny_bert, write_sentiment_csv
-from edgepipe.config import DataConfig, QuantizeConfig, build_config
+from conftest import train_tiny_classifier
+from edgepipe.config import QuantizeConfig, build_config
 from edgepipe.errors import ConfigError, DataError
 from edgepipe.export.onnx import export_onnx
-from edgepipe.modeling import load_teacher_dir, with_labels
-from edgepipe.pipeline.data import TokenizedSplit, load_dataset
+from edgepipe.pipeline.data import TokenizedSplit
 from edgepipe.pipeline.quantize import CalibrationReader, quantize
-from edgepipe.pipeline.teacher import load_tokenizer
-from edgepipe.pipeline.train import TrainSettings, fit
 from edgepipe.runtimes.onnxruntime import OrtModel
 
 
@@ -24,16 +21,7 @@ from edgepipe.runtimes.onnxruntime import OrtModel
 def trained(tmp_path_factory):
     """A 2-layer BERT fine-tuned on a learnable sentiment task, exported to ONNX."""
     d = tmp_path_factory.mktemp("quant")
-    teacher_dir = make_tiny_bert(d / "bert", layers=2, hidden=64, heads=4, seed=2)
-    model = with_labels(load_teacher_dir(teacher_dir)[0], ["neg", "pos"], seed=0)
-    ds, _ = load_dataset(DataConfig(path=write_sentiment_csv(d / "r.csv", n=700), val_size=150, test_size=150))
-    splits = ds.tokenize(load_tokenizer(teacher_dir), 32)
-
-    def ce(m, idx, b):
-        return torch.nn.functional.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
-
-    fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, max_steps=40), seed=0)
-    model.eval()
+    model, splits = train_tiny_classifier(d, seed=2, n=700, held_out=150, seq_len=32)
     path = d / "fp32.onnx"
     export_onnx(model, path, splits["test"])
     return d, model, splits, path

@@ -1,24 +1,16 @@
 """TFLite export with litert-torch and inference with ai-edge-litert, on a small trained BERT."""
 
-import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
-from edgepipe.config import DataConfig
+from conftest import TINY_RUN, run_cli, train_tiny_classifier, write_sentiment_csv
 from edgepipe.devices import x86
 from edgepipe.errors import ModelError
 from edgepipe.export import tflite
-from edgepipe.modeling import load_teacher_dir, with_labels
-from edgepipe.pipeline.data import load_dataset
-from edgepipe.pipeline.teacher import load_tokenizer
-from edgepipe.pipeline.train import TrainSettings, fit, predict
+from edgepipe.pipeline.train import predict
 from edgepipe.runtimes.litert import LiteRTModel
 
 SEQ = 32
@@ -27,16 +19,7 @@ SEQ = 32
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     d = tmp_path_factory.mktemp("tfl")
-    teacher_dir = make_tiny_bert(d / "bert", layers=2, hidden=64, heads=4, seed=3)
-    model = with_labels(load_teacher_dir(teacher_dir)[0], ["neg", "pos"], seed=0)
-    ds, _ = load_dataset(DataConfig(path=write_sentiment_csv(d / "r.csv", n=500), val_size=100, test_size=100))
-    splits = ds.tokenize(load_tokenizer(teacher_dir), SEQ)
-
-    def ce(m, idx, b):
-        return torch.nn.functional.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
-
-    fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, max_steps=40), seed=0)
-    model.eval()
+    model, splits = train_tiny_classifier(d, seed=3, n=500, held_out=100, seq_len=SEQ)
     fp32, int8 = d / "m.fp32.tflite", d / "m.int8.tflite"
     tflite.export_tflite_fp32(model, fp32, splits["test"], SEQ)
     report = tflite.export_tflite_int8(model, int8, splits["train"], SEQ, 64)
