@@ -108,6 +108,7 @@ class ExportConfig(_Section):
     parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between an fp32 export and PyTorch")
     tflite: bool = Field(True, description="also write TFLite fp32 + int8 (needs litert-torch)")
     tflite_targets: list[Literal["pruned", "student", "teacher"]] = Field(["pruned"], description="models converted to TFLite")
+    tflite_metadata: bool = Field(True, description="embed Task Library (BertNLClassifier) metadata in the bundled TFLite model")
 
 
 class BenchConfig(_Section):

@@ -224,11 +224,13 @@ class Run:
             facts = {"precision": "int8", "test_accuracy": art.get("test_accuracy"), "source_model": role}
 
             def compute_bundle(directory=directory, model_file=model_file, extra=extra, facts=facts):
-                files = write_bundle(directory, model_file, tokenizer_dir / "vocab.txt", labels, lowercase, seq, facts, extra)
+                files = write_bundle(
+                    directory, model_file, tokenizer_dir / "vocab.txt", labels, lowercase, seq, facts, extra, self.cfg.export.tflite_metadata
+                )
                 return {"path": self.dir.rel(directory), "files": sorted(f.name for f in files)}, files
 
             key = stable_hash({"model": art["sha256"], "labels": labels, "vocab": sha256_file(tokenizer_dir / "vocab.txt"), "seq": seq,
-                               "edgepipe": edgepipe.__version__, "app_check": sha256_file(APP_CHECK)})  # fmt: skip
+                               "edgepipe": edgepipe.__version__, "app_check": sha256_file(APP_CHECK), "metadata": self.cfg.export.tflite_metadata})  # fmt: skip
             bundles[target] = self.stage(f"bundle_{target}", key, compute_bundle)
         self.save_manifest()
 
@@ -282,6 +284,10 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         from edgepipe.export.tflite import require_litert_torch
 
         require_litert_torch()  # fail before hours of training, not after
+        if cfg.export.tflite_metadata:
+            from edgepipe.export.tflite_metadata import require_tflite_support
+
+            require_tflite_support()
     with RunDir(out) as rundir:
         run = Run(cfg, rundir, cache_dir, progress)
         write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))

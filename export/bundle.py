@@ -23,11 +23,11 @@ SNIPPETS = {
     "litert": """\
 ## Load it
 
-The model takes three int32 tensors `[1, {seq}]` (ids, mask, segment ids; pad with 0) and
-returns float32 logits `[1, {n}]`; tokenize with `vocab.txt` (BERT WordPiece,
+{metadata}The raw signature: three int32 tensors `[1, {seq}]` (ids, mask, segment ids; pad
+with 0) in, float32 logits `[1, {n}]` out; tokenize with `vocab.txt` (BERT WordPiece,
 lowercase={lower}). `app_check.py` is a reference implementation (Python, numpy only).
-TFLite Task Library metadata (for `BertNLClassifier`) is not embedded yet: use the
-Interpreter API.
+
+With the Interpreter API:
 
 Kotlin (Android, `com.google.ai.edge.litert:litert`):
 ```kotlin
@@ -103,6 +103,21 @@ def describe_io(model_file: Path) -> tuple[str, list[dict[str, Any]], list[dict[
     return "onnxruntime", inputs, outputs
 
 
+TASK_LIBRARY = """The model carries TFLite Task Library metadata (tokenizer, vocab, labels), so
+`BertNLClassifier` loads it directly and tokenizes for you:
+
+```kotlin
+val classifier = BertNLClassifier.createFromFile(context, "{file}")   // org.tensorflow.lite.task.text.nlclassifier
+val categories = classifier.classify("a gorgeous, witty, seductive movie.")  // label + score per class
+```
+```swift
+let classifier = TFLBertNLClassifier.bertNLClassifier(modelPath: Bundle.main.path(forResource: "{stem}", ofType: "tflite")!)
+let categories = classifier.classify(text: "a gorgeous, witty, seductive movie.")
+```
+
+"""
+
+
 def write_bundle(
     directory: Path,
     model_file: Path,
@@ -112,6 +127,7 @@ def write_bundle(
     seq_len: int,
     facts: dict[str, Any],
     extra_files: list[Path] = (),
+    tflite_metadata: bool = False,
 ) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     files = []
@@ -121,11 +137,18 @@ def write_bundle(
             shutil.copyfile(src, tmp)
         files.append(dst)
     write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
-    runtime, inputs, outputs = describe_io(directory / model_file.name)
+    shipped = directory / model_file.name
+    runtime, inputs, outputs = describe_io(shipped)
+    if tflite_metadata and runtime == "litert":
+        from edgepipe.export.tflite_metadata import write_metadata
+
+        names = {i["role"]: i["tensor"] for i in inputs}
+        write_metadata(shipped, shipped, directory / vocab.name, directory / "labels.txt", names["input_ids"], names["attention_mask"], names["token_type_ids"])
+        facts = facts | {"task_library_metadata": "BertNLClassifier"}
     vocab_size = sum(1 for _ in open(vocab, encoding="utf-8"))
     card = {
         "format": "edgepipe-bundle/1",
-        "model": {"file": model_file.name, "runtime": runtime, "bytes": model_file.stat().st_size, "sha256": sha256_file(model_file)} | facts,
+        "model": {"file": shipped.name, "runtime": runtime, "bytes": shipped.stat().st_size, "sha256": sha256_file(shipped)} | facts,
         "inputs": inputs,
         "outputs": outputs,
         "max_sequence_length": seq_len,
@@ -140,10 +163,11 @@ def write_bundle(
     snippet = SNIPPETS[runtime].format(
         seq=seq_len, n=len(labels), lower=str(lowercase).lower(), file=model_file.name, stem=model_file.stem,
         config=extra_files[0].name if extra_files else "",
+        metadata=TASK_LIBRARY.format(file=model_file.name, stem=model_file.stem) if "task_library_metadata" in facts else "",
     )  # fmt: skip
     accuracy = facts.get("test_accuracy")
     head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (f"Test accuracy {accuracy:.1%}. " if accuracy is not None else "")
-    head += f"{model_file.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . \"a gorgeous, witty movie\"`\n\n"
+    head += f"{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . \"a gorgeous, witty movie\"`\n\n"
     write_bytes_atomic(directory / "README.md", (head + snippet).encode())
     return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md")]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -118,10 +117,22 @@ def int8_embedding_lookup(src: Path, dst: Path) -> bool:
     q.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName.EMBEDDING_LOOKUP, num_bits=8)
     with _quiet():
         result = q.quantize(enable_progress_report=False, enable_progress_bar=False)
-    with atomic_path(dst) as tmp:
-        os.unlink(tmp)
-        result.export_model(str(tmp), overwrite=True)
+    with tempfile.TemporaryDirectory(prefix="edgepipe-aeq-") as tmp:
+        raw = Path(tmp) / "aeq.tflite"
+        result.export_model(str(raw), overwrite=True)
+        inline_buffers(raw, dst)
     return True
+
+
+def inline_buffers(src: Path, dst: Path) -> None:
+    """ai-edge-quantizer appends weights after the flatbuffer (offset buffers); tools that
+    rebuild the flatbuffer - the metadata writer among them - silently drop that tail.
+    Rewrite with every buffer inside the flatbuffer (fine below 2 GB)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
 
 
 def check_tflite_parity(model: Classifier, path: Path, split: TokenizedSplit, seq_len: int, atol: float, n: int = 32) -> dict[str, Any]:

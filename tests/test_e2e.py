@@ -103,7 +103,8 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     assert card["labels"] == m["dataset"]["labels"] == (bundle / "labels.txt").read_text().split()
     assert card["tokenizer"]["vocab_size"] == m["models"]["pruned"]["vocab_size"] and card["max_sequence_length"] == 64
     assert [i["role"] for i in card["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert card["model"]["sha256"] == m["models"]["pruned"]["artifacts"]["tflite_int8" if target == "tflite" else "ort"]["sha256"]
+    if target == "ort":
+        assert card["model"]["sha256"] == m["models"]["pruned"]["artifacts"]["ort"]["sha256"]
     assert "Kotlin" in (bundle / "README.md").read_text() and "Swift" in (bundle / "README.md").read_text()
 
     cfg = build_config(load_yaml(out / "config.yaml"))
@@ -126,6 +127,18 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
 
         ref = OrtModel(bundle / card["model"]["file"]).predict(split).argmax(1)
     assert app == ref.tolist()
+    if target == "tflite":
+        from edgepipe.export.tflite_metadata import read_metadata
+
+        md = read_metadata(bundle / card["model"]["file"])
+        assert sorted(md["files"]) == ["labels.txt", "vocab.txt"] and card["model"]["task_library_metadata"] == "BertNLClassifier"
+        graph = md["metadata"]["subgraph_metadata"][0]
+        assert [t["name"] for t in graph["input_tensor_metadata"]] == ["ids", "mask", "segment_ids"]
+        units = graph["input_process_units"][0]
+        assert units["options_type"] == "BertTokenizerOptions" and units["options"]["vocab_file"][0]["name"] == "vocab.txt"
+        # the metadata is extra bytes only: same outputs as the run's int8 artifact
+        artifact = out / m["models"]["pruned"]["artifacts"]["tflite_int8"]["path"]
+        assert np.array_equal(LiteRTModel(artifact).predict(split), LiteRTModel(bundle / card["model"]["file"]).predict(split))
 
 
 def test_ort_format_model_matches_its_onnx(smoke_run):
