@@ -45,8 +45,18 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
+        **{name: _version(name) for name in ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tflite-support")},
         "train_threads": cfg.threads,
     }
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 class Run:
