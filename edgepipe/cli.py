@@ -29,8 +29,13 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # torchao (pulled in by litert-torch) warns about its CUDA kernels on every CPU-only import
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # LiteRT's C++ start-up INFO lines
+    # torchao (pulled in by litert-torch, imported by transformers when present) warns about its
+    # CUDA kernels and deprecated pytree registrations on every CPU-only start
     logging.getLogger("torchao").setLevel(logging.ERROR)
+    import torch  # noqa: F401 - its logging set-up must run before the level below is set
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def _quiet_libraries() -> None:

@@ -293,7 +293,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
     if cfg.export.tflite:
         from edgepipe.export.tflite import require_litert_torch
 
-        require_litert_torch()  # fail before hours of training, not after
+        require_litert_torch(import_it=False)  # fail before hours of training, not after
         if cfg.export.tflite_metadata:
             from edgepipe.export.tflite_metadata import require_tflite_support
 

@@ -30,11 +30,22 @@ from edgepipe.rundir import atomic_path
 INSTALL = "pip install 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' 'ai-edge-quantizer==0.10.0' (or: make demo)"
 
 
-def require_litert_torch():
+def require_litert_torch(import_it: bool = True):
+    """`import_it=False` only checks that it is installed (importing it costs seconds and log noise)."""
+    import importlib.util
+
+    missing = ModelError(f"TFLite export needs litert-torch, which is not installed; {INSTALL}, or --set export.tflite=false")
+    try:
+        if importlib.util.find_spec("litert_torch") is None:
+            raise missing
+    except (ImportError, ValueError):
+        raise missing from None
+    if not import_it:
+        return None
     try:
         import litert_torch
     except ImportError:
-        raise ModelError(f"TFLite export needs litert-torch, which is not installed; {INSTALL}, or --set export.tflite=false") from None
+        raise missing from None
     return litert_torch
 
 
