@@ -127,6 +127,23 @@ def test_budget_loop_keeps_the_broken_node_group_in_fp32(trained, tmp_path):
     assert r["budget_met"] and r["val_accuracy"] >= r["fp32_val_accuracy"]
 
 
+def test_dynamic_int8_is_the_fallback_when_static_cannot_meet_the_budget(trained, tmp_path):
+    _, model, splits, _ = trained
+    bad = copy.deepcopy(model)
+    ln = bad.encoder.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        ln.weight[5] *= 1000
+        ln.bias[5] *= 1000
+        bad.head.weight[:, 5] /= 1000
+    fp32 = tmp_path / "bad.onnx"
+    export_onnx(bad, fp32, splits["test"])
+    out = tmp_path / "int8.onnx"
+    r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=0.0, max_excluded_groups=0), seq_len=32)
+    assert r["excluded_node_count"] == 0 and "dynamic_val_accuracy" in r and "dynamic_val_agreement" in r
+    assert r["budget_met"] == r["mode"].startswith("dynamic")
+    assert OrtModel(out).predict(splits["val"]).shape == (len(splits["val"]), 2)
+
+
 def test_bad_calibration_input_and_config():
     split = TokenizedSplit(*(np.zeros((0, 8), np.int64) for _ in range(3)), np.zeros(0, np.int64))
     with pytest.raises(DataError, match="calibration data is empty"):
