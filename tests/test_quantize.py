@@ -106,18 +106,22 @@ def test_int8_model_respects_the_attention_mask(trained, tmp_path, op_types):
     assert np.abs(ort.run(ids, mask2, types) - base).max() > 1e-3
 
 
-def test_budget_loop_keeps_the_broken_node_group_in_fp32(trained, tmp_path):
+def export_broken_head(model, splits, path):
     """Pooled feature 5 scaled x1000, the head's weights for it /1000: fp32 logits are unchanged,
     but the head's int8 input scale now rounds every other feature to zero."""
-    d, model, splits, fp32_good = trained
     bad = copy.deepcopy(model)
     ln = bad.encoder.encoder.layer[-1].output.LayerNorm
     with torch.no_grad():
         ln.weight[5] *= 1000
         ln.bias[5] *= 1000
         bad.head.weight[:, 5] /= 1000
-    fp32 = tmp_path / "bad.onnx"
-    export_onnx(bad, fp32, splits["test"])
+    export_onnx(bad, path, splits["test"])
+    return path
+
+
+def test_budget_loop_keeps_the_broken_node_group_in_fp32(trained, tmp_path):
+    d, model, splits, fp32_good = trained
+    fp32 = export_broken_head(model, splits, tmp_path / "bad.onnx")
     assert np.abs(OrtModel(fp32).predict(splits["val"]) - OrtModel(fp32_good).predict(splits["val"])).max() < 1e-3
     out = tmp_path / "int8.onnx"
     r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=0.0), seq_len=32)
@@ -129,14 +133,7 @@ def test_budget_loop_keeps_the_broken_node_group_in_fp32(trained, tmp_path):
 
 def test_dynamic_int8_is_the_fallback_when_static_cannot_meet_the_budget(trained, tmp_path):
     _, model, splits, _ = trained
-    bad = copy.deepcopy(model)
-    ln = bad.encoder.encoder.layer[-1].output.LayerNorm
-    with torch.no_grad():
-        ln.weight[5] *= 1000
-        ln.bias[5] *= 1000
-        bad.head.weight[:, 5] /= 1000
-    fp32 = tmp_path / "bad.onnx"
-    export_onnx(bad, fp32, splits["test"])
+    fp32 = export_broken_head(model, splits, tmp_path / "bad.onnx")
     out = tmp_path / "int8.onnx"
     r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=0.0, max_excluded_groups=0), seq_len=32)
     assert r["excluded_node_count"] == 0 and "dynamic_val_accuracy" in r and "dynamic_val_agreement" in r
