@@ -23,7 +23,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    sys.exit("runner: numpy is not installed on this device; install it with `pip install numpy`")
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -63,6 +66,13 @@ def cpu_model() -> str:
             if line.lower().startswith(key.lower()) and ":" in line:
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def emulator() -> str | None:
+    """qemu-user passes its QEMU_* settings through to the guest: numbers from such a run are plumbing checks."""
+    if any(k.startswith("QEMU_") for k in os.environ) or os.environ.get("EDGEPIPE_EMULATED"):
+        return os.environ.get("EDGEPIPE_EMULATED") or "qemu-user"
+    return None
 
 
 def peak_rss_mb() -> float:
@@ -261,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             machine=platform.machine(),
             cpu=cpu_model(),
             cpu_count=os.cpu_count(),
+            emulated=emulator(),
             python=platform.python_version(),
             numpy=np.__version__,
             peak_rss_mb=peak_rss_mb(),

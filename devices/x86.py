@@ -19,6 +19,18 @@ from edgepipe.errors import DeviceError
 RUNNER = Path(__file__).with_name("runner.py")
 
 
+class X86Device:
+    """This machine. Same runner, same flags as on a board; no transport."""
+
+    name = "x86"
+
+    def benchmark(self, model: Path, inputs: Path, bench: BenchConfig) -> dict[str, Any]:
+        return benchmark(model, inputs, bench)
+
+    def close(self) -> None:
+        pass
+
+
 def benchmark(model: Path, inputs: Path, bench: BenchConfig, timeout_s: float = 1800) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -31,6 +43,8 @@ def benchmark(model: Path, inputs: Path, bench: BenchConfig, timeout_s: float = 
         "--batch", str(bench.batch),
         "--seq-len", str(bench.seq_len),
     ]  # fmt: skip
+    if bench.max_eval:
+        cmd += ["--max-eval", str(bench.max_eval)]
     if bench.pin_cores:
         if shutil.which("taskset") is None:
             raise DeviceError("bench.pin_cores needs `taskset` (Debian package util-linux); install it or unset pin_cores")
@@ -44,5 +58,5 @@ def benchmark(model: Path, inputs: Path, bench: BenchConfig, timeout_s: float = 
         raise DeviceError(f"x86 runner failed on {model.name}: {last}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["device"] = "x86"
-    result["device_info"] = {"kind": "x86", "machine": result["machine"], "cpu": result["cpu"], "pinned_cores": bench.pin_cores}
+    result["device_info"] = {"kind": "x86", "machine": result["machine"], "cpu": result["cpu"], "cpu_count": result["cpu_count"], "emulated": None, "pinned_cores": bench.pin_cores}
     return result

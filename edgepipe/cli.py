@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from edgepipe.config import SMOKE, build_config, load_yaml, parse_override
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import ConfigError, EdgepipeError
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
@@ -103,6 +103,67 @@ def compress_and_export_cmd(
         _fail(e, debug)
 
 
+def bench_cmd(
+    path: Annotated[Path, typer.Argument(help="a run directory (its artifacts) or one model file (.onnx/.ort/.tflite)")],
+    device: Annotated[list[str] | None, typer.Option("--device", "-d", help="x86, arm:USER@HOST[:PORT], android[:SERIAL]; repeat or comma-separate")] = None,
+    inputs: Annotated[Path | None, typer.Option(help="eval inputs folder (*.npy) when PATH is a model file")] = None,
+    threads: Annotated[int | None, typer.Option(help="runtime threads")] = None,
+    runs: Annotated[int | None, typer.Option(help="timed runs")] = None,
+    warmup: Annotated[int | None, typer.Option(help="warm-up runs")] = None,
+    max_eval: Annotated[int | None, typer.Option("--max-eval", help="accuracy on the first N test examples only")] = None,
+    pin_cores: Annotated[str | None, typer.Option("--pin-cores", help="taskset core list, e.g. 0 or 4-7")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="comma-separated artifact names, e.g. onnx_int8,tflite_int8")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="any bench.* key: --set bench.ssh.known_hosts=/path")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    """Benchmark a finished run (or one model file) on devices; results go into the run's manifest.json."""
+    _offline()
+    try:
+        flags: dict[str, Any] = {}
+        for key, value in (
+            ("bench.devices", [d for item in device for d in item.split(",") if d] if device else None),
+            ("bench.threads", threads),
+            ("bench.runs", runs),
+            ("bench.warmup", warmup),
+            ("bench.max_eval", max_eval),
+            ("bench.pin_cores", pin_cores),
+            ("bench.artifacts", artifacts.split(",") if artifacts else None),
+        ):
+            if value is not None:
+                flags[key] = value
+        flags.update(parse_override(item) for item in (set_ or []))
+        if any(not k.startswith("bench.") for k in flags):
+            raise ConfigError("edgepipe bench takes bench.* settings only; other settings belong to compress-and-export")
+        from edgepipe.progress import RichProgress
+        from edgepipe.summary import bench_table, summary_table
+
+        if path.is_dir():
+            from edgepipe.run import bench_run
+
+            manifest = bench_run(path, flags, RichProgress(err_console))
+            out_console.print(summary_table(manifest))
+            out_console.print(f"results added to {path / 'manifest.json'}")
+            return
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist; pass a run directory or a model file")
+        if inputs is None:
+            raise ConfigError("benchmarking a single model file needs --inputs DIR (input_ids/attention_mask/token_type_ids/labels .npy)")
+        from edgepipe.devices import open_device
+
+        cfg = build_config(flags, source="bench")
+        results = []
+        for text in cfg.bench.devices:
+            dev = open_device(text, cfg.bench)
+            try:
+                results.append(dev.benchmark(path, inputs, cfg.bench))
+            finally:
+                dev.close()
+        out_console.print(bench_table(results))
+        out_console.print_json(data=results)
+    except (EdgepipeError, KeyboardInterrupt) as e:
+        _fail(e, debug)
+
+
 def version() -> None:
     """Print edgepipe's version."""
     import edgepipe
@@ -112,6 +173,7 @@ def version() -> None:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgepipe: compress Transformer classifiers for edge devices.")
 app.command("run")(compress_and_export_cmd)
+app.command("bench")(bench_cmd)
 app.command("version")(version)
 
 compress_app = typer.Typer(add_completion=False)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgepipe.devices.spec import parse_device
 from edgepipe.errors import ConfigError
 
 
@@ -111,22 +112,52 @@ class ExportConfig(_Section):
     tflite_metadata: bool = Field(True, description="embed Task Library (BertNLClassifier) metadata in the bundled TFLite model")
 
 
+class SshConfig(_Section):
+    """How `arm:USER@HOST` devices are reached. Keys and agents only: no password is ever stored."""
+
+    identity_file: Path | None = Field(None, description="private key; None = ssh-agent and ~/.ssh/id_*")
+    known_hosts: Path | None = Field(None, description="host keys to trust; None = ~/.ssh/known_hosts")
+    insecure_skip_host_key_check: bool = Field(False, description="accept any host key (man-in-the-middle risk; labs only)")
+    python: str = Field("python3", min_length=1, description="python on the board (needs numpy + onnxruntime / ai-edge-litert)")
+    connect_timeout_s: float = Field(10.0, gt=0)
+    command_timeout_s: float = Field(1800.0, gt=0, description="one runner invocation on the board")
+
+
+class AndroidConfig(_Section):
+    """How `android[:SERIAL]` devices are reached: through the adb server."""
+
+    adb_host: str = Field("127.0.0.1", description="adb server host")
+    adb_port: int = Field(5037, ge=1, le=65535, description="adb server port")
+    remote_dir: str = Field("/data/local/tmp/edgepipe", min_length=1, description="device folder for per-run work dirs")
+    python: str | None = Field("python3", description="python on the device (Termux, rooted boards); None = never use python")
+    benchmark_model: Path | None = Field(
+        None, description="local LiteRT benchmark_model binary (android_aarch64) pushed for .tflite when the device has no python"
+    )
+    command_timeout_s: float = Field(1800.0, gt=0)
+
+
 class BenchConfig(_Section):
-    devices: list[str] = Field(["x86"], description="devices to benchmark on; this release: x86 (local)")
+    devices: list[str] = Field(["x86"], min_length=1, description="x86, arm:USER@HOST[:PORT], android[:SERIAL]")
+    artifacts: list[str] | None = Field(None, description="artifact names to benchmark (e.g. [onnx_int8, tflite_int8]); None = all")
+    models: list[str] | None = Field(None, description="models to benchmark (teacher, student, pruned); None = all")
     threads: int = Field(1, ge=1, description="intra-op threads of the runtime under test")
     seq_len: int = Field(64, ge=1, description="padded sequence length of latency runs")
     batch: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
-    pin_cores: str | None = Field(None, description="taskset core list for the runner process, e.g. '0'")
+    max_eval: int | None = Field(None, gt=0, description="evaluate accuracy on the first N test examples only (slow devices)")
+    pin_cores: str | None = Field(None, pattern=r"^[0-9]+([,-][0-9]+)*$", description="taskset core list for the runner, e.g. '0' or '4-7'")
+    ssh: SshConfig = SshConfig()
+    android: AndroidConfig = AndroidConfig()
 
     @field_validator("devices")
     @classmethod
     def _known_devices(cls, v: list[str]) -> list[str]:
-        for d in v:
-            if d.split(":", 1)[0] not in {"x86"}:
-                raise ValueError(f"unknown device {d!r}; supported: x86")
-        return v
+        specs = [parse_device(d) for d in v]
+        texts = [s.text for s in specs]
+        if len(set(texts)) != len(texts):
+            raise ValueError(f"device listed twice in {v}")
+        return texts
 
 
 class RunConfig(_Section):
@@ -184,12 +215,13 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Sections nest (bench.ssh.python); no config value is itself a mapping, so every dict is a section."""
     flat: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key.count(".") == 0 and k in RunConfig.model_fields:
-            flat.update(_flatten(v, key + "."))
+        if isinstance(v, dict) and v:
+            flat.update(flatten_tree(v, key + "."))
         else:
             flat[key] = v
     return flat
@@ -226,7 +258,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(tree, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (data:, teacher:, ...)")
-    return _flatten(tree)
+    return flatten_tree(tree)
 
 
 def build_config(*layers: dict[str, Any], source: str = "config") -> RunConfig:

@@ -8,6 +8,7 @@ so a run that fails later keeps what it finished.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -17,8 +18,10 @@ import numpy as np
 import torch
 
 import edgepipe
-from edgepipe.devices import x86
-from edgepipe.config import RunConfig, config_to_dict
+from edgepipe.config import RunConfig, flatten_tree, build_config, config_to_dict
+from edgepipe.devices import open_device
+from edgepipe.devices.spec import parse_device
+from edgepipe.errors import ModelError, RunDirError
 from edgepipe.modeling import Classifier, load_classifier, save_classifier
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import RunDir, atomic_path, sha256_file, stable_hash, write_bytes_atomic, write_json_atomic
@@ -74,6 +77,7 @@ class Run:
             "benchmarks": [],
             "timings": {},
         }
+        self.devices: dict[str, Any] = {}
 
     def save_manifest(self) -> None:
         write_json_atomic(self.dir.path(MANIFEST), self.manifest)
@@ -244,38 +248,62 @@ class Run:
             bundles[target] = self.stage(f"bundle_{target}", key, compute_bundle)
         self.save_manifest()
 
+    def device(self, text: str):
+        """Connected on first use and kept for the run: a fully resumed run never dials a board."""
+        if text not in self.devices:
+            self.progress.log(f"connecting to {text}")
+            self.devices[text] = open_device(text, self.cfg.bench)
+        return self.devices[text]
+
+    def close_devices(self) -> None:
+        for device in self.devices.values():
+            device.close()
+        self.devices.clear()
+
     def benchmark(self, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
         bcfg = self.cfg.bench
-        for device in bcfg.devices:
-            key = stable_hash({"artifact": artifact["sha256"], "inputs": inputs_key, "bench": bcfg.model_dump(), "device": device})
+        if (bcfg.artifacts is not None and artifact_name not in bcfg.artifacts) or (bcfg.models is not None and role not in bcfg.models):
+            return
+        measured = bcfg.model_dump(exclude={"devices", "artifacts", "models", "ssh", "android"})
+        for text in bcfg.devices:
+            spec = parse_device(text)
+            key = stable_hash({"artifact": artifact["sha256"], "inputs": inputs_key, "bench": measured, "device": spec.text})
             model_path = self.dir.path(artifact["path"])
 
-            def compute():
-                for _ in self.progress.track([None], 1, f"benchmark {role} {artifact_name} on {device}"):
-                    result = x86.benchmark(model_path, inputs, bcfg)
+            def compute(text=text):
+                device = self.device(text)
+                for _ in self.progress.track([None], 1, f"benchmark {role} {artifact_name} on {text}"):
+                    result = device.benchmark(model_path, inputs, bcfg)
                 return result, []
 
-            r = self.stage(f"bench_{device}_{role}_{artifact_name}", key, compute)
-            self.manifest["benchmarks"].append(
-                {
-                    "device": r["device"],
-                    "device_info": r["device_info"],
-                    "runtime": r["runtime"],
-                    "runtime_version": r["runtime_version"],
-                    "delegate": r["delegate"],
-                    "model": role,
-                    "artifact": artifact_name,
-                    "threads": r["threads"],
-                    "seq_len": r["seq_len"],
-                    "batch": r["batch"],
-                    "latency_ms": r["latency_ms"],
-                    "accuracy": r["accuracy"],
-                    "n_eval": r["n_eval"],
-                    "init_ms": r["init_ms"],
-                    "peak_rss_mb": r["peak_rss_mb"],
-                }
-            )
+            # one record per BENCH_IDENTITY: `edgepipe bench --threads 2` must not overwrite the threads=1 result
+            name = f"bench_{spec.slug}_{role}_{artifact_name}_t{bcfg.threads}_b{bcfg.batch}_s{bcfg.seq_len}"
+            r = self.stage(name, key, compute)
+            entry = {k: r.get(k) for k in BENCH_FIELDS} | {"model": role, "artifact": artifact_name, "artifact_sha256": artifact["sha256"]}
+            _upsert(self.manifest["benchmarks"], entry, replace=True)
             self.save_manifest()
+
+    def keep_benchmarks(self, earlier: list[dict[str, Any]]) -> None:
+        """Carry over earlier results (other devices, thread counts) whose artifact is still byte-identical."""
+        shas = {(role, name): a["sha256"] for role, m in self.manifest["models"].items() for name, a in m.get("artifacts", {}).items()}
+        for b in earlier:
+            if shas.get((b.get("model"), b.get("artifact"))) == b.get("artifact_sha256"):
+                _upsert(self.manifest["benchmarks"], b, replace=False)
+
+
+BENCH_FIELDS = ("device", "device_info", "runtime", "runtime_version", "delegate", "threads", "seq_len", "batch",
+                "latency_ms", "accuracy", "n_eval", "init_ms", "first_inference_ms", "peak_rss_mb")  # fmt: skip
+BENCH_IDENTITY = ("device", "model", "artifact", "threads", "batch", "seq_len")
+
+
+def _upsert(rows: list[dict[str, Any]], entry: dict[str, Any], replace: bool) -> None:
+    """One row per (device, model, artifact, threads, batch, seq_len)."""
+    for i, row in enumerate(rows):
+        if all(row.get(k) == entry.get(k) for k in BENCH_IDENTITY):
+            if replace:
+                rows[i] = entry
+            return
+    rows.append(entry)
 
 
 def splits_key(splits: dict[str, TokenizedSplit]) -> str:
@@ -364,11 +392,63 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
                     run.export_tflite(role, *models[role])
         ship = "pruned" if "pruned" in models else "student"
         run.app_artifacts(ship, models[ship][2], pruned_dir if ship == "pruned" and cfg.prune.vocab else source)
-        for role in models:
-            for name, art in run.manifest["models"][role]["artifacts"].items():
-                run.benchmark(role, name, art, inputs[role], splits_key(models[role][2]))
+        earlier = _earlier_benchmarks(rundir.path(MANIFEST))
+        try:
+            for role in models:
+                eval_inputs = {"path": rundir.rel(inputs[role]), "key": splits_key(models[role][2])}
+                run.manifest["models"][role]["eval_inputs"] = eval_inputs
+                for name, art in run.manifest["models"][role]["artifacts"].items():
+                    run.benchmark(role, name, art, inputs[role], eval_inputs["key"])
+        finally:
+            run.close_devices()
+        run.keep_benchmarks(earlier)
         run.save_manifest()
         return run.manifest
+
+
+def _earlier_benchmarks(path: Path) -> list[dict[str, Any]]:
+    """Results that `edgepipe bench` added to a previous manifest of this run dir."""
+    try:
+        return list(json.loads(path.read_text()).get("benchmarks", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent()) -> dict[str, Any]:
+    """`edgepipe bench RUN_DIR`: benchmark a finished run's artifacts again (other devices, threads, runs).
+
+    The run's own config is the base; `overrides` (bench.* keys) change how it is measured.
+    Artifacts are hash-checked first: a file changed since the run is refused, not measured.
+    """
+    manifest_path = Path(out) / MANIFEST
+    if not manifest_path.is_file():
+        raise RunDirError(f"{out} has no {MANIFEST}; run compress-and-export --out {out} first")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        base = flatten_tree(manifest["config"])
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+        raise RunDirError(f"{manifest_path} is corrupt; rerun compress-and-export --out {out} to rebuild it") from None
+    cfg = build_config(base, overrides, source="bench")
+    with RunDir(out) as rundir:
+        run = Run(cfg, rundir, Path(), progress)
+        run.manifest = manifest
+        manifest.setdefault("benchmarks", [])
+        try:
+            for role, m in manifest["models"].items():
+                ev = m.get("eval_inputs")
+                if ev is None:
+                    raise RunDirError(f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export")
+                for name, art in m.get("artifacts", {}).items():
+                    if cfg.bench.artifacts is not None and name not in cfg.bench.artifacts:
+                        continue
+                    path = rundir.path(art["path"])
+                    if not path.is_file() or sha256_file(path) != art["sha256"]:
+                        raise ModelError(f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}")
+                    run.benchmark(role, name, art, rundir.path(ev["path"]), ev["key"])
+        finally:
+            run.close_devices()
+        run.save_manifest()
+        return manifest
 
 
 def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: TokenizedSplit, tokenizer, source: Path, out_dir: Path, progress: Progress):

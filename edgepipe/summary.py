@@ -11,6 +11,16 @@ def _mb(n: int | None) -> str:
     return f"{n / 1e6:.1f}" if n else "-"
 
 
+def _ms(v: float | None) -> str:
+    return f"{v:.2f}" if v is not None else "-"
+
+
+def device_label(b: dict[str, Any]) -> str:
+    """Emulated boards are plumbing checks, not performance numbers: say so wherever a latency is shown."""
+    emulated = (b.get("device_info") or {}).get("emulated")
+    return f"{b['device']} (emulated: {emulated})" if emulated else b["device"]
+
+
 def summary_table(manifest: dict[str, Any]) -> Table:
     """The stage ladder: model facts once per model, then one row per artifact and device."""
     table = Table(title="edgepipe: " + " -> ".join(manifest["models"]), title_justify="left")
@@ -37,11 +47,24 @@ def summary_table(manifest: dict[str, Any]) -> Table:
                     name,
                     _mb(art.get("bytes")),
                     parity,
-                    b["device"] if b else "-",
+                    device_label(b) if b else "-",
                     str(b["threads"]) if b else "-",
-                    f"{lat['p50']:.2f}" if b else "-",
-                    f"{lat['p90']:.2f}" if b else "-",
-                    f"{lat['p99']:.2f}" if b else "-",
+                    _ms(lat.get("p50")),
+                    _ms(lat.get("p90")),
+                    _ms(lat.get("p99")),
                     f"{b['accuracy'] * 100:.1f}%" if b and b.get("accuracy") is not None else "-",
                 )
+    return table
+
+
+def bench_table(results: list[dict[str, Any]]) -> Table:
+    """`edgepipe bench MODEL`: one row per device, the runner's own fields."""
+    table = Table(title="edgepipe bench", title_justify="left")
+    for col in ("device", "model", "runtime", "delegate", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "accuracy", "n"):
+        table.add_column(col, justify="left" if col in ("device", "model", "runtime", "delegate") else "right")
+    for r in results:
+        lat = r["latency_ms"]
+        acc = f"{r['accuracy'] * 100:.2f}%" if r.get("accuracy") is not None else "-"
+        table.add_row(device_label(r), r["model"], f"{r['runtime']} {r.get('runtime_version') or ''}".strip(), str(r.get("delegate")),
+                      str(r["threads"]), _ms(lat.get("p50")), _ms(lat.get("p90")), _ms(lat.get("p99")), _ms(lat.get("mean")), acc, str(r.get("n_eval", "-")))  # fmt: skip
     return table

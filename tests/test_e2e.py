@@ -196,11 +196,11 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
     m = json.loads((copy / "manifest.json").read_text())
     rerun = {k for k, t in m["timings"].items() if not t["reused"]}
     assert rerun == {
-        "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32",
-        "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32",
-        "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8", "bench_x86_pruned_onnx_int8",
-        "export_pruned_tflite_fp32", "export_pruned_tflite_int8", "bench_x86_pruned_tflite_fp32", "bench_x86_pruned_tflite_int8",
-        "export_pruned_ort", "bench_x86_pruned_ort", "bundle_tflite", "bundle_ort",
+        "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32_t1_b1_s64",
+        "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32_t1_b1_s64",
+        "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8_t1_b1_s64", "bench_x86_pruned_onnx_int8_t1_b1_s64",
+        "export_pruned_tflite_fp32", "export_pruned_tflite_int8", "bench_x86_pruned_tflite_fp32_t1_b1_s64", "bench_x86_pruned_tflite_int8_t1_b1_s64",
+        "export_pruned_ort", "bench_x86_pruned_ort_t1_b1_s64", "bundle_tflite", "bundle_ort",
     }  # fmt: skip
     assert m["models"]["student"]["loss"]["temperature"] == 4.0
 

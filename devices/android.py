@@ -1,0 +1,166 @@
+"""Android devices over adb, with adbutils (talks to the adb server, like `adb -s SERIAL ...`).
+
+Two ways to measure, picked per device:
+- python3 on the device (Termux, rooted boards, Linux-on-Android): the same standalone
+  runner as every other device, for .onnx/.ort/.tflite, latency and accuracy.
+- no python: a user-supplied LiteRT `benchmark_model` binary (built for android_aarch64;
+  none is published on PyPI or Debian) is pushed and run for .tflite models
+  (see benchmark_model.py for its flags, its output and how accuracy is read back).
+
+No adbd exists for Linux, so the tests run this module against a loopback daemon that
+speaks the real ADB protocol (tests/rig/adbd.py) through the real adb server, with
+commands executed by an aarch64 sysroot under qemu. The benchmark_model path cannot run
+here (no binary); its parsing and file formats are tested on recorded real output.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+import shlex
+from pathlib import Path
+from typing import Any
+
+from edgepipe.config import AndroidConfig, BenchConfig
+from edgepipe.devices import benchmark_model
+from edgepipe.devices.remote import CommandResult, RemoteRunnerDevice
+from edgepipe.devices.spec import DeviceSpec
+from edgepipe.errors import DeviceError
+
+PROPS = {
+    "model": "ro.product.model",
+    "manufacturer": "ro.product.manufacturer",
+    "soc": "ro.soc.model",
+    "platform": "ro.board.platform",
+    "abi": "ro.product.cpu.abi",
+    "android": "ro.build.version.release",
+    "sdk": "ro.build.version.sdk",
+}
+
+
+def _adb_errors():
+    import adbutils
+
+    return (adbutils.AdbError, OSError, EOFError)
+
+
+class AdbTransport:
+    def __init__(self, spec: DeviceSpec, cfg: AndroidConfig):
+        import adbutils
+
+        self.cfg = cfg
+        client = adbutils.AdbClient(host=cfg.adb_host, port=cfg.adb_port, socket_timeout=30)
+        try:
+            serials = [d.serial for d in client.device_list()]
+        except _adb_errors() as e:
+            raise DeviceError(
+                f"android: no adb server at {cfg.adb_host}:{cfg.adb_port} ({e}); start it with `adb start-server` "
+                "or set bench.android.adb_host/adb_port"
+            ) from None
+        if spec.serial is None:
+            if not serials:
+                raise DeviceError("android: no device is connected (`adb devices` is empty); plug one in and allow USB debugging")
+            if len(serials) > 1:
+                raise DeviceError(f"android: {len(serials)} devices are connected ({', '.join(serials)}); pick one with android:SERIAL")
+            serial = serials[0]
+        else:
+            if spec.serial not in serials:
+                listed = ", ".join(serials) or "none"
+                raise DeviceError(f"android:{spec.serial} is not connected (adb devices: {listed}); check the serial or the cable")
+            serial = spec.serial
+        self.name = f"android:{serial}"
+        self.serial = serial
+        self.device = client.device(serial=serial)
+
+    def run(self, command: str, timeout: float) -> CommandResult:
+        import adbutils
+
+        try:
+            r = self.device.shell2(command, timeout=timeout, v2=True)
+        except adbutils.AdbTimeout:
+            raise DeviceError(f"{self.name}: `{command[:80]}` ran longer than {timeout:.0f} s; raise bench.android.command_timeout_s") from None
+        except _adb_errors() as e:
+            return CommandResult(None, "", str(e))
+        return CommandResult(r.returncode, r.stdout, r.stderr)
+
+    def push(self, local: Path, remote: str, mode: int = 0o644) -> None:
+        try:
+            self.device.sync.push(local, remote, mode=mode)
+        except _adb_errors() as e:
+            raise DeviceError(
+                f"{self.name}: push of {local.name} failed ({e}); check the cable and free space - finished results are kept, rerun to resume"
+            ) from None
+
+    def pull(self, remote: str, local: Path) -> None:
+        try:
+            self.device.sync.pull(remote, local)
+        except _adb_errors() as e:
+            raise DeviceError(f"{self.name}: pull of {posixpath.basename(remote)} failed ({e}); finished results are kept, rerun to resume") from None
+
+    def make_workdir(self) -> str:
+        path = posixpath.join(self.cfg.remote_dir, "run-" + secrets.token_hex(6))
+        res = self.run(shlex.join(["mkdir", "-p", path]), 60)
+        if res.returncode != 0:
+            reason = (res.stderr or res.stdout or "connection lost").strip()[:160]
+            raise DeviceError(f"{self.name}: cannot create {path} ({reason}); set bench.android.remote_dir to a writable folder")
+        return path
+
+    def getprops(self) -> dict[str, str]:
+        res = self.run("getprop", 60)
+        props: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            if line.startswith("[") and "]: [" in line:
+                key, _, value = line[1:].partition("]: [")
+                props[key] = value.rstrip("]")
+        return props
+
+    def close(self) -> None:
+        pass  # adbutils opens one socket per request
+
+
+class BenchmarkModelDevice:
+    """.tflite through LiteRT's benchmark_model binary, for devices without python."""
+
+    def __init__(self, spec: DeviceSpec, transport: AdbTransport, binary: Path, timeout_s: float, info: dict[str, Any]):
+        self.spec, self.transport, self.binary, self.timeout_s, self.info = spec, transport, binary, timeout_s, info
+        self.workdir: str | None = None
+
+    def _work(self) -> str:
+        if self.workdir is None:
+            self.workdir = self.transport.make_workdir()
+            self.transport.push(self.binary, posixpath.join(self.workdir, "benchmark_model"), mode=0o755)
+        return self.workdir
+
+    def benchmark(self, model: Path, inputs: Path, bench: BenchConfig) -> dict[str, Any]:
+        if model.suffix != ".tflite":
+            raise DeviceError(
+                f"{self.transport.name}: {model.name} needs python3 + onnxruntime on the device (benchmark_model runs .tflite only); "
+                "install Termux python or limit bench.artifacts to tflite_*"
+            )
+        return benchmark_model.run(self.transport, self._work(), model, inputs, bench, self.timeout_s) | {
+            "device": self.spec.text,
+            "device_info": self.info | {"pinned_cores": bench.pin_cores},
+        }
+
+    def close(self) -> None:
+        if self.workdir is not None:
+            self.transport.run(shlex.join(["rm", "-rf", self.workdir]), 60)
+
+
+def open_android(spec: DeviceSpec, cfg: AndroidConfig):
+    transport = AdbTransport(spec, cfg)
+    props = transport.getprops()
+    info: dict[str, Any] = {"kind": "android", "transport": "adb", "serial": transport.serial}
+    info |= {name: props.get(key) for name, key in PROPS.items()}
+    if cfg.python:
+        check = transport.run(f"command -v {shlex.quote(cfg.python)}", 60)
+        if check.returncode == 0:
+            return RemoteRunnerDevice(spec, transport, cfg.python, cfg.command_timeout_s, info | {"method": "python runner"})
+    if cfg.benchmark_model is not None:
+        if not Path(cfg.benchmark_model).is_file():
+            raise DeviceError(f"bench.android.benchmark_model {cfg.benchmark_model} does not exist; point it at the android_aarch64 binary")
+        return BenchmarkModelDevice(spec, transport, Path(cfg.benchmark_model), cfg.command_timeout_s, info | {"method": "benchmark_model"})
+    raise DeviceError(
+        f"{transport.name}: no {cfg.python or 'python'} on the device and no benchmark_model binary; install Termux python "
+        "(pkg install python; pip install numpy onnxruntime ai-edge-litert) or set bench.android.benchmark_model=PATH"
+    )

@@ -1,0 +1,277 @@
+"""ARM over SSH and Android over adb, for real where this machine allows.
+
+- The ARM board is an arm64 Debian sysroot whose python3 runs under qemu-aarch64
+  (tools/rig/arm_board.sh), reached through a real OpenSSH server on 127.0.0.1
+  (tests/rig/sshd.py): real SSH, real host-key checks, real aarch64 onnxruntime/LiteRT kernels.
+- The Android device is a loopback daemon speaking the ADB wire protocol (tests/rig/adbd.py),
+  reached through the real Debian adb server and adbutils; its shell runs the same aarch64
+  python. No adbd exists for Linux; a phone cannot be attached here.
+
+Latencies measured under emulation are plumbing checks, not performance numbers, and the
+reports label them so. Accuracy is exact: int8 kernels give the same predictions as x86.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, TINY_RUN, run_cli, write_sentiment_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+RIG = Path(os.environ.get("EDGEPIPE_RIG_DIR", Path.home() / ".cache" / "edgepipe" / "rig"))
+
+
+def edgepipe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "edgepipe"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def board() -> Path:
+    """The emulated aarch64 board's root (cached across runs; ~1-2 min to build cold)."""
+    dest = RIG / "arm64"
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), str(dest)], capture_output=True, text=True, timeout=900)
+    if proc.returncode == 3:
+        pytest.skip("qemu-aarch64-static is missing and cannot be installed without root: " + proc.stderr.strip()[-300:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dest
+
+
+@pytest.fixture(scope="module")
+def sshd(board, tmp_path_factory):
+    from rig.sshd import LoopbackSshd
+
+    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"), path_prepend=[board / "bin"])
+    endpoint = server.start()
+    yield server, endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def phone(board, tmp_path_factory):
+    from rig.adbd import LoopbackAdbDevice, adb_server
+
+    home = tmp_path_factory.mktemp("phone")
+    env = {"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}
+    with adb_server() as server, LoopbackAdbDevice(env=env, cwd=str(home)) as device:
+        server.connect(device.serial)
+        yield server, device, home
+
+
+def arm_of(endpoint) -> list[str]:
+    return ["--set", f"bench.ssh.identity_file={endpoint.key_path}", "--set", f"bench.ssh.known_hosts={endpoint.known_hosts}"]
+
+
+def arm_device(endpoint) -> str:
+    return f"arm:{endpoint.user}@{endpoint.host}:{endpoint.port}"
+
+
+def android_of(server, home: Path) -> list[str]:
+    return ["--set", f"bench.android.adb_port={server.port}", "--set", f"bench.android.remote_dir={home}/data/local/tmp/edgepipe"]
+
+
+@pytest.fixture(scope="module")
+def device_run(tmp_path_factory, tiny_teacher, sshd, phone):
+    """One compress-and-export that benchmarks int8 ONNX and TFLite on x86, the ARM board and the phone."""
+    _, endpoint = sshd
+    server, device, home = phone
+    d = tmp_path_factory.mktemp("devrun")
+    out = d / "run"
+    args = [
+        "--teacher", str(tiny_teacher), "--data", str(write_sentiment_csv(d / "reviews.csv")), "--out", str(out), *TINY_RUN,
+        "--set", "quantize.targets=[pruned]", "--set", "bench.models=[pruned]", "--set", "bench.artifacts=[onnx_int8,tflite_int8]",
+        "--set", "bench.runs=5", "--set", "bench.warmup=1",
+        "--devices", f"x86,{arm_device(endpoint)},android:{device.serial}", *arm_of(endpoint), *android_of(server, home),
+    ]  # fmt: skip
+    proc = run_cli(*args, cache=d / "cache")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    DEVICE_RUN_ARGS[:] = [*args, "--cache-dir", str(d / "cache")]
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+DEVICE_RUN_ARGS: list[str] = []
+
+
+def _by(manifest, device_prefix):
+    return {b["artifact"]: b for b in manifest["benchmarks"] if b["device"].startswith(device_prefix)}
+
+
+def test_arm_and_android_measure_the_same_accuracy_as_x86(device_run, sshd, phone):
+    _, m = device_run
+    x86, arm, android = _by(m, "x86"), _by(m, "arm:"), _by(m, "android:")
+    assert set(x86) == set(arm) == set(android) == {"onnx_int8", "tflite_int8"}
+    for name in x86:
+        assert arm[name]["n_eval"] == android[name]["n_eval"] == x86[name]["n_eval"] == 100
+        assert arm[name]["accuracy"] == android[name]["accuracy"] == x86[name]["accuracy"], name
+        for b in (arm[name], android[name]):
+            info = b["device_info"]
+            assert info["machine"] == "aarch64" and info["emulated"] == "qemu-user"
+            assert b["latency_ms"]["n"] == 5 and 0 < b["latency_ms"]["p50"] <= b["latency_ms"]["p99"]
+        assert x86[name]["device_info"]["machine"] == "x86_64" and x86[name]["device_info"]["emulated"] is None
+    assert arm["onnx_int8"]["runtime"] == "onnxruntime" and arm["tflite_int8"]["runtime"] == "litert"
+    a = android["tflite_int8"]["device_info"]
+    assert a["model"] == "edgepipe-loopback" and a["abi"] == "arm64-v8a" and a["method"] == "python runner"
+    assert arm["onnx_int8"]["device_info"]["uname"].endswith("aarch64")
+
+
+def test_remote_work_dirs_are_cleaned_up(device_run, phone):
+    _, _, home = phone
+    assert list((home / "data/local/tmp/edgepipe").iterdir()) == []
+
+
+def test_bench_command_adds_a_thread_setting_and_hostile_names_stay_names(device_run, sshd, tmp_path):
+    out, _ = device_run
+    _, endpoint = sshd
+    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--threads", "2", "--runs", "3", "--warmup", "0",
+                    "--artifacts", "onnx_int8", *arm_of(endpoint))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    arm = [b for b in m["benchmarks"] if b["device"].startswith("arm:") and b["artifact"] == "onnx_int8"]
+    assert sorted(b["threads"] for b in arm) == [1, 2]
+
+    hostile = tmp_path / "we ird" / "m'; touch PWNED; echo $(touch PWNED2) `touch PWNED3`.onnx"
+    hostile.parent.mkdir()
+    shutil.copy(out / "onnx" / "pruned.int8.onnx", hostile)
+    proc = edgepipe("bench", str(hostile), "--inputs", str(out / "data" / "test_pruned"), "--device", arm_device(endpoint),
+                    "--runs", "2", "--warmup", "0", "--max-eval", "20", *arm_of(endpoint))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"n_eval": 20' in proc.stdout
+    leaked = [p for base in (Path.home(), Path("/tmp"), tmp_path) for p in base.glob("PWNED*")]
+    assert leaked == []
+
+
+def test_host_key_mismatch_unknown_host_and_unreachable_board_are_one_line(device_run, sshd, tmp_path):
+    out, _ = device_run
+    _, endpoint = sshd
+    wrong = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()
+    wrong.write_text(f"[{endpoint.host}]:{endpoint.port} {other[0]} {other[1]}\n")
+    base = ["bench", str(out), "--device", arm_device(endpoint), "--runs", "1", "--threads", "4", "--artifacts", "onnx_int8",
+            "--set", f"bench.ssh.identity_file={endpoint.key_path}"]  # fmt: skip
+
+    proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={wrong}")
+    assert proc.returncode == 6 and "does NOT match" in proc.stderr and "Traceback" not in proc.stderr
+
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={empty}")
+    assert proc.returncode == 6 and "is not in" in proc.stderr and "ssh-keyscan" in proc.stderr
+
+    proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={empty}", "--set", "bench.ssh.insecure_skip_host_key_check=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    closed = ["bench", str(out), "--device", f"arm:{endpoint.user}@127.0.0.1:1", "--artifacts", "onnx_int8", *arm_of(endpoint)]
+    proc = edgepipe(*closed, "--set", "bench.ssh.connect_timeout_s=3")
+    assert proc.returncode == 6 and "cannot reach 127.0.0.1:1" in proc.stderr
+
+
+def _kill_when(predicate, action, timeout=120):
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                action()
+                return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def _entries(out: Path, device: str, threads: int) -> set[str]:
+    try:
+        m = json.loads((out / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return set()
+    return {b["artifact"] for b in m["benchmarks"] if b["device"] == device and b["threads"] == threads}
+
+
+def test_board_that_dies_mid_run_keeps_finished_results(device_run, board, tmp_path):
+    from rig.sshd import LoopbackSshd
+
+    out, _ = device_run
+    server = LoopbackSshd(tmp_path / "sshd2", path_prepend=[board / "bin"])
+    endpoint = server.start()
+    try:
+        dev = arm_device(endpoint)
+        # enough runs that the second artifact is still running when the first one has landed
+        watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev, 1), server.kill)
+        proc = edgepipe("bench", str(out), "--device", dev, "--runs", "400", "--warmup", "0", *arm_of(endpoint), timeout=300)
+        watcher.join(timeout=1)
+        assert proc.returncode == 6, proc.stderr[-2000:]
+        assert "finished results are kept, rerun to resume" in proc.stderr and "Traceback" not in proc.stderr
+        assert _entries(out, dev, 1) == {"onnx_int8"}  # kept, and the manifest is whole JSON
+    finally:
+        server.stop()
+
+
+def test_phone_unplugged_mid_run_keeps_finished_results(device_run, phone):
+    out, _ = device_run
+    server, device, home = phone
+    dev = f"android:{device.serial}"
+    before = _entries(out, dev, 3)
+    assert before == set()
+    watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev, 3), device.drop)
+    proc = edgepipe("bench", str(out), "--device", dev, "--threads", "3", "--runs", "400", "--warmup", "0", *android_of(server, home), timeout=300)
+    watcher.join(timeout=1)
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    assert "finished results are kept, rerun to resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert _entries(out, dev, 3) == {"onnx_int8"}
+
+
+def test_adb_with_no_device_or_two_devices_and_no_serial(device_run, board, tmp_path):
+    from rig.adbd import LoopbackAdbDevice, adb_server
+
+    out, _ = device_run
+    base = ["bench", str(out), "--device", "android", "--artifacts", "onnx_int8", "--runs", "1"]
+    with adb_server() as server:
+        proc = edgepipe(*base, "--set", f"bench.android.adb_port={server.port}")
+        assert proc.returncode == 6 and "no device is connected" in proc.stderr
+        env = {"PATH": f"{board / 'bin'}:/usr/bin:/bin"}
+        with LoopbackAdbDevice(env=env) as a, LoopbackAdbDevice(env=env) as b:
+            server.connect(a.serial)
+            server.connect(b.serial)
+            proc = edgepipe(*base, "--set", f"bench.android.adb_port={server.port}")
+            assert proc.returncode == 6 and "2 devices are connected" in proc.stderr and "android:SERIAL" in proc.stderr
+    proc = edgepipe(*base, "--set", "bench.android.adb_port=1")
+    assert proc.returncode == 6 and "no adb server" in proc.stderr
+
+
+def test_missing_runtime_on_the_board_is_named(device_run, sshd, tmp_path):
+    """A board whose python lacks onnxruntime: the runner's own message comes back as one line."""
+    out, _ = device_run
+    _, endpoint = sshd
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "onnxruntime.py").write_text("raise ImportError('simulated: onnxruntime is not installed')\n")
+    python = tmp_path / "python without ort"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH='{tmp_path / 'shadow'}' exec python3 \"$@\"\n")
+    python.chmod(0o755)
+    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--threads", "5",
+                    "--set", f"bench.ssh.python={python}", *arm_of(endpoint))  # fmt: skip
+    assert proc.returncode == 6 and "Traceback" not in proc.stderr, proc.stderr
+    assert "onnxruntime is not installed on this device; install it with `pip install onnxruntime`" in proc.stderr
+
+
+def test_rerun_after_board_and_phone_are_gone_reuses_their_results(device_run, sshd, phone):
+    """Finished device benchmarks are stages like any other: a resumed run never dials the devices again."""
+    out, m = device_run
+    server, _ = sshd
+    _, device, _ = phone
+    server.stop()
+    device.drop()
+    proc = run_cli(*DEVICE_RUN_ARGS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads((out / "manifest.json").read_text())
+    assert all(t["reused"] for name, t in again["timings"].items() if name.startswith("bench_"))
+    key = lambda b: (b["device"], b["artifact"], b["threads"])  # noqa: E731
+    first = {key(b): b["accuracy"] for b in m["benchmarks"]}
+    assert {k: v for k, v in ((key(b), b["accuracy"]) for b in again["benchmarks"]) if k in first} == first
