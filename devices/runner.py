@@ -199,6 +199,12 @@ def padded_batch(arrays: dict[str, np.ndarray], start: int, batch: int, seq_len:
 
 
 def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -> tuple[LatencyStats, float]:
+    samples, first_ms = time_runs(model, arrays, warmup, runs, batch, seq_len)
+    return LatencyStats.from_samples(samples), first_ms
+
+
+def time_runs(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -> tuple[list[float], float]:
+    """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms."""
     feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, min(runs, 64)))]
     first = time.perf_counter()
     model(feeds[0])
@@ -211,7 +217,7 @@ def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: 
         t0 = time.perf_counter()
         model(f)
         samples.append(time.perf_counter() - t0)
-    return LatencyStats.from_samples(samples), first * 1e3
+    return samples, first * 1e3
 
 
 def measure_accuracy(model, arrays, labels, batch: int = 32, limit: int | None = None) -> tuple[float, int, list[int]]:
@@ -247,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, args.threads)
         init_ms = (time.perf_counter() - t0) * 1e3
         arrays, labels = load_inputs(args.inputs)
-        stats, first_ms = measure_latency(model, arrays, args.warmup, args.runs, args.batch, args.seq_len)
+        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, args.seq_len)
+        stats = LatencyStats.from_samples(samples)
         result = {
             "model": os.path.basename(args.model),
             "model_bytes": os.path.getsize(args.model),
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "init_ms": init_ms,
             "first_inference_ms": first_ms,
             "latency_ms": asdict(stats),
+            "latency_samples_ms": [round(x * 1e3, 4) for x in samples],
             "accuracy": None,
             "n_eval": 0,
         }

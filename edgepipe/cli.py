@@ -164,6 +164,26 @@ def bench_cmd(
         _fail(e, debug)
 
 
+def report_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one run directory, or several to compare side by side")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="where report.html/report.md go (default: the single run dir, else ./report)")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    """Rebuild report.html + report.md from manifests (several runs: side by side)."""
+    try:
+        from edgepipe.report import load_run, write_report
+
+        runs = [load_run(d) for d in run_dirs]
+        names = [n for n, _ in runs]
+        if len(set(names)) != len(names):
+            runs = [(str(d), m) for d, (_, m) in zip(run_dirs, runs)]
+        target = out or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
+        for path in write_report(target, runs):
+            out_console.print(f"wrote {path}")
+    except (EdgepipeError, KeyboardInterrupt) as e:
+        _fail(e, debug)
+
+
 def version() -> None:
     """Print edgepipe's version."""
     import edgepipe
@@ -174,6 +194,7 @@ def version() -> None:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgepipe: compress Transformer classifiers for edge devices.")
 app.command("run")(compress_and_export_cmd)
 app.command("bench")(bench_cmd)
+app.command("report")(report_cmd)
 app.command("version")(version)
 
 compress_app = typer.Typer(add_completion=False)

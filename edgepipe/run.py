@@ -24,6 +24,7 @@ from edgepipe.devices.spec import parse_device
 from edgepipe.errors import ModelError, RunDirError
 from edgepipe.modeling import Classifier, load_classifier, save_classifier
 from edgepipe.progress import Progress, Silent
+from edgepipe.report import write_report
 from edgepipe.rundir import RunDir, atomic_path, sha256_file, stable_hash, write_bytes_atomic, write_json_atomic
 from edgepipe.export.onnx import check_parity, export_onnx
 from edgepipe.runtimes.onnxruntime import OrtModel
@@ -142,7 +143,8 @@ class Run:
             parity = check_parity(model, path, splits["test"], ecfg.parity_atol)
             return parity | {"opset": ecfg.opset}, [path]
 
-        result = self.stage(f"export_{role}_onnx_fp32", stable_hash({"model": model_key, "export": ecfg.model_dump()}), compute)
+        key = stable_hash({"model": model_key, "export": ecfg.model_dump(include={"opset", "parity_atol"})})  # only what it reads
+        result = self.stage(f"export_{role}_onnx_fp32", key, compute)
         return self.artifact(path, **result)
 
     def quantize_onnx(self, role: str, splits: dict[str, TokenizedSplit]) -> dict[str, Any]:
@@ -177,7 +179,7 @@ class Run:
         tflite.require_litert_torch()
         seq, arts = self.cfg.bench.seq_len, self.manifest["models"][role]["artifacts"]
         fp32, int8 = self.dir.path(f"tflite/{role}.fp32.tflite"), self.dir.path(f"tflite/{role}.int8.tflite")
-        key = stable_hash({"model": model_key, "seq_len": seq, "export": self.cfg.export.model_dump()})
+        key = stable_hash({"model": model_key, "seq_len": seq, "export": self.cfg.export.model_dump(include={"parity_atol"})})
 
         def compute_fp32():
             tflite.export_tflite_fp32(model, fp32, splits["test"], seq)
@@ -277,7 +279,7 @@ class Run:
                 return result, []
 
             # one record per BENCH_IDENTITY: `edgepipe bench --threads 2` must not overwrite the threads=1 result
-            name = f"bench_{spec.slug}_{role}_{artifact_name}_t{bcfg.threads}_b{bcfg.batch}_s{bcfg.seq_len}"
+            name = f"bench_{spec.slug}_{role}_{artifact_name}_t{bcfg.threads}_b{bcfg.batch}_s{bcfg.seq_len}" + (f"_n{bcfg.max_eval}" if bcfg.max_eval else "")
             r = self.stage(name, key, compute)
             entry = {k: r.get(k) for k in BENCH_FIELDS} | {"model": role, "artifact": artifact_name, "artifact_sha256": artifact["sha256"]}
             _upsert(self.manifest["benchmarks"], entry, replace=True)
@@ -292,8 +294,8 @@ class Run:
 
 
 BENCH_FIELDS = ("device", "device_info", "runtime", "runtime_version", "delegate", "threads", "seq_len", "batch",
-                "latency_ms", "accuracy", "n_eval", "init_ms", "first_inference_ms", "peak_rss_mb")  # fmt: skip
-BENCH_IDENTITY = ("device", "model", "artifact", "threads", "batch", "seq_len")
+                "latency_ms", "latency_samples_ms", "accuracy", "n_eval", "init_ms", "first_inference_ms", "peak_rss_mb")  # fmt: skip
+BENCH_IDENTITY = ("device", "model", "artifact", "threads", "batch", "seq_len", "n_eval")
 
 
 def _upsert(rows: list[dict[str, Any]], entry: dict[str, Any], replace: bool) -> None:
@@ -403,6 +405,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
             run.close_devices()
         run.keep_benchmarks(earlier)
         run.save_manifest()
+        write_report(rundir.root, [(rundir.root.resolve().name, run.manifest)])
         return run.manifest
 
 
@@ -448,6 +451,7 @@ def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent(
         finally:
             run.close_devices()
         run.save_manifest()
+        write_report(rundir.root, [(rundir.root.resolve().name, manifest)])
         return manifest
 
 

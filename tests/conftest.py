@@ -125,3 +125,13 @@ TINY_RUN = [
     "--set", "student.layers=[1]", "--set", "distill.max_steps=40", "--set", "distill.lr=1e-3",
     "--set", "bench.runs=10", "--set", "bench.warmup=2", "--threads", "1",
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The built-in task at CI size (`--smoke`), shared by the end-to-end and report tests."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    cache = tmp_path_factory.mktemp("smoke-cache")
+    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, cache, proc

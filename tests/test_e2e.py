@@ -22,17 +22,9 @@ def without_timings(manifest: dict) -> dict:
         model.get("train", {}).pop("seconds", None)
         model.pop("cache_hit", None)
     for b in m["benchmarks"]:
-        b.pop("latency_ms"), b.pop("init_ms"), b.pop("peak_rss_mb")
+        for key in ("latency_ms", "latency_samples_ms", "init_ms", "first_inference_ms", "peak_rss_mb"):
+            b.pop(key)
     return m
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    cache = tmp_path_factory.mktemp("smoke-cache")
-    proc = run_cli("--smoke", "--out", str(out), cache=cache)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, cache, proc
 
 
 def test_smoke_run_writes_the_manifest_contract(smoke_run):

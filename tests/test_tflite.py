@@ -93,3 +93,27 @@ def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tin
     assert proc.returncode == 4 and "Traceback" not in proc.stderr
     assert "pip install 'litert-torch==0.10.0'" in proc.stderr and "--set export.tflite=false" in proc.stderr
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_benchmark_model_input_files_hold_the_tensors_litert_reads(converted, tmp_path):
+    """No benchmark_model binary runs here: its raw input files (one per input, rows back to back,
+    cut on the device with dd) must give the interpreter exactly what the runner feeds it."""
+    from edgepipe.devices import benchmark_model
+
+    _, _, splits, _, int8, _ = converted
+    t, n = splits["test"], 20
+    layout = benchmark_model.input_layout(int8)
+    arrays = {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "token_type_ids": t.token_type_ids}
+    files = benchmark_model.write_inputs(layout, arrays, n, tmp_path)
+    assert [f.stat().st_size for f in files] == [n * d["dtype"].itemsize * d["shape"][1] for d in layout]
+    m = LiteRTModel(int8)
+    expected = m.predict(t)[:n]
+    got = []
+    for i in range(n):
+        for detail, d, f in zip(m.inputs, layout, files):
+            width = d["shape"][1]
+            row = np.fromfile(f, dtype=d["dtype"], count=width, offset=i * width * d["dtype"].itemsize).reshape(1, width)
+            m.interpreter.set_tensor(detail["index"], row)
+        m.interpreter.invoke()
+        got.append(m.interpreter.get_tensor(m.output["index"])[0].copy())
+    assert np.array_equal(np.stack(got), expected)

@@ -1,0 +1,640 @@
+"""edgepipe's goals, measured side by side on this machine from one finished run directory.
+
+    python -m bench [RUN_DIR] [--threads-all] [--wall] [--quick] [--out bench/results.json]
+
+1. size: teacher fp32 ONNX bytes / pruned int8 ONNX bytes, and / pruned int8 TFLite bytes (>= 20x)
+2. latency: teacher fp32 / pruned int8 p50 at batch 1 and the run's bench.seq_len, on ONNX
+   Runtime and on LiteRT (teacher TFLite fp32 vs pruned TFLite int8), paired alternating
+   rounds in this process, median of the per-round ratios (>= 15x)
+3. accuracy kept: pruned int8 test accuracy / teacher fp32 test accuracy, full test split (>= 97%)
+4. `compress-and-export` wall time and peak memory, cold cache and cached teacher, only with
+   --wall (~25 min) (<= 600 s)
+5. the device runner's own overhead: runner.py's p50 (subprocess, JSON) against a bare
+   `session.run` loop in this process, same session options, alternating rounds (<= 3 %)
+6. achieved int8 throughput of the pruned int8 ONNX as a % of an estimated peak (no goal)
+
+Latency figures run at 1 thread, and also at os.cpu_count() threads with --threads-all.
+Nothing is taken from the manifest's own benchmarks: every figure is measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.devices import runner as rn
+from edgepipe.devices.x86 import RUNNER
+
+GOALS = {
+    "size_ratio": {"op": ">=", "value": 20.0, "unit": "x"},
+    "latency_ratio": {"op": ">=", "value": 15.0, "unit": "x"},
+    "accuracy_kept": {"op": ">=", "value": 0.97, "unit": "fraction"},
+    "wall_s": {"op": "<=", "value": 600.0, "unit": "s"},
+    "runner_overhead": {"op": "<=", "value": 0.03, "unit": "fraction"},
+}
+NOT_MEASURED_WALL = "not measured (pass --wall)"
+
+# int8 ops (1 MAC = 2 ops) per cycle per core, best ISA first. Estimates, not measurements.
+ISA_TABLE = [
+    {
+        "isa": "AMX-INT8",
+        "flags": ["amx_int8", "amx_tile"],
+        "int8_ops_per_cycle_per_core": 2048,
+        "assumption": "TDPBUSD on one TMUL unit: 1024 int8 MACs/cycle/core (Intel's Sapphire Rapids figure, "
+        "2048 int8 ops/cycle/core); MLAS has a U8S8 AMX QGEMM kernel (qgemm_kernel_amx.cpp, Linux) "
+        "that falls back to AVX512-VNNI for small GEMMs",
+    },
+    {
+        "isa": "AVX512-VNNI",
+        "flags": ["avx512_vnni"],
+        "int8_ops_per_cycle_per_core": 256,
+        "assumption": "VPDPBUSD zmm = 64 int8 MACs = 128 ops per instruction, 2 x 512-bit FMA ports on server cores",
+    },
+    {
+        "isa": "AVX-VNNI",
+        "flags": ["avx_vnni"],
+        "int8_ops_per_cycle_per_core": 128,
+        "assumption": "VPDPBUSD ymm = 32 int8 MACs = 64 ops per instruction, 2 ports",
+    },
+    {
+        "isa": "AVX512BW",
+        "flags": ["avx512bw"],
+        "int8_ops_per_cycle_per_core": 128,
+        "assumption": "vpmaddubsw+vpmaddwd+vpaddd on zmm: 64 MACs per 3 instructions, ~2 ports -> ~128 ops/cycle",
+    },
+    {
+        "isa": "AVX2",
+        "flags": ["avx2"],
+        "int8_ops_per_cycle_per_core": 64,
+        "assumption": "vpmaddubsw+vpmaddwd+vpaddd on ymm: 32 MACs per 3 instructions, ~2 ports -> ~64 ops/cycle",
+    },
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def goal_status(key: str, value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    g = GOALS[key]
+    ok = value >= g["value"] if g["op"] == ">=" else value <= g["value"]
+    return "met" if ok else "not met"
+
+
+def goal_text(key: str) -> str:
+    g = GOALS[key]
+    if g["unit"] == "fraction":
+        return f"{g['op']} {g['value']:.0%}"
+    return f"{g['op']} {g['value']:g}{'' if g['unit'] == 'x' else ' '}{g['unit']}"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cpuinfo() -> dict[str, Any]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    first: dict[str, str] = {}
+    for line in text.split("\n\n")[0].splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            first[k.strip()] = v.strip()
+    flags = set(first.get("flags", "").split())
+    mhz, mhz_source = None, None
+    max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_freq.is_file():
+        mhz, mhz_source = int(max_freq.read_text().strip()) / 1000.0, str(max_freq)
+    elif "cpu MHz" in first:
+        mhz, mhz_source = float(first["cpu MHz"]), "/proc/cpuinfo 'cpu MHz' (current/nominal clock; no cpufreq in this VM)"
+    return {
+        "model": rn.cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "cpu_cores_per_socket": int(first["cpu cores"]) if first.get("cpu cores", "").isdigit() else None,
+        "siblings": int(first["siblings"]) if first.get("siblings", "").isdigit() else None,
+        "mhz": mhz,
+        "mhz_source": mhz_source,
+        "int8_flags": sorted(f for f in flags if f in {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}),
+    }
+
+
+def best_isa(flags: list[str]) -> dict[str, Any] | None:
+    for row in ISA_TABLE:
+        if all(f in flags for f in row["flags"]):
+            return row
+    return None
+
+
+def machine_snapshot() -> dict[str, Any]:
+    return {"loadavg": list(os.getloadavg()), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod, attr in (("onnxruntime", "__version__"), ("ai_edge_litert", "__version__"), ("edgepipe", "__version__")):
+        try:
+            out[mod] = getattr(__import__(mod), attr, "unknown")
+        except ImportError:
+            out[mod] = "not installed"
+    return out
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+class Run:
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.manifest_path = run_dir / "manifest.json"
+        if not self.manifest_path.is_file():
+            raise SystemExit(f"bench: {self.manifest_path} does not exist; finish a run first (make demo)")
+        raw = self.manifest_path.read_bytes()
+        self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
+        self.manifest = json.loads(raw)
+        self.seq_len = int(self.manifest["config"]["bench"]["seq_len"])
+        self.models = self.manifest["models"]
+
+    def artifact(self, role: str, kind: str) -> dict[str, Any] | None:
+        """Path, bytes on disk now, and whether they agree with the manifest (a rewritten run dir shows up here)."""
+        art = self.models.get(role, {}).get("artifacts", {}).get(kind)
+        if not art:
+            return None
+        path = self.dir / art["path"]
+        if not path.is_file():
+            return {"path": str(path), "missing": True}
+        size = path.stat().st_size
+        digest = sha256(path)
+        return {
+            "path": str(path),
+            "bytes": size,
+            "sha256": digest,
+            "manifest_bytes": art.get("bytes"),
+            "matches_manifest": size == art.get("bytes") and digest == art.get("sha256"),
+        }
+
+    def inputs(self, role: str) -> Path:
+        """The role's pre-tokenized test split, as the manifest records it (its own vocabulary for a pruned vocab)."""
+        rel = self.models.get(role, {}).get("eval_inputs", {}).get("path")
+        return self.dir / rel if rel else self.dir / "data" / ("test_pruned" if role == "pruned" else "test")
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def paired_latency(make_a, make_b, arrays_a, arrays_b, seq_len: int, rounds: int, warmup: int, runs: int) -> dict[str, Any]:
+    """a and b measured in alternating rounds (ABBA order) in this process; ratio per round = a_p50 / b_p50."""
+    ma, mb = make_a(), make_b()
+    pa, pb = [], []
+    for r in range(rounds):
+        order = [("a", ma, arrays_a), ("b", mb, arrays_b)]
+        if r % 2:
+            order.reverse()
+        for tag, m, arr in order:
+            p50 = rn.measure_latency(m, arr, warmup, runs, 1, seq_len)[0].p50
+            (pa if tag == "a" else pb).append(p50)
+    ratios = [a / b for a, b in zip(pa, pb)]
+    return {
+        "a_p50_ms_per_round": pa,
+        "b_p50_ms_per_round": pb,
+        "ratio_per_round": ratios,
+        "a_p50_ms": float(np.median(pa)),
+        "b_p50_ms": float(np.median(pb)),
+        "ratio": float(np.median(ratios)),
+        "info_a": getattr(ma, "info", {}),
+        "info_b": getattr(mb, "info", {}),
+    }
+
+
+def runner_overhead(model: Path, inputs: Path, threads: int, seq_len: int, rounds: int, warmup: int, runs: int) -> dict[str, Any]:
+    """runner.py in a subprocess (as devices/x86.py runs it, plus --no-accuracy) vs a bare session.run loop here."""
+    import onnxruntime as ort
+
+    arrays, _ = rn.load_inputs(str(inputs))
+    # the very feeds runner.measure_latency builds: the same padded rows, cycled the same way
+    feeds = [rn.padded_batch(arrays, i, 1, seq_len) for i in range(max(1, min(runs, 64)))]
+    session = ort.InferenceSession(str(model), rn.ort_session_options(threads), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    feeds = [{k: f[k] for k in names} for f in feeds]
+
+    def bare() -> float:
+        session.run(None, feeds[0])
+        for i in range(warmup):
+            session.run(None, feeds[i % len(feeds)])
+        samples = []
+        for i in range(runs):
+            f = feeds[i % len(feeds)]
+            t0 = time.perf_counter()
+            session.run(None, f)
+            samples.append(time.perf_counter() - t0)
+        return rn.LatencyStats.from_samples(samples).p50
+
+    cmd = [
+        sys.executable, str(RUNNER), "--model", str(model), "--inputs", str(inputs), "--threads", str(threads),
+        "--warmup", str(warmup), "--runs", str(runs), "--batch", "1", "--seq-len", str(seq_len), "--no-accuracy",
+    ]  # fmt: skip
+
+    def via_runner() -> float:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"runner failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+        return float(json.loads(proc.stdout.strip().splitlines()[-1])["latency_ms"]["p50"])
+
+    pr, pbare = [], []
+    for r in range(rounds):
+        if r % 2 == 0:
+            pr.append(via_runner())
+            pbare.append(bare())
+        else:
+            pbare.append(bare())
+            pr.append(via_runner())
+    ratios = [a / b for a, b in zip(pr, pbare)]
+    ratio = float(np.median(ratios))
+    return {
+        "runner_cmd": cmd,
+        "runner_p50_ms_per_round": pr,
+        "bare_p50_ms_per_round": pbare,
+        "ratio_per_round": ratios,
+        "runner_p50_ms": float(np.median(pr)),
+        "bare_p50_ms": float(np.median(pbare)),
+        "ratio": ratio,
+        "overhead": ratio - 1.0,
+    }
+
+
+class TreeRssSampler(threading.Thread):
+    """Peak of the summed RSS of a process and all its descendants, sampled from /proc every 0.2 s."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.stop = pid, 0, threading.Event()
+
+    def _tree_rss_kb(self) -> int:
+        children: dict[int, list[int]] = {}
+        rss: dict[int, int] = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                status = (d / "status").read_text()
+            except OSError:
+                continue
+            ppid, kb = 0, 0
+            for line in status.splitlines():
+                if line.startswith("PPid:"):
+                    ppid = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    kb = int(line.split()[1])
+            children.setdefault(ppid, []).append(int(d.name))
+            rss[int(d.name)] = kb
+        total, todo = 0, [self.pid]
+        while todo:
+            p = todo.pop()
+            total += rss.get(p, 0)
+            todo.extend(children.get(p, []))
+        return total
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.peak_kb = max(self.peak_kb, self._tree_rss_kb())
+
+
+WALL_CHILD = r"""
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+with open(sys.argv[1], "w") as log:
+    rc = subprocess.run(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT).returncode
+wall = time.perf_counter() - t0
+print(json.dumps({"rc": rc, "wall_s": wall, "max_child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0}))
+"""
+
+
+def wall_run(out_dir: Path, cache: Path, extra: list[str]) -> dict[str, Any]:
+    """One compress-and-export in a fresh wrapper process, so RUSAGE_CHILDREN counts only that pipeline's tree."""
+    cli = Path(sys.executable).with_name("compress-and-export")
+    cmd = [str(cli), "--out", str(out_dir), *extra]
+    env = dict(os.environ, EDGEPIPE_CACHE=str(cache))
+    t0 = time.perf_counter()
+    log = out_dir.with_name(out_dir.name + ".log")
+    proc = subprocess.Popen([sys.executable, "-c", WALL_CHILD, str(log), *cmd], stdout=subprocess.PIPE, text=True, env=env)
+    sampler = TreeRssSampler(proc.pid)
+    sampler.start()
+    stdout, _ = proc.communicate()
+    sampler.stop.set()
+    sampler.join()
+    outer = time.perf_counter() - t0
+    res = json.loads(stdout.strip().splitlines()[-1])
+    manifest = out_dir / "manifest.json"
+    cache_hit = None
+    if manifest.is_file():
+        cache_hit = json.loads(manifest.read_text())["models"]["teacher"].get("cache_hit")
+    return {
+        "cmd": cmd,
+        "EDGEPIPE_CACHE": str(cache),
+        "rc": res["rc"],
+        "wall_s": res["wall_s"],
+        "wall_s_incl_wrapper": outer,
+        "peak_rss_mb_largest_process": res["max_child_rss_mb"],
+        "peak_rss_mb_tree_sum_sampled": sampler.peak_kb / 1024.0,
+        "teacher_cache_hit": cache_hit,
+        "log_tail": log.read_text()[-2000:] if res["rc"] and log.is_file() else None,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    np.random.seed(args.seed)
+    run = Run(args.run_dir)
+    before = machine_snapshot()
+    t_start = time.perf_counter()
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 5)
+    runs = args.runs or (10 if quick else 50)
+    warmup = 2 if quick else 10
+    eval_limit = 200 if quick else None
+    threads_list = [1] + ([os.cpu_count() or 1] if args.threads_all and (os.cpu_count() or 1) > 1 else [])
+    seq_len = run.seq_len
+
+    arts = {
+        "teacher_onnx_fp32": run.artifact("teacher", "onnx_fp32"),
+        "pruned_onnx_int8": run.artifact("pruned", "onnx_int8"),
+        "pruned_tflite_int8": run.artifact("pruned", "tflite_int8"),
+        "teacher_tflite_fp32": run.artifact("teacher", "tflite_fp32"),
+    }
+    for k in ("teacher_onnx_fp32", "pruned_onnx_int8"):
+        if not arts[k] or arts[k].get("missing"):
+            raise SystemExit(f"bench: {run.dir} has no {k} artifact; it is needed for every goal")
+    have = {k: bool(v) and not v.get("missing") for k, v in arts.items()}
+    warnings = [f"{k}: file on disk differs from the manifest (run dir rewritten?)" for k, v in arts.items() if v and have[k] and not v["matches_manifest"]]
+    teacher_in, pruned_in = run.inputs("teacher"), run.inputs("pruned")
+    t_arrays, t_labels = rn.load_inputs(str(teacher_in))
+    p_arrays, p_labels = rn.load_inputs(str(pruned_in))
+
+    results: dict[str, Any] = {}
+
+    # 1. size
+    t_bytes = arts["teacher_onnx_fp32"]["bytes"]
+    size = {"teacher_onnx_fp32_bytes": t_bytes, "goal": goal_text("size_ratio"), "rows": []}
+    for key in ("pruned_onnx_int8", "pruned_tflite_int8"):
+        if have[key]:
+            ratio = t_bytes / arts[key]["bytes"]
+            size["rows"].append({"vs": key, "bytes": arts[key]["bytes"], "ratio": ratio, "status": goal_status("size_ratio", ratio)})
+        else:
+            size["rows"].append({"vs": key, "bytes": None, "ratio": None, "status": f"not measured ({key} missing from the run)"})
+    results["size"] = size
+
+    # 3. accuracy (threads don't change predictions; all threads for speed)
+    acc_threads = os.cpu_count() or 1
+    teacher_acc, n_t, _ = rn.measure_accuracy(rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], acc_threads), t_arrays, t_labels, limit=eval_limit)
+    accuracy = {"teacher_onnx_fp32": {"accuracy": teacher_acc, "n_eval": n_t}, "goal": goal_text("accuracy_kept"), "rows": []}
+    for key, make in (("pruned_onnx_int8", rn.OnnxRuntimeModel), ("pruned_tflite_int8", rn.LiteRTModel)):
+        if not have[key]:
+            accuracy["rows"].append({"model": key, "accuracy": None, "kept": None, "status": f"not measured ({key} missing)"})
+            continue
+        acc, n, _ = rn.measure_accuracy(make(arts[key]["path"], acc_threads), p_arrays, p_labels, limit=eval_limit)
+        kept = acc / teacher_acc if teacher_acc else None
+        accuracy["rows"].append({"model": key, "accuracy": acc, "n_eval": n, "kept": kept, "status": goal_status("accuracy_kept", kept)})
+    results["accuracy"] = accuracy
+
+    # 2, 5, 6 per thread count
+    ci = cpuinfo()
+    isa = best_isa(ci["int8_flags"])
+    per_threads = []
+    for threads in threads_list:
+        entry: dict[str, Any] = {"threads": threads}
+        print(f"bench: latency at {threads} thread(s)", file=sys.stderr, flush=True)
+        ort_pair = paired_latency(
+            lambda: rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], threads),
+            lambda: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], threads),
+            t_arrays, p_arrays, seq_len, rounds, warmup, runs,
+        )  # fmt: skip
+        ort_pair.update(a="teacher_onnx_fp32", b="pruned_onnx_int8", status=goal_status("latency_ratio", ort_pair["ratio"]))
+        entry["latency_onnxruntime"] = ort_pair
+        if have["teacher_tflite_fp32"] and have["pruned_tflite_int8"]:
+            lite = paired_latency(
+                lambda: rn.LiteRTModel(arts["teacher_tflite_fp32"]["path"], threads),
+                lambda: rn.LiteRTModel(arts["pruned_tflite_int8"]["path"], threads),
+                t_arrays, p_arrays, seq_len, rounds, warmup, runs,
+            )  # fmt: skip
+            lite.update(a="teacher_tflite_fp32", b="pruned_tflite_int8", status=goal_status("latency_ratio", lite["ratio"]))
+        else:
+            missing = [k for k in ("teacher_tflite_fp32", "pruned_tflite_int8") if not have[k]]
+            lite = {
+                "ratio": None,
+                "status": f"not measured ({', '.join(missing)} missing; on a copy of the run: "
+                "compress-and-export --out COPY --set export.tflite_targets=[pruned,teacher])",
+            }
+        entry["latency_litert"] = lite
+
+        print(f"bench: runner overhead at {threads} thread(s)", file=sys.stderr, flush=True)
+        ov = runner_overhead(Path(arts["pruned_onnx_int8"]["path"]), pruned_in, threads, seq_len, rounds if not quick else 1, warmup, max(runs, 10) if quick else 100)
+        ov["status"] = goal_status("runner_overhead", ov["overhead"])
+        entry["runner_overhead"] = ov
+
+        macs = int(run.models["pruned"]["macs"])
+        macs_seq = run.models["pruned"].get("macs_seq_len")
+        p50_s = ort_pair["b_p50_ms"] / 1e3
+        achieved = 2 * macs / p50_s
+        tp: dict[str, Any] = {
+            "macs": macs,
+            "macs_seq_len": macs_seq,
+            "macs_seq_len_matches": macs_seq == seq_len,
+            "ops_per_inference": 2 * macs,
+            "p50_ms": ort_pair["b_p50_ms"],
+            "achieved_int8_gops": achieved / 1e9,
+            "note": "all of the model's MACs counted as int8 ops (a few, e.g. softmax/LayerNorm-adjacent, run in fp32): an upper bound on int8 work",
+        }
+        if isa and ci["mhz"]:
+            peaks = []
+            for row in ISA_TABLE:
+                if all(f in ci["int8_flags"] for f in row["flags"]):
+                    peak = threads * ci["mhz"] * 1e6 * row["int8_ops_per_cycle_per_core"]
+                    peaks.append({"isa": row["isa"], "peak_int8_gops": peak / 1e9, "percent_of_peak": 100 * achieved / peak})
+            sel = peaks[0]
+            tp.update(
+                isa_selected=isa["isa"],
+                isa_selected_note=f"MLAS would select {isa['isa']} (inferred from /proc/cpuinfo flags: MLAS picks kernels by cpuid at run time and cannot be queried from Python)",
+                peak_int8_gops=sel["peak_int8_gops"],
+                percent_of_peak=sel["percent_of_peak"],
+                peaks_by_isa=peaks,
+                formula="peak = threads x MHz x int8 ops/cycle/core (estimate)",
+            )
+        else:
+            tp.update(percent_of_peak=None, isa_selected=None, isa_selected_note="no int8 SIMD flags or frequency found: not estimated")
+        entry["throughput"] = tp
+        per_threads.append(entry)
+    results["per_threads"] = per_threads
+
+    # 4. wall
+    if args.wall:
+        with tempfile.TemporaryDirectory(prefix="edgepipe-wall-") as tmp:
+            cache = Path(tmp) / "cache"
+            cache.mkdir()
+            extra = ["--smoke"] if quick else []
+            print("bench: compress-and-export, cold cache", file=sys.stderr, flush=True)
+            cold = wall_run(Path(tmp) / "cold", cache, extra)
+            print("bench: compress-and-export, cached teacher", file=sys.stderr, flush=True)
+            warm = wall_run(Path(tmp) / "warm", cache, extra)
+        for r in (cold, warm):
+            r["status"] = ("not met (failed, rc %d)" % r["rc"]) if r["rc"] else goal_status("wall_s", r["wall_s"])
+            if quick:
+                r["status"] = "plumbing check only (--quick runs --smoke, not the default run)"
+        results["wall"] = {
+            "goal": goal_text("wall_s"),
+            "cold": cold,
+            "cached_teacher": warm,
+            "memory_note": "peak_rss_mb_largest_process = RUSAGE_CHILDREN ru_maxrss of a wrapper whose only child tree is the "
+            "pipeline (the largest single process); peak_rss_mb_tree_sum_sampled = summed VmRSS of the whole tree, sampled every 0.2 s",
+        }
+    else:
+        results["wall"] = {"goal": goal_text("wall_s"), "status": NOT_MEASURED_WALL}
+
+    after = machine_snapshot()
+    return {
+        "schema": 1,
+        "mode": "quick (plumbing check: 1 round, few runs, 200 eval examples)" if quick else "full",
+        "run_dir": str(run.dir),
+        "manifest_sha256": run.manifest_sha256,
+        "seed": args.seed,
+        "seq_len": seq_len,
+        "batch": 1,
+        "rounds": rounds,
+        "runs_per_round": runs,
+        "warmup": warmup,
+        "eval_limit": eval_limit,
+        "threads": threads_list,
+        "goals": GOALS,
+        "artifacts": arts,
+        "warnings": warnings,
+        "machine": {**ci, "platform": platform.platform(), "load_before": before, "load_after": after},
+        "isa_assumptions": ISA_TABLE,
+        "versions": versions(),
+        "results": results,
+        "bench_seconds": time.perf_counter() - t_start,
+    }
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}x"
+
+
+def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    r = doc["results"]
+    rows = []
+    for s in r["size"]["rows"]:
+        rows.append(("1 size", f"teacher fp32 ONNX / {s['vs']} (bytes)", "-", fmt_ratio(s["ratio"]), r["size"]["goal"], s["status"]))
+    for e in r["per_threads"]:
+        t = str(e["threads"])
+        o, lt = e["latency_onnxruntime"], e["latency_litert"]
+        rows.append(("2 latency", f"ORT teacher fp32 {o['a_p50_ms']:.2f} ms / pruned int8 {o['b_p50_ms']:.3f} ms", t, fmt_ratio(o["ratio"]), goal_text("latency_ratio"), o["status"]))
+        if lt["ratio"] is not None:
+            rows.append(("2 latency", f"LiteRT teacher fp32 {lt['a_p50_ms']:.2f} ms / pruned int8 {lt['b_p50_ms']:.3f} ms", t, fmt_ratio(lt["ratio"]), goal_text("latency_ratio"), lt["status"]))
+        else:
+            rows.append(("2 latency", "LiteRT teacher fp32 / pruned int8", t, "—", goal_text("latency_ratio"), lt["status"]))
+    a = r["accuracy"]
+    for row in a["rows"]:
+        fig = "—" if row["kept"] is None else f"{row['kept']:.2%}"
+        desc = f"{row['model']} acc / teacher fp32 acc"
+        if row["accuracy"] is not None:
+            desc = f"{row['model']} {row['accuracy']:.4f} / teacher fp32 {a['teacher_onnx_fp32']['accuracy']:.4f} (n={row['n_eval']})"
+        rows.append(("3 accuracy kept", desc, "-", fig, a["goal"], row["status"]))
+    w = r["wall"]
+    if "cold" in w:
+        for k in ("cold", "cached_teacher"):
+            x = w[k]
+            rows.append(
+                ("4 wall", f"compress-and-export {k}: peak RSS {x['peak_rss_mb_largest_process']:.0f} MB largest process, {x['peak_rss_mb_tree_sum_sampled']:.0f} MB tree", "all", f"{x['wall_s']:.0f} s", w["goal"], x["status"])
+            )  # fmt: skip
+    else:
+        rows.append(("4 wall", "compress-and-export cold / cached teacher", "all", "—", w["goal"], w["status"]))
+    for e in r["per_threads"]:
+        ov = e["runner_overhead"]
+        rows.append(("5 runner overhead", f"runner.py p50 {ov['runner_p50_ms']:.3f} ms vs bare session.run {ov['bare_p50_ms']:.3f} ms", str(e["threads"]), f"{ov['overhead']:+.1%}", goal_text("runner_overhead"), ov["status"]))
+    for e in r["per_threads"]:
+        tp = e["throughput"]
+        if tp.get("percent_of_peak") is None:
+            rows.append(("6 int8 throughput", f"{tp['achieved_int8_gops']:.1f} GOPS achieved", str(e["threads"]), "—", "no goal", "peak not estimated"))
+            continue
+        others = ", ".join(f"{p['percent_of_peak']:.1f}% of {p['isa']}" for p in tp["peaks_by_isa"][1:3])
+        rows.append(
+            ("6 int8 throughput", f"{tp['achieved_int8_gops']:.1f} GOPS vs est. {tp['isa_selected']} peak {tp['peak_int8_gops']:.0f} GOPS ({others})", str(e["threads"]), f"{tp['percent_of_peak']:.1f}%", "no goal (estimate)", "reported")
+        )  # fmt: skip
+    return rows
+
+
+def print_table(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    m = doc["machine"]
+    title = (
+        f"edgepipe goals — {doc['run_dir']} — {m['model']}, {m['logical_cpus']} CPUs — seq {doc['seq_len']}, batch 1, "
+        f"{doc['rounds']} rounds x {doc['runs_per_round']} runs — {doc['mode']}"
+    )
+    table = Table(title=title)
+    for col in ("goal", "measure", "threads", "figure", "target", "status"):
+        table.add_column(col)
+    for row in table_rows(doc):
+        status = row[-1]
+        style = "green" if status == "met" else "red" if status.startswith("not met") else "yellow"
+        table.add_row(*map(escape, row[:-1]), f"[{style}]{escape(status)}[/{style}]")
+    console = Console(width=200)
+    console.print(table)
+    tp = doc["results"]["per_threads"][0]["throughput"]
+    console.print(f"ISA: {tp.get('isa_selected_note')}. {tp.get('formula', '')}; frequency {m['mhz']} MHz from {m['mhz_source']}.")
+    for row in doc["isa_assumptions"]:
+        console.print(escape(f"  assumed {row['isa']}: {row['int8_ops_per_cycle_per_core']} int8 ops/cycle/core — {row['assumption']}"))
+    console.print(f"load average before {doc['machine']['load_before']['loadavg']}, after {doc['machine']['load_after']['loadavg']}; took {doc['bench_seconds']:.0f} s")
+    for w in doc["warnings"]:
+        console.print(f"[yellow]warning: {escape(w)}[/yellow]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/demo"))
+    ap.add_argument("--threads-all", action="store_true", help=f"also measure at all {os.cpu_count()} threads (default: 1 thread only)")
+    ap.add_argument("--wall", action="store_true", help="also time two fresh compress-and-export runs (cold cache, cached teacher): ~25 min")
+    ap.add_argument("--quick", action="store_true", help="plumbing check: 1 round, few runs, 200 eval examples (--wall runs --smoke)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    ap.add_argument("--rounds", type=int, default=None, help="paired rounds (default 5, quick 1)")
+    ap.add_argument("--runs", type=int, default=None, help="timed runs per model per round (default 50, quick 10)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    doc = measure(args)
+    atomic_write_json(args.out, doc)
+    print_table(doc)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
