@@ -44,12 +44,27 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _disk_full(e: BaseException) -> bool:
+    """Libraries that write files themselves (safetensors, exporters) report a full disk in their own words."""
+    import errno
+
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e)
+
+
 def _fail(e: BaseException, debug: bool) -> None:
-    if debug:
+    """User errors become one line (with --debug, their traceback too); anything else is a bug and re-raised."""
+    if debug and (isinstance(e, EdgepipeError) or _disk_full(e)):
         err_console.print_exception()
     if isinstance(e, EdgepipeError):
         err_console.print(f"[bold red]error[/bold red] ({e.kind}): {e}", soft_wrap=True)
         raise typer.Exit(e.exit_code)
+    if _disk_full(e):
+        err_console.print(
+            "[bold red]error[/bold red] (output): no space left on the device while writing the run; "
+            "free space or choose another --out, then rerun to resume from the finished stages",
+            soft_wrap=True,
+        )
+        raise typer.Exit(7)
     if isinstance(e, KeyboardInterrupt):
         err_console.print("interrupted; rerun the same command to resume from the finished stages")
         raise typer.Exit(130)
@@ -99,7 +114,7 @@ def compress_and_export_cmd(
         manifest = compress_and_export(cfg, out, cache_dir or default_cache_dir(), RichProgress(err_console))
         out_console.print(summary_table(manifest))
         out_console.print(f"run directory: {out}  (manifest.json; {time.perf_counter() - t0:.0f} s, {cfg.threads} training threads)")
-    except (EdgepipeError, KeyboardInterrupt) as e:
+    except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)
 
 
@@ -160,7 +175,7 @@ def bench_cmd(
                 dev.close()
         out_console.print(bench_table(results))
         out_console.print_json(data=results)
-    except (EdgepipeError, KeyboardInterrupt) as e:
+    except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)
 
 
@@ -180,7 +195,7 @@ def report_cmd(
         target = out or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
         for path in write_report(target, runs):
             out_console.print(f"wrote {path}")
-    except (EdgepipeError, KeyboardInterrupt) as e:
+    except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)
 
 

@@ -193,11 +193,9 @@ def check_model_dir(directory: Path) -> Path:
     return directory
 
 
-def load_teacher_dir(directory: Path) -> tuple[Classifier, bool]:
-    """Load a teacher from any supported directory; returns (model, has_trained_head)."""
+def check_teacher_config(directory: Path) -> dict:
+    """The teacher's config.json, refused early (before tokenizers or weights) unless it is a BERT-style encoder."""
     directory = check_model_dir(directory)
-    if (directory / "edgepipe.json").is_file():
-        return load_classifier(directory), True
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         if not any(directory.iterdir()):
@@ -210,6 +208,16 @@ def load_teacher_dir(directory: Path) -> tuple[Classifier, bool]:
             f"teacher {directory} is a {model_type!r} model; edgepipe needs a BERT-style encoder "
             f"(model_type {', '.join(SUPPORTED_MODEL_TYPES)}), e.g. MiniLM or BERT"
         )
+    return raw
+
+
+def load_teacher_dir(directory: Path) -> tuple[Classifier, bool]:
+    """Load a teacher from any supported directory; returns (model, has_trained_head)."""
+    directory = check_model_dir(directory)
+    if (directory / "edgepipe.json").is_file():
+        return load_classifier(directory), True
+    raw = check_teacher_config(directory)
+    cfg_path = directory / "config.json"
     try:
         config = BertConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds for bad configs

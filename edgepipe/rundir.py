@@ -112,7 +112,14 @@ class RunDir:
         self._lock_file.truncate()
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
+        self._remove_orphaned_temp_files()
         return self
+
+    def _remove_orphaned_temp_files(self) -> None:
+        """Temp files of writes that a killed process never renamed; we hold the lock, so none is in flight."""
+        for tmp in self.root.rglob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._lock_file is not None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from edgepipe.config import RunConfig
 from edgepipe.errors import ModelError
-from edgepipe.modeling import Classifier, check_model_dir, load_classifier, load_teacher_dir, save_classifier, with_labels
+from edgepipe.modeling import Classifier, check_model_dir, check_teacher_config, load_classifier, load_teacher_dir, save_classifier, with_labels
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import sha256_file, stable_hash, write_json_atomic
 from edgepipe.pipeline.data import Dataset, TokenizedSplit
@@ -52,12 +52,15 @@ def load_tokenizer(directory: Path):
     from transformers import AutoTokenizer
 
     directory = check_model_dir(directory)
+    if not (Path(directory) / "edgepipe.json").is_file():
+        check_teacher_config(directory)
     if not (Path(directory) / "vocab.txt").is_file() and not (Path(directory) / "tokenizer.json").is_file():
         raise ModelError(f"teacher directory {directory} has no vocab.txt or tokenizer.json; add the tokenizer files")
     try:
         return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds for broken tokenizer files
-        raise ModelError(f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelError(f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {first}); check vocab.txt / tokenizer.json") from None
 
 
 def fingerprint(directory: Path) -> str:

@@ -135,3 +135,20 @@ def smoke_run(tmp_path_factory):
     proc = run_cli("--smoke", "--out", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, cache, proc
+
+
+def tiny_full_args(teacher: Path, csv: Path, out: Path, cache: Path) -> list[str]:
+    """A user-style run on a tiny teacher with every stage on (pruned int8 ONNX, TFLite of pruned and teacher)."""
+    return ["--teacher", str(teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, "--set", "quantize.targets=[pruned]",
+            "--set", "export.tflite_targets=[pruned,teacher]", "--cache-dir", str(cache)]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_full_run(tmp_path_factory, tiny_teacher):
+    """Shared by the goal-bench test and the kill -9 test (which compares against it)."""
+    d = tmp_path_factory.mktemp("tiny-full")
+    csv = write_sentiment_csv(d / "reviews.csv")
+    args = tiny_full_args(tiny_teacher, csv, d / "run", d / "cache")
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return d / "run", csv, d / "cache"

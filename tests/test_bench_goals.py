@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from bench import goals
-from conftest import TINY_RUN, run_cli, write_sentiment_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,16 +36,8 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_teacher):
-    d = tmp_path_factory.mktemp("bench-goals")
-    out = d / "run"
-    args = [
-        "--teacher", str(tiny_teacher), "--data", str(write_sentiment_csv(d / "reviews.csv")), "--out", str(out), *TINY_RUN,
-        "--set", "quantize.targets=[pruned]", "--set", "export.tflite_targets=[pruned,teacher]",
-    ]  # fmt: skip
-    proc = run_cli(*args, cache=d / "cache")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def tiny_run(tiny_full_run):
+    return tiny_full_run[0]
 
 
 @pytest.mark.e2e

@@ -173,6 +173,19 @@ def test_host_key_mismatch_unknown_host_and_unreachable_board_are_one_line(devic
     assert proc.returncode == 6 and "cannot reach 127.0.0.1:1" in proc.stderr
 
 
+def test_wrong_key_is_refused_and_no_secret_reaches_the_run_dir(device_run, sshd, tmp_path):
+    out, _ = device_run
+    _, endpoint = sshd
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--threads", "6",
+                    "--set", f"bench.ssh.identity_file={tmp_path / 'stranger'}", "--set", f"bench.ssh.known_hosts={endpoint.known_hosts}")  # fmt: skip
+    assert proc.returncode == 6 and "SSH authentication as 'root' failed" in proc.stderr and "Traceback" not in proc.stderr
+    secret_lines = [ln for ln in endpoint.key_path.read_text().splitlines() if ln and not ln.startswith("-----")]
+    for f in [p for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".html", ".yaml")]:
+        text = f.read_text(errors="replace")
+        assert not any(line in text for line in secret_lines), f"private key material in {f}"
+
+
 def _kill_when(predicate, action, timeout=120):
     def watch():
         deadline = time.monotonic() + timeout

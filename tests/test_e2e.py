@@ -19,8 +19,10 @@ def without_timings(manifest: dict) -> dict:
     m = json.loads(json.dumps(manifest))
     m.pop("timings")
     for model in m["models"].values():
-        model.get("train", {}).pop("seconds", None)
         model.pop("cache_hit", None)
+        for part in model.values():
+            if isinstance(part, dict):
+                part.pop("seconds", None)
     for b in m["benchmarks"]:
         for key in ("latency_ms", "latency_samples_ms", "init_ms", "first_inference_ms", "peak_rss_mb"):
             b.pop(key)
