@@ -81,12 +81,14 @@ class SshTransport:
         return t is not None and t.is_active()
 
     def run(self, command: str, timeout: float) -> CommandResult:
+        import paramiko
+
         if not self.alive():
             return CommandResult(None, "", "")
         try:
             chan = self.client.get_transport().open_session(timeout=30)
             chan.exec_command(command)
-        except (OSError, EOFError, Exception) as e:  # noqa: BLE001 - paramiko raises SSHException/EOFError/socket errors
+        except (OSError, EOFError, paramiko.SSHException) as e:
             return CommandResult(None, "", str(e))
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
@@ -107,9 +109,11 @@ class SshTransport:
         return CommandResult(None if status == -1 else status, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def push(self, local: Path, remote: str) -> None:
+        import paramiko
+
         try:
             self.sftp.put(str(local), remote)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, paramiko.SSHException) as e:
             raise DeviceError(
                 f"{self.name}: upload of {local.name} failed ({e}); check the link and free space - finished results are kept, rerun to resume"
             ) from None
@@ -124,6 +128,8 @@ class SshTransport:
     def close(self) -> None:
         try:
             self.sftp.close()
+        except Exception:  # noqa: BLE001 - closing a connection that is already gone
+            pass
         finally:
             self.client.close()
 

@@ -101,9 +101,11 @@ def plots(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
         fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4), squeeze=False)
         for ax, device in zip(axes[0], devices):
             pts, labels = [], []
+            # accuracies on different numbers of examples are not comparable: plot the largest evaluation
+            n_max = max((b.get("n_eval") or 0 for _, m in runs for b in m["benchmarks"] if device_label(b) == device), default=0)
             for run_name, m in runs:
                 for b in m["benchmarks"]:
-                    if device_label(b) == device and b.get("accuracy") is not None and b["latency_ms"].get("p50") is not None:
+                    if device_label(b) == device and b.get("accuracy") is not None and b["latency_ms"].get("p50") is not None and b.get("n_eval") == n_max:
                         pts.append((b["latency_ms"]["p50"], b["accuracy"] * 100))
                         labels.append(f"{run_name}:{b['model']}/{b['artifact']}/t{b['threads']}" if multi else f"{b['model']}/{b['artifact']}/t{b['threads']}")
             if not pts:
@@ -116,7 +118,7 @@ def plots(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
             _log_ms(ax)
             ax.set_xlabel("p50 latency, ms (log)")
             ax.set_ylabel("test accuracy, %")
-            ax.set_title(device, fontsize=9)
+            ax.set_title(f"{device}\naccuracy on {n_max} test examples", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower right")
         out["accuracy_vs_latency"] = _svg(fig)
