@@ -44,6 +44,13 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _flag_layer(pairs: list[tuple[str, Any]], set_: list[str] | None) -> dict[str, Any]:
+    """Named flags that were given, then every --set KEY=VALUE: one dotted-key config layer."""
+    flags = {key: str(value) if isinstance(value, Path) else value for key, value in pairs if value is not None}
+    flags.update(parse_override(item) for item in (set_ or []))
+    return flags
+
+
 def _disk_full(e: BaseException) -> bool:
     """Libraries that write files themselves (safetensors, exporters) report a full disk in their own words."""
     import errno
@@ -85,21 +92,20 @@ def compress_and_export_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="teacher cache (default: $EDGEPIPE_CACHE or ~/.cache/edgepipe)")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
-    """Distill a student from the teacher, export teacher and student to ONNX, benchmark them, write DIR/manifest.json."""
+    """Distill, prune, quantize and export (ONNX, TFLite, ORT, app bundles), benchmark on the devices; writes DIR/manifest.json and DIR/report.html."""
     _offline()
     try:
-        flags: dict[str, Any] = {}
-        for key, value in (
-            ("teacher.path", teacher),
-            ("data.path", data),
-            ("threads", threads),
-            ("bench.threads", bench_threads),
-            ("seed", seed),
-            ("bench.devices", devices.split(",") if devices else None),
-        ):
-            if value is not None:
-                flags[key] = str(value) if isinstance(value, Path) else value
-        flags.update(parse_override(item) for item in (set_ or []))
+        flags = _flag_layer(
+            [
+                ("teacher.path", teacher),
+                ("data.path", data),
+                ("threads", threads),
+                ("bench.threads", bench_threads),
+                ("seed", seed),
+                ("bench.devices", devices.split(",") if devices else None),
+            ],
+            set_,
+        )
         file_layer = load_yaml(config) if config else {}
         cfg = build_config(SMOKE if smoke else {}, file_layer, flags, source=str(config) if config else "config")
 
@@ -134,19 +140,18 @@ def bench_cmd(
     """Benchmark a finished run (or one model file) on devices; results go into the run's manifest.json."""
     _offline()
     try:
-        flags: dict[str, Any] = {}
-        for key, value in (
-            ("bench.devices", [d for item in device for d in item.split(",") if d] if device else None),
-            ("bench.threads", threads),
-            ("bench.runs", runs),
-            ("bench.warmup", warmup),
-            ("bench.max_eval", max_eval),
-            ("bench.pin_cores", pin_cores),
-            ("bench.artifacts", artifacts.split(",") if artifacts else None),
-        ):
-            if value is not None:
-                flags[key] = value
-        flags.update(parse_override(item) for item in (set_ or []))
+        flags = _flag_layer(
+            [
+                ("bench.devices", [d for item in device for d in item.split(",") if d] if device else None),
+                ("bench.threads", threads),
+                ("bench.runs", runs),
+                ("bench.warmup", warmup),
+                ("bench.max_eval", max_eval),
+                ("bench.pin_cores", pin_cores),
+                ("bench.artifacts", artifacts.split(",") if artifacts else None),
+            ],
+            set_,
+        )
         if any(not k.startswith("bench.") for k in flags):
             raise ConfigError("edgepipe bench takes bench.* settings only; other settings belong to compress-and-export")
         from edgepipe.progress import RichProgress
