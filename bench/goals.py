@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import numpy as np
 
 from edgepipe.devices import runner as rn
 from edgepipe.devices.x86 import RUNNER
+from edgepipe.rundir import sha256_file, write_json_atomic
 
 GOALS = {
     "size_ratio": {"op": ">=", "value": 20.0, "unit": "x"},
@@ -100,27 +100,6 @@ def goal_text(key: str) -> str:
     if g["unit"] == "fraction":
         return f"{g['op']} {g['value']:.0%}"
     return f"{g['op']} {g['value']:g}{'' if g['unit'] == 'x' else ' '}{g['unit']}"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cpuinfo() -> dict[str, Any]:
@@ -193,7 +172,7 @@ class Run:
         if not path.is_file():
             return {"path": str(path), "missing": True}
         size = path.stat().st_size
-        digest = sha256(path)
+        digest = sha256_file(path)
         return {
             "path": str(path),
             "bytes": size,
@@ -634,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     doc = measure(args)
-    atomic_write_json(args.out, doc)
+    write_json_atomic(args.out, doc)
     print_table(doc)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0

@@ -40,15 +40,20 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def runner_command(python: str, workdir: str, model: str, inputs: str, bench: BenchConfig) -> str:
-    argv = [python, posixpath.join(workdir, "runner.py"), "--model", model, "--inputs", inputs,
+def runner_argv(python: str, runner: str, model: str, inputs: str, bench: BenchConfig) -> list[str]:
+    """The runner's command line with the bench settings, the same on every device."""
+    argv = [python, runner, "--model", model, "--inputs", inputs,
             "--threads", str(bench.threads), "--warmup", str(bench.warmup), "--runs", str(bench.runs),
             "--batch", str(bench.batch), "--seq-len", str(bench.seq_len)]  # fmt: skip
     if bench.max_eval:
         argv += ["--max-eval", str(bench.max_eval)]
     if bench.pin_cores:
         argv = ["taskset", "-c", bench.pin_cores, *argv]
-    return shlex.join(argv)
+    return argv
+
+
+def runner_command(python: str, workdir: str, model: str, inputs: str, bench: BenchConfig) -> str:
+    return shlex.join(runner_argv(python, posixpath.join(workdir, "runner.py"), model, inputs, bench))
 
 
 def parse_runner_output(name: str, model: str, res: CommandResult) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.config import BenchConfig
+from edgepipe.devices.remote import RUNNER, runner_argv
 from edgepipe.errors import DeviceError
-
-RUNNER = Path(__file__).with_name("runner.py")
 
 
 class X86Device:
@@ -32,23 +31,9 @@ class X86Device:
 
 
 def benchmark(model: Path, inputs: Path, bench: BenchConfig, timeout_s: float = 1800) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(RUNNER),
-        "--model", str(model),
-        "--inputs", str(inputs),
-        "--threads", str(bench.threads),
-        "--warmup", str(bench.warmup),
-        "--runs", str(bench.runs),
-        "--batch", str(bench.batch),
-        "--seq-len", str(bench.seq_len),
-    ]  # fmt: skip
-    if bench.max_eval:
-        cmd += ["--max-eval", str(bench.max_eval)]
-    if bench.pin_cores:
-        if shutil.which("taskset") is None:
-            raise DeviceError("bench.pin_cores needs `taskset` (Debian package util-linux); install it or unset pin_cores")
-        cmd = ["taskset", "-c", bench.pin_cores, *cmd]
+    if bench.pin_cores and shutil.which("taskset") is None:
+        raise DeviceError("bench.pin_cores needs `taskset` (Debian package util-linux); install it or unset pin_cores")
+    cmd = runner_argv(sys.executable, str(RUNNER), str(model), str(inputs), bench)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:

@@ -31,7 +31,7 @@ def test_best_isa_prefers_the_widest_int8_path():
 
 
 def test_atomic_write_leaves_no_temp_file(tmp_path):
-    goals.atomic_write_json(tmp_path / "r.json", {"a": 1})
+    goals.write_json_atomic(tmp_path / "r.json", {"a": 1})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1} and os.listdir(tmp_path) == ["r.json"]
 
 

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 
