@@ -110,6 +110,7 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: BenchConfig, 
     arrays, labels = load_inputs(str(inputs))
     layout = input_layout(model)
     n = len(labels) if bench.max_eval is None else min(bench.max_eval, len(labels))
+    n = n if bench.accuracy else 1  # example 0 feeds the latency run
     binary, remote_model = posixpath.join(workdir, "benchmark_model"), posixpath.join(workdir, model.name)
     transport.push(model, remote_model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,27 +132,31 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: BenchConfig, 
         except ValueError as e:
             raise DeviceError(f"{transport.name}: benchmark_model failed on {model.name}: {e}") from None
         logits_path = posixpath.join(workdir, "logits.bin")
-        loop = (
-            f"rm -f {shlex.quote(logits_path)}; i=0; while [ $i -lt {n} ]; do "
-            + " && ".join(
-                shlex.join(["dd", f"if={src}", f"of={dst}", f"bs={d['dtype'].itemsize * d['shape'][1]}", "count=1"]) + ' skip="$i" 2>/dev/null'
-                for src, dst, d in zip(remote_files, row_files, layout)
-            )
-            + " && " + shlex.join(flags(binary, remote_model, layout, row_files, bench, 1, 0) + [f"--output_filepath={workdir}/out.bin"])
-            + f" >/dev/null 2>&1 && cat {shlex.quote(workdir + '/out.bin')} >> {shlex.quote(logits_path)} || exit 3; i=$((i+1)); done"
-        )  # fmt: skip
-        acc_res = transport.run(loop, timeout_s)
-        if acc_res.returncode is None:
-            raise DeviceError(f"{transport.name}: connection lost while evaluating {model.name}; finished results are kept, rerun to resume")
-        if acc_res.returncode != 0:
-            raise DeviceError(f"{transport.name}: benchmark_model failed while evaluating {model.name} (exit {acc_res.returncode})")
-        local = Path(tmp) / "logits.bin"
-        transport.pull(logits_path, local)
-        logits = np.fromfile(local, dtype=np.float32)
+        logits = None
+        if bench.accuracy:
+            loop = (
+                f"rm -f {shlex.quote(logits_path)}; i=0; while [ $i -lt {n} ]; do "
+                + " && ".join(
+                    shlex.join(["dd", f"if={src}", f"of={dst}", f"bs={d['dtype'].itemsize * d['shape'][1]}", "count=1"]) + ' skip="$i" 2>/dev/null'
+                    for src, dst, d in zip(remote_files, row_files, layout)
+                )
+                + " && " + shlex.join(flags(binary, remote_model, layout, row_files, bench, 1, 0) + [f"--output_filepath={workdir}/out.bin"])
+                + f" >/dev/null 2>&1 && cat {shlex.quote(workdir + '/out.bin')} >> {shlex.quote(logits_path)} || exit 3; i=$((i+1)); done"
+            )  # fmt: skip
+            acc_res = transport.run(loop, timeout_s)
+            if acc_res.returncode is None:
+                raise DeviceError(f"{transport.name}: connection lost while evaluating {model.name}; finished results are kept, rerun to resume")
+            if acc_res.returncode != 0:
+                raise DeviceError(f"{transport.name}: benchmark_model failed while evaluating {model.name} (exit {acc_res.returncode})")
+            local = Path(tmp) / "logits.bin"
+            transport.pull(logits_path, local)
+            logits = np.fromfile(local, dtype=np.float32)
     transport.run(shlex.join(["rm", "-f", remote_model, logits_path, *remote_files, *row_files]), 60)
-    if logits.size % n:
-        raise DeviceError(f"{transport.name}: benchmark_model wrote {logits.size} logits for {n} examples; is the output float32?")
-    preds = logits.reshape(n, -1).argmax(axis=1)
+    accuracy = None
+    if logits is not None:
+        if logits.size % n:
+            raise DeviceError(f"{transport.name}: benchmark_model wrote {logits.size} logits for {n} examples; is the output float32?")
+        accuracy = float((logits.reshape(n, -1).argmax(axis=1) == labels[:n]).mean())
     return result | {
         "model": model.name,
         "model_bytes": model.stat().st_size,
@@ -161,8 +166,8 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: BenchConfig, 
         "batch": 1,
         "seq_len": layout[0]["shape"][1],
         "warmup": bench.warmup,
-        "accuracy": float((preds == labels[:n]).mean()),
-        "n_eval": n,
+        "accuracy": accuracy,
+        "n_eval": n if accuracy is not None else 0,
         "peak_rss_mb": result.get("peak_rss_mb"),
         "emulated": None,
     }

@@ -45,7 +45,9 @@ def runner_argv(python: str, runner: str, model: str, inputs: str, bench: BenchC
     argv = [python, runner, "--model", model, "--inputs", inputs,
             "--threads", str(bench.threads), "--warmup", str(bench.warmup), "--runs", str(bench.runs),
             "--batch", str(bench.batch), "--seq-len", str(bench.seq_len)]  # fmt: skip
-    if bench.max_eval:
+    if not bench.accuracy:
+        argv += ["--no-accuracy"]
+    elif bench.max_eval:
         argv += ["--max-eval", str(bench.max_eval)]
     if bench.pin_cores:
         argv = ["taskset", "-c", bench.pin_cores, *argv]

@@ -147,6 +147,7 @@ class BenchConfig(_Section):
     runs: int = Field(100, ge=1)
     max_eval: int | None = Field(None, gt=0, description="evaluate accuracy on the first N test examples only (slow devices)")
     pin_cores: str | None = Field(None, pattern=r"^[0-9]+([,-][0-9]+)*$", description="taskset core list for the runner, e.g. '0' or '4-7'")
+    accuracy: bool = Field(True, description="also measure accuracy on the eval inputs (false: latency only)")
     ssh: SshConfig = SshConfig()
     android: AndroidConfig = AndroidConfig()
 
@@ -158,6 +159,55 @@ class BenchConfig(_Section):
         if len(set(texts)) != len(texts):
             raise ValueError(f"device listed twice in {v}")
         return texts
+
+
+SEARCH_FORMATS = ("onnx_int8", "tflite_int8", "onnx_fp32", "tflite_fp32")
+
+
+class SearchConfig(_Section):
+    """Budget-driven compression: any budget set turns the search on (see edgepipe.pipeline.search).
+
+    The space is the pruning of the distilled student: whole layers removed, head and FFN
+    ratios, vocabulary pruning, and the artifact format. Latency comes from the device.
+    """
+
+    max_latency_ms: float | None = Field(None, gt=0, description="p50 latency budget on search.device (bench threads/batch/seq)")
+    max_size_mb: float | None = Field(None, gt=0, description="artifact size budget in MB (1e6 bytes)")
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="validation accuracy floor, a fraction (0.8 = 80%)")
+    device: str | None = Field(None, description="device the budget is for; None = the first of bench.devices")
+    formats: list[Literal[SEARCH_FORMATS]] = Field(["onnx_int8", "tflite_int8"], min_length=1, description="artifact formats the plan may ship as")  # type: ignore[valid-type]
+    layers_removed: list[int] = Field([0, 1], min_length=1, description="whole student layers removed (least important first)")
+    heads: list[float] = Field([0.0, 0.25, 0.5, 0.75], min_length=1, description="head-pruning ratios tried")
+    ffn: list[float] = Field([0.0, 0.3, 0.6, 0.8, 0.9], min_length=1, description="FFN-pruning ratios tried")
+    vocab: list[bool] = Field([True], min_length=1, description="vocabulary pruning on/off tried")
+    latency_points: int = Field(16, ge=8, description="untrained random shapes measured on the device per format")
+    holdout: float = Field(0.25, ge=0, lt=1, description="fraction of those points kept out of the fit to check it")
+    candidates: int = Field(6, ge=1, description="plans trained briefly for an accuracy estimate (the search's main cost)")
+    estimate_steps: int = Field(100, ge=1, description="distillation steps of each accuracy estimate")
+    time_budget_s: float = Field(3600, gt=0, description="wall time of the search; it stops measuring and training new plans after it")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_latency_ms, self.max_size_mb, self.min_accuracy))
+
+    @field_validator("heads", "ffn")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not 0 <= r < 1 for r in v):
+            raise ValueError(f"ratios must be in [0, 1): {v}")
+        return sorted(set(v))
+
+    @field_validator("layers_removed")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if any(n < 0 for n in v):
+            raise ValueError(f"layer counts must be >= 0: {v}")
+        return sorted(set(v))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else parse_device(v).text
 
 
 class RunConfig(_Section):
@@ -173,6 +223,7 @@ class RunConfig(_Section):
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _bench_seq_fits(self) -> "RunConfig":
@@ -182,7 +233,29 @@ class RunConfig(_Section):
             )
         if self.bench.seq_len > self.data.max_length:
             raise ValueError(f"bench.seq_len ({self.bench.seq_len}) exceeds data.max_length ({self.data.max_length})")
+        if self.search.active:
+            self._search_fits()
         return self
+
+    def _search_fits(self) -> None:
+        s = self.search
+        if not self.prune.enabled:
+            raise ValueError("a budget (search.*) needs prune.enabled: the search picks the pruning plan")
+        if all(n >= len(self.student.layers) for n in s.layers_removed):
+            raise ValueError(f"search.layers_removed {s.layers_removed} would remove all {len(self.student.layers)} student layers; include 0")
+        makes = {"onnx_fp32": True,
+                 "onnx_int8": self.quantize.enabled and "pruned" in self.quantize.targets,
+                 "tflite_fp32": self.export.tflite and "pruned" in self.export.tflite_targets,
+                 "tflite_int8": self.export.tflite and "pruned" in self.export.tflite_targets}  # fmt: skip
+        missing = [f for f in s.formats if not makes[f]]
+        if missing:
+            raise ValueError(f"search.formats {missing} are not produced for the pruned model; enable them (quantize/export.tflite) or drop them")
+        if s.device is not None and s.device not in self.bench.devices:
+            raise ValueError(f"search.device {s.device} is not in bench.devices {self.bench.devices}; add it there too")
+
+    @property
+    def search_device(self) -> str:
+        return self.search.device or self.bench.devices[0]
 
 
 SMOKE: dict[str, Any] = {

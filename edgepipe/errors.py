@@ -42,3 +42,14 @@ class RunDirError(EdgepipeError):
 
     kind = "output"
     exit_code = 7
+
+
+class BudgetError(EdgepipeError):
+    """No plan in the search space meets the requested latency/size/accuracy budget."""
+
+    kind = "budget"
+    exit_code = 8
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report  # what the search measured, kept in the manifest

@@ -154,7 +154,86 @@ def plots(runs: list[tuple[str, dict[str, Any]]]) -> dict[str, str]:
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
         out["latency_distribution"] = _svg(fig)
+    for run_name, m in runs:
+        if (m.get("search") or {}).get("candidates"):
+            out[f"search_{run_name}" if multi else "search"] = _svg(search_plot(m["search"], plt))
     return out
+
+
+SEARCH_HEAD = ["plan", "format", "predicted ms", "measured ms", "size (MB)", "val accuracy (estimate)", "Pareto", "budget"]
+LATMODEL_HEAD = ["format", "points measured", "held-out points: median / max error", "candidates: median / max error"]
+
+
+def search_rows(search: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    chosen = search.get("chosen") or {}
+    rows = []
+    for c in search.get("candidates", []):
+        mark = "chosen" if (c["plan"], c["format"]) == (chosen.get("plan"), chosen.get("format")) else ("; ".join(c["misses"].values()) or "meets")
+        rows.append([c["plan"], c["format"], _fmt(c["predicted_latency_ms"]), _fmt(c["latency_ms"]), _fmt(c["size_mb"]),
+                     _fmt(c["accuracy"], ".1f", 100, "%"), "yes" if c.get("pareto") else "", mark])  # fmt: skip
+
+    def err(e: dict[str, Any] | None) -> str:
+        return "-" if not e or not e.get("n") else f"{e['median_abs_pct']:.1f}% / {e['max_abs_pct']:.1f}% (n={e['n']})"
+
+    models = [[fmt, str(m["points"]), err(m.get("holdout_error")), err(m.get("candidate_error"))] for fmt, m in search.get("latency_models", {}).items()]
+    return rows, models
+
+
+def search_summary(search: dict[str, Any]) -> str:
+    b = search["budget"]
+    budget = ", ".join(t for t in (b.get("max_latency_ms") and f"p50 ≤ {b['max_latency_ms']:g} ms", b.get("max_size_mb") and f"size ≤ {b['max_size_mb']:g} MB",
+                                   b.get("min_accuracy") and f"val accuracy ≥ {b['min_accuracy'] * 100:g}%") if t)  # fmt: skip
+    text = f"Budget on {search['device']}: {budget}. {len(search.get('candidates', []))} plans measured after a short distillation "
+    text += f"({search.get('seconds', 0):.0f} s, stopped: {search.get('stopped_by')}). "
+    c, final = search.get("chosen"), search.get("final")
+    if c is None:
+        return text + "No plan met the budget."
+    text += f"Chosen: {c['plan']} as {c['format']}. "
+    if final:
+        verdict = "meets the budget" if final["meets_budget"] else "misses it: " + "; ".join(final["misses"].values())
+        text += f"Fully trained: {final['latency_ms']:.2f} ms, {final['size_mb']:.2f} MB, test accuracy {_fmt(final.get('test_accuracy'), '.1f', 100, '%')}; {verdict}."
+    return text
+
+
+def search_plot(search: dict[str, Any], plt) -> Any:
+    """Left: estimated accuracy vs measured latency with the budget lines. Right: the latency model, predicted vs measured."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.5, 4))
+    cands = search.get("candidates", [])
+    b = search["budget"]
+    pts = [(c["latency_ms"], c["accuracy"] * 100) for c in cands]
+    for fmt, marker in zip(sorted({c["format"] for c in cands}), "os^v"):
+        sel = [p for p, c in zip(pts, cands) if c["format"] == fmt]
+        ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=24, marker=marker, color="#888", label=fmt)
+    front = sorted([i for i, c in enumerate(cands) if c.get("pareto")], key=lambda i: pts[i][0])
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="#d62728", lw=1.2, label="Pareto front")
+    chosen = search.get("chosen")
+    if chosen:
+        ax.plot([chosen["latency_ms"]], [chosen["accuracy"] * 100], "*", color="#2ca02c", ms=14, label="chosen")
+    if b.get("max_latency_ms"):
+        ax.axvline(b["max_latency_ms"], color="#1f77b4", ls="--", lw=1, label="latency budget")
+    if b.get("min_accuracy"):
+        ax.axhline(b["min_accuracy"] * 100, color="#9467bd", ls="--", lw=1, label="accuracy floor")
+    for (x, y), c in zip(pts, cands):
+        ax.annotate(c["plan"].replace("_vocab", "").replace("_fullvocab", " fv"), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"measured p50 latency on {search['device']}, ms")
+    ax.set_ylabel("validation accuracy (short distillation), %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    for fmt, pts_ in (search.get("latency_points") or {}).items():
+        ax2.scatter([p["p50_ms"] for p in pts_], [p["predicted_ms"] for p in pts_], s=14, alpha=0.6, label=f"{fmt}: random shapes (fit)")
+    for fmt in sorted({c["format"] for c in cands}):
+        sel = [c for c in cands if c["format"] == fmt]
+        ax2.scatter([c["latency_ms"] for c in sel], [c["predicted_latency_ms"] for c in sel], s=30, marker="x", label=f"{fmt}: candidates (held out)")
+    lim = [v for p in (search.get("latency_points") or {}).values() for v in (x["p50_ms"] for x in p)] + [c["latency_ms"] for c in cands]
+    if lim:
+        lo, hi = min(lim) * 0.9, max(lim) * 1.1
+        ax2.plot([lo, hi], [lo, hi], color="#444", lw=0.8)
+        ax2.fill_between([lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15], color="#ccc", alpha=0.35, label="±15%")
+    ax2.set_xlabel("measured p50, ms")
+    ax2.set_ylabel("latency model, ms")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=6.5, loc="upper left")
+    return fig
 
 
 def comparison_rows(runs: list[tuple[str, dict[str, Any]]]) -> list[list[str]]:
@@ -213,11 +292,22 @@ def render(runs: list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dict[str, 
         for device, rows in device_tables(m).items():
             md += [f"### Latency and accuracy on {device}", "", _md_table(DEVICE_HEAD, rows), ""]
             body += [f"<h3>Latency and accuracy on {html.escape(device)}</h3>", _html_table(DEVICE_HEAD, rows)]
+        if m.get("search"):
+            summary = search_summary(m["search"])
+            cand_rows, model_rows = search_rows(m["search"])
+            md += ["### Budget search", "", summary, "", _md_table(SEARCH_HEAD, cand_rows), "", "Latency model (per format, on this device):", "",
+                   _md_table(LATMODEL_HEAD, model_rows), ""]  # fmt: skip
+            body += ["<h3>Budget search</h3>", f"<p>{html.escape(summary)}</p>", _html_table(SEARCH_HEAD, cand_rows),
+                     '<p class="note">Latency model (per format, on this device):</p>', _html_table(LATMODEL_HEAD, model_rows)]  # fmt: skip
     captions = {
         "accuracy_vs_latency": "Accuracy vs p50 latency per device; the red line is the Pareto front (nothing else is both faster and more accurate).",
         "size_per_artifact": "File size per artifact.",
         "latency_distribution": "Latency distribution per artifact and device.",
     }
+    for key in svgs:
+        if key.startswith("search"):
+            captions[key] = ("Budget search: estimated accuracy vs measured latency of the plans tried, with the budget lines and their Pareto front; "
+                             "right, the device latency model against measurements (candidates were never in its fit).")  # fmt: skip
     md += ["## Plots", ""]
     body.append("<h2>Plots</h2>")
     for key, svg in svgs.items():

@@ -250,6 +250,79 @@ class Run:
             bundles[target] = self.stage(f"bundle_{target}", key, compute_bundle)
         self.save_manifest()
 
+    def importance(self, student: Classifier, student_key: str, soft_targets: torch.Tensor, train: TokenizedSplit):
+        """Head/FFN importance of the student, computed once for the prune stage and the budget search."""
+        from edgepipe.pipeline.prune import importance
+
+        def compute():
+            heads, ffn = importance(student, soft_targets, self.cfg, train, self.progress)
+            return {"heads": [h.tolist() for h in heads], "ffn": [f.tolist() for f in ffn]}, []
+
+        key = stable_hash({"student": student_key, "prune": self.cfg.prune.model_dump(include={"importance", "importance_batches"}),
+                           "distill": self.cfg.distill.model_dump(include={"temperature", "alpha", "batch_size"}), "seed": self.cfg.seed,
+                           "threads": self.cfg.threads})  # fmt: skip
+        r = self.stage("importance", key, compute)
+        return [np.asarray(h, dtype=np.float32) for h in r["heads"]], [np.asarray(f, dtype=np.float32) for f in r["ffn"]]
+
+    def search(self, student: Classifier, scores, dataset: Dataset, splits: dict[str, TokenizedSplit], tokenizer, source: Path, soft_targets: torch.Tensor, data_key: str):
+        """Budget search on the target device; records `search` in the manifest even when it fails."""
+        from edgepipe.errors import BudgetError
+        from edgepipe.pipeline import prune as P
+        from edgepipe.pipeline.search import SearchData, search
+
+        s, device = self.cfg.search, self.cfg.search_device
+        kept = vocab_splits = None
+        if True in s.vocab:
+            vocab = P.read_vocab(source)
+            kept = P.corpus_token_ids(tokenizer, dataset.texts["train"], vocab)
+            vocab_tokenizer = P.write_vocab_tokenizer(self.dir.path("search/vocab"), [vocab[i] for i in kept], tokenizer)
+            vocab_splits = dataset.tokenize(vocab_tokenizer, self.cfg.data.max_length)
+        rows = min(len(kept) if kept else student.config.vocab_size, student.config.vocab_size)
+        test = splits["test"]
+        latency_inputs = self.dir.path("data/search_latency")
+        n = min(len(test), 256)
+        TokenizedSplit(np.minimum(test.input_ids[:n], rows - 1), test.attention_mask[:n], test.token_type_ids[:n], test.labels[:n]).save(latency_inputs)
+        data = SearchData(splits["train"], splits["val"], vocab_splits and vocab_splits["train"], vocab_splits and vocab_splits["val"], kept,
+                          soft_targets, latency_inputs, stable_hash({"data": data_key, "vocab": splits_key(vocab_splits) if vocab_splits else None}))  # fmt: skip
+        latency_only = self.cfg.bench.model_copy(update={"accuracy": False})
+
+        def measure(path: Path) -> dict[str, Any]:
+            return self.device(device).benchmark(path, latency_inputs, latency_only)
+
+        try:
+            plan, fmt, report = search(student, scores, self.cfg, data, self.stage, measure, device, self.dir.path("search/work"), self.progress)
+        except BudgetError as e:
+            self.manifest["search"] = e.report
+            self.save_manifest()
+            raise
+        self.manifest["search"] = report
+        self.save_manifest()
+        c = report["chosen"]
+        self.progress.log(f"[green]✓[/green] search: {c['plan']} as {c['format']}, {c['latency_ms']:.2f} ms, {c['size_mb']:.1f} MB, "
+                          f"val accuracy ≈ {c['accuracy'] * 100:.1f}% ({len(report['candidates'])} candidates, {report['seconds']:.0f} s)")  # fmt: skip
+        return plan, fmt
+
+    def search_outcome(self) -> None:
+        """The fully trained plan, measured: does the shipped artifact meet the budget on the device?"""
+        from edgepipe.pipeline.search import misses
+
+        report = self.manifest.get("search")
+        if not report or not report.get("chosen"):
+            return
+        fmt, device = report["chosen"]["format"], report["device"]
+        art = self.manifest["models"].get("pruned", {}).get("artifacts", {}).get(fmt)
+        bench = [b for b in self.manifest["benchmarks"] if b["device"] == device and b["model"] == "pruned" and b["artifact"] == fmt and b["threads"] == self.cfg.bench.threads]
+        if art is None or not bench:
+            report["final"] = None
+            return
+        val = art.get("val_accuracy", self.manifest["models"]["pruned"].get("val_accuracy"))  # int8 ONNX has its own; others: PyTorch's
+        row = {"latency_ms": bench[0]["latency_ms"]["p50"], "size_mb": round(art["bytes"] / 1e6, 3), "val_accuracy": val, "test_accuracy": art.get("test_accuracy")}
+        row["misses"] = misses(row | {"accuracy": val}, self.cfg.search, "latency_ms", "accuracy")
+        row["meets_budget"] = not row["misses"]
+        report["final"] = row
+        if row["misses"]:
+            self.progress.log(f"[yellow]![/yellow] the fully trained plan misses the budget on {device}: {'; '.join(row['misses'].values())}")
+
     def device(self, text: str):
         """Connected on first use and kept for the run: a fully resumed run never dials a board."""
         if text not in self.devices:
@@ -364,6 +437,15 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         run.record_model("student", student, student_key, splits, s_report, student_dir / "model.safetensors")
         models = {"teacher": (teacher, teacher_key, splits), "student": (student, student_key, splits)}
 
+        scores = run.importance(student, student_key, soft_targets, splits["train"]) if cfg.prune.enabled else None
+        if cfg.search.active:
+            try:
+                plan, _ = run.search(student, scores, dataset, splits, tokenizer, source, soft_targets, data_key)
+            finally:
+                run.close_devices()
+            cfg = build_config(flatten_tree(config_to_dict(cfg)), plan.prune_overrides())
+            run.cfg = cfg
+
         # pruned --------------------------------------------------------------
         if cfg.prune.enabled:
             pruned_dir = rundir.path("pruned")
@@ -371,7 +453,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
                 {"student": student_key, "prune": cfg.prune.model_dump(), "distill": cfg.distill.model_dump(), "seed": cfg.seed, "threads": cfg.threads}
             )
             p_report = run.stage(
-                "prune", pruned_key, lambda: prune_stage(student, soft_targets, cfg, dataset, splits["train"], tokenizer, source, pruned_dir, progress)
+                "prune", pruned_key, lambda: prune_stage(student, soft_targets, cfg, dataset, splits["train"], tokenizer, source, pruned_dir, progress, scores)
             )
             pruned = load_classifier(pruned_dir)
             p_splits = dataset.tokenize(load_tokenizer(pruned_dir), cfg.data.max_length)
@@ -404,6 +486,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         finally:
             run.close_devices()
         run.keep_benchmarks(earlier)
+        run.search_outcome()
         run.save_manifest()
         write_report(rundir.root, [(rundir.root.resolve().name, run.manifest)])
         return run.manifest
@@ -455,11 +538,11 @@ def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent(
         return manifest
 
 
-def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: TokenizedSplit, tokenizer, source: Path, out_dir: Path, progress: Progress):
+def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: TokenizedSplit, tokenizer, source: Path, out_dir: Path, progress: Progress, scores=None):
     """Structured pruning, vocabulary pruning, recovery; saves the pruned model and its tokenizer."""
     from edgepipe.pipeline import prune as P
 
-    pruned, report = P.prune(student, soft_targets, cfg, train, progress)
+    pruned, report = P.prune(student, soft_targets, cfg, train, progress, scores)
     new_tokenizer = tokenizer
     if cfg.prune.vocab:
         vocab = P.read_vocab(source)

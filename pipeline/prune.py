@@ -220,22 +220,32 @@ def write_vocab_tokenizer(directory: Path, vocab: list[str], source_tokenizer: A
 # -- the stage ----------------------------------------------------------------
 
 
+def importance(
+    student: Classifier,
+    teacher_logits: torch.Tensor,
+    cfg: RunConfig,
+    train: TokenizedSplit,
+    progress: Progress = Silent(),
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-layer head and FFN-neuron scores (higher = more needed); shared by the prune stage and the budget search."""
+    pcfg = cfg.prune
+    if pcfg.importance == "magnitude":
+        return magnitude_importance(student)
+    loss_mod = DistillationLoss(cfg.distill.temperature, cfg.distill.alpha)
+    return taylor_importance(student, train, teacher_logits, loss_mod, pcfg.importance_batches, cfg.distill.batch_size, cfg.seed, progress)
+
+
 def prune(
     student: Classifier,
     teacher_logits: torch.Tensor,
     cfg: RunConfig,
     train: TokenizedSplit,
     progress: Progress = Silent(),
+    scores: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
 ) -> tuple[Classifier, dict[str, Any]]:
     """Structured pruning (no vocabulary change): returns the smaller model and the plan."""
     pcfg = cfg.prune
-    loss_mod = DistillationLoss(cfg.distill.temperature, cfg.distill.alpha)
-    if pcfg.importance == "taylor":
-        head_scores, ffn_scores = taylor_importance(
-            student, train, teacher_logits, loss_mod, pcfg.importance_batches, cfg.distill.batch_size, cfg.seed, progress
-        )
-    else:
-        head_scores, ffn_scores = magnitude_importance(student)
+    head_scores, ffn_scores = scores or importance(student, teacher_logits, cfg, train, progress)
     c = student.config
     plan = select(head_scores, ffn_scores, pcfg, c.hidden_size, c.hidden_size // c.num_attention_heads)
     pruned = apply_plan(student, plan)
@@ -246,7 +256,7 @@ def prune(
         "ffn_kept": [len(f) for f in plan["ffn"]],
         "head_ratio": plan["head_ratio"],
         "ffn_ratio": plan["ffn_ratio"],
-        "head_scores": [s.round(6).tolist() for s in head_scores],
+        "head_scores": [np.asarray(s).round(6).tolist() for s in head_scores],
         "shape": shape_of(pruned.encoder),
     }
 

@@ -1,0 +1,475 @@
+"""Budget search: the best pruning plan and artifact format that meets a latency/size/accuracy
+budget on one device.
+
+The space is what the prune stage can do to the distilled student: remove whole layers,
+a ratio of heads and of FFN neurons (ranked by the same importance scores), prune the
+vocabulary or not, and ship as one of several formats (ONNX/TFLite, int8/fp32). Given the
+scores, a plan's exact shape is known without training, so:
+
+1. **Latency model, per device and format.** Random shapes of the student, untrained (the
+   weights do not change the latency), are exported, quantized and run by the device's own
+   runner. A non-negative linear model over per-layer work (layers, attention/FFN blocks
+   present, attention and FFN MACs) is fitted with relative-error weighting; a held-out
+   share of the points checks it. Why not a FLOP count: on small models a fixed cost per
+   layer and per op dominates, and it differs per runtime and device.
+2. **Prediction over the whole grid**: latency from the model, size from a linear fit of the
+   measured artifact sizes on parameter counts. Plans that cannot fit are dropped before any
+   training; if none fits, the closest plan and the constraint it misses are named.
+3. **Accuracy estimate** for the largest feasible plans (one per depth/heads/vocab choice):
+   a short distillation from the teacher's soft targets, then the real artifact's accuracy
+   on the validation split and its latency *measured* on the device (those measurements also
+   tell how good the latency model is on plans it never saw).
+4. **Choice**: the best estimated accuracy whose measured latency and size meet the budget;
+   the caller trains that plan fully through the normal prune stage.
+
+`stage` (resumable, from the run) and `measure` (the device runner) are passed in, so
+this module holds no device or run-dir state.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgepipe.config import PruneConfig, RunConfig, SearchConfig
+from edgepipe.errors import BudgetError, ConfigError
+from edgepipe.modeling import Classifier
+from edgepipe.progress import Progress, Silent
+from edgepipe.rundir import stable_hash
+from edgepipe.surgery import keep_tokens
+from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.pipeline.distill import DistillationLoss
+from edgepipe.pipeline.prune import apply_plan, non_embedding_params, select
+from edgepipe.pipeline.train import TrainSettings, fit
+
+FEATURES = ("constant", "layers", "attention_layers", "ffn_layers", "attention_mmacs", "ffn_mmacs")
+MIN_POINTS = len(FEATURES) + 2  # a fit plus two points it has not seen
+
+
+# -- shapes and features ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One point of the search space: prune settings of the student."""
+
+    layers_removed: int
+    heads: float
+    ffn: float
+    vocab: bool
+
+    @property
+    def label(self) -> str:
+        return f"L-{self.layers_removed}_h{self.heads:.2f}_f{self.ffn:.2f}_" + ("vocab" if self.vocab else "fullvocab")
+
+    def prune_overrides(self) -> dict[str, Any]:
+        return {"prune.layers": self.layers_removed, "prune.heads": self.heads, "prune.ffn": self.ffn, "prune.vocab": self.vocab,
+                "prune.target_params": None}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Dims:
+    """What the formulas need about the student."""
+
+    hidden: int
+    head_dim: int
+    seq_len: int
+    full_vocab: int
+    kept_vocab: int
+    other_embeddings: int  # position + token-type rows
+
+    def vocab_rows(self, pruned_vocab: bool) -> int:
+        return self.kept_vocab if pruned_vocab else self.full_vocab
+
+
+def features(shape: dict[str, list[int]], d: Dims) -> list[float]:
+    S, H, dh = d.seq_len, d.hidden, d.head_dim
+    heads, ffn = shape["heads"], shape["ffn"]
+    attention = sum(4 * S * H * h * dh + 2 * S * S * h * dh for h in heads)
+    return [1.0, float(len(heads)), float(sum(h > 0 for h in heads)), float(sum(f > 0 for f in ffn)), attention / 1e6, sum(2 * S * H * f for f in ffn) / 1e6]
+
+
+def param_counts(shape: dict[str, list[int]], vocab_rows: int, d: Dims) -> tuple[int, int]:
+    """(non-embedding, embedding) parameters: what an artifact's size is made of."""
+    return non_embedding_params(d.hidden, d.head_dim, shape["heads"], shape["ffn"]), (vocab_rows + d.other_embeddings) * d.hidden
+
+
+def random_shape(rng: np.random.Generator, layers: tuple[int, int], heads: int, ffn: int) -> dict[str, list[int]]:
+    n = int(rng.integers(layers[0], layers[1] + 1))
+    shape = {"heads": [int(x) for x in rng.integers(0, heads + 1, n)], "ffn": [int(x) for x in rng.integers(0, ffn + 1, n)]}
+    if not sum(shape["heads"]):
+        shape["heads"][0] = 1
+    if not sum(shape["ffn"]):
+        shape["ffn"][0] = 1
+    return shape
+
+
+def plan_layout(scores: tuple[list[np.ndarray], list[np.ndarray]], plan: Plan, d: Dims) -> dict[str, Any] | None:
+    """Which layers, heads and neurons the plan keeps (the prune stage's own selection); None if it keeps none."""
+    try:
+        cfg = PruneConfig(heads=plan.heads, ffn=plan.ffn, layers=plan.layers_removed)
+        return select(scores[0], scores[1], cfg, d.hidden, d.head_dim)
+    except (ConfigError, ValueError):
+        return None
+
+
+def layout_shape(layout: dict[str, Any]) -> dict[str, list[int]]:
+    return {"heads": [len(h) for h in layout["heads"]], "ffn": [len(f) for f in layout["ffn"]]}
+
+
+# -- models of latency and size -----------------------------------------------
+
+
+@dataclass
+class LinearFit:
+    """y = coef · x with coef >= 0, fitted to minimise *relative* error."""
+
+    coef: list[float]
+    n: int
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, relative: bool = True) -> "LinearFit":
+        from scipy.optimize import nnls
+
+        w = 1.0 / y if relative else np.ones_like(y)
+        scale = np.maximum(np.abs(X).max(axis=0), 1e-12)  # nnls is better conditioned on unit-scaled columns
+        coef, _ = nnls((X / scale) * w[:, None], y * w)
+        return cls((coef / scale).tolist(), len(y))
+
+    def predict(self, x: list[float] | np.ndarray) -> float:
+        return float(np.dot(self.coef, x))
+
+
+def pct_errors(fit_: LinearFit, X: np.ndarray, y: np.ndarray) -> list[float]:
+    return [abs(fit_.predict(x) - v) / v * 100 for x, v in zip(X, y)]
+
+
+def _error_summary(errors: list[float]) -> dict[str, Any]:
+    if not errors:
+        return {"n": 0, "median_abs_pct": None, "max_abs_pct": None}
+    return {"n": len(errors), "median_abs_pct": round(float(np.median(errors)), 2), "max_abs_pct": round(float(np.max(errors)), 2)}
+
+
+# -- artifacts ----------------------------------------------------------------
+
+
+def build_artifact(model: Classifier, fmt: str, path: Path, train: TokenizedSplit, cfg: RunConfig) -> Path:
+    """The same writers the pipeline uses, so the measured graph is the shipped graph (minus fp32 fallbacks)."""
+    seq = cfg.bench.seq_len
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt.startswith("onnx"):
+        from edgepipe.export.onnx import export_onnx
+
+        fp32 = path.with_suffix(".fp32.onnx") if fmt == "onnx_int8" else path
+        export_onnx(model, fp32, train, opset=cfg.export.opset)
+        if fmt == "onnx_int8":
+            from edgepipe.pipeline import quantize as Q
+
+            pre = path.with_suffix(".pre.onnx")
+            Q.preprocess(fp32, pre)
+            reader = Q.CalibrationReader(train, cfg.quantize.calibration_examples, seq)
+            Q.static_int8(pre, path, reader, cfg.quantize, [], path.with_suffix(".calibration.json"))
+        return path
+    from edgepipe.export import tflite
+
+    if fmt == "tflite_fp32":
+        tflite.export_tflite_fp32(model, path, train, seq)
+    else:
+        tflite.export_tflite_int8(model, path, train, seq, cfg.quantize.calibration_examples)
+    return path
+
+
+def artifact_accuracy(path: Path, split: TokenizedSplit) -> float:
+    if path.suffix == ".onnx":
+        from edgepipe.runtimes.onnxruntime import OrtModel
+
+        logits = OrtModel(path).predict(split)
+    else:
+        from edgepipe.runtimes.litert import LiteRTModel
+
+        logits = LiteRTModel(path).predict(split)
+    return float((logits.argmax(axis=1) == split.labels).mean())
+
+
+def _suffix(fmt: str) -> str:
+    return ".onnx" if fmt.startswith("onnx") else ".tflite"
+
+
+def _clip_ids(split: TokenizedSplit, rows: int) -> TokenizedSplit:
+    """Inputs valid for a model with `rows` vocabulary rows (latency does not depend on which ids)."""
+    return TokenizedSplit(np.minimum(split.input_ids, rows - 1), split.attention_mask, split.token_type_ids, split.labels)
+
+
+# -- budget checks ------------------------------------------------------------
+
+
+def misses(row: dict[str, Any], s: SearchConfig, latency_key: str, accuracy_key: str | None) -> dict[str, str]:
+    """Constraint -> how it is missed, e.g. {"latency": "2.10 ms > 1.60 ms"}."""
+    out = {}
+    lat, size = row.get(latency_key), row["size_mb"]
+    if s.max_latency_ms is not None and lat is not None and lat > s.max_latency_ms:
+        out["latency"] = f"{lat:.2f} ms > {s.max_latency_ms:g} ms"
+    if s.max_size_mb is not None and size > s.max_size_mb:
+        out["size"] = f"{size:.2f} MB > {s.max_size_mb:g} MB"
+    acc = row.get(accuracy_key) if accuracy_key else None
+    if s.min_accuracy is not None and acc is not None and acc < s.min_accuracy:
+        out["accuracy"] = f"{acc * 100:.1f}% < {s.min_accuracy * 100:g}%"
+    return out
+
+
+def overshoot(row: dict[str, Any], s: SearchConfig, latency_key: str, accuracy_key: str | None) -> float:
+    """How far outside the budget a plan is, as a sum of relative excesses (0 = inside)."""
+    total = 0.0
+    if s.max_latency_ms is not None and row.get(latency_key) is not None:
+        total += max(0.0, row[latency_key] / s.max_latency_ms - 1)
+    if s.max_size_mb is not None:
+        total += max(0.0, row["size_mb"] / s.max_size_mb - 1)
+    if s.min_accuracy is not None and accuracy_key and row.get(accuracy_key) is not None:
+        total += max(0.0, (s.min_accuracy - row[accuracy_key]) / s.min_accuracy)
+    return total
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[int]:
+    """Indices of evaluated candidates that no other beats on latency, size and accuracy at once."""
+
+    def beats(a, b):
+        no_worse = a["latency_ms"] <= b["latency_ms"] and a["size_mb"] <= b["size_mb"] and a["accuracy"] >= b["accuracy"]
+        better = a["latency_ms"] < b["latency_ms"] or a["size_mb"] < b["size_mb"] or a["accuracy"] > b["accuracy"]
+        return no_worse and better
+
+    return [i for i, r in enumerate(rows) if not any(beats(o, r) for j, o in enumerate(rows) if j != i)]
+
+
+def _describe(row: dict[str, Any]) -> str:
+    return f"{row['plan']} as {row['format']}"
+
+
+# -- the stage ----------------------------------------------------------------
+
+Stage = Callable[[str, str, Callable[[], tuple[dict[str, Any], list[Path]]]], dict[str, Any]]
+Measure = Callable[[Path], dict[str, Any]]
+
+
+@dataclass
+class SearchData:
+    """What the search trains and measures with, prepared by the run."""
+
+    train: TokenizedSplit  # full vocabulary
+    val: TokenizedSplit
+    vocab_train: TokenizedSplit | None  # re-tokenized with the pruned vocabulary (None: vocab pruning not searched)
+    vocab_val: TokenizedSplit | None
+    kept_token_ids: list[int] | None
+    soft_targets: torch.Tensor  # teacher logits on the training split
+    latency_inputs: Path  # runner inputs with ids valid for every vocabulary size
+    key: str  # hash of everything above
+
+
+def search(
+    student: Classifier,
+    scores: tuple[list[np.ndarray], list[np.ndarray]],
+    cfg: RunConfig,
+    data: SearchData,
+    stage: Stage,
+    measure: Measure,
+    device: str,
+    workdir: Path,
+    progress: Progress = Silent(),
+) -> tuple[Plan, str, dict[str, Any]]:
+    """Returns (plan, format, report); raises BudgetError when nothing in the space meets the budget."""
+    s = cfg.search
+    t0 = time.perf_counter()
+    deadline = t0 + s.time_budget_s
+    c = student.config
+    n_layers, n_heads, n_ffn = c.num_hidden_layers, c.num_attention_heads, c.intermediate_size
+    kept = len(data.kept_token_ids) if data.kept_token_ids else c.vocab_size
+    d = Dims(c.hidden_size, c.hidden_size // n_heads, cfg.bench.seq_len, c.vocab_size, kept, c.max_position_embeddings + c.type_vocab_size)
+    slug = device.replace(":", "_").replace("@", "_").replace("/", "_")
+    measured_bench = cfg.bench.model_dump(exclude={"devices", "artifacts", "models", "ssh", "android", "accuracy", "max_eval"})
+    report: dict[str, Any] = {"device": device, "budget": {k: getattr(s, k) for k in ("max_latency_ms", "max_size_mb", "min_accuracy")},
+                              "space": s.model_dump(include={"formats", "layers_removed", "heads", "ffn", "vocab"}),
+                              "bench": measured_bench, "features": list(FEATURES), "dims": asdict(d)}  # fmt: skip
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    # 1. latency points -----------------------------------------------------
+    rng = np.random.default_rng(cfg.seed)
+    removable = [n for n in s.layers_removed if n < n_layers]  # a default like [0, 1] on a 1-layer student
+    lowest = n_layers - max(removable)
+    shapes = [(random_shape(rng, (lowest, n_layers), n_heads, n_ffn), bool(rng.integers(0, 2)) if len(s.vocab) > 1 else s.vocab[0]) for _ in range(s.latency_points)]
+    points: dict[str, list[dict[str, Any]]] = {f: [] for f in s.formats}
+    stopped_by = None
+    todo = [(i, fmt) for i in range(s.latency_points) for fmt in s.formats]  # interleaved: a time cut leaves every format alike
+    for i, fmt in progress.track(todo, len(todo), f"search: latency points on {device}"):
+        if time.perf_counter() > deadline and all(len(p) >= MIN_POINTS for p in points.values()):
+            stopped_by = "time_budget"
+            break
+        shape, vocab = shapes[i]
+        rows = d.vocab_rows(vocab)
+
+        def compute(shape=shape, rows=rows, fmt=fmt, i=i):
+            model = _shaped(student, shape, rows, cfg.seed + i)
+            path = build_artifact(model, fmt, workdir / f"point{i}" / f"model{_suffix(fmt)}", _clip_ids(data.train, rows), cfg)
+            try:
+                result = measure(path)
+                size = path.stat().st_size
+            finally:
+                shutil.rmtree(path.parent, ignore_errors=True)
+            return {"p50_ms": result["latency_ms"]["p50"], "bytes": size}, []
+
+        key = stable_hash({"shape": shape, "rows": rows, "format": fmt, "device": device, "bench": measured_bench,
+                           "quantize": cfg.quantize.model_dump(), "opset": cfg.export.opset, "student": asdict(d)})  # fmt: skip
+        r = stage(f"search_{slug}_point{i}_{fmt}", key, compute)
+        non_emb, emb = param_counts(shape, rows, d)
+        points[fmt].append({"shape": shape, "vocab_rows": rows, "features": features(shape, d), "params": [non_emb, emb], **r})
+
+    models: dict[str, dict[str, Any]] = {}
+    for fmt, pts in points.items():
+        X = np.array([p["features"] for p in pts])
+        y = np.array([p["p50_ms"] for p in pts])
+        n_hold = min(len(pts) - MIN_POINTS + 2, int(round(len(pts) * s.holdout))) if len(pts) >= MIN_POINTS else 0
+        hold = np.random.default_rng(cfg.seed + 1).permutation(len(pts))[:n_hold]
+        fit_idx = np.setdiff1d(np.arange(len(pts)), hold)
+        check = LinearFit.fit(X[fit_idx], y[fit_idx]) if n_hold else None
+        full = LinearFit.fit(X, y)
+        P = np.array([[1.0, *p["params"]] for p in pts])
+        size = LinearFit.fit(P, np.array([p["bytes"] for p in pts], dtype=float))
+        models[fmt] = {"latency": full, "size": size, "points": pts,
+                       "holdout": _error_summary(pct_errors(check, X[hold], y[hold]) if check else []),
+                       "fit": _error_summary(pct_errors(full, X, y))}  # fmt: skip
+
+    # 2. predictions over the grid -------------------------------------------
+    grid = []
+    for removed, h, f, vocab in itertools.product(removable, s.heads, s.ffn, s.vocab):
+        plan = Plan(removed, h, f, vocab)
+        layout = plan_layout(scores, plan, d)
+        if layout is None:
+            continue
+        shape = layout_shape(layout)
+        non_emb, emb = param_counts(shape, d.vocab_rows(vocab), d)
+        for fmt in s.formats:
+            grid.append({"plan": plan.label, "format": fmt, "shape": shape, "non_embedding_params": non_emb, "_plan": plan,
+                         "predicted_latency_ms": round(models[fmt]["latency"].predict(features(shape, d)), 4),
+                         "size_mb": round(models[fmt]["size"].predict([1.0, non_emb, emb]) / 1e6, 3)})  # fmt: skip
+    feasible = [g for g in grid if not misses(g, s, "predicted_latency_ms", None)]
+    report["latency_models"] = {fmt: {"coef": m["latency"].coef, "points": len(m["points"]), "holdout_error": m["holdout"],
+                                      "fit_error": m["fit"], "size_coef": m["size"].coef} for fmt, m in models.items()}  # fmt: skip
+    report["latency_points"] = {fmt: [{k: p[k] for k in ("shape", "vocab_rows", "p50_ms", "bytes")} | {"predicted_ms": round(models[fmt]["latency"].predict(p["features"]), 4)}
+                                      for p in pts] for fmt, pts in points.items()}  # fmt: skip
+    report["grid"] = [{k: v for k, v in g.items() if k != "_plan"} | {"predicted_feasible": g in feasible} for g in grid]
+    if not feasible:
+        closest = min(grid, key=lambda g: overshoot(g, s, "predicted_latency_ms", None))
+        what = "; ".join(misses(closest, s, "predicted_latency_ms", None).values())
+        raise BudgetError(
+            f"no plan in the search space meets the budget on {device}: the closest, {_describe(closest)}, is predicted at {what}; "
+            "raise the budget or widen search.layers_removed/heads/ffn/formats",
+            report | {"chosen": None, "seconds": round(time.perf_counter() - t0, 1)},
+        )
+
+    # 3. accuracy estimates of the largest feasible plans ---------------------
+    best_per_family: dict[tuple, dict[str, Any]] = {}
+    for g in feasible:
+        p = g["_plan"]
+        fam = (p.layers_removed, p.heads, p.vocab)
+        if fam not in best_per_family or g["non_embedding_params"] > best_per_family[fam]["non_embedding_params"]:
+            best_per_family[fam] = g
+    chosen_plans = [g["_plan"] for g in sorted(best_per_family.values(), key=lambda g: -g["non_embedding_params"])][: s.candidates]
+    evaluated: list[dict[str, Any]] = []
+    for n_done, plan in enumerate(progress.track(chosen_plans, len(chosen_plans), f"search: accuracy estimates on {device}")):
+        if n_done and time.perf_counter() > deadline:
+            stopped_by = "time_budget"
+            break
+        formats = [g["format"] for g in feasible if g["_plan"] == plan]
+        layout = plan_layout(scores, plan, d)
+
+        def compute(plan=plan, layout=layout, formats=formats):
+            model, train, val, steps = _estimate(student, layout, plan, data, cfg, progress)
+            rows = []
+            for fmt in formats:
+                path = build_artifact(model, fmt, workdir / plan.label / f"model{_suffix(fmt)}", train, cfg)
+                try:
+                    acc = artifact_accuracy(path, val)
+                    result = measure(path)
+                    size = path.stat().st_size
+                finally:
+                    shutil.rmtree(path.parent, ignore_errors=True)
+                rows.append({"format": fmt, "accuracy": acc, "latency_ms": result["latency_ms"]["p50"], "size_mb": round(size / 1e6, 3)})
+            return {"pytorch_val_accuracy": float(steps["val_accuracy"]), "estimate_steps": steps["steps"], "artifacts": rows}, []
+
+        key = stable_hash({"plan": asdict(plan), "formats": formats, "data": data.key, "device": device, "bench": measured_bench,
+                           "steps": s.estimate_steps, "quantize": cfg.quantize.model_dump(), "distill": cfg.distill.model_dump(),
+                           "recovery_lr": cfg.prune.recovery_lr, "seed": cfg.seed, "scores": stable_hash([x.tolist() for x in scores[0] + scores[1]])})  # fmt: skip
+        r = stage(f"search_{slug}_{plan.label}", key, compute)
+        for a in r["artifacts"]:
+            g = next(g for g in grid if g["_plan"] == plan and g["format"] == a["format"])
+            evaluated.append({"plan": plan.label, "format": a["format"], "shape": g["shape"], "predicted_latency_ms": g["predicted_latency_ms"],
+                              "predicted_size_mb": g["size_mb"], "latency_ms": a["latency_ms"], "size_mb": a["size_mb"], "accuracy": a["accuracy"],
+                              "pytorch_val_accuracy": r["pytorch_val_accuracy"], "_plan": plan})  # fmt: skip
+
+    # 4. choice --------------------------------------------------------------
+    for row in evaluated:
+        row["misses"] = misses(row, s, "latency_ms", "accuracy")
+    front = pareto_front(evaluated)
+    for i, row in enumerate(evaluated):
+        row["pareto"] = i in front
+    ok = [r for r in evaluated if not r["misses"]]
+    errors = [abs(r["predicted_latency_ms"] - r["latency_ms"]) / r["latency_ms"] * 100 for r in evaluated]
+    for fmt in models:
+        fmt_err = [e for e, r in zip(errors, evaluated) if r["format"] == fmt]
+        report["latency_models"][fmt]["candidate_error"] = _error_summary(fmt_err)
+    report["latency_model_error"] = {"candidates": _error_summary(errors)}
+    report["candidates"] = [{k: v for k, v in r.items() if k != "_plan"} for r in evaluated]
+    report["stopped_by"] = stopped_by or "done"
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["time_budget_s"] = s.time_budget_s
+    if not ok:
+        closest = min(evaluated, key=lambda r: overshoot(r, s, "latency_ms", "accuracy"))
+        report["chosen"] = None
+        raise BudgetError(
+            f"none of the {len(evaluated)} plans tried meets the budget on {device}: the closest, {_describe(closest)}, "
+            f"misses {'; '.join(closest['misses'].values())}; raise the budget, or raise search.candidates/estimate_steps",
+            report,
+        )
+    best = max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["size_mb"]))
+    report["chosen"] = {k: v for k, v in best.items() if k != "_plan"} | {"prune": best["_plan"].prune_overrides()}
+    return best["_plan"], best["format"], report
+
+
+def _shaped(student: Classifier, shape: dict[str, list[int]], vocab_rows: int, seed: int) -> Classifier:
+    """A student of the given shape with untrained (random) kept weights: latency is all it is for."""
+    torch.manual_seed(seed)
+    layout = {"layers": list(range(len(shape["heads"]))), "heads": [list(range(h)) for h in shape["heads"]], "ffn": [list(range(f)) for f in shape["ffn"]]}
+    base = copy.deepcopy(student)
+    if len(shape["heads"]) > base.config.num_hidden_layers:
+        raise ValueError("shape deeper than the student")
+    model = apply_plan(base, layout)
+    keep_tokens(model.encoder, list(range(vocab_rows)))
+    return model.eval()
+
+
+def _estimate(student: Classifier, layout: dict[str, Any], plan: Plan, data: SearchData, cfg: RunConfig, progress: Progress):
+    """Prune by the plan, distil for a few steps, return the model and its PyTorch validation accuracy."""
+    from edgepipe.pipeline.train import accuracy, predict
+
+    model = apply_plan(student, layout)
+    train, val = data.train, data.val
+    if plan.vocab and data.kept_token_ids:
+        keep_tokens(model.encoder, data.kept_token_ids)
+        train, val = data.vocab_train, data.vocab_val
+    loss_mod = DistillationLoss(cfg.distill.temperature, cfg.distill.alpha)
+
+    def loss_fn(m, idx, batch):
+        logits = m(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return loss_mod(logits, data.soft_targets[torch.from_numpy(np.asarray(idx))], batch["labels"])["loss"]
+
+    settings = TrainSettings(epochs=1.0, lr=cfg.prune.recovery_lr, batch_size=cfg.distill.batch_size, max_steps=cfg.search.estimate_steps)
+    report = fit(model, train, loss_fn, settings, seed=cfg.seed + 1, progress=progress, description=f"estimate {plan.label}")
+    report["val_accuracy"] = accuracy(predict(model, val), val.labels)
+    return model, train, val, report
