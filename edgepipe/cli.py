@@ -126,6 +126,8 @@ def compress_and_export_cmd(
 
         t0 = time.perf_counter()
         manifest = compress_and_export(cfg, out, cache_dir or default_cache_dir(), RichProgress(err_console))
+        if manifest is None:  # a training process beside rank 0 (torchrun / accelerate launch): rank 0 reports
+            return
         out_console.print(summary_table(manifest))
         out_console.print(f"run directory: {out}  (manifest.json; {time.perf_counter() - t0:.0f} s, {cfg.threads} training threads)")
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error

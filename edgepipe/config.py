@@ -51,6 +51,9 @@ class StudentConfig(_Section):
     hidden_size: int | None = Field(None, gt=0, description="None = teacher width; smaller = narrower student")
     num_heads: int | None = Field(None, gt=0)
     intermediate_size: int | None = Field(None, gt=0)
+    dropout: float | None = Field(
+        None, ge=0, lt=1, description="hidden and attention dropout; None = the teacher's (0 makes N-process training match 1-process)"
+    )
 
 
 class DistillConfig(_Section):

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 import edgepipe
+from edgepipe import distributed
 from edgepipe.config import RunConfig, flatten_tree, build_config, config_to_dict
+from edgepipe.distributed import SINGLE, Dist
 from edgepipe.devices import open_device
 from edgepipe.devices.spec import parse_device
 from edgepipe.errors import ModelError, RunDirError
@@ -66,8 +68,8 @@ def _version(dist: str) -> str | None:
 class Run:
     """State of one `compress-and-export` invocation: config, run dir, manifest so far."""
 
-    def __init__(self, cfg: RunConfig, rundir: RunDir, cache_dir: Path, progress: Progress):
-        self.cfg, self.dir, self.cache_dir, self.progress = cfg, rundir, cache_dir, progress
+    def __init__(self, cfg: RunConfig, rundir: RunDir, cache_dir: Path, progress: Progress, dist: Dist = SINGLE):
+        self.cfg, self.dir, self.cache_dir, self.progress, self.dist = cfg, rundir, cache_dir, progress, dist
         self.manifest: dict[str, Any] = {
             "version": edgepipe.__version__,
             "config": config_to_dict(cfg),
@@ -81,11 +83,32 @@ class Run:
         self.devices: dict[str, Any] = {}
 
     def save_manifest(self) -> None:
-        write_json_atomic(self.dir.path(MANIFEST), self.manifest)
+        if self.dist.main:
+            write_json_atomic(self.dir.path(MANIFEST), self.manifest)
 
-    def stage(self, name: str, key: str, compute) -> dict[str, Any]:
+    def stage(self, name: str, key: str, compute, mode: str = "main") -> dict[str, Any]:
+        """A resumable stage. With several training processes (edgepipe.distributed), `mode` says who runs it:
+        "main": rank 0 computes and records, the others wait and read the record; "all": every rank computes
+        (a training stage), rank 0 records; "local": only the calling process, no waiting (rank-0-only work)."""
         t0 = time.perf_counter()
-        result, reused = self.dir.stage(name, key, compute)
+        d = self.dist
+        if not d.active or mode == "local":
+            result, reused = self.dir.stage(name, key, compute)
+        elif mode == "all":
+            reused = d.broadcast(self.dir.cached(name, key) is not None if d.main else None)
+            if reused:
+                result = self.dir.cached(name, key)
+            else:
+                result, files = compute()
+                if d.main:
+                    self.dir.record(name, key, result, files)
+            d.barrier()
+        else:
+            if d.main:
+                result, reused = self.dir.stage(name, key, compute)
+            d.barrier()
+            if not d.main:
+                result, reused = self.dir.cached(name, key), True
         seconds = round(time.perf_counter() - t0, 2)
         self.manifest["timings"][name] = {"seconds": seconds, "reused": reused}
         self.progress.log(f"[green]✓[/green] {name}" + (" [dim](reused)[/dim]" if reused else f" [dim]({seconds:.1f} s)[/dim]"))
@@ -290,7 +313,7 @@ class Run:
             return self.device(device).benchmark(path, latency_inputs, latency_only)
 
         try:
-            plan, fmt, report = search(student, scores, self.cfg, data, self.stage, measure, device, self.dir.path("search/work"), self.progress)
+            plan, fmt, report = search(student, scores, self.cfg, data, lambda n, k, c: self.stage(n, k, c, mode="local"), measure, device, self.dir.path("search/work"), self.progress)
         except BudgetError as e:
             self.manifest["search"] = e.report
             self.save_manifest()
@@ -401,9 +424,16 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
             from edgepipe.export.tflite_metadata import require_tflite_support
 
             require_tflite_support()
-    with RunDir(out) as rundir:
-        run = Run(cfg, rundir, cache_dir, progress)
-        write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))
+    dist = distributed.init_from_env()
+    if not dist.main:
+        progress = Silent()
+        dist.barrier()  # rank 0 creates and locks the run dir first
+    with RunDir(out, writer=dist.main) as rundir:
+        if dist.main:
+            dist.barrier()
+        run = Run(cfg, rundir, cache_dir, progress, dist)
+        if dist.main:
+            write_bytes_atomic(rundir.path("config.yaml"), _yaml(config_to_dict(cfg)))
 
         dataset, data_report = load_dataset(cfg.data)
         run.manifest["dataset"] = data_report
@@ -424,26 +454,30 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
 
         # student -------------------------------------------------------------
         student_dir = rundir.path("student")
+        processes = {"processes": dist.world} if dist.active else {}
         student_key = stable_hash(
             {"teacher": teacher_key, "data": data_key, "student": cfg.student.model_dump(), "distill": cfg.distill.model_dump(), "seed": cfg.seed, "threads": cfg.threads}
+            | processes
         )
 
         def train_student():
             student, report = distill(teacher, cfg, splits["train"], progress, teacher_logits=soft_targets)
-            return report, save_classifier(student, student_dir, tokenizer_dir=source)
+            return report, save_classifier(student, student_dir, tokenizer_dir=source) if dist.main else []
 
-        s_report = run.stage("distill", student_key, train_student)
+        s_report = run.stage("distill", student_key, train_student, mode="all")
         student = load_classifier(student_dir)
         run.record_model("student", student, student_key, splits, s_report, student_dir / "model.safetensors")
         models = {"teacher": (teacher, teacher_key, splits), "student": (student, student_key, splits)}
 
         scores = run.importance(student, student_key, soft_targets, splits["train"]) if cfg.prune.enabled else None
         if cfg.search.active:
-            try:
-                plan, _ = run.search(student, scores, dataset, splits, tokenizer, source, soft_targets, data_key)
-            finally:
-                run.close_devices()
-            cfg = build_config(flatten_tree(config_to_dict(cfg)), plan.prune_overrides())
+            overrides = None
+            if dist.main:
+                try:
+                    overrides = run.search(student, scores, dataset, splits, tokenizer, source, soft_targets, data_key)[0].prune_overrides()
+                finally:
+                    run.close_devices()
+            cfg = build_config(flatten_tree(config_to_dict(cfg)), dist.broadcast(overrides))
             run.cfg = cfg
 
         # pruned --------------------------------------------------------------
@@ -451,15 +485,26 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
             pruned_dir = rundir.path("pruned")
             pruned_key = stable_hash(
                 {"student": student_key, "prune": cfg.prune.model_dump(), "distill": cfg.distill.model_dump(), "seed": cfg.seed, "threads": cfg.threads}
+                | processes
             )
             p_report = run.stage(
-                "prune", pruned_key, lambda: prune_stage(student, soft_targets, cfg, dataset, splits["train"], tokenizer, source, pruned_dir, progress, scores)
+                "prune",
+                pruned_key,
+                lambda: prune_stage(student, soft_targets, cfg, dataset, splits["train"], tokenizer, source, pruned_dir, progress, scores, dist.main),
+                mode="all",
             )
             pruned = load_classifier(pruned_dir)
             p_splits = dataset.tokenize(load_tokenizer(pruned_dir), cfg.data.max_length)
             inputs["pruned"] = run.eval_inputs("test_pruned", p_splits, splits_key(p_splits))
             run.record_model("pruned", pruned, pruned_key, p_splits, p_report, pruned_dir / "model.safetensors")
             models["pruned"] = (pruned, pruned_key, p_splits)
+
+        # training is over: the other ranks leave, rank 0 carries on alone
+        if dist.active:
+            dist.close()
+            run.dist = SINGLE
+            if not dist.main:
+                return None
 
         # export and benchmark ------------------------------------------------
         for role, (model, key, role_splits) in models.items():
@@ -538,8 +583,11 @@ def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent(
         return manifest
 
 
-def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: TokenizedSplit, tokenizer, source: Path, out_dir: Path, progress: Progress, scores=None):
-    """Structured pruning, vocabulary pruning, recovery; saves the pruned model and its tokenizer."""
+def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: TokenizedSplit, tokenizer, source: Path, out_dir: Path, progress: Progress,
+                scores=None, writer: bool = True):  # fmt: skip
+    """Structured pruning, vocabulary pruning, recovery; saves the pruned model and its tokenizer (`writer`: this rank writes)."""
+    import tempfile
+
     from edgepipe.pipeline import prune as P
 
     pruned, report = P.prune(student, soft_targets, cfg, train, progress, scores)
@@ -548,7 +596,8 @@ def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: 
         vocab = P.read_vocab(source)
         keep = P.corpus_token_ids(tokenizer, dataset.texts["train"], vocab)
         P.prune_vocab(pruned, keep)
-        new_tokenizer = P.write_vocab_tokenizer(out_dir, [vocab[i] for i in keep], tokenizer)
+        vocab_dir = out_dir if writer else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))  # other ranks need the tokenizer, not the files
+        new_tokenizer = P.write_vocab_tokenizer(vocab_dir, [vocab[i] for i in keep], tokenizer)
         test_ids = tokenizer(dataset.texts["test"], add_special_tokens=False)["input_ids"]
         kept = set(keep)
         n_tok = sum(map(len, test_ids))
@@ -562,6 +611,8 @@ def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: 
     report["accuracy_before_recovery"] = before["test_accuracy"]
     report["val_accuracy_before_recovery"] = before["val_accuracy"]
     report["recovery"] = P.recover(pruned, soft_targets, cfg, p_splits["train"], progress)
+    if not writer:
+        return report, []
     files = save_classifier(pruned, out_dir, tokenizer_dir=None if cfg.prune.vocab else source)
     files += [out_dir / n for n in ("vocab.txt", "tokenizer.json", "tokenizer_config.json") if cfg.prune.vocab]
     return report, files

@@ -82,11 +82,14 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 class RunDir:
     """An output directory owned by one process at a time (flock, released even on kill -9)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, writer: bool = True):
         self.root = Path(root)
+        self.writer = writer  # False: a training process beside rank 0, which owns and writes the dir
         self._lock_file = None
 
     def open(self) -> "RunDir":
+        if not self.writer:
+            return self
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"--out {self.root} is a file, not a directory; choose a directory path")
         try:
@@ -158,6 +161,8 @@ class RunDir:
         return record["result"]
 
     def record(self, stage: str, key: str, result: dict[str, Any], files: list[Path] = ()) -> None:
+        if not self.writer:
+            return
         hashes = {self.rel(f): sha256_file(f) for f in files}
         write_json_atomic(self._record_path(stage), {"stage": stage, "key": key, "files": hashes, "result": result})
 

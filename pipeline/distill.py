@@ -88,6 +88,7 @@ def build_student(teacher: Classifier, cfg: StudentConfig, seed: int) -> Classif
                 "num_attention_heads": heads,
                 "intermediate_size": cfg.intermediate_size or (tc.intermediate_size * width // tc.hidden_size),
             }
+            | ({"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout} if cfg.dropout is not None else {})
         )
     )
     student = Classifier(make_encoder(config, teacher.pooling == "cls"), teacher.labels, teacher.pooling)

@@ -470,6 +470,6 @@ def _estimate(student: Classifier, layout: dict[str, Any], plan: Plan, data: Sea
         return loss_mod(logits, data.soft_targets[torch.from_numpy(np.asarray(idx))], batch["labels"])["loss"]
 
     settings = TrainSettings(epochs=1.0, lr=cfg.prune.recovery_lr, batch_size=cfg.distill.batch_size, max_steps=cfg.search.estimate_steps)
-    report = fit(model, train, loss_fn, settings, seed=cfg.seed + 1, progress=progress, description=f"estimate {plan.label}")
+    report = fit(model, train, loss_fn, settings, seed=cfg.seed + 1, progress=progress, description=f"estimate {plan.label}", data_parallel=False)
     report["val_accuracy"] = accuracy(predict(model, val), val.labels)
     return model, train, val, report

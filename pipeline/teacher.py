@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from edgepipe.config import RunConfig
 from edgepipe.errors import ModelError
 from edgepipe.modeling import Classifier, check_model_dir, check_teacher_config, load_classifier, load_teacher_dir, save_classifier, with_labels
+from edgepipe import distributed
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import sha256_file, stable_hash, write_json_atomic
 from edgepipe.pipeline.data import Dataset, TokenizedSplit
@@ -108,6 +109,7 @@ def prepare_teacher(
         return model.eval(), source_report | {"fine_tuned": False}
 
     settings = TrainSettings(epochs=tcfg.epochs, lr=tcfg.lr, batch_size=tcfg.batch_size, max_steps=tcfg.max_steps)
+    dist = distributed.current()
     key = stable_hash(
         {
             "source": source_report["source_fingerprint"],
@@ -116,11 +118,14 @@ def prepare_teacher(
             "train": tcfg.model_dump(mode="json", exclude={"path", "finetune"}),
             "seed": cfg.seed,
             "threads": cfg.threads,
+            **({"processes": dist.world} if dist.active else {}),
         }
     )
     entry = Path(cache_dir) / "teachers" / key[:24]
     report = source_report | {"fine_tuned": True, "cache_dir": str(entry), "cache_key": key}
     cached = _read_cache(entry)
+    if not dist.broadcast(cached is not None):  # every rank trains, or none
+        cached = None
     if cached is not None:
         return cached.eval(), report | {"cache_hit": True} | _train_report(entry)
 
@@ -134,7 +139,8 @@ def prepare_teacher(
 
     train_report = fit(model, train, loss_fn, settings, seed=cfg.seed, progress=progress, description="fine-tune teacher")
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(True)
-    _write_cache(entry, model, source, train_report)
+    if dist.main:
+        _write_cache(entry, model, source, train_report)
     return model.eval(), report | {"cache_hit": False, "train": train_report}
 
 

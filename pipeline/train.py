@@ -4,6 +4,11 @@ Reproducibility: the loop seeds torch (dropout) and draws the batch order from i
 own numpy generator; with the same thread count, two runs are bit-identical.
 Batches are trimmed to their longest example, so padding to `max_length` costs
 nothing in training.
+
+Under `torchrun`/`accelerate launch` (see edgepipe.distributed) every rank draws the same
+global batches, trains on its share, and gradients are summed across ranks with each
+share's loss weighted by its size: the update is the one-process update of the same
+global batch, up to float summation order (and dropout masks, which differ per share).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgepipe import distributed
 from edgepipe.progress import Progress, Silent
 from edgepipe.pipeline.data import TokenizedSplit
 
@@ -78,12 +84,22 @@ def fit(
     progress: Progress = Silent(),
     description: str = "train",
     params: list[nn.Parameter] | None = None,
+    data_parallel: bool = True,
 ) -> dict:
-    """AdamW with linear warm-up/decay; returns a small training report."""
+    """AdamW with linear warm-up/decay; returns a small training report.
+
+    `data_parallel=False` trains on this process alone even inside a process group (the budget
+    search's estimates run on rank 0 only)."""
     seed_everything(seed)
+    dist = distributed.current() if data_parallel else distributed.SINGLE
+    if settings.batch_size < dist.world:
+        from edgepipe.errors import ConfigError
+
+        raise ConfigError(f"batch size {settings.batch_size} is smaller than the {dist.world} training processes; raise it or start fewer")
     steps = settings.total_steps(len(split))
     order = _shuffled(len(split), steps, settings.batch_size, np.random.default_rng(seed))
     params = [p for p in (params or model.parameters()) if p.requires_grad]
+    distributed.sync_parameters(params, dist)
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(steps * settings.warmup_ratio))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -92,14 +108,18 @@ def fit(
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
-    for idx, batch in progress.track(batches(split, settings.batch_size, order), steps, description):
+    global_batches = (order[s : s + settings.batch_size] for s in range(0, len(order), settings.batch_size))
+    for global_idx in progress.track(global_batches, steps, description):
+        idx, batch = next(batches(split, len(global_idx), distributed.shard(global_idx, dist)))
+        share = len(idx) / len(global_idx)
         loss = loss_fn(model, idx, batch)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share).backward()
+        distributed.average_gradients(params, dist)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss.detach()))
+        losses.append(distributed.all_sum(float(loss.detach()) * share, dist))
     model.eval()
     tail = losses[-max(1, len(losses) // 10) :]
     return {
@@ -107,6 +127,7 @@ def fit(
         "examples_seen": int(steps * settings.batch_size),
         "final_loss": float(np.mean(tail)),
         "seconds": round(time.perf_counter() - t0, 2),
+        **({"processes": dist.world} if dist.active else {}),
     }
 
 
