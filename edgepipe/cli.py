@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from edgepipe.config import SMOKE, build_config, load_yaml, parse_override
+from edgepipe.config import SMOKE, build_config, load_fleet, load_yaml, parse_override
 from edgepipe.errors import ConfigError, EdgepipeError
 
 err_console = Console(stderr=True, highlight=False)
@@ -88,6 +88,7 @@ def compress_and_export_cmd(
     bench_threads: Annotated[int | None, typer.Option("--bench-threads", help="runtime threads in benchmarks (default 1)")] = None,
     seed: Annotated[int | None, typer.Option(help="training seed (default 0)")] = None,
     devices: Annotated[str | None, typer.Option(help="comma-separated devices to benchmark on (default: x86)")] = None,
+    fleet: Annotated[Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")] = None,
     device: Annotated[str | None, typer.Option("--device", help="device the budget is for (default: the first of --devices)")] = None,
     max_latency_ms: Annotated[float | None, typer.Option("--max-latency-ms", help="budget: p50 latency on --device; turns the plan search on")] = None,
     max_size_mb: Annotated[float | None, typer.Option("--max-size-mb", help="budget: artifact size in MB; turns the plan search on")] = None,
@@ -107,6 +108,7 @@ def compress_and_export_cmd(
                 ("bench.threads", bench_threads),
                 ("seed", seed),
                 ("bench.devices", devices.split(",") if devices else ([device] if device else None)),
+                ("bench.fleet", load_fleet(fleet) if fleet else None),
                 ("search.device", device),
                 ("search.max_latency_ms", max_latency_ms),
                 ("search.max_size_mb", max_size_mb),
@@ -144,6 +146,7 @@ def bench_cmd(
     max_eval: Annotated[int | None, typer.Option("--max-eval", help="accuracy on the first N test examples only")] = None,
     pin_cores: Annotated[str | None, typer.Option("--pin-cores", help="taskset core list, e.g. 0 or 4-7")] = None,
     artifacts: Annotated[str | None, typer.Option(help="comma-separated artifact names, e.g. onnx_int8,tflite_int8")] = None,
+    fleet: Annotated[Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="any bench.* key: --set bench.ssh.known_hosts=/path")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
@@ -159,6 +162,7 @@ def bench_cmd(
                 ("bench.max_eval", max_eval),
                 ("bench.pin_cores", pin_cores),
                 ("bench.artifacts", artifacts.split(",") if artifacts else None),
+                ("bench.fleet", load_fleet(fleet) if fleet else None),
             ],
             set_,
         )
@@ -179,15 +183,17 @@ def bench_cmd(
         if inputs is None:
             raise ConfigError("benchmarking a single model file needs --inputs DIR (input_ids/attention_mask/token_type_ids/labels .npy)")
         from edgepipe.devices import open_device
+        from edgepipe.devices.lock import DeviceLock
 
         cfg = build_config(flags, source="bench")
         results = []
         for text in cfg.bench.devices:
-            dev = open_device(text, cfg.bench)
-            try:
-                results.append(dev.benchmark(path, inputs, cfg.bench))
-            finally:
-                dev.close()
+            with DeviceLock(text, cfg.bench.lock_dir, cfg.bench.device_lock_timeout_s, on_wait=err_console.print):
+                dev = open_device(text, cfg.bench.for_device(text))
+                try:
+                    results.append(dev.benchmark(path, inputs, cfg.bench))
+                finally:
+                    dev.close()
         out_console.print(bench_table(results))
         out_console.print_json(data=results)
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error

@@ -139,8 +139,25 @@ class AndroidConfig(_Section):
     command_timeout_s: float = Field(1800.0, gt=0)
 
 
+class FleetDevice(_Section):
+    """One device of a fleet file, with its own connection settings and free-form tags (soc, board, abi...)."""
+
+    device: str = Field(..., description="x86, arm:USER@HOST[:PORT], android[:SERIAL]")
+    tags: dict[str, str] = Field({}, description="recorded with every result of this device")
+    ssh: SshConfig | None = Field(None, description="replaces bench.ssh for this device")
+    android: AndroidConfig | None = Field(None, description="replaces bench.android for this device")
+
+    @field_validator("device")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return parse_device(v).text
+
+
+MEASUREMENT_KEYS = ("threads", "seq_len", "batch", "warmup", "runs", "max_eval", "pin_cores", "accuracy")
+
+
 class BenchConfig(_Section):
-    devices: list[str] = Field(["x86"], min_length=1, description="x86, arm:USER@HOST[:PORT], android[:SERIAL]")
+    devices: list[str] = Field(["x86"], min_length=1, description="x86, arm:USER@HOST[:PORT], android[:SERIAL]; a fleet adds its own")
     artifacts: list[str] | None = Field(None, description="artifact names to benchmark (e.g. [onnx_int8, tflite_int8]); None = all")
     models: list[str] | None = Field(None, description="models to benchmark (teacher, student, pruned); None = all")
     threads: int = Field(1, ge=1, description="intra-op threads of the runtime under test")
@@ -153,6 +170,34 @@ class BenchConfig(_Section):
     accuracy: bool = Field(True, description="also measure accuracy on the eval inputs (false: latency only)")
     ssh: SshConfig = SshConfig()
     android: AndroidConfig = AndroidConfig()
+    fleet: list[FleetDevice] = Field([], description="devices with their own connection settings and tags (--fleet FILE.yaml)")
+    parallel_devices: bool = Field(True, description="benchmark the devices concurrently, one worker per device")
+    device_lock_timeout_s: float = Field(3600, ge=0, description="how long to wait for a device another edgepipe run is using")
+    lock_dir: Path | None = Field(None, description="where device locks live; None = the edgepipe cache dir's locks/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fleet_devices(cls, data: Any) -> Any:
+        """A fleet's devices are benchmarked too; with a fleet and no explicit `devices`, only the fleet's."""
+        if isinstance(data, dict) and data.get("fleet"):
+            fleet = [e.get("device") if isinstance(e, dict) else getattr(e, "device", None) for e in data["fleet"]]
+            named = [*data.get("devices", []), *(d for d in fleet if isinstance(d, str))]  # entries without one: pydantic names them
+            data = dict(data, devices=list(dict.fromkeys(parse_device(d).text for d in named)))
+        return data
+
+    def measurement(self) -> dict[str, Any]:
+        """The settings a measurement depends on (stage keys hash these, not how devices are reached)."""
+        return self.model_dump(include=set(MEASUREMENT_KEYS))
+
+    def for_device(self, text: str) -> "BenchConfig":
+        """These settings with a fleet entry's own ssh/android settings for `text`."""
+        entry = next((e for e in self.fleet if e.device == text), None)
+        if entry is None:
+            return self
+        return self.model_copy(update={k: getattr(entry, k) for k in ("ssh", "android") if getattr(entry, k) is not None})
+
+    def tags(self, text: str) -> dict[str, str]:
+        return next((dict(e.tags) for e in self.fleet if e.device == text), {})
 
     @field_validator("devices")
     @classmethod
@@ -315,6 +360,21 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return tree
+
+
+def load_fleet(path: Path) -> list[dict[str, Any]]:
+    """A fleet file: a YAML list of devices (or `devices:` holding one), each a device string or a mapping."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"fleet file {path} does not exist; pass an existing YAML file to --fleet") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"fleet file {path} cannot be read as YAML ({type(e).__name__}); fix it") from None
+    if isinstance(tree, dict) and "devices" in tree:
+        tree = tree["devices"]
+    if not isinstance(tree, list) or not tree:
+        raise ConfigError(f"fleet file {path} must be a non-empty list of devices (- device: arm:pi@board ...)")
+    return [{"device": e} if isinstance(e, str) else e for e in tree]
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from edgepipe.config import RunConfig, flatten_tree, build_config, config_to_dic
 from edgepipe.distributed import SINGLE, Dist
 from edgepipe.devices import open_device
 from edgepipe.devices.spec import parse_device
-from edgepipe.errors import ModelError, RunDirError
+from edgepipe.errors import DeviceError, ModelError, RunDirError
 from edgepipe.modeling import Classifier, load_classifier, save_classifier
 from edgepipe.progress import Progress, Silent
 from edgepipe.report import write_report
@@ -81,10 +82,12 @@ class Run:
             "timings": {},
         }
         self.devices: dict[str, Any] = {}
+        self.lock = threading.RLock()  # device workers update the manifest side by side
 
     def save_manifest(self) -> None:
         if self.dist.main:
-            write_json_atomic(self.dir.path(MANIFEST), self.manifest)
+            with self.lock:
+                write_json_atomic(self.dir.path(MANIFEST), self.manifest)
 
     def stage(self, name: str, key: str, compute, mode: str = "main") -> dict[str, Any]:
         """A resumable stage. With several training processes (edgepipe.distributed), `mode` says who runs it:
@@ -110,7 +113,8 @@ class Run:
             if not d.main:
                 result, reused = self.dir.cached(name, key), True
         seconds = round(time.perf_counter() - t0, 2)
-        self.manifest["timings"][name] = {"seconds": seconds, "reused": reused}
+        with self.lock:
+            self.manifest["timings"][name] = {"seconds": seconds, "reused": reused}
         self.progress.log(f"[green]✓[/green] {name}" + (" [dim](reused)[/dim]" if reused else f" [dim]({seconds:.1f} s)[/dim]"))
         return result
 
@@ -347,37 +351,98 @@ class Run:
             self.progress.log(f"[yellow]![/yellow] the fully trained plan misses the budget on {device}: {'; '.join(row['misses'].values())}")
 
     def device(self, text: str):
-        """Connected on first use and kept for the run: a fully resumed run never dials a board."""
+        """Locked (one edgepipe run per device), connected on first use and kept for the run:
+        a fully resumed run never dials a board."""
+        from edgepipe.devices.lock import DeviceLock
+
         if text not in self.devices:
-            self.progress.log(f"connecting to {text}")
-            self.devices[text] = open_device(text, self.cfg.bench)
-        return self.devices[text]
+            bcfg = self.cfg.bench
+            lock = DeviceLock(text, bcfg.lock_dir, bcfg.device_lock_timeout_s, on_wait=self.progress.log).acquire()
+            try:
+                self.progress.log(f"connecting to {text}")
+                self.devices[text] = (open_device(text, bcfg.for_device(text)), lock)
+            except BaseException:
+                lock.release()
+                raise
+        return self.devices[text][0]
 
     def close_devices(self) -> None:
-        for device in self.devices.values():
-            device.close()
+        for device, lock in self.devices.values():
+            try:
+                device.close()
+            finally:
+                lock.release()
         self.devices.clear()
 
-    def benchmark(self, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
+    def benchmark_all(self, jobs: list[tuple[str, str, dict[str, Any], Path, str]]) -> None:
+        """Every (role, artifact, artifact record, inputs, inputs key) on every device.
+
+        One worker thread per device (`bench.parallel_devices`): a device runs one model at a
+        time, devices run side by side. A device that fails does not stop the others; the first
+        failure is raised once they have all finished, their results already in the manifest.
+        Here the workers only wait on SSH/adb; under the emulated test rig they share this CPU.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         bcfg = self.cfg.bench
-        if (bcfg.artifacts is not None and artifact_name not in bcfg.artifacts) or (bcfg.models is not None and role not in bcfg.models):
-            return
-        measured = bcfg.model_dump(exclude={"devices", "artifacts", "models", "ssh", "android"})
-        for text in bcfg.devices:
-            spec = parse_device(text)
-            key = stable_hash({"artifact": artifact["sha256"], "inputs": inputs_key, "bench": measured, "device": spec.text})
-            model_path = self.dir.path(artifact["path"])
+        jobs = [j for j in jobs if (bcfg.artifacts is None or j[1] in bcfg.artifacts) and (bcfg.models is None or j[0] in bcfg.models)]
+        failures: dict[str, DeviceError] = {}
+        parallel = bcfg.parallel_devices and len(bcfg.devices) > 1
+        sessions: dict[str, dict[str, Any]] = {}
+        t0 = time.perf_counter()
 
-            def compute(text=text):
-                device = self.device(text)
-                for _ in self.progress.track([None], 1, f"benchmark {role} {artifact_name} on {text}"):
-                    result = device.benchmark(model_path, inputs, bcfg)
-                return result, []
+        def work(text: str) -> None:
+            start = time.perf_counter()
+            try:
+                for job in jobs:
+                    self._benchmark_one(text, *job)
+            except DeviceError as e:
+                failures[text] = e
+            sessions[text] = {"seconds": round(time.perf_counter() - start, 2), "ok": text not in failures,
+                              "error": str(failures[text]) if text in failures else None}  # fmt: skip
 
-            # one record per BENCH_IDENTITY: `edgepipe bench --threads 2` must not overwrite the threads=1 result
-            name = f"bench_{spec.slug}_{role}_{artifact_name}_t{bcfg.threads}_b{bcfg.batch}_s{bcfg.seq_len}" + (f"_n{bcfg.max_eval}" if bcfg.max_eval else "")
-            r = self.stage(name, key, compute)
-            entry = {k: r.get(k) for k in BENCH_FIELDS} | {"model": role, "artifact": artifact_name, "artifact_sha256": artifact["sha256"]}
+        if parallel:
+            with ThreadPoolExecutor(max_workers=len(bcfg.devices), thread_name_prefix="device") as pool:
+                for future in [pool.submit(work, text) for text in bcfg.devices]:
+                    future.result()  # re-raises what is not a device failure (a bug)
+        else:
+            for text in bcfg.devices:
+                work(text)
+        with self.lock:  # how the devices were driven: for "fleet wall time vs the sum of its devices"
+            self.manifest["device_sessions"] = {"parallel": parallel, "wall_s": round(time.perf_counter() - t0, 2),
+                                                "devices": {t: sessions[t] for t in bcfg.devices if t in sessions}}  # fmt: skip
+        if failures:
+            (name, first), *others = failures.items()
+            ok = [t for t in bcfg.devices if t not in failures]
+            if others or ok:
+                first = DeviceError(f"{first}" + (f"; also failed: {', '.join(t for t, _ in others)}" if others else "")
+                                    + (f"; {', '.join(ok)} finished" if ok else ""))  # fmt: skip
+            raise first
+
+    def _benchmark_one(self, text: str, role: str, artifact_name: str, artifact: dict[str, Any], inputs: Path, inputs_key: str) -> None:
+        bcfg = self.cfg.bench
+        spec = parse_device(text)
+        key = stable_hash({"artifact": artifact["sha256"], "inputs": inputs_key, "bench": bcfg.measurement(), "device": spec.text})
+        model_path = self.dir.path(artifact["path"])
+        concurrent = bcfg.parallel_devices and len(bcfg.devices) > 1
+
+        def compute():
+            device = self.device(text)
+            if concurrent:  # one live progress bar at a time: workers log lines instead
+                self.progress.log(f"benchmark {role} {artifact_name} on {text} …")
+                return device.benchmark(model_path, inputs, bcfg), []
+            for _ in self.progress.track([None], 1, f"benchmark {role} {artifact_name} on {text}"):
+                result = device.benchmark(model_path, inputs, bcfg)
+            return result, []
+
+        # one record per BENCH_IDENTITY: `edgepipe bench --threads 2` must not overwrite the threads=1 result
+        name = f"bench_{spec.slug}_{role}_{artifact_name}_t{bcfg.threads}_b{bcfg.batch}_s{bcfg.seq_len}" + (f"_n{bcfg.max_eval}" if bcfg.max_eval else "")
+        r = self.stage(name, key, compute)
+        entry = {k: r.get(k) for k in BENCH_FIELDS} | {"model": role, "artifact": artifact_name, "artifact_sha256": artifact["sha256"]}
+        tags = bcfg.tags(text)
+        if tags:
+            entry["device_info"] = (entry.get("device_info") or {}) | {"tags": tags}
+        with self.lock:
             _upsert(self.manifest["benchmarks"], entry, replace=True)
             self.save_manifest()
 
@@ -522,18 +587,19 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         ship = "pruned" if "pruned" in models else "student"
         run.app_artifacts(ship, models[ship][2], pruned_dir if ship == "pruned" and cfg.prune.vocab else source)
         earlier = _earlier_benchmarks(rundir.path(MANIFEST))
+        jobs = []
+        for role in models:
+            eval_inputs = {"path": rundir.rel(inputs[role]), "key": splits_key(models[role][2])}
+            run.manifest["models"][role]["eval_inputs"] = eval_inputs
+            jobs += [(role, name, art, inputs[role], eval_inputs["key"]) for name, art in run.manifest["models"][role]["artifacts"].items()]
         try:
-            for role in models:
-                eval_inputs = {"path": rundir.rel(inputs[role]), "key": splits_key(models[role][2])}
-                run.manifest["models"][role]["eval_inputs"] = eval_inputs
-                for name, art in run.manifest["models"][role]["artifacts"].items():
-                    run.benchmark(role, name, art, inputs[role], eval_inputs["key"])
-        finally:
+            run.benchmark_all(jobs)
+        finally:  # what the devices that worked measured is reported even when another failed
             run.close_devices()
-        run.keep_benchmarks(earlier)
-        run.search_outcome()
-        run.save_manifest()
-        write_report(rundir.root, [(rundir.root.resolve().name, run.manifest)])
+            run.keep_benchmarks(earlier)
+            run.search_outcome()
+            run.save_manifest()
+            write_report(rundir.root, [(rundir.root.resolve().name, run.manifest)])
         return run.manifest
 
 
@@ -559,27 +625,31 @@ def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent(
         base = flatten_tree(manifest["config"])
     except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
         raise RunDirError(f"{manifest_path} is corrupt; rerun compress-and-export --out {out} to rebuild it") from None
+    if "bench.fleet" in overrides and "bench.devices" not in overrides:
+        base.pop("bench.devices", None)  # `--fleet` alone: the fleet's devices, not the run's
     cfg = build_config(base, overrides, source="bench")
     with RunDir(out) as rundir:
         run = Run(cfg, rundir, Path(), progress)
         run.manifest = manifest
         manifest.setdefault("benchmarks", [])
+        jobs = []
+        for role, m in manifest["models"].items():
+            ev = m.get("eval_inputs")
+            if ev is None:
+                raise RunDirError(f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export")
+            for name, art in m.get("artifacts", {}).items():
+                if cfg.bench.artifacts is not None and name not in cfg.bench.artifacts:
+                    continue
+                path = rundir.path(art["path"])
+                if not path.is_file() or sha256_file(path) != art["sha256"]:
+                    raise ModelError(f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}")
+                jobs.append((role, name, art, rundir.path(ev["path"]), ev["key"]))
         try:
-            for role, m in manifest["models"].items():
-                ev = m.get("eval_inputs")
-                if ev is None:
-                    raise RunDirError(f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export")
-                for name, art in m.get("artifacts", {}).items():
-                    if cfg.bench.artifacts is not None and name not in cfg.bench.artifacts:
-                        continue
-                    path = rundir.path(art["path"])
-                    if not path.is_file() or sha256_file(path) != art["sha256"]:
-                        raise ModelError(f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}")
-                    run.benchmark(role, name, art, rundir.path(ev["path"]), ev["key"])
-        finally:
+            run.benchmark_all(jobs)
+        finally:  # what the devices that worked measured is reported even when another failed
             run.close_devices()
-        run.save_manifest()
-        write_report(rundir.root, [(rundir.root.resolve().name, manifest)])
+            run.save_manifest()
+            write_report(rundir.root, [(rundir.root.resolve().name, manifest)])
         return manifest
 
 

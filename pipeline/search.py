@@ -293,7 +293,7 @@ def search(
     kept = len(data.kept_token_ids) if data.kept_token_ids else c.vocab_size
     d = Dims(c.hidden_size, c.hidden_size // n_heads, cfg.bench.seq_len, c.vocab_size, kept, c.max_position_embeddings + c.type_vocab_size)
     slug = device.replace(":", "_").replace("@", "_").replace("/", "_")
-    measured_bench = cfg.bench.model_dump(exclude={"devices", "artifacts", "models", "ssh", "android", "accuracy", "max_eval"})
+    measured_bench = {k: v for k, v in cfg.bench.measurement().items() if k not in ("accuracy", "max_eval")}
     report: dict[str, Any] = {"device": device, "budget": {k: getattr(s, k) for k in ("max_latency_ms", "max_size_mb", "min_accuracy")},
                               "space": s.model_dump(include={"formats", "layers_removed", "heads", "ffn", "vocab"}),
                               "bench": measured_bench, "features": list(FEATURES), "dims": asdict(d)}  # fmt: skip

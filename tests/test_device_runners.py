@@ -288,3 +288,80 @@ def test_rerun_after_board_and_phone_are_gone_reuses_their_results(device_run, s
     key = lambda b: (b["device"], b["artifact"], b["threads"])  # noqa: E731
     first = {key(b): b["accuracy"] for b in m["benchmarks"]}
     assert {k: v for k, v in ((key(b), b["accuracy"]) for b in again["benchmarks"]) if k in first} == first
+
+
+def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itself(device_run, board, phone, tmp_path):
+    """Two emulated boards (two sshd, each with its own key) and a phone from one fleet file, side by side;
+    the second board is killed once its first result lands, the others finish. Fresh devices: earlier
+    tests switched the module's board and phone off."""
+    import yaml
+
+    from rig.adbd import LoopbackAdbDevice
+    from rig.sshd import LoopbackSshd
+
+    out, _ = device_run
+    server, _, _ = phone
+    home = tmp_path / "phone2"
+    home.mkdir()
+    board1, board2 = LoopbackSshd(tmp_path / "sshd1", path_prepend=[board / "bin"]), LoopbackSshd(tmp_path / "sshd2", path_prepend=[board / "bin"])
+    ep1, ep2 = board1.start(), board2.start()
+    handset = LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)).start()
+    try:
+        server.connect(handset.serial)
+        dev1, dev2, phone_dev = arm_device(ep1), arm_device(ep2), f"android:{handset.serial}"
+        fleet = tmp_path / "fleet.yaml"
+        fleet.write_text(yaml.safe_dump({"devices": [
+            {"device": dev1, "tags": {"board": "board-1", "soc": "qemu-cortex-a76"}, "ssh": {"identity_file": str(ep1.key_path), "known_hosts": str(ep1.known_hosts)}},
+            {"device": dev2, "tags": {"board": "board-2"}, "ssh": {"identity_file": str(ep2.key_path), "known_hosts": str(ep2.known_hosts)}},
+            {"device": phone_dev, "tags": {"abi": "arm64-v8a"}, "android": {"adb_port": server.port, "remote_dir": f"{home}/data/local/tmp/edgepipe"}},
+        ]}))  # fmt: skip
+        watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev2, 4), board2.kill, timeout=300)
+        proc = edgepipe("bench", str(out), "--fleet", str(fleet), "--threads", "4", "--runs", "300", "--warmup", "0",
+                        "--artifacts", "onnx_int8,tflite_int8", timeout=600)  # fmt: skip
+        watcher.join(timeout=1)
+    finally:
+        board1.stop()
+        board2.stop()
+        handset.stop()
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and err[0].startswith(f"error (device): {dev2}") and err[0].endswith(f"{dev1}, {phone_dev} finished"), err
+    assert "Traceback" not in proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert _entries(out, dev1, 4) == _entries(out, phone_dev, 4) == {"onnx_int8", "tflite_int8"}
+    assert _entries(out, dev2, 4) == {"onnx_int8"}  # landed before the board died
+    tags = {b["device"]: b["device_info"].get("tags") for b in m["benchmarks"] if b["threads"] == 4}
+    assert tags == {dev1: {"board": "board-1", "soc": "qemu-cortex-a76"}, dev2: {"board": "board-2"}, phone_dev: {"abi": "arm64-v8a"}}
+    s = m["device_sessions"]
+    assert s["parallel"] and [s["devices"][d]["ok"] for d in (dev1, dev2, phone_dev)] == [True, False, True]
+    busy = sum(d["seconds"] for d in s["devices"].values())
+    assert s["wall_s"] < 0.75 * busy, s  # side by side, not one after another
+    assert (out / "report.html").is_file()
+
+
+def test_a_device_in_use_by_another_run_is_waited_for_then_given_up_on(device_run, tmp_path):
+    out, _ = device_run
+    locks = tmp_path / "locks"
+    hold = ("import sys, time; from edgepipe.devices.lock import DeviceLock; "
+            "l = DeviceLock('x86', sys.argv[1]).acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))")  # fmt: skip
+
+    def holder(seconds: float) -> subprocess.Popen:
+        p = subprocess.Popen([str(BIN / "python"), "-c", hold, str(locks), str(seconds)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "held"
+        return p
+
+    h = holder(12)  # longer than edgepipe's own start-up
+    t0 = time.monotonic()
+    proc = edgepipe("bench", str(out), "--device", "x86", "--threads", "5", "--runs", "3", "--artifacts", "onnx_int8", "--set", f"bench.lock_dir={locks}")
+    waited = time.monotonic() - t0
+    h.wait()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"waiting for x86: in use by pid {h.pid}" in proc.stderr and waited > 10
+    h = holder(30)
+    try:
+        proc = edgepipe("bench", str(out), "--device", "x86", "--threads", "6", "--runs", "3", "--artifacts", "onnx_int8",
+                        "--set", f"bench.lock_dir={locks}", "--set", "bench.device_lock_timeout_s=1")  # fmt: skip
+    finally:
+        h.kill()
+    assert proc.returncode == 6
+    assert f"error (device): x86 is in use by pid {h.pid} (-c" in proc.stderr and "raise bench.device_lock_timeout_s" in proc.stderr
