@@ -153,6 +153,14 @@ class FleetDevice(_Section):
         return parse_device(v).text
 
 
+def _device_text(text: str) -> str:
+    """Normalised when valid; a bad one stays as written for the `devices` validator to name."""
+    try:
+        return parse_device(text).text
+    except ConfigError:
+        return text
+
+
 MEASUREMENT_KEYS = ("threads", "seq_len", "batch", "warmup", "runs", "max_eval", "pin_cores", "accuracy")
 
 
@@ -181,8 +189,7 @@ class BenchConfig(_Section):
         """A fleet's devices are benchmarked too; with a fleet and no explicit `devices`, only the fleet's."""
         if isinstance(data, dict) and data.get("fleet"):
             fleet = [e.get("device") if isinstance(e, dict) else getattr(e, "device", None) for e in data["fleet"]]
-            named = [*data.get("devices", []), *(d for d in fleet if isinstance(d, str))]  # entries without one: pydantic names them
-            data = dict(data, devices=list(dict.fromkeys(parse_device(d).text for d in named)))
+            data = dict(data, devices=list(dict.fromkeys([*data.get("devices", []), *(_device_text(d) for d in fleet if isinstance(d, str))])))
         return data
 
     def measurement(self) -> dict[str, Any]:

@@ -71,3 +71,23 @@ def test_config_is_frozen():
     cfg = RunConfig()
     with pytest.raises(Exception):
         cfg.seed = 5
+
+
+def test_fleet_file_adds_devices_with_their_own_settings(tmp_path):
+    from edgepipe.config import load_fleet
+
+    f = tmp_path / "fleet.yaml"
+    f.write_text("devices:\n  - device: arm:pi@board-1\n    tags: {soc: bcm2712}\n    ssh: {python: /opt/py/bin/python3}\n  - android:R58M\n")
+    fleet = load_fleet(f)
+    cfg = build_config({"bench.fleet": fleet})
+    assert cfg.bench.devices == ["arm:pi@board-1", "android:R58M"]  # no explicit devices: only the fleet's
+    assert build_config({"bench.fleet": fleet, "bench.devices": ["x86"]}).bench.devices == ["x86", "arm:pi@board-1", "android:R58M"]
+    assert cfg.bench.for_device("arm:pi@board-1").ssh.python == "/opt/py/bin/python3"
+    assert cfg.bench.for_device("android:R58M").ssh.python == "python3"
+    assert cfg.bench.tags("arm:pi@board-1") == {"soc": "bcm2712"} and cfg.bench.tags("android:R58M") == {}
+    for text, message in (("[]", "must be a non-empty list"), ("- device: arm:pi@x\n  tagz: {}", "unknown key"), ("- device: 'arm:pi@x;rm'", r"device 'arm:pi@x;rm': expected arm:USER@HOST")):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            build_config({"bench.fleet": load_fleet(f)})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_fleet(tmp_path / "nope.yaml")
