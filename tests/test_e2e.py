@@ -18,6 +18,7 @@ CONTRACT_BENCH_KEYS = {"device", "runtime", "model", "artifact", "threads", "seq
 def without_timings(manifest: dict) -> dict:
     m = json.loads(json.dumps(manifest))
     m.pop("timings")
+    m.pop("device_sessions", None)  # busy and wall seconds per device
     for model in m["models"].values():
         model.pop("cache_hit", None)
         for part in model.values():
@@ -190,7 +191,7 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
     m = json.loads((copy / "manifest.json").read_text())
     rerun = {k for k, t in m["timings"].items() if not t["reused"]}
     assert rerun == {
-        "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32_t1_b1_s64",
+        "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32_t1_b1_s64", "importance",
         "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32_t1_b1_s64",
         "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8_t1_b1_s64", "bench_x86_pruned_onnx_int8_t1_b1_s64",
         "export_pruned_tflite_fp32", "export_pruned_tflite_int8", "bench_x86_pruned_tflite_fp32_t1_b1_s64", "bench_x86_pruned_tflite_int8_t1_b1_s64",
