@@ -33,7 +33,7 @@ bench-wall: $(STAMP)
 	$(BIN)/python -m bench runs/demo --threads-all --wall --out bench/results.json
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 clean:
 	rm -rf runs .pytest_cache
