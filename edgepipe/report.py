@@ -204,7 +204,7 @@ def search_plot(search: dict[str, Any], plt) -> Any:
     for fmt, marker in zip(sorted({c["format"] for c in cands}), "os^v"):
         sel = [p for p, c in zip(pts, cands) if c["format"] == fmt]
         ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=24, marker=marker, color="#888", label=fmt)
-    front = sorted([i for i, c in enumerate(cands) if c.get("pareto")], key=lambda i: pts[i][0])
+    front = pareto(pts)  # 2-D here (the table's Pareto column also counts size)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="#d62728", lw=1.2, label="Pareto front")
     chosen = search.get("chosen")
     if chosen:
