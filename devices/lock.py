@@ -10,7 +10,6 @@ are two locks.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from edgepipe.devices.spec import parse_device
 from edgepipe.errors import DeviceError
+from edgepipe.rundir import FileLock
 
 
 def default_lock_dir() -> Path:
@@ -30,55 +30,32 @@ def default_lock_dir() -> Path:
 class DeviceLock:
     def __init__(self, device: str, directory: Path | None = None, timeout_s: float = 3600, on_wait: Callable[[str], None] = lambda _: None):
         self.device = parse_device(device).text
-        self.path = Path(directory or default_lock_dir()) / f"{parse_device(device).slug}.lock"
+        self.lock = FileLock(Path(directory or default_lock_dir()) / f"{parse_device(device).slug}.lock")
         self.timeout_s, self.on_wait = timeout_s, on_wait
-        self._file = None
-
-    def _holder(self) -> str:
-        try:
-            return self.path.read_text().strip() or "another process"
-        except OSError:
-            return "another process"
 
     def acquire(self) -> "DeviceLock":
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, "a+")
-        except OSError as e:
-            raise DeviceError(f"cannot create the device lock {self.path} ({e.strerror}); set bench.lock_dir to a writable folder") from None
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        command = " ".join([program, *[a for a in sys.argv[1:2] if not a.startswith("-")]])  # e.g. "edgepipe bench"
         deadline = time.monotonic() + self.timeout_s
         told = False
         while True:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = self._holder()
-                    f.close()
-                    raise DeviceError(
-                        f"{self.device} is in use by {holder} (waited {self.timeout_s:g} s); wait for it or raise bench.device_lock_timeout_s"
-                    ) from None
-                if not told:
-                    self.on_wait(f"waiting for {self.device}: in use by {self._holder()}")
-                    told = True
-                time.sleep(0.2)
-        f.seek(0)
-        f.truncate()
-        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
-        command = " ".join([program, *[a for a in sys.argv[1:2] if not a.startswith("-")]])  # e.g. "edgepipe bench"
-        f.write(f"pid {os.getpid()} ({command})")
-        f.flush()
-        self._file = f
-        return self
+                self.lock.path.parent.mkdir(parents=True, exist_ok=True)
+                if self.lock.try_acquire(f"pid {os.getpid()} ({command})"):
+                    return self
+            except OSError as e:
+                raise DeviceError(f"cannot create the device lock {self.lock.path} ({e.strerror}); set bench.lock_dir to a writable folder") from None
+            if time.monotonic() >= deadline:
+                raise DeviceError(
+                    f"{self.device} is in use by {self.lock.holder()} (waited {self.timeout_s:g} s); wait for it or raise bench.device_lock_timeout_s"
+                )
+            if not told:
+                self.on_wait(f"waiting for {self.device}: in use by {self.lock.holder()}")
+                told = True
+            time.sleep(0.2)
 
     def release(self) -> None:
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        self.lock.release()
 
     def __enter__(self) -> "DeviceLock":
         return self.acquire()

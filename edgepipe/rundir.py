@@ -79,13 +79,51 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
+class FileLock:
+    """An flock'd file that names its holder (run dir, device). The kernel releases it when the
+    holder dies, even on kill -9, so a stale file never blocks anyone."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file = None
+
+    def try_acquire(self, holder: str) -> bool:
+        """Takes the lock and writes `holder` into the file, or returns False if another process has it."""
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            return False
+        f.seek(0)
+        f.truncate()
+        f.write(holder)
+        f.flush()
+        self._file = f
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
 class RunDir:
     """An output directory owned by one process at a time (flock, released even on kill -9)."""
 
     def __init__(self, root: Path, writer: bool = True):
         self.root = Path(root)
         self.writer = writer  # False: a training process beside rank 0, which owns and writes the dir
-        self._lock_file = None
+        self._lock = FileLock(self.root / "run.lock")
 
     def open(self) -> "RunDir":
         if not self.writer:
@@ -99,22 +137,10 @@ class RunDir:
             probe.unlink()
         except OSError as e:
             raise RunDirError(f"--out {self.root} is not writable ({e.strerror}); choose a writable directory") from None
-        lock_path = self.root / "run.lock"
-        self._lock_file = open(lock_path, "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.seek(0)
-            holder = self._lock_file.read().strip() or "another process"
-            self._lock_file.close()
-            self._lock_file = None
+        if not self._lock.try_acquire(str(os.getpid())):
             raise RunDirError(
-                f"a run is already in progress in {self.root} (pid {holder}); wait for it to finish or use another --out"
-            ) from None
-        self._lock_file.seek(0)
-        self._lock_file.truncate()
-        self._lock_file.write(str(os.getpid()))
-        self._lock_file.flush()
+                f"a run is already in progress in {self.root} (pid {self._lock.holder()}); wait for it to finish or use another --out"
+            )
         self._remove_orphaned_temp_files()
         return self
 
@@ -125,10 +151,7 @@ class RunDir:
                 tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        self._lock.release()
 
     def __enter__(self) -> "RunDir":
         return self.open()
