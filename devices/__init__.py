@@ -6,6 +6,7 @@ returns the same JSON; `open_device` picks the transport from the device string.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -32,3 +33,17 @@ def open_device(text: str, bench) -> Device:
     from edgepipe.devices.x86 import X86Device
 
     return X86Device()
+
+
+def open_locked(text: str, bench, log: Callable[[str], None]):
+    """(device, lock): the device held for this process (see devices/lock.py), then connected with
+    its own fleet settings. The caller closes the device and releases the lock."""
+    from edgepipe.devices.lock import DeviceLock
+
+    lock = DeviceLock(text, bench.lock_dir, bench.device_lock_timeout_s, on_wait=log).acquire()
+    try:
+        log(f"connecting to {text}")
+        return open_device(text, bench.for_device(text)), lock
+    except BaseException:
+        lock.release()
+        raise

@@ -182,18 +182,17 @@ def bench_cmd(
             raise ConfigError(f"{path} does not exist; pass a run directory or a model file")
         if inputs is None:
             raise ConfigError("benchmarking a single model file needs --inputs DIR (input_ids/attention_mask/token_type_ids/labels .npy)")
-        from edgepipe.devices import open_device
-        from edgepipe.devices.lock import DeviceLock
+        from edgepipe.devices import open_locked
 
         cfg = build_config(flags, source="bench")
         results = []
         for text in cfg.bench.devices:
-            with DeviceLock(text, cfg.bench.lock_dir, cfg.bench.device_lock_timeout_s, on_wait=err_console.print):
-                dev = open_device(text, cfg.bench.for_device(text))
-                try:
-                    results.append(dev.benchmark(path, inputs, cfg.bench))
-                finally:
-                    dev.close()
+            dev, lock = open_locked(text, cfg.bench, log=err_console.print)
+            try:
+                results.append(dev.benchmark(path, inputs, cfg.bench))
+            finally:
+                dev.close()
+                lock.release()
         out_console.print(bench_table(results))
         out_console.print_json(data=results)
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error

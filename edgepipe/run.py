@@ -22,7 +22,7 @@ import edgepipe
 from edgepipe import distributed
 from edgepipe.config import RunConfig, flatten_tree, build_config, config_to_dict
 from edgepipe.distributed import SINGLE, Dist
-from edgepipe.devices import open_device
+from edgepipe.devices import open_locked
 from edgepipe.devices.spec import parse_device
 from edgepipe.errors import DeviceError, ModelError, RunDirError
 from edgepipe.modeling import Classifier, load_classifier, save_classifier
@@ -353,17 +353,8 @@ class Run:
     def device(self, text: str):
         """Locked (one edgepipe run per device), connected on first use and kept for the run:
         a fully resumed run never dials a board."""
-        from edgepipe.devices.lock import DeviceLock
-
         if text not in self.devices:
-            bcfg = self.cfg.bench
-            lock = DeviceLock(text, bcfg.lock_dir, bcfg.device_lock_timeout_s, on_wait=self.progress.log).acquire()
-            try:
-                self.progress.log(f"connecting to {text}")
-                self.devices[text] = (open_device(text, bcfg.for_device(text)), lock)
-            except BaseException:
-                lock.release()
-                raise
+            self.devices[text] = open_locked(text, self.cfg.bench, log=self.progress.log)
         return self.devices[text][0]
 
     def close_devices(self) -> None:
