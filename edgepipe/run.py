@@ -98,9 +98,10 @@ class Run:
         if not d.active or mode == "local":
             result, reused = self.dir.stage(name, key, compute)
         elif mode == "all":
-            reused = d.broadcast(self.dir.cached(name, key) is not None if d.main else None)
+            hit = self.dir.cached(name, key) if d.main else None  # hashes the stage's files: once, on rank 0
+            reused = d.broadcast(hit is not None)
             if reused:
-                result = self.dir.cached(name, key)
+                result = hit if d.main else self.dir.cached(name, key)
             else:
                 result, files = compute()
                 if d.main:
