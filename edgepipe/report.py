@@ -58,13 +58,18 @@ def device_tables(manifest: dict[str, Any]) -> dict[str, list[list[str]]]:
     return tables
 
 
+def undominated(points: list[tuple[float, ...]]) -> list[int]:
+    """Indices of points no other point beats: no worse on every objective (all minimised) and better on one."""
+
+    def beats(a, b):
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    return [i for i, p in enumerate(points) if not any(beats(q, p) for j, q in enumerate(points) if j != i)]
+
+
 def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both lower latency and higher accuracy."""
-    front = []
-    for i, (lat, acc) in enumerate(points):
-        if not any((l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc) for j, (l2, a2) in enumerate(points) if j != i):
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
+    """Indices of (latency, accuracy) points on the front, by latency: nothing else is both faster and more accurate."""
+    return sorted(undominated([(lat, -acc) for lat, acc in points]), key=lambda i: points[i][0])
 
 
 def _svg(fig) -> str:

@@ -240,13 +240,9 @@ def overshoot(row: dict[str, Any], s: SearchConfig, latency_key: str, accuracy_k
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[int]:
     """Indices of evaluated candidates that no other beats on latency, size and accuracy at once."""
+    from edgepipe.report import undominated
 
-    def beats(a, b):
-        no_worse = a["latency_ms"] <= b["latency_ms"] and a["size_mb"] <= b["size_mb"] and a["accuracy"] >= b["accuracy"]
-        better = a["latency_ms"] < b["latency_ms"] or a["size_mb"] < b["size_mb"] or a["accuracy"] > b["accuracy"]
-        return no_worse and better
-
-    return [i for i, r in enumerate(rows) if not any(beats(o, r) for j, o in enumerate(rows) if j != i)]
+    return undominated([(r["latency_ms"], r["size_mb"], -r["accuracy"]) for r in rows])
 
 
 def _describe(row: dict[str, Any]) -> str:
