@@ -343,23 +343,27 @@ def search(
 
     # 2. predictions over the grid -------------------------------------------
     grid = []
+    layouts: dict[Plan, dict[str, Any]] = {}  # kept for the plans trained below
     for removed, h, f, vocab in itertools.product(removable, s.heads, s.ffn, s.vocab):
         plan = Plan(removed, h, f, vocab)
         layout = plan_layout(scores, plan, d)
         if layout is None:
             continue
+        layouts[plan] = layout
         shape = layout_shape(layout)
         non_emb, emb = param_counts(shape, d.vocab_rows(vocab), d)
         for fmt in s.formats:
             grid.append({"plan": plan.label, "format": fmt, "shape": shape, "non_embedding_params": non_emb, "_plan": plan,
                          "predicted_latency_ms": round(models[fmt]["latency"].predict(features(shape, d)), 4),
                          "size_mb": round(models[fmt]["size"].predict([1.0, non_emb, emb]) / 1e6, 3)})  # fmt: skip
-    feasible = [g for g in grid if not misses(g, s, "predicted_latency_ms", None)]
+    for g in grid:
+        g["predicted_feasible"] = not misses(g, s, "predicted_latency_ms", None)
+    feasible = [g for g in grid if g["predicted_feasible"]]
     report["latency_models"] = {fmt: {"coef": m["latency"].coef, "points": len(m["points"]), "holdout_error": m["holdout"],
                                       "fit_error": m["fit"], "size_coef": m["size"].coef} for fmt, m in models.items()}  # fmt: skip
     report["latency_points"] = {fmt: [{k: p[k] for k in ("shape", "vocab_rows", "p50_ms", "bytes")} | {"predicted_ms": round(models[fmt]["latency"].predict(p["features"]), 4)}
                                       for p in pts] for fmt, pts in points.items()}  # fmt: skip
-    report["grid"] = [{k: v for k, v in g.items() if k != "_plan"} | {"predicted_feasible": g in feasible} for g in grid]
+    report["grid"] = [{k: v for k, v in g.items() if k != "_plan"} for g in grid]
     if not feasible:
         closest = min(grid, key=lambda g: overshoot(g, s, "predicted_latency_ms", None))
         what = "; ".join(misses(closest, s, "predicted_latency_ms", None).values())
@@ -383,7 +387,7 @@ def search(
             stopped_by = "time_budget"
             break
         formats = [g["format"] for g in feasible if g["_plan"] == plan]
-        layout = plan_layout(scores, plan, d)
+        layout = layouts[plan]
 
         def compute(plan=plan, layout=layout, formats=formats):
             model, train, val, steps = _estimate(student, layout, plan, data, cfg, progress)
