@@ -192,6 +192,11 @@ class BenchConfig(_Section):
             data = dict(data, devices=list(dict.fromkeys([*data.get("devices", []), *(_device_text(d) for d in fleet if isinstance(d, str))])))
         return data
 
+    @property
+    def side_by_side(self) -> bool:
+        """Devices benchmarked by concurrent workers (see Run.benchmark_all)."""
+        return self.parallel_devices and len(self.devices) > 1
+
     def measurement(self) -> dict[str, Any]:
         """The settings a measurement depends on (stage keys hash these, not how devices are reached)."""
         return self.model_dump(include=set(MEASUREMENT_KEYS))

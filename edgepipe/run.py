@@ -379,7 +379,6 @@ class Run:
         bcfg = self.cfg.bench
         jobs = [j for j in jobs if (bcfg.artifacts is None or j[1] in bcfg.artifacts) and (bcfg.models is None or j[0] in bcfg.models)]
         failures: dict[str, DeviceError] = {}
-        parallel = bcfg.parallel_devices and len(bcfg.devices) > 1
         sessions: dict[str, dict[str, Any]] = {}
         t0 = time.perf_counter()
 
@@ -393,7 +392,7 @@ class Run:
             sessions[text] = {"seconds": round(time.perf_counter() - start, 2), "ok": text not in failures,
                               "error": str(failures[text]) if text in failures else None}  # fmt: skip
 
-        if parallel:
+        if bcfg.side_by_side:
             with ThreadPoolExecutor(max_workers=len(bcfg.devices), thread_name_prefix="device") as pool:
                 for future in [pool.submit(work, text) for text in bcfg.devices]:
                     future.result()  # re-raises what is not a device failure (a bug)
@@ -401,7 +400,7 @@ class Run:
             for text in bcfg.devices:
                 work(text)
         with self.lock:  # how the devices were driven: for "fleet wall time vs the sum of its devices"
-            self.manifest["device_sessions"] = {"parallel": parallel, "wall_s": round(time.perf_counter() - t0, 2),
+            self.manifest["device_sessions"] = {"parallel": bcfg.side_by_side, "wall_s": round(time.perf_counter() - t0, 2),
                                                 "devices": {t: sessions[t] for t in bcfg.devices if t in sessions}}  # fmt: skip
         if failures:
             (name, first), *others = failures.items()
@@ -416,11 +415,10 @@ class Run:
         spec = parse_device(text)
         key = stable_hash({"artifact": artifact["sha256"], "inputs": inputs_key, "bench": bcfg.measurement(), "device": spec.text})
         model_path = self.dir.path(artifact["path"])
-        concurrent = bcfg.parallel_devices and len(bcfg.devices) > 1
 
         def compute():
             device = self.device(text)
-            if concurrent:  # one live progress bar at a time: workers log lines instead
+            if bcfg.side_by_side:  # one live progress bar at a time: workers log lines instead
                 self.progress.log(f"benchmark {role} {artifact_name} on {text} …")
                 return device.benchmark(model_path, inputs, bcfg), []
             for _ in self.progress.track([None], 1, f"benchmark {role} {artifact_name} on {text}"):
