@@ -301,9 +301,7 @@ class Run:
         s, device = self.cfg.search, self.cfg.search_device
         kept = vocab_splits = None
         if True in s.vocab:
-            vocab = P.read_vocab(source)
-            kept = P.corpus_token_ids(tokenizer, dataset.texts["train"], vocab)
-            vocab_tokenizer = P.write_vocab_tokenizer(self.dir.path("search/vocab"), [vocab[i] for i in kept], tokenizer)
+            kept, _, vocab_tokenizer = P.corpus_vocabulary(tokenizer, dataset.texts["train"], source, self.dir.path("search/vocab"))
             vocab_splits = dataset.tokenize(vocab_tokenizer, self.cfg.data.max_length)
         rows = min(len(kept) if kept else student.config.vocab_size, student.config.vocab_size)
         test = splits["test"]
@@ -653,11 +651,9 @@ def prune_stage(student, soft_targets, cfg: RunConfig, dataset: Dataset, train: 
     pruned, report = P.prune(student, soft_targets, cfg, train, progress, scores)
     new_tokenizer = tokenizer
     if cfg.prune.vocab:
-        vocab = P.read_vocab(source)
-        keep = P.corpus_token_ids(tokenizer, dataset.texts["train"], vocab)
-        P.prune_vocab(pruned, keep)
         vocab_dir = out_dir if writer else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))  # other ranks need the tokenizer, not the files
-        new_tokenizer = P.write_vocab_tokenizer(vocab_dir, [vocab[i] for i in keep], tokenizer)
+        keep, vocab, new_tokenizer = P.corpus_vocabulary(tokenizer, dataset.texts["train"], source, vocab_dir)
+        P.prune_vocab(pruned, keep)
         test_ids = tokenizer(dataset.texts["test"], add_special_tokens=False)["input_ids"]
         kept = set(keep)
         n_tok = sum(map(len, test_ids))

@@ -217,6 +217,13 @@ def write_vocab_tokenizer(directory: Path, vocab: list[str], source_tokenizer: A
     return tok
 
 
+def corpus_vocabulary(tokenizer: Any, texts: list[str], source: Path, directory: Path) -> tuple[list[int], list[str], Any]:
+    """(kept old ids, the full vocabulary, a tokenizer of the kept vocabulary written to `directory`)."""
+    vocab = read_vocab(source)
+    keep = corpus_token_ids(tokenizer, texts, vocab)
+    return keep, vocab, write_vocab_tokenizer(directory, [vocab[i] for i in keep], tokenizer)
+
+
 # -- the stage ----------------------------------------------------------------
 
 
