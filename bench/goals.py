@@ -34,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.devices import runner as rn
-from edgepipe.devices.x86 import RUNNER
+from edgepipe.devices.remote import RUNNER
+from edgepipe.devices.standalone import runner as rn
+from edgepipe.errors import EdgepipeError
+from edgepipe.manifest import Manifest
 from edgepipe.rundir import sha256_file, write_json_atomic
 
 GOALS = {
@@ -152,23 +154,22 @@ def versions() -> dict[str, str]:
 
 
 class Run:
+    """A finished run dir, read through the manifest's one loader (its errors are one line)."""
+
     def __init__(self, run_dir: Path):
         self.dir = run_dir
-        self.manifest_path = run_dir / "manifest.json"
-        if not self.manifest_path.is_file():
-            raise SystemExit(f"bench: {self.manifest_path} does not exist; finish a run first (make demo)")
-        raw = self.manifest_path.read_bytes()
-        self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
-        self.manifest = json.loads(raw)
-        self.seq_len = int(self.manifest["config"]["bench"]["seq_len"])
-        self.models = self.manifest["models"]
+        self.manifest = Manifest.load(run_dir)
+        self.manifest_sha256 = hashlib.sha256((run_dir / "manifest.json").read_bytes()).hexdigest()
+        export, bench = self.manifest.config.get("export", {}), self.manifest.config.get("bench", {})
+        self.seq_len = int(export.get("seq_len", bench.get("seq_len", 64)))  # bench.seq_len in runs from before export.seq_len
+        self.models = self.manifest.models
 
     def artifact(self, role: str, kind: str) -> dict[str, Any] | None:
         """Path, bytes on disk now, and whether they agree with the manifest (a rewritten run dir shows up here)."""
-        art = self.models.get(role, {}).get("artifacts", {}).get(kind)
+        art = self.manifest.artifact(role, kind)
         if not art:
             return None
-        path = self.dir / art["path"]
+        path = self.dir / art.path
         if not path.is_file():
             return {"path": str(path), "missing": True}
         size = path.stat().st_size
@@ -177,14 +178,16 @@ class Run:
             "path": str(path),
             "bytes": size,
             "sha256": digest,
-            "manifest_bytes": art.get("bytes"),
-            "matches_manifest": size == art.get("bytes") and digest == art.get("sha256"),
+            "manifest_bytes": art.bytes,
+            "matches_manifest": size == art.bytes and digest == art.sha256,
         }
 
     def inputs(self, role: str) -> Path:
         """The role's pre-tokenized test split, as the manifest records it (its own vocabulary for a pruned vocab)."""
-        rel = self.models.get(role, {}).get("eval_inputs", {}).get("path")
-        return self.dir / rel if rel else self.dir / "data" / ("test_pruned" if role == "pruned" else "test")
+        model = self.models.get(role)
+        if model and model.eval_inputs:
+            return self.dir / model.eval_inputs.path
+        return self.dir / "data" / ("test_pruned" if role == "pruned" else "test")
 
 
 # --------------------------------------------------------------------------- measurements
@@ -335,7 +338,7 @@ def wall_run(out_dir: Path, cache: Path, extra: list[str]) -> dict[str, Any]:
     manifest = out_dir / "manifest.json"
     cache_hit = None
     if manifest.is_file():
-        cache_hit = json.loads(manifest.read_text())["models"]["teacher"].get("cache_hit")
+        cache_hit = Manifest.load(out_dir).models["teacher"].get("cache_hit")
     return {
         "cmd": cmd,
         "EDGEPIPE_CACHE": str(cache),
@@ -373,7 +376,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     for k in ("teacher_onnx_fp32", "pruned_onnx_int8"):
         if not arts[k] or arts[k].get("missing"):
-            raise SystemExit(f"bench: {run.dir} has no {k} artifact; it is needed for every goal")
+            raise EdgepipeError(f"{run.dir} has no {k} artifact; it is needed for every goal")
     have = {k: bool(v) and not v.get("missing") for k, v in arts.items()}
     warnings = [f"{k}: file on disk differs from the manifest (run dir rewritten?)" for k, v in arts.items() if v and have[k] and not v["matches_manifest"]]
     teacher_in, pruned_in = run.inputs("teacher"), run.inputs("pruned")
@@ -441,8 +444,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         ov["status"] = goal_status("runner_overhead", ov["overhead"])
         entry["runner_overhead"] = ov
 
-        macs = int(run.models["pruned"]["macs"])
-        macs_seq = run.models["pruned"].get("macs_seq_len")
+        macs = int(run.models["pruned"].macs)
+        macs_seq = run.models["pruned"].macs_seq_len
         p50_s = ort_pair["b_p50_ms"] / 1e3
         achieved = 2 * macs / p50_s
         tp: dict[str, Any] = {
@@ -612,7 +615,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    doc = measure(args)
+    try:
+        doc = measure(args)
+    except EdgepipeError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return e.exit_code
     write_json_atomic(args.out, doc)
     print_table(doc)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -5,8 +5,9 @@
 For each variant (format x activation type x per-channel x calibration x op set x
 embedding): file size, test accuracy, argmax agreement with fp32, and p50 latency at
 batch 1 and the run's sequence length. Latency of fp32 and the variant is measured in
-alternating rounds in one process, so both see the same machine load; the table reports
-the median over rounds of the ratio. Prints a table and writes bench/quant_variants.json.
+alternating rounds (ABBA order, bench.goals.paired_latency) in one process, so both see the
+same machine load; the table reports the median over rounds of the ratio. Prints a table and
+writes bench/quant_variants.json.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.goals import paired_latency
 from edgepipe.config import QuantizeConfig, build_config, load_yaml
-from edgepipe.devices.runner import OnnxRuntimeModel, measure_latency
-from edgepipe.modeling import load_classifier
+from edgepipe.devices.standalone.runner import OnnxRuntimeModel
+from edgepipe.manifest import Manifest
+from edgepipe.model.load import load_tokenizer, teacher_source
+from edgepipe.model.task_model import load_model
 from edgepipe.pipeline.data import load_dataset
 from edgepipe.pipeline.quantize import quantize
-from edgepipe.pipeline.teacher import load_tokenizer, teacher_source
 from edgepipe.runtimes.onnxruntime import OrtModel
 
 VARIANTS = [
@@ -40,16 +43,6 @@ VARIANTS = [
 ]
 
 
-def paired_latency(a: Path, b: Path, arrays, threads: int, seq_len: int, rounds: int = 5, runs: int = 100) -> tuple[float, float, float]:
-    """Median p50 of a, of b, and median of the per-round ratio b/a."""
-    ma, mb = OnnxRuntimeModel(str(a), threads), OnnxRuntimeModel(str(b), threads)
-    pa, pb = [], []
-    for _ in range(rounds):
-        pa.append(measure_latency(ma, arrays, 10, runs, 1, seq_len)[0].p50)
-        pb.append(measure_latency(mb, arrays, 10, runs, 1, seq_len)[0].p50)
-    return float(np.median(pa)), float(np.median(pb)), float(np.median(np.array(pb) / np.array(pa)))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
@@ -59,16 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="two variants, two rounds (a plumbing check)")
     args = ap.parse_args(argv)
 
-    manifest = json.loads((args.run_dir / "manifest.json").read_text())
+    manifest = Manifest.load(args.run_dir)
     cfg = build_config(load_yaml(args.run_dir / "config.yaml"))
-    fp32 = args.run_dir / manifest["models"][args.role]["artifacts"]["onnx_fp32"]["path"]
+    fp32 = args.run_dir / manifest.models[args.role].artifacts["onnx_fp32"].path
     model_dir = args.run_dir / args.role
     tokenizer = load_tokenizer(model_dir if (model_dir / "vocab.txt").is_file() else teacher_source(cfg.teacher.path))
-    load_classifier(model_dir)  # fails early on a damaged run
+    task = load_model(model_dir).task  # fails early on a damaged run
     dataset, _ = load_dataset(cfg.data)
     splits = dataset.tokenize(tokenizer, cfg.data.max_length)
-    test = splits["test"]
-    arrays = {k: v for k, v in test.arrays().items() if k != "labels"}
+    test = splits.test
+    arrays = test.inputs()
+    seq_len = cfg.export.seq_len
     f_logits = OrtModel(fp32).predict(test)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,21 +71,23 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / "int8.onnx"
             t0 = time.perf_counter()
             try:
-                quantize(fp32, out, splits["train"], splits["val"], qcfg, cfg.bench.seq_len)
+                quantize(fp32, out, splits.train, splits.val, qcfg, seq_len, task=task)
             except Exception as e:  # noqa: BLE001 - a failing variant is a result, not a crash
                 rows.append({"variant": variant, "error": f"{type(e).__name__}: {str(e)[:120]}"})
                 continue
             seconds = time.perf_counter() - t0
             q_logits = OrtModel(out).predict(test)
-            p_fp32, p_int8, ratio = paired_latency(fp32, out, arrays, args.threads, cfg.bench.seq_len, rounds=2 if args.quick else 5)
+            pair = paired_latency(lambda: OnnxRuntimeModel(str(out), args.threads), lambda: OnnxRuntimeModel(str(fp32), args.threads),
+                                  arrays, arrays, seq_len, rounds=2 if args.quick else 5, warmup=10, runs=100)  # fmt: skip
+            p_int8, p_fp32, ratio = pair["a_p50_ms"], pair["b_p50_ms"], pair["ratio"]
             rows.append(
                 {
                     "variant": variant or {"default": True},
                     "size_mb": round(out.stat().st_size / 1e6, 2),
                     "size_ratio": round(fp32.stat().st_size / out.stat().st_size, 2),
-                    "test_accuracy": round(float((q_logits.argmax(1) == test.labels).mean()), 4),
-                    "fp32_test_accuracy": round(float((f_logits.argmax(1) == test.labels).mean()), 4),
-                    "agreement": round(float((q_logits.argmax(1) == f_logits.argmax(1)).mean()), 4),
+                    "test_accuracy": round(task.score(q_logits, test.labels), 4),
+                    "fp32_test_accuracy": round(task.score(f_logits, test.labels), 4),
+                    "agreement": round(task.agreement(q_logits, f_logits), 4),
                     "p50_ms": round(p_int8, 3),
                     "fp32_p50_ms": round(p_fp32, 3),
                     "latency_ratio": round(ratio, 3),
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"int8 variants of {args.role} ({args.threads} thread(s), seq {cfg.bench.seq_len}, batch 1)")
+    table = Table(title=f"int8 variants of {args.role} ({args.threads} thread(s), seq {seq_len}, batch 1)")
     for col in ("variant", "MB", "x smaller", "test acc", "fp32 acc", "agree", "p50 ms", "fp32 p50", "latency vs fp32"):
         table.add_column(col)
     for r in rows:

@@ -21,11 +21,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from edgepipe.config import AndroidConfig, BenchConfig
+from edgepipe.config import AndroidConfig
+from edgepipe.device_spec import DeviceSpec
 from edgepipe.devices import benchmark_model
 from edgepipe.devices.remote import CommandResult, RemoteRunnerDevice
-from edgepipe.devices.spec import DeviceSpec
 from edgepipe.errors import DeviceError
+from edgepipe.measurement import Measured, Measurement
 
 PROPS = {
     "model": "ro.product.model",
@@ -131,16 +132,15 @@ class BenchmarkModelDevice:
             self.transport.push(self.binary, posixpath.join(self.workdir, "benchmark_model"), mode=0o755)
         return self.workdir
 
-    def benchmark(self, model: Path, inputs: Path, bench: BenchConfig) -> dict[str, Any]:
+    def benchmark(self, model: Path, inputs: Path, measurement: Measurement) -> Measured:
         if model.suffix != ".tflite":
             raise DeviceError(
                 f"{self.transport.name}: {model.name} needs python3 + onnxruntime on the device (benchmark_model runs .tflite only); "
                 "install Termux python or limit bench.artifacts to tflite_*"
             )
-        return benchmark_model.run(self.transport, self._work(), model, inputs, bench, self.timeout_s) | {
-            "device": self.spec.text,
-            "device_info": self.info | {"pinned_cores": bench.pin_cores},
-        }
+        result = benchmark_model.run(self.transport, self._work(), model, inputs, measurement, self.timeout_s)
+        result.device, result.device_info = self.spec.text, self.info | {"pinned_cores": measurement.pin_cores}
+        return result
 
     def close(self) -> None:
         if self.workdir is not None:

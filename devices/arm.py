@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgepipe.config import SshConfig
 from edgepipe.devices.remote import CommandResult, RemoteRunnerDevice
-from edgepipe.devices.spec import DeviceSpec
+from edgepipe.device_spec import DeviceSpec
 from edgepipe.errors import DeviceError
 
 

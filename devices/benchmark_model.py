@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.config import BenchConfig
+from edgepipe.devices.standalone.runner import INPUTS, METRICS, load_inputs
 from edgepipe.errors import DeviceError
+from edgepipe.measurement import Measured, Measurement
 
 _NUM = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _RUN_LINE = re.compile(rf"count=(?P<count>{_NUM}) first=(?P<first>{_NUM}) curr={_NUM} min=(?P<min>{_NUM}) max=(?P<max>{_NUM}) "
@@ -68,7 +69,7 @@ def parse_output(text: str) -> dict[str, Any]:
 
 
 def input_layout(model: Path) -> list[dict[str, Any]]:
-    """Input names, dtypes and [1, L] shapes in runner order (sorted by name, as devices/runner.py feeds them)."""
+    """Input names, dtypes and [1, L] shapes in runner order (sorted by name, as the standalone runner feeds them)."""
     from edgepipe.runtimes.litert import LiteRTModel
 
     m = LiteRTModel(model)
@@ -81,8 +82,6 @@ def _escape(name: str) -> str:
 
 def write_inputs(layout: list[dict[str, Any]], arrays: dict[str, np.ndarray], rows: int, directory: Path) -> list[Path]:
     """One raw file per input: `rows` examples padded/trimmed to the model's length, back to back."""
-    from edgepipe.devices.runner import INPUTS
-
     files = []
     for detail, key in zip(layout, INPUTS):
         length = detail["shape"][1]
@@ -95,18 +94,16 @@ def write_inputs(layout: list[dict[str, Any]], arrays: dict[str, np.ndarray], ro
     return files
 
 
-def flags(binary: str, model: str, layout: list[dict[str, Any]], value_files: list[str], bench: BenchConfig, runs: int, warmup: int) -> list[str]:
+def flags(binary: str, model: str, layout: list[dict[str, Any]], value_files: list[str], bench: Measurement, runs: int, warmup: int) -> list[str]:
     argv = [binary, f"--graph={model}", f"--num_threads={bench.threads}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
             "--min_secs=0", "--warmup_min_secs=0", "--max_secs=100000",
             "--input_layer=" + ",".join(d["name"] for d in layout),
             "--input_layer_shape=" + ":".join(",".join(map(str, d["shape"])) for d in layout),
             "--input_layer_value_files=" + ",".join(f"{_escape(d['name'])}:{_escape(f)}" for d, f in zip(layout, value_files))]  # fmt: skip
-    return ["taskset", "-c", bench.pin_cores, *argv] if bench.pin_cores else argv
+    return bench.pinned(argv)
 
 
-def run(transport, workdir: str, model: Path, inputs: Path, bench: BenchConfig, timeout_s: float) -> dict[str, Any]:
-    from edgepipe.devices.runner import load_inputs
-
+def run(transport, workdir: str, model: Path, inputs: Path, bench: Measurement, timeout_s: float) -> Measured:
     arrays, labels = load_inputs(str(inputs))
     layout = input_layout(model)
     n = len(labels) if bench.max_eval is None else min(bench.max_eval, len(labels))
@@ -152,12 +149,12 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: BenchConfig, 
             transport.pull(logits_path, local)
             logits = np.fromfile(local, dtype=np.float32)
     transport.run(shlex.join(["rm", "-f", remote_model, logits_path, *remote_files, *row_files]), 60)
-    accuracy = None
+    value = None
     if logits is not None:
         if logits.size % n:
             raise DeviceError(f"{transport.name}: benchmark_model wrote {logits.size} logits for {n} examples; is the output float32?")
-        accuracy = float((logits.reshape(n, -1).argmax(axis=1) == labels[:n]).mean())
-    return result | {
+        value = METRICS[bench.metric](logits.reshape(n, -1), labels[:n])
+    return Measured.model_validate(result | {
         "model": model.name,
         "model_bytes": model.stat().st_size,
         "runtime": "litert (benchmark_model)",
@@ -166,8 +163,10 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: BenchConfig, 
         "batch": 1,
         "seq_len": layout[0]["shape"][1],
         "warmup": bench.warmup,
-        "accuracy": accuracy,
-        "n_eval": n if accuracy is not None else 0,
+        "metric": bench.metric,
+        "metric_value": value,
+        "accuracy": value if bench.metric == "accuracy" else None,
+        "n_eval": n if value is not None else 0,
         "peak_rss_mb": result.get("peak_rss_mb"),
         "emulated": None,
-    }
+    })

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgepipe.devices.spec import parse_device
+from edgepipe.config import default_cache_dir
+from edgepipe.device_spec import parse_device
 from edgepipe.errors import DeviceError
 from edgepipe.rundir import FileLock
 
 
 def default_lock_dir() -> Path:
-    from edgepipe.pipeline.teacher import default_cache_dir
-
     return default_cache_dir() / "locks"
 
 

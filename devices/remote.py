@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgepipe.config import BenchConfig
-from edgepipe.devices.spec import DeviceSpec
+from edgepipe.device_spec import DeviceSpec
 from edgepipe.errors import DeviceError
+from edgepipe.measurement import Measured, Measurement
 
-RUNNER = Path(__file__).with_name("runner.py")
+RUNNER = Path(__file__).parent / "standalone" / "runner.py"
 INPUT_FILES = ("input_ids.npy", "attention_mask.npy", "token_type_ids.npy", "labels.npy")
 
 
@@ -40,22 +40,10 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def runner_argv(python: str, runner: str, model: str, inputs: str, bench: BenchConfig) -> list[str]:
-    """The runner's command line with the bench settings, the same on every device."""
-    argv = [python, runner, "--model", model, "--inputs", inputs,
-            "--threads", str(bench.threads), "--warmup", str(bench.warmup), "--runs", str(bench.runs),
-            "--batch", str(bench.batch), "--seq-len", str(bench.seq_len)]  # fmt: skip
-    if not bench.accuracy:
-        argv += ["--no-accuracy"]
-    elif bench.max_eval:
-        argv += ["--max-eval", str(bench.max_eval)]
-    if bench.pin_cores:
-        argv = ["taskset", "-c", bench.pin_cores, *argv]
-    return argv
-
-
-def runner_command(python: str, workdir: str, model: str, inputs: str, bench: BenchConfig) -> str:
-    return shlex.join(runner_argv(python, posixpath.join(workdir, "runner.py"), model, inputs, bench))
+def runner_command(python: str, workdir: str, model: str, inputs: str, measurement: Measurement) -> str:
+    """The runner's command line on the device, every argument quoted for its shell."""
+    runner = posixpath.join(workdir, "runner.py")
+    return shlex.join(measurement.pinned([python, runner, "--model", model, "--inputs", inputs, *measurement.to_argv()]))
 
 
 def parse_runner_output(name: str, model: str, res: CommandResult) -> dict[str, Any]:
@@ -108,18 +96,16 @@ class RemoteRunnerDevice:
             self._inputs[inputs] = remote
         return self._inputs[inputs]
 
-    def benchmark(self, model: Path, inputs: Path, bench: BenchConfig) -> dict[str, Any]:
+    def benchmark(self, model: Path, inputs: Path, measurement: Measurement) -> Measured:
         remote_inputs = self._upload_inputs(inputs)
         remote_model = posixpath.join(self._work(), model.name)
         self.transport.push(model, remote_model)
-        res = self.transport.run(runner_command(self.python, self._work(), remote_model, remote_inputs, bench), self.timeout_s)
+        res = self.transport.run(runner_command(self.python, self._work(), remote_model, remote_inputs, measurement), self.timeout_s)
         if res.returncode is not None:
             self.transport.run(shlex.join(["rm", "-f", remote_model]), 60)
-        result = parse_runner_output(self.name, model.name, res)
-        result["model"] = model.name
-        result["device"] = self.spec.text
-        result["device_info"] = self.info | {k: result.get(k) for k in ("machine", "cpu", "cpu_count", "emulated")} | {"pinned_cores": bench.pin_cores}
-        return result
+        raw = parse_runner_output(self.name, model.name, res)
+        info = self.info | {k: raw.get(k) for k in ("machine", "cpu", "cpu_count", "emulated")} | {"pinned_cores": measurement.pin_cores}
+        return Measured.model_validate(raw | {"model": model.name, "device": self.spec.text, "device_info": info})
 
     def close(self) -> None:
         try:

@@ -11,11 +11,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from edgepipe.config import BenchConfig
-from edgepipe.devices.remote import RUNNER, runner_argv
+from edgepipe.devices.remote import RUNNER
 from edgepipe.errors import DeviceError
+from edgepipe.measurement import Measured, Measurement
 
 
 class X86Device:
@@ -23,25 +22,27 @@ class X86Device:
 
     name = "x86"
 
-    def benchmark(self, model: Path, inputs: Path, bench: BenchConfig) -> dict[str, Any]:
-        return benchmark(model, inputs, bench)
+    def benchmark(self, model: Path, inputs: Path, measurement: Measurement) -> Measured:
+        return benchmark(model, inputs, measurement)
 
     def close(self) -> None:
         pass
 
 
-def benchmark(model: Path, inputs: Path, bench: BenchConfig, timeout_s: float = 1800) -> dict[str, Any]:
-    if bench.pin_cores and shutil.which("taskset") is None:
+def benchmark(model: Path, inputs: Path, measurement: Measurement, timeout_s: float = 1800) -> Measured:
+    if measurement.pin_cores and shutil.which("taskset") is None:
         raise DeviceError("bench.pin_cores needs `taskset` (Debian package util-linux); install it or unset pin_cores")
-    cmd = runner_argv(sys.executable, str(RUNNER), str(model), str(inputs), bench)
+    cmd = measurement.pinned([sys.executable, str(RUNNER), "--model", str(model), "--inputs", str(inputs), *measurement.to_argv()])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise DeviceError(f"x86 runner for {model.name} took longer than {timeout_s:.0f} s; lower bench.runs") from None
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"x86 runner failed on {model.name}: {last}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["device"] = "x86"
-    result["device_info"] = {"kind": "x86", "machine": result["machine"], "cpu": result["cpu"], "cpu_count": result["cpu_count"], "emulated": None, "pinned_cores": bench.pin_cores}
+        said = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()] or ["no output"]
+        reason = next((ln.removeprefix("runner: ") for ln in reversed(said) if ln.startswith("runner: ")), said[-1])
+        raise DeviceError(f"x86 runner failed on {model.name}: {reason}")
+    result = Measured.model_validate(json.loads(proc.stdout.strip().splitlines()[-1]))
+    result.device = "x86"
+    result.device_info = {"kind": "x86", "machine": result.get_extra("machine"), "cpu": result.get_extra("cpu"),
+                          "cpu_count": result.get_extra("cpu_count"), "emulated": None, "pinned_cores": measurement.pin_cores}  # fmt: skip
     return result

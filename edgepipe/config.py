@@ -14,8 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgepipe.devices.spec import parse_device
+from edgepipe.device_spec import parse_device
 from edgepipe.errors import ConfigError
+from edgepipe.measurement import Measurement
 
 
 class _Section(BaseModel):
@@ -108,6 +109,9 @@ class QuantizeConfig(_Section):
 
 
 class ExportConfig(_Section):
+    seq_len: int = Field(
+        64, ge=1, description="deployment sequence length: TFLite input shapes, int8 calibration, MACs, bundles, latency runs"
+    )
     opset: int = Field(18, ge=17, le=21)
     parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between an fp32 export and PyTorch")
     tflite: bool = Field(True, description="also write TFLite fp32 + int8 (needs litert-torch)")
@@ -157,11 +161,8 @@ def _device_text(text: str) -> str:
     """Normalised when valid; a bad one stays as written for the `devices` validator to name."""
     try:
         return parse_device(text).text
-    except ConfigError:
+    except ValueError:
         return text
-
-
-MEASUREMENT_KEYS = ("threads", "seq_len", "batch", "warmup", "runs", "max_eval", "pin_cores", "accuracy")
 
 
 class BenchConfig(_Section):
@@ -169,7 +170,6 @@ class BenchConfig(_Section):
     artifacts: list[str] | None = Field(None, description="artifact names to benchmark (e.g. [onnx_int8, tflite_int8]); None = all")
     models: list[str] | None = Field(None, description="models to benchmark (teacher, student, pruned); None = all")
     threads: int = Field(1, ge=1, description="intra-op threads of the runtime under test")
-    seq_len: int = Field(64, ge=1, description="padded sequence length of latency runs")
     batch: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
@@ -197,16 +197,14 @@ class BenchConfig(_Section):
         """Devices benchmarked by concurrent workers (see Run.benchmark_all)."""
         return self.parallel_devices and len(self.devices) > 1
 
-    def measurement(self) -> dict[str, Any]:
-        """The settings a measurement depends on (stage keys hash these, not how devices are reached)."""
-        return self.model_dump(include=set(MEASUREMENT_KEYS))
+    def measurement(self, seq_len: int) -> Measurement:
+        """How one artifact is measured (stage keys hash this, not how devices are reached)."""
+        return Measurement(seq_len=seq_len, **self.model_dump(include=set(Measurement.model_fields) - {"seq_len"}))
 
-    def for_device(self, text: str) -> "BenchConfig":
-        """These settings with a fleet entry's own ssh/android settings for `text`."""
+    def connection(self, text: str) -> tuple[SshConfig, AndroidConfig]:
+        """How `text` is reached: a fleet entry's own ssh/android settings, else these."""
         entry = next((e for e in self.fleet if e.device == text), None)
-        if entry is None:
-            return self
-        return self.model_copy(update={k: getattr(entry, k) for k in ("ssh", "android") if getattr(entry, k) is not None})
+        return (entry and entry.ssh) or self.ssh, (entry and entry.android) or self.android
 
     def tags(self, text: str) -> dict[str, str]:
         return next((dict(e.tags) for e in self.fleet if e.device == text), {})
@@ -286,13 +284,13 @@ class RunConfig(_Section):
     search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
-    def _bench_seq_fits(self) -> "RunConfig":
+    def _fits(self) -> "RunConfig":
         if self.prune.enabled and self.prune.layers >= len(self.student.layers):
             raise ValueError(
                 f"prune.layers={self.prune.layers} would remove all {len(self.student.layers)} student layers; keep at least one"
             )
-        if self.bench.seq_len > self.data.max_length:
-            raise ValueError(f"bench.seq_len ({self.bench.seq_len}) exceeds data.max_length ({self.data.max_length})")
+        if self.export.seq_len > self.data.max_length:
+            raise ValueError(f"export.seq_len ({self.export.seq_len}) exceeds data.max_length ({self.data.max_length})")
         if self.search.active:
             self._search_fits()
         return self
@@ -303,10 +301,13 @@ class RunConfig(_Section):
             raise ValueError("a budget (search.*) needs prune.enabled: the search picks the pruning plan")
         if all(n >= len(self.student.layers) for n in s.layers_removed):
             raise ValueError(f"search.layers_removed {s.layers_removed} would remove all {len(self.student.layers)} student layers; include 0")
-        makes = {"onnx_fp32": True,
-                 "onnx_int8": self.quantize.enabled and "pruned" in self.quantize.targets,
-                 "tflite_fp32": self.export.tflite and "pruned" in self.export.tflite_targets,
-                 "tflite_int8": self.export.tflite and "pruned" in self.export.tflite_targets}  # fmt: skip
+        tflite = self.export.tflite and "pruned" in self.export.tflite_targets
+        makes = {
+            "onnx_fp32": True,
+            "onnx_int8": self.quantize.enabled and "pruned" in self.quantize.targets,
+            "tflite_fp32": tflite,
+            "tflite_int8": tflite,
+        }
         missing = [f for f in s.formats if not makes[f]]
         if missing:
             raise ValueError(f"search.formats {missing} are not produced for the pruned model; enable them (quantize/export.tflite) or drop them")
@@ -316,6 +317,14 @@ class RunConfig(_Section):
     @property
     def search_device(self) -> str:
         return self.search.device or self.bench.devices[0]
+
+    def measurement(self) -> Measurement:
+        return self.bench.measurement(self.export.seq_len)
+
+
+def default_cache_dir() -> Path:
+    """Teachers fine-tuned once for every run dir, and the device locks: `$EDGEPIPE_CACHE` or ~/.cache/edgepipe."""
+    return Path(os.environ.get("EDGEPIPE_CACHE") or Path.home() / ".cache" / "edgepipe")
 
 
 SMOKE: dict[str, Any] = {
@@ -334,6 +343,22 @@ SMOKE: dict[str, Any] = {
     "bench.warmup": 2,
     "bench.runs": 20,
 }
+
+
+# Keys that moved, old spelling -> new; the old one keeps working with a one-line note (see `migrate`).
+MOVED = {"bench.seq_len": "export.seq_len"}
+
+
+def migrate(flat: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
+    """Old key spellings mapped to where they live now; `notes` collects one line per key moved."""
+    out = dict(flat)
+    for old, new in MOVED.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+            if notes is not None:
+                notes.append(f"{old} is now {new} (the sequence length the artifacts are built for); the old key still works")
+    return out
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -409,11 +434,11 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return flatten_tree(tree)
 
 
-def build_config(*layers: dict[str, Any], source: str = "config") -> RunConfig:
+def build_config(*layers: dict[str, Any], source: str = "config", notes: list[str] | None = None) -> RunConfig:
     """Merge dotted-key override layers (later wins) onto the defaults and validate."""
     flat: dict[str, Any] = {}
     for layer in layers:
-        flat.update(layer)
+        flat.update(migrate(layer, notes))
     try:
         return RunConfig.model_validate(_nest(flat))
     except ValidationError as e:

@@ -183,6 +183,13 @@ class RunDir:
                 return None
         return record["result"]
 
+    def files_of(self, stage: str) -> dict[str, str]:
+        """The files a recorded stage produced, run-dir-relative path -> sha256, in the order it listed them."""
+        try:
+            return dict(json.loads(self._record_path(stage).read_text()).get("files", {}))
+        except (OSError, ValueError):
+            return {}
+
     def record(self, stage: str, key: str, result: dict[str, Any], files: list[Path] = ()) -> None:
         if not self.writer:
             return

@@ -1,9 +1,11 @@
-"""App bundles: one folder per target with everything an app needs to classify text.
+"""App bundles: one folder per target with everything an app needs to run the task on text.
+Reads `export.seq_len` and `export.tflite_metadata`.
 
-    bundles/<target>/  model file, vocab.txt, labels.txt, model_card.json, README.md, app_check.py
+    bundles/<target>/  model file, tokenizer files, labels.txt, model_card.json, README.md, app_check.py
 
 `model_card.json` is read from the model file itself (input names, dtypes and shapes
-as the runtime reports them), not assumed; `app_check.py` proves the folder is enough.
+as the runtime reports them), not assumed; its tokenizer section comes from the
+architecture, its task section from the task; `app_check.py` proves the folder is enough.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edgepipe.arch.base import Architecture
+from edgepipe.devices.standalone import app_check
+from edgepipe.manifest import Artifact
+from edgepipe.model.load import Tokenizer
 from edgepipe.rundir import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
-
-from edgepipe.devices import app_check
+from edgepipe.stages import Result, Stages
+from edgepipe.tasks.base import Task
 
 APP_CHECK = Path(app_check.__file__)
+TARGETS = {"tflite": "tflite_int8", "ort": "ort"}  # bundle -> the shipped model's artifact it packs
 
 SNIPPETS = {
     "litert": """\
@@ -83,23 +90,27 @@ let logits = try session.run(withInputs: feeds, outputNames: ["logits"], runOpti
 }
 
 
-def describe_io(model_file: Path) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(runtime, inputs, outputs) as the runtime itself reports them."""
+def describe_io(model_file: Path, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runtime, inputs, outputs) as the runtime itself reports them; `role` is what each tensor means."""
     if model_file.suffix == ".tflite":
         from edgepipe.runtimes.litert import LiteRTModel
 
         it = LiteRTModel(model_file).interpreter
-        ins = sorted(it.get_input_details(), key=lambda d: d["name"])
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        inputs = [{"tensor": d["name"], "role": names[i], "dtype": d["dtype"].__name__, "shape": d["shape"].tolist()} for i, d in enumerate(ins)]
-        out = it.get_output_details()[0]
-        return "litert", inputs, [{"tensor": out["name"], "role": "logits", "dtype": out["dtype"].__name__, "shape": out["shape"].tolist()}]
+        ins = sorted(it.get_input_details(), key=lambda d: d["name"])  # litert-torch names them args_0, args_1, ... in order
+
+        def tensor(d, role):
+            scale, zero_point = d.get("quantization", (0.0, 0))
+            quant = {"quantization": {"scale": float(scale), "zero_point": int(zero_point)}} if scale else {}
+            return {"tensor": d["name"], "role": role, "dtype": d["dtype"].__name__, "shape": d["shape"].tolist()} | quant
+
+        outs = it.get_output_details()
+        return "litert", [tensor(d, r) for d, r in zip(ins, input_names)], [tensor(d, r) for d, r in zip(outs, output_names)]
     import onnxruntime as ort
 
     s = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     dtype = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32"}
     inputs = [{"tensor": i.name, "role": i.name, "dtype": dtype.get(i.type, i.type), "shape": list(i.shape)} for i in s.get_inputs()]
-    outputs = [{"tensor": o.name, "role": "logits", "dtype": dtype.get(o.type, o.type), "shape": list(o.shape)} for o in s.get_outputs()]
+    outputs = [{"tensor": o.name, "role": r, "dtype": dtype.get(o.type, o.type), "shape": list(o.shape)} for o, r in zip(s.get_outputs(), output_names)]
     return "onnxruntime", inputs, outputs
 
 
@@ -121,15 +132,18 @@ let categories = classifier.classify(text: "a gorgeous, witty, seductive movie."
 def write_bundle(
     directory: Path,
     model_file: Path,
-    vocab: Path,
+    tokenizer: Tokenizer,
     labels: list[str],
-    lowercase: bool,
     seq_len: int,
     facts: dict[str, Any],
-    extra_files: list[Path] = (),
+    task: Task,
+    arch: Architecture,
+    extra_files: tuple[Path, ...] = (),
     tflite_metadata: bool = False,
 ) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    token_card = arch.tokenizer_card(tokenizer.hf, tokenizer.directory)
+    vocab = tokenizer.directory / token_card["vocab"]
     files = []
     for src in (model_file, vocab, APP_CHECK, *extra_files):
         dst = directory / src.name
@@ -138,38 +152,48 @@ def write_bundle(
         files.append(dst)
     write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
     shipped = directory / model_file.name
-    runtime, inputs, outputs = describe_io(shipped)
-    if tflite_metadata and runtime == "litert":
+    runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
+    if tflite_metadata and runtime == "litert" and task.task_library and token_card["type"] == "bert_wordpiece":
         from edgepipe.export.tflite_metadata import write_metadata
 
         names = {i["role"]: i["tensor"] for i in inputs}
         write_metadata(shipped, shipped, directory / vocab.name, directory / "labels.txt", names["input_ids"], names["attention_mask"], names["token_type_ids"])
-        facts = facts | {"task_library_metadata": "BertNLClassifier"}
-    vocab_size = sum(1 for _ in open(vocab, encoding="utf-8"))
+        facts = facts | {"task_library_metadata": task.task_library}
     card = {
         "format": "edgepipe-bundle/1",
         "model": {"file": shipped.name, "runtime": runtime, "bytes": shipped.stat().st_size, "sha256": sha256_file(shipped)} | facts,
         "inputs": inputs,
         "outputs": outputs,
         "max_sequence_length": seq_len,
-        "tokenizer": {
-            "type": "bert_wordpiece", "vocab": vocab.name, "vocab_size": vocab_size, "lowercase": lowercase,
-            "strip_accents": None, "cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]",
-            "segment_ids": "all zeros (single sentence)",
-        },  # fmt: skip
+        "tokenizer": token_card,
+        "task": task.card(labels),
         "labels": labels,
     }
     write_json_atomic(directory / "model_card.json", card)
     snippet = SNIPPETS[runtime].format(
-        seq=seq_len, n=len(labels), lower=str(lowercase).lower(), file=model_file.name, stem=model_file.stem,
+        seq=seq_len, n=len(labels), lower=str(token_card.get("lowercase")).lower(), file=model_file.name, stem=model_file.stem,
         config=extra_files[0].name if extra_files else "",
         metadata=TASK_LIBRARY.format(file=model_file.name, stem=model_file.stem) if "task_library_metadata" in facts else "",
     )  # fmt: skip
-    accuracy = facts.get("test_accuracy")
-    head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (f"Test accuracy {accuracy:.1%}. " if accuracy is not None else "")
+    metric = facts.get(f"test_{task.metric}")
+    head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (f"Test {task.metric} {metric:.1%}. " if metric is not None else "")
     head += f"{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . \"a gorgeous, witty movie\"`\n\n"
     write_bytes_atomic(directory / "README.md", (head + snippet).encode())
     return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md")]
+
+
+def run(ctx: Stages, *, target: str, role: str, artifact: Artifact, tokenizer: Tokenizer, labels: list[str], seq_len: int,
+        tflite_metadata: bool, task: Task, arch: Architecture, edgepipe_version: str, app_check_sha256: str) -> Result:  # fmt: skip
+    """The stage: `bundles/TARGET/` for the shipped role's artifact."""
+    directory, model_file = ctx.path(f"bundles/{target}"), ctx.path(artifact.path)
+    extra = (model_file.with_suffix(".required_operators.config"),) if target == "ort" else ()
+    facts = {"precision": "int8", f"test_{task.metric}": artifact.get(f"test_{task.metric}"), "source_model": role}
+    files = write_bundle(directory, model_file, tokenizer, labels, seq_len, facts, task, arch, extra, tflite_metadata)
+    return {"path": ctx.rel(directory), "files": sorted(f.name for f in files)}, files
+
+
+def app_check_sha256() -> str:
+    return sha256_file(APP_CHECK)
 
 
 def read_card(directory: Path) -> dict[str, Any]:

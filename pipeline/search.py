@@ -22,8 +22,10 @@ scores, a plan's exact shape is known without training, so:
 4. **Choice**: the best estimated accuracy whose measured latency and size meet the budget;
    the caller trains that plan fully through the normal prune stage.
 
-`stage` (resumable, from the run) and `measure` (the device runner) are passed in, so
-this module holds no device or run-dir state.
+Reads `search:`, the measurement, `quantize:`, `export.opset`, `distill:`, `prune.recovery_lr`,
+`data.max_length` and `seed`. The device comes in as a `Probe` (its name, the measurement and
+a function that measures one file there), so this module holds no device or run-dir state;
+every measurement and estimate is a resumable stage of its own.
 """
 
 from __future__ import annotations
@@ -40,16 +42,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgepipe.config import PruneConfig, RunConfig, SearchConfig
+from edgepipe import runtimes
+from edgepipe.config import DistillConfig, PruneConfig, QuantizeConfig, SearchConfig
 from edgepipe.errors import BudgetError, ConfigError
-from edgepipe.modeling import Classifier
-from edgepipe.progress import Progress, Silent
+from edgepipe.manifest import Manifest
+from edgepipe.measurement import Measured, Measurement
+from edgepipe.model.load import Tokenizer
+from edgepipe.model.surgery import apply_plan
+from edgepipe.model.task_model import TaskModel
+from edgepipe.model.train import TrainSettings, distillation_objective, fit, predict
+from edgepipe.pareto import undominated
+from edgepipe.pipeline.data import Dataset
+from edgepipe.pipeline.distill import SoftTargets
+from edgepipe.pipeline.prune import Importance, non_embedding_params, select
+from edgepipe.progress import Progress
 from edgepipe.rundir import stable_hash
-from edgepipe.surgery import keep_tokens
-from edgepipe.pipeline.data import TokenizedSplit
-from edgepipe.pipeline.distill import DistillationLoss
-from edgepipe.pipeline.prune import apply_plan, non_embedding_params, select
-from edgepipe.pipeline.train import TrainSettings, fit
+from edgepipe.stages import Stages
+from edgepipe.tokenized import TokenizedData, TokenizedSplit
 
 FEATURES = ("constant", "layers", "attention_layers", "ffn_layers", "attention_mmacs", "ffn_mmacs")
 MIN_POINTS = len(FEATURES) + 2  # a fit plus two points it has not seen
@@ -78,7 +87,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class Dims:
-    """What the formulas need about the student."""
+    """What the formulas need about the student (and the deployment sequence length)."""
 
     hidden: int
     head_dim: int
@@ -113,11 +122,11 @@ def random_shape(rng: np.random.Generator, layers: tuple[int, int], heads: int, 
     return shape
 
 
-def plan_layout(scores: tuple[list[np.ndarray], list[np.ndarray]], plan: Plan, d: Dims) -> dict[str, Any] | None:
+def plan_layout(scores: Importance, plan: Plan, d: Dims) -> dict[str, Any] | None:
     """Which layers, heads and neurons the plan keeps (the prune stage's own selection); None if it keeps none."""
     try:
         cfg = PruneConfig(heads=plan.heads, ffn=plan.ffn, layers=plan.layers_removed)
-        return select(scores[0], scores[1], cfg, d.hidden, d.head_dim)
+        return select(scores.heads, scores.ffn, cfg, d.hidden, d.head_dim)
     except (ConfigError, ValueError):
         return None
 
@@ -162,51 +171,46 @@ def _error_summary(errors: list[float]) -> dict[str, Any]:
 # -- artifacts ----------------------------------------------------------------
 
 
-def build_artifact(model: Classifier, fmt: str, path: Path, train: TokenizedSplit, cfg: RunConfig) -> Path:
-    """The same writers the pipeline uses, so the measured graph is the shipped graph (minus fp32 fallbacks)."""
-    seq = cfg.bench.seq_len
+@dataclass(frozen=True)
+class Writers:
+    """The settings the pipeline's own writers take, so the measured graph is the shipped graph
+    (minus the int8 budget's fp32 fallbacks)."""
+
+    seq_len: int
+    opset: int
+    qcfg: QuantizeConfig
+
+    @property
+    def key(self) -> str:
+        return stable_hash({"seq_len": self.seq_len, "opset": self.opset, "quantize": self.qcfg.model_dump(mode="json")})
+
+
+def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit, w: Writers) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt.startswith("onnx"):
         from edgepipe.export.onnx import export_onnx
 
         fp32 = path.with_suffix(".fp32.onnx") if fmt == "onnx_int8" else path
-        export_onnx(model, fp32, train, opset=cfg.export.opset)
+        export_onnx(model, fp32, train, opset=w.opset)
         if fmt == "onnx_int8":
             from edgepipe.pipeline import quantize as Q
 
             pre = path.with_suffix(".pre.onnx")
             Q.preprocess(fp32, pre)
-            reader = Q.CalibrationReader(train, cfg.quantize.calibration_examples, seq)
-            Q.static_int8(pre, path, reader, cfg.quantize, [], path.with_suffix(".calibration.json"))
+            reader = Q.CalibrationReader(train, w.qcfg.calibration_examples, w.seq_len)
+            Q.static_int8(pre, path, reader, w.qcfg, [], path.with_suffix(".calibration.json"))
         return path
     from edgepipe.export import tflite
 
     if fmt == "tflite_fp32":
-        tflite.export_tflite_fp32(model, path, train, seq)
+        tflite.export_tflite_fp32(model, path, train, w.seq_len)
     else:
-        tflite.export_tflite_int8(model, path, train, seq, cfg.quantize.calibration_examples)
+        tflite.export_tflite_int8(model, path, train, w.seq_len, w.qcfg.calibration_examples)
     return path
-
-
-def artifact_accuracy(path: Path, split: TokenizedSplit) -> float:
-    if path.suffix == ".onnx":
-        from edgepipe.runtimes.onnxruntime import OrtModel
-
-        logits = OrtModel(path).predict(split)
-    else:
-        from edgepipe.runtimes.litert import LiteRTModel
-
-        logits = LiteRTModel(path).predict(split)
-    return float((logits.argmax(axis=1) == split.labels).mean())
 
 
 def _suffix(fmt: str) -> str:
     return ".onnx" if fmt.startswith("onnx") else ".tflite"
-
-
-def _clip_ids(split: TokenizedSplit, rows: int) -> TokenizedSplit:
-    """Inputs valid for a model with `rows` vocabulary rows (latency does not depend on which ids)."""
-    return TokenizedSplit(np.minimum(split.input_ids, rows - 1), split.attention_mask, split.token_type_ids, split.labels)
 
 
 # -- budget checks ------------------------------------------------------------
@@ -240,8 +244,6 @@ def overshoot(row: dict[str, Any], s: SearchConfig, latency_key: str, accuracy_k
 
 def pareto_front(rows: list[dict[str, Any]]) -> list[int]:
     """Indices of evaluated candidates that no other beats on latency, size and accuracy at once."""
-    from edgepipe.report import undominated
-
     return undominated([(r["latency_ms"], r["size_mb"], -r["accuracy"]) for r in rows])
 
 
@@ -249,57 +251,139 @@ def _describe(row: dict[str, Any]) -> str:
     return f"{row['plan']} as {row['format']}"
 
 
-# -- the stage ----------------------------------------------------------------
 
-Stage = Callable[[str, str, Callable[[], tuple[dict[str, Any], list[Path]]]], dict[str, Any]]
-Measure = Callable[[Path], dict[str, Any]]
+# -- the search -----------------------------------------------------------------
+
+Measure = Callable[[Path], Measured]
+
+
+@dataclass
+class Probe:
+    """Measures one model file's latency on the budget's device. Keyed on the device and how it
+    measures, not on how it is reached (a board's address or key may change; its numbers do not)."""
+
+    device: str
+    measurement: Measurement
+    measure: Measure
+
+    @property
+    def key(self) -> str:
+        return stable_hash({"device": self.device, "measurement": self.measurement.model_dump(mode="json")})
+
+
+@dataclass
+class Shapes:
+    """A student as the latency points need it: its architecture and sizes, not its trained weights
+    (the latency of a shape does not depend on them), so a retrained student reuses the points."""
+
+    model: TaskModel
+
+    @property
+    def key(self) -> str:
+        return stable_hash({"arch": self.model.arch.model_type, "config": self.model.config.to_dict(), "task": self.model.task.name})
 
 
 @dataclass
 class SearchData:
-    """What the search trains and measures with, prepared by the run."""
+    """What the search trains and measures with."""
 
-    train: TokenizedSplit  # full vocabulary
+    tokens: TokenizedData  # the student's (full-vocabulary) tokenization
+    train: TokenizedSplit
     val: TokenizedSplit
     vocab_train: TokenizedSplit | None  # re-tokenized with the pruned vocabulary (None: vocab pruning not searched)
     vocab_val: TokenizedSplit | None
     kept_token_ids: list[int] | None
-    soft_targets: torch.Tensor  # teacher logits on the training split
+    soft_targets: torch.Tensor  # teacher outputs on the training split
     latency_inputs: Path  # runner inputs with ids valid for every vocabulary size
     key: str  # hash of everything above
 
 
+def prepare(ctx: Stages, student: TaskModel, dataset: Dataset, data: TokenizedData, tokenizer: Tokenizer, soft_targets: SoftTargets,
+            vocab: list[bool], max_length: int) -> SearchData:  # fmt: skip
+    """The pruned vocabulary (when searched), its tokenization, and latency inputs valid for every vocabulary size."""
+    kept = vocab_data = None
+    if True in vocab:
+        v = student.arch.prune_vocabulary(tokenizer.hf, dataset.texts["train"], tokenizer.directory, ctx.path("search/vocab"))
+        kept, vocab_data = v.kept_ids, dataset.tokenize(v.tokenizer, max_length)
+    rows = min(len(kept) if kept else student.dims.vocab, student.dims.vocab)
+    latency_inputs = ctx.path("data/search_latency")
+    data.test.head(256).with_ids_below(rows).save(latency_inputs)
+    key = stable_hash({"data": data.key, "vocab": vocab_data.key if vocab_data else None, "soft_targets": soft_targets.key})
+    return SearchData(data, data.train, data.val, vocab_data and vocab_data.train, vocab_data and vocab_data.val, kept, soft_targets.logits,
+                      latency_inputs, key)  # fmt: skip
+
+
+def _latency_point(ctx: Stages, *, shapes: Shapes, shape: dict, rows: int, fmt: str, seed: int, tokens: TokenizedData, writers: Writers,
+                   probe: Probe) -> tuple[dict, list]:  # fmt: skip
+    """One random shape, exported and quantized by the pipeline's writers (calibrated on `tokens`), measured on the device."""
+    model = _shaped(shapes.model, shape, rows, seed)
+    path = build_artifact(model, fmt, ctx.path(f"search/work/point{seed}/model{_suffix(fmt)}"), tokens.train.with_ids_below(rows), writers)
+    try:
+        result = probe.measure(path)
+        size = path.stat().st_size
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    return {"p50_ms": result.latency_ms.p50, "bytes": size}, []
+
+
+def _candidate(ctx: Stages, *, student: TaskModel, scores: Importance, plan: dict, layout: dict, formats: list[str], data: SearchData,
+               steps: int, distill: DistillConfig, recovery_lr: float, seed: int, writers: Writers, probe: Probe) -> tuple[dict, list]:  # fmt: skip
+    """A plan trained briefly: its real artifacts' metric on val, latency on the device and size."""
+    p = Plan(**plan)
+    model, train, val, report = _estimate(student, layout, p, data, distill, recovery_lr, steps, seed, ctx.progress)
+    rows = []
+    for fmt in formats:
+        path = build_artifact(model, fmt, ctx.path(f"search/work/{p.label}/model{_suffix(fmt)}"), train, writers)
+        try:
+            score = model.task.score(runtimes.predict(path, val), val.labels)
+            result = probe.measure(path)
+            size = path.stat().st_size
+        finally:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        rows.append({"format": fmt, "accuracy": score, "latency_ms": result.latency_ms.p50, "size_mb": round(size / 1e6, 3)})
+    return {"pytorch_val_accuracy": float(report["val_accuracy"]), "estimate_steps": report["steps"], "artifacts": rows}, []
+
+
 def search(
-    student: Classifier,
-    scores: tuple[list[np.ndarray], list[np.ndarray]],
-    cfg: RunConfig,
+    ctx: Stages,
+    student: TaskModel,
+    scores: Importance,
     data: SearchData,
-    stage: Stage,
-    measure: Measure,
-    device: str,
-    workdir: Path,
-    progress: Progress = Silent(),
+    *,
+    search: SearchConfig,
+    writers: Writers,
+    distill: DistillConfig,
+    recovery_lr: float,
+    seed: int,
+    probe: Probe,
 ) -> tuple[Plan, str, dict[str, Any]]:
     """Returns (plan, format, report); raises BudgetError when nothing in the space meets the budget."""
-    s = cfg.search
+    s, device, progress = search, probe.device, ctx.progress
     t0 = time.perf_counter()
     deadline = t0 + s.time_budget_s
-    c = student.config
-    n_layers, n_heads, n_ffn = c.num_hidden_layers, c.num_attention_heads, c.intermediate_size
-    kept = len(data.kept_token_ids) if data.kept_token_ids else c.vocab_size
-    d = Dims(c.hidden_size, c.hidden_size // n_heads, cfg.bench.seq_len, c.vocab_size, kept, c.max_position_embeddings + c.type_vocab_size)
+    sd = student.dims
+    kept = len(data.kept_token_ids) if data.kept_token_ids else sd.vocab
+    d = Dims(sd.hidden, sd.head_dim, writers.seq_len, sd.vocab, kept, sd.other_embedding_rows)
     slug = device.replace(":", "_").replace("@", "_").replace("/", "_")
-    measured_bench = {k: v for k, v in cfg.bench.measurement().items() if k not in ("accuracy", "max_eval")}
-    report: dict[str, Any] = {"device": device, "budget": {k: getattr(s, k) for k in ("max_latency_ms", "max_size_mb", "min_accuracy")},
-                              "space": s.model_dump(include={"formats", "layers_removed", "heads", "ffn", "vocab"}),
-                              "bench": measured_bench, "features": list(FEATURES), "dims": asdict(d)}  # fmt: skip
-    workdir.mkdir(parents=True, exist_ok=True)
+    measured = probe.measurement.model_dump(exclude={"accuracy", "max_eval", "metric"})
+    report: dict[str, Any] = {
+        "device": device,
+        "metric": student.task.metric,
+        "budget": {k: getattr(s, k) for k in ("max_latency_ms", "max_size_mb", "min_accuracy")},
+        "space": s.model_dump(include={"formats", "layers_removed", "heads", "ffn", "vocab"}),
+        "bench": measured,
+        "features": list(FEATURES),
+        "dims": asdict(d),
+    }
 
     # 1. latency points -----------------------------------------------------
-    rng = np.random.default_rng(cfg.seed)
-    removable = [n for n in s.layers_removed if n < n_layers]  # a default like [0, 1] on a 1-layer student
-    lowest = n_layers - max(removable)
-    shapes = [(random_shape(rng, (lowest, n_layers), n_heads, n_ffn), bool(rng.integers(0, 2)) if len(s.vocab) > 1 else s.vocab[0]) for _ in range(s.latency_points)]
+    rng = np.random.default_rng(seed)
+    removable = [n for n in s.layers_removed if n < sd.layers]  # a default like [0, 1] on a 1-layer student
+    lowest = sd.layers - max(removable)
+    shapes = [
+        (random_shape(rng, (lowest, sd.layers), sd.heads, sd.intermediate), bool(rng.integers(0, 2)) if len(s.vocab) > 1 else s.vocab[0])
+        for _ in range(s.latency_points)
+    ]
     points: dict[str, list[dict[str, Any]]] = {f: [] for f in s.formats}
     stopped_by = None
     todo = [(i, fmt) for i in range(s.latency_points) for fmt in s.formats]  # interleaved: a time cut leaves every format alike
@@ -309,20 +393,8 @@ def search(
             break
         shape, vocab = shapes[i]
         rows = d.vocab_rows(vocab)
-
-        def compute(shape=shape, rows=rows, fmt=fmt, i=i):
-            model = _shaped(student, shape, rows, cfg.seed + i)
-            path = build_artifact(model, fmt, workdir / f"point{i}" / f"model{_suffix(fmt)}", _clip_ids(data.train, rows), cfg)
-            try:
-                result = measure(path)
-                size = path.stat().st_size
-            finally:
-                shutil.rmtree(path.parent, ignore_errors=True)
-            return {"p50_ms": result["latency_ms"]["p50"], "bytes": size}, []
-
-        key = stable_hash({"shape": shape, "rows": rows, "format": fmt, "device": device, "bench": measured_bench,
-                           "quantize": cfg.quantize.model_dump(), "opset": cfg.export.opset, "student": asdict(d)})  # fmt: skip
-        r = stage(f"search_{slug}_point{i}_{fmt}", key, compute)
+        r = ctx.run(f"search_{slug}_point{i}_{fmt}", _latency_point, mode="local", shapes=Shapes(student), shape=shape, rows=rows, fmt=fmt,
+                    seed=seed + i, tokens=data.tokens, writers=writers, probe=probe).result  # fmt: skip
         non_emb, emb = param_counts(shape, rows, d)
         points[fmt].append({"shape": shape, "vocab_rows": rows, "features": features(shape, d), "params": [non_emb, emb], **r})
 
@@ -331,15 +403,19 @@ def search(
         X = np.array([p["features"] for p in pts])
         y = np.array([p["p50_ms"] for p in pts])
         n_hold = min(len(pts) - MIN_POINTS + 2, int(round(len(pts) * s.holdout))) if len(pts) >= MIN_POINTS else 0
-        hold = np.random.default_rng(cfg.seed + 1).permutation(len(pts))[:n_hold]
+        hold = np.random.default_rng(seed + 1).permutation(len(pts))[:n_hold]
         fit_idx = np.setdiff1d(np.arange(len(pts)), hold)
         check = LinearFit.fit(X[fit_idx], y[fit_idx]) if n_hold else None
         full = LinearFit.fit(X, y)
         P = np.array([[1.0, *p["params"]] for p in pts])
         size = LinearFit.fit(P, np.array([p["bytes"] for p in pts], dtype=float))
-        models[fmt] = {"latency": full, "size": size, "points": pts,
-                       "holdout": _error_summary(pct_errors(check, X[hold], y[hold]) if check else []),
-                       "fit": _error_summary(pct_errors(full, X, y))}  # fmt: skip
+        models[fmt] = {
+            "latency": full,
+            "size": size,
+            "points": pts,
+            "holdout": _error_summary(pct_errors(check, X[hold], y[hold]) if check else []),
+            "fit": _error_summary(pct_errors(full, X, y)),
+        }
 
     # 2. predictions over the grid -------------------------------------------
     grid = []
@@ -353,16 +429,22 @@ def search(
         shape = layout_shape(layout)
         non_emb, emb = param_counts(shape, d.vocab_rows(vocab), d)
         for fmt in s.formats:
-            grid.append({"plan": plan.label, "format": fmt, "shape": shape, "non_embedding_params": non_emb, "_plan": plan,
-                         "predicted_latency_ms": round(models[fmt]["latency"].predict(features(shape, d)), 4),
-                         "size_mb": round(models[fmt]["size"].predict([1.0, non_emb, emb]) / 1e6, 3)})  # fmt: skip
+            grid.append({
+                "plan": plan.label, "format": fmt, "shape": shape, "non_embedding_params": non_emb, "_plan": plan,
+                "predicted_latency_ms": round(models[fmt]["latency"].predict(features(shape, d)), 4),
+                "size_mb": round(models[fmt]["size"].predict([1.0, non_emb, emb]) / 1e6, 3),
+            })  # fmt: skip
     for g in grid:
         g["predicted_feasible"] = not misses(g, s, "predicted_latency_ms", None)
     feasible = [g for g in grid if g["predicted_feasible"]]
-    report["latency_models"] = {fmt: {"coef": m["latency"].coef, "points": len(m["points"]), "holdout_error": m["holdout"],
-                                      "fit_error": m["fit"], "size_coef": m["size"].coef} for fmt, m in models.items()}  # fmt: skip
-    report["latency_points"] = {fmt: [{k: p[k] for k in ("shape", "vocab_rows", "p50_ms", "bytes")} | {"predicted_ms": round(models[fmt]["latency"].predict(p["features"]), 4)}
-                                      for p in pts] for fmt, pts in points.items()}  # fmt: skip
+    report["latency_models"] = {
+        fmt: {"coef": m["latency"].coef, "points": len(m["points"]), "holdout_error": m["holdout"], "fit_error": m["fit"], "size_coef": m["size"].coef}
+        for fmt, m in models.items()
+    }
+    report["latency_points"] = {
+        fmt: [{k: p[k] for k in ("shape", "vocab_rows", "p50_ms", "bytes")} | {"predicted_ms": round(models[fmt]["latency"].predict(p["features"]), 4)} for p in pts]
+        for fmt, pts in points.items()
+    }
     report["grid"] = [{k: v for k, v in g.items() if k != "_plan"} for g in grid]
     if not feasible:
         closest = min(grid, key=lambda g: overshoot(g, s, "predicted_latency_ms", None))
@@ -387,31 +469,16 @@ def search(
             stopped_by = "time_budget"
             break
         formats = [g["format"] for g in feasible if g["_plan"] == plan]
-        layout = layouts[plan]
-
-        def compute(plan=plan, layout=layout, formats=formats):
-            model, train, val, steps = _estimate(student, layout, plan, data, cfg, progress)
-            rows = []
-            for fmt in formats:
-                path = build_artifact(model, fmt, workdir / plan.label / f"model{_suffix(fmt)}", train, cfg)
-                try:
-                    acc = artifact_accuracy(path, val)
-                    result = measure(path)
-                    size = path.stat().st_size
-                finally:
-                    shutil.rmtree(path.parent, ignore_errors=True)
-                rows.append({"format": fmt, "accuracy": acc, "latency_ms": result["latency_ms"]["p50"], "size_mb": round(size / 1e6, 3)})
-            return {"pytorch_val_accuracy": float(steps["val_accuracy"]), "estimate_steps": steps["steps"], "artifacts": rows}, []
-
-        key = stable_hash({"plan": asdict(plan), "formats": formats, "data": data.key, "device": device, "bench": measured_bench,
-                           "steps": s.estimate_steps, "quantize": cfg.quantize.model_dump(), "distill": cfg.distill.model_dump(),
-                           "recovery_lr": cfg.prune.recovery_lr, "seed": cfg.seed, "scores": stable_hash([x.tolist() for x in scores[0] + scores[1]])})  # fmt: skip
-        r = stage(f"search_{slug}_{plan.label}", key, compute)
+        r = ctx.run(f"search_{slug}_{plan.label}", _candidate, mode="local", student=student, scores=scores, plan=asdict(plan),
+                    layout=layouts[plan], formats=formats, data=data, steps=s.estimate_steps, distill=distill, recovery_lr=recovery_lr,
+                    seed=seed, writers=writers, probe=probe).result  # fmt: skip
         for a in r["artifacts"]:
             g = next(g for g in grid if g["_plan"] == plan and g["format"] == a["format"])
-            evaluated.append({"plan": plan.label, "format": a["format"], "shape": g["shape"], "predicted_latency_ms": g["predicted_latency_ms"],
-                              "predicted_size_mb": g["size_mb"], "latency_ms": a["latency_ms"], "size_mb": a["size_mb"], "accuracy": a["accuracy"],
-                              "pytorch_val_accuracy": r["pytorch_val_accuracy"], "_plan": plan})  # fmt: skip
+            evaluated.append({
+                "plan": plan.label, "format": a["format"], "shape": g["shape"], "predicted_latency_ms": g["predicted_latency_ms"],
+                "predicted_size_mb": g["size_mb"], "latency_ms": a["latency_ms"], "size_mb": a["size_mb"], "accuracy": a["accuracy"],
+                "pytorch_val_accuracy": r["pytorch_val_accuracy"], "_plan": plan,
+            })  # fmt: skip
 
     # 4. choice --------------------------------------------------------------
     for row in evaluated:
@@ -442,34 +509,50 @@ def search(
     return best["_plan"], best["format"], report
 
 
-def _shaped(student: Classifier, shape: dict[str, list[int]], vocab_rows: int, seed: int) -> Classifier:
-    """A student of the given shape with untrained (random) kept weights: latency is all it is for."""
+def _shaped(student: TaskModel, shape: dict[str, list[int]], vocab_rows: int, seed: int) -> TaskModel:
+    """A student of the given shape (its kept weights, unretrained): latency is all it is for."""
     torch.manual_seed(seed)
-    layout = {"layers": list(range(len(shape["heads"]))), "heads": [list(range(h)) for h in shape["heads"]], "ffn": [list(range(f)) for f in shape["ffn"]]}
-    base = copy.deepcopy(student)
-    if len(shape["heads"]) > base.config.num_hidden_layers:
+    if len(shape["heads"]) > student.dims.layers:
         raise ValueError("shape deeper than the student")
-    model = apply_plan(base, layout)
-    keep_tokens(model.encoder, list(range(vocab_rows)))
+    layout = {"layers": list(range(len(shape["heads"]))), "heads": [list(range(h)) for h in shape["heads"]], "ffn": [list(range(f)) for f in shape["ffn"]]}
+    model = apply_plan(copy.deepcopy(student), layout)
+    model.arch.keep_tokens(model.encoder, list(range(vocab_rows)))
     return model.eval()
 
 
-def _estimate(student: Classifier, layout: dict[str, Any], plan: Plan, data: SearchData, cfg: RunConfig, progress: Progress):
-    """Prune by the plan, distil for a few steps, return the model and its PyTorch validation accuracy."""
-    from edgepipe.pipeline.train import accuracy, predict
-
+def _estimate(student: TaskModel, layout: dict[str, Any], plan: Plan, data: SearchData, distill: DistillConfig, recovery_lr: float, steps: int,
+              seed: int, progress: Progress):  # fmt: skip
+    """Prune by the plan, distil for a few steps, return the model and its PyTorch validation metric."""
     model = apply_plan(student, layout)
     train, val = data.train, data.val
     if plan.vocab and data.kept_token_ids:
-        keep_tokens(model.encoder, data.kept_token_ids)
+        model.arch.keep_tokens(model.encoder, data.kept_token_ids)
         train, val = data.vocab_train, data.vocab_val
-    loss_mod = DistillationLoss(cfg.distill.temperature, cfg.distill.alpha)
-
-    def loss_fn(m, idx, batch):
-        logits = m(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        return loss_mod(logits, data.soft_targets[torch.from_numpy(np.asarray(idx))], batch["labels"])["loss"]
-
-    settings = TrainSettings(epochs=1.0, lr=cfg.prune.recovery_lr, batch_size=cfg.distill.batch_size, max_steps=cfg.search.estimate_steps)
-    report = fit(model, train, loss_fn, settings, seed=cfg.seed + 1, progress=progress, description=f"estimate {plan.label}", data_parallel=False)
-    report["val_accuracy"] = accuracy(predict(model, val), val.labels)
+    loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), data.soft_targets)
+    settings = TrainSettings(epochs=1.0, lr=recovery_lr, batch_size=distill.batch_size, max_steps=steps)
+    report = fit(model, train, loss_fn, settings, seed=seed + 1, progress=progress, description=f"estimate {plan.label}", data_parallel=False)
+    report["val_accuracy"] = model.task.score(predict(model, val), val.labels)
     return model, train, val, report
+
+
+def outcome(manifest: Manifest, search: SearchConfig, threads: int, progress: Progress) -> None:
+    """The fully trained plan, measured: does the shipped artifact meet the budget on the device?
+    Recorded as the search report's `final`."""
+    report = manifest.search
+    if not report or not report.get("chosen"):
+        return
+    fmt, device = report["chosen"]["format"], report["device"]
+    art = manifest.artifact("pruned", fmt)
+    bench = [b for b in manifest.benchmarks_of("pruned", fmt, device) if b.threads == threads]
+    if art is None or not bench:
+        report["final"] = None
+        return
+    metric = report.get("metric", "accuracy")
+    val = art.get(f"val_{metric}")  # int8 ONNX has its own; others: PyTorch's
+    val = manifest.models["pruned"].get(f"val_{metric}") if val is None else val
+    row = {"latency_ms": bench[0].latency_ms.p50, "size_mb": round(art.bytes / 1e6, 3), "val_accuracy": val, "test_accuracy": art.get(f"test_{metric}")}
+    row["misses"] = misses(row | {"accuracy": val}, search, "latency_ms", "accuracy")
+    row["meets_budget"] = not row["misses"]
+    report["final"] = row
+    if row["misses"]:
+        progress.log(f"[yellow]![/yellow] the fully trained plan misses the budget on {device}: {'; '.join(row['misses'].values())}")

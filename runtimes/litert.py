@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.devices import runner
+from edgepipe.devices.standalone import runner
 from edgepipe.errors import ModelError
-from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.tokenized import TokenizedSplit
 
 
 class LiteRTModel(runner.LiteRTModel):

@@ -9,15 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.devices.standalone.runner import ort_session_options
 from edgepipe.errors import ModelError
-from edgepipe.pipeline.data import TokenizedSplit
-
-
-def session_options(threads: int):
-    """The same settings the device runner uses, so host checks and device numbers agree."""
-    from edgepipe.devices.runner import ort_session_options
-
-    return ort_session_options(threads)
+from edgepipe.tokenized import TokenizedSplit
 
 
 class OrtModel:
@@ -28,7 +22,7 @@ class OrtModel:
         if not self.path.is_file():
             raise ModelError(f"ONNX model {self.path} does not exist; run compress-and-export first")
         try:
-            self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), ort_session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types per failure
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelError(f"ONNX model {self.path} cannot be loaded ({first}); the file is corrupt or not ONNX") from None

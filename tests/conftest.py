@@ -42,7 +42,7 @@ def make_tiny_bert(directory: Path, *, layers: int = 2, hidden: int = 64, heads:
     from safetensors.torch import save_file
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-    from edgepipe.pipeline.teacher import teacher_source
+    from edgepipe.model.load import teacher_source
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
@@ -97,13 +97,12 @@ def train_tiny_classifier(directory: Path, *, seed: int, n: int, held_out: int, 
     import torch
 
     from edgepipe.config import DataConfig
-    from edgepipe.modeling import load_teacher_dir, with_labels
+    from edgepipe.model.load import load_teacher_dir, load_tokenizer
+    from edgepipe.model.train import TrainSettings, fit
     from edgepipe.pipeline.data import load_dataset
-    from edgepipe.pipeline.teacher import load_tokenizer
-    from edgepipe.pipeline.train import TrainSettings, fit
 
     teacher_dir = make_tiny_bert(directory / "bert", layers=2, hidden=64, heads=4, seed=seed)
-    model = with_labels(load_teacher_dir(teacher_dir)[0], ["neg", "pos"], seed=0)
+    model = load_teacher_dir(teacher_dir)[0].with_labels(["neg", "pos"], seed=0)
     ds, _ = load_dataset(DataConfig(path=write_sentiment_csv(directory / "r.csv", n=n), val_size=held_out, test_size=held_out))
     splits = ds.tokenize(load_tokenizer(teacher_dir), seq_len)
 
@@ -123,7 +122,7 @@ TINY_RUN = [
     "--set", "data.val_size=100", "--set", "data.test_size=100",
     "--set", "teacher.max_steps=40", "--set", "teacher.lr=1e-3", "--set", "teacher.freeze_word_embeddings=false",
     "--set", "student.layers=[1]", "--set", "distill.max_steps=40", "--set", "distill.lr=1e-3",
-    "--set", "bench.runs=10", "--set", "bench.warmup=2", "--threads", "1",
+    "--set", "bench.runs=10", "--set", "bench.warmup=2", "--train-threads", "1",
 ]  # fmt: skip
 
 

@@ -82,8 +82,8 @@ def test_fleet_file_adds_devices_with_their_own_settings(tmp_path):
     cfg = build_config({"bench.fleet": fleet})
     assert cfg.bench.devices == ["arm:pi@board-1", "android:R58M"]  # no explicit devices: only the fleet's
     assert build_config({"bench.fleet": fleet, "bench.devices": ["x86"]}).bench.devices == ["x86", "arm:pi@board-1", "android:R58M"]
-    assert cfg.bench.for_device("arm:pi@board-1").ssh.python == "/opt/py/bin/python3"
-    assert cfg.bench.for_device("android:R58M").ssh.python == "python3"
+    assert cfg.bench.connection("arm:pi@board-1")[0].python == "/opt/py/bin/python3"
+    assert cfg.bench.connection("android:R58M")[0].python == "python3"
     assert cfg.bench.tags("arm:pi@board-1") == {"soc": "bcm2712"} and cfg.bench.tags("android:R58M") == {}
     for text, message in (("[]", "must be a non-empty list"), ("- device: arm:pi@x\n  tagz: {}", "unknown key"), ("- device: 'arm:pi@x;rm'", r"device 'arm:pi@x;rm': expected arm:USER@HOST")):
         f.write_text(text)
@@ -91,3 +91,19 @@ def test_fleet_file_adds_devices_with_their_own_settings(tmp_path):
             build_config({"bench.fleet": load_fleet(f)})
     with pytest.raises(ConfigError, match="does not exist"):
         load_fleet(tmp_path / "nope.yaml")
+
+
+def test_a_bad_fleet_device_is_named_where_it_is_written():
+    """Regression: the fleet's device strings were parsed with a ValueError the code caught as ConfigError,
+    so the error named the whole `bench` section ("--set bench=VALUE") instead of the devices."""
+    with pytest.raises(ConfigError) as e:
+        build_config({"bench.fleet": [{"device": "x86"}, {"device": "quantum"}]})
+    assert "bench.devices: unknown device 'quantum'" in str(e.value) and "--set bench=" not in str(e.value)
+
+
+def test_moved_keys_keep_working_with_a_note():
+    notes: list[str] = []
+    cfg = build_config({"bench.seq_len": 32}, notes=notes)
+    assert cfg.export.seq_len == 32 and cfg.measurement().seq_len == 32
+    assert notes == ["bench.seq_len is now export.seq_len (the sequence length the artifacts are built for); the old key still works"]
+    assert "seq_len" not in cfg.bench.model_dump() and build_config({"export.seq_len": 32}) == cfg

@@ -4,7 +4,7 @@ import pytest
 from edgepipe.config import DataConfig
 from edgepipe.errors import DataError
 from edgepipe.pipeline.data import load_dataset
-from edgepipe.pipeline.teacher import load_tokenizer, teacher_source
+from edgepipe.model.load import load_tokenizer, teacher_source
 
 
 def test_builtin_rotten_tomatoes_split_is_fixed_and_documented():

@@ -25,6 +25,7 @@ import pytest
 
 from conftest import BIN, TINY_RUN, run_cli, write_sentiment_csv
 
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 RIG = Path(os.environ.get("EDGEPIPE_RIG_DIR", Path.home() / ".cache" / "edgepipe" / "rig"))
 
@@ -92,11 +93,14 @@ def device_run(tmp_path_factory, tiny_teacher, sshd, phone):
     ]  # fmt: skip
     proc = run_cli(*args, cache=d / "cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    DEVICE_RUN_ARGS[:] = [*args, "--cache-dir", str(d / "cache")]
     return out, json.loads((out / "manifest.json").read_text())
 
 
-DEVICE_RUN_ARGS: list[str] = []
+def copy_of(device_run, tmp_path: Path) -> Path:
+    """The shared run dir, copied: a test that benchmarks into a run dir writes into its own."""
+    out = tmp_path / "run"
+    shutil.copytree(device_run[0], out, ignore=shutil.ignore_patterns("run.lock"))
+    return out
 
 
 def _by(manifest, device_prefix):
@@ -127,9 +131,9 @@ def test_remote_work_dirs_are_cleaned_up(device_run, phone):
 
 
 def test_bench_command_adds_a_thread_setting_and_hostile_names_stay_names(device_run, sshd, tmp_path):
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
-    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--threads", "2", "--runs", "3", "--warmup", "0",
+    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--bench-threads", "2", "--runs", "3", "--warmup", "0",
                     "--artifacts", "onnx_int8", *arm_of(endpoint))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((out / "manifest.json").read_text())
@@ -148,13 +152,13 @@ def test_bench_command_adds_a_thread_setting_and_hostile_names_stay_names(device
 
 
 def test_host_key_mismatch_unknown_host_and_unreachable_board_are_one_line(device_run, sshd, tmp_path):
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
     wrong = tmp_path / "known_hosts"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     other = (tmp_path / "other.pub").read_text().split()
     wrong.write_text(f"[{endpoint.host}]:{endpoint.port} {other[0]} {other[1]}\n")
-    base = ["bench", str(out), "--device", arm_device(endpoint), "--runs", "1", "--threads", "4", "--artifacts", "onnx_int8",
+    base = ["bench", str(out), "--device", arm_device(endpoint), "--runs", "1", "--bench-threads", "4", "--artifacts", "onnx_int8",
             "--set", f"bench.ssh.identity_file={endpoint.key_path}"]  # fmt: skip
 
     proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={wrong}")
@@ -174,10 +178,10 @@ def test_host_key_mismatch_unknown_host_and_unreachable_board_are_one_line(devic
 
 
 def test_wrong_key_is_refused_and_no_secret_reaches_the_run_dir(device_run, sshd, tmp_path):
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
-    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--threads", "6",
+    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--bench-threads", "6",
                     "--set", f"bench.ssh.identity_file={tmp_path / 'stranger'}", "--set", f"bench.ssh.known_hosts={endpoint.known_hosts}")  # fmt: skip
     assert proc.returncode == 6 and "SSH authentication as 'root' failed" in proc.stderr and "Traceback" not in proc.stderr
     secret_lines = [ln for ln in endpoint.key_path.read_text().splitlines() if ln and not ln.startswith("-----")]
@@ -211,7 +215,7 @@ def _entries(out: Path, device: str, threads: int) -> set[str]:
 def test_board_that_dies_mid_run_keeps_finished_results(device_run, board, tmp_path):
     from rig.sshd import LoopbackSshd
 
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     server = LoopbackSshd(tmp_path / "sshd2", path_prepend=[board / "bin"])
     endpoint = server.start()
     try:
@@ -227,15 +231,20 @@ def test_board_that_dies_mid_run_keeps_finished_results(device_run, board, tmp_p
         server.stop()
 
 
-def test_phone_unplugged_mid_run_keeps_finished_results(device_run, phone):
-    out, _ = device_run
-    server, device, home = phone
-    dev = f"android:{device.serial}"
-    before = _entries(out, dev, 3)
-    assert before == set()
-    watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev, 3), device.drop)
-    proc = edgepipe("bench", str(out), "--device", dev, "--threads", "3", "--runs", "400", "--warmup", "0", *android_of(server, home), timeout=300)
-    watcher.join(timeout=1)
+def test_phone_unplugged_mid_run_keeps_finished_results(device_run, board, phone, tmp_path):
+    from rig.adbd import LoopbackAdbDevice
+
+    out = copy_of(device_run, tmp_path)
+    server, _, _ = phone
+    home = tmp_path / "phone2"
+    home.mkdir()
+    with LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)) as device:  # its own phone, unplugged below
+        server.connect(device.serial)
+        dev = f"android:{device.serial}"
+        assert _entries(out, dev, 3) == set()
+        watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev, 3), device.drop)
+        proc = edgepipe("bench", str(out), "--device", dev, "--bench-threads", "3", "--runs", "400", "--warmup", "0", *android_of(server, home), timeout=300)
+        watcher.join(timeout=1)
     assert proc.returncode == 6, proc.stderr[-2000:]
     assert "finished results are kept, rerun to resume" in proc.stderr and "Traceback" not in proc.stderr
     assert _entries(out, dev, 3) == {"onnx_int8"}
@@ -244,7 +253,7 @@ def test_phone_unplugged_mid_run_keeps_finished_results(device_run, phone):
 def test_adb_with_no_device_or_two_devices_and_no_serial(device_run, board, tmp_path):
     from rig.adbd import LoopbackAdbDevice, adb_server
 
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     base = ["bench", str(out), "--device", "android", "--artifacts", "onnx_int8", "--runs", "1"]
     with adb_server() as server:
         proc = edgepipe(*base, "--set", f"bench.android.adb_port={server.port}")
@@ -261,27 +270,31 @@ def test_adb_with_no_device_or_two_devices_and_no_serial(device_run, board, tmp_
 
 def test_missing_runtime_on_the_board_is_named(device_run, sshd, tmp_path):
     """A board whose python lacks onnxruntime: the runner's own message comes back as one line."""
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
     (tmp_path / "shadow").mkdir()
     (tmp_path / "shadow" / "onnxruntime.py").write_text("raise ImportError('simulated: onnxruntime is not installed')\n")
     python = tmp_path / "python without ort"
     python.write_text(f"#!/bin/sh\nPYTHONPATH='{tmp_path / 'shadow'}' exec python3 \"$@\"\n")
     python.chmod(0o755)
-    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--threads", "5",
+    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--bench-threads", "5",
                     "--set", f"bench.ssh.python={python}", *arm_of(endpoint))  # fmt: skip
     assert proc.returncode == 6 and "Traceback" not in proc.stderr, proc.stderr
     assert "onnxruntime is not installed on this device; install it with `pip install onnxruntime`" in proc.stderr
 
 
-def test_rerun_after_board_and_phone_are_gone_reuses_their_results(device_run, sshd, phone):
-    """Finished device benchmarks are stages like any other: a resumed run never dials the devices again."""
-    out, m = device_run
-    server, _ = sshd
+def test_rerun_reuses_device_results_without_dialing_the_devices(device_run, tiny_teacher, sshd, phone, tmp_path):
+    """Finished device benchmarks are stages like any other: a resumed run never dials the devices again.
+    The rerun's connection settings lead nowhere (a missing key, no adb server): dialing would fail it."""
+    _, endpoint = sshd
     _, device, _ = phone
-    server.stop()
-    device.drop()
-    proc = run_cli(*DEVICE_RUN_ARGS)
+    m = device_run[1]
+    out = copy_of(device_run, tmp_path)
+    args = ["--teacher", str(tiny_teacher), "--data", m["dataset"]["source"], "--out", str(out), *TINY_RUN, "--set", "quantize.targets=[pruned]",
+            "--set", "bench.models=[pruned]", "--set", "bench.artifacts=[onnx_int8,tflite_int8]", "--set", "bench.runs=5", "--set", "bench.warmup=1",
+            "--devices", f"x86,{arm_device(endpoint)},android:{device.serial}", "--set", f"bench.ssh.identity_file={tmp_path / 'no-such-key'}",
+            "--set", "bench.android.adb_port=1", "--cache-dir", str(device_run[0].parent / "cache")]  # fmt: skip
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads((out / "manifest.json").read_text())
     assert all(t["reused"] for name, t in again["timings"].items() if name.startswith("bench_"))
@@ -292,14 +305,13 @@ def test_rerun_after_board_and_phone_are_gone_reuses_their_results(device_run, s
 
 def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itself(device_run, board, phone, tmp_path):
     """Two emulated boards (two sshd, each with its own key) and a phone from one fleet file, side by side;
-    the second board is killed once its first result lands, the others finish. Fresh devices: earlier
-    tests switched the module's board and phone off."""
+    the second board is killed once its first result lands, the others finish."""
     import yaml
 
     from rig.adbd import LoopbackAdbDevice
     from rig.sshd import LoopbackSshd
 
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     server, _, _ = phone
     home = tmp_path / "phone2"
     home.mkdir()
@@ -316,7 +328,7 @@ def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itsel
             {"device": phone_dev, "tags": {"abi": "arm64-v8a"}, "android": {"adb_port": server.port, "remote_dir": f"{home}/data/local/tmp/edgepipe"}},
         ]}))  # fmt: skip
         watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev2, 4), board2.kill, timeout=300)
-        proc = edgepipe("bench", str(out), "--fleet", str(fleet), "--threads", "4", "--runs", "300", "--warmup", "0",
+        proc = edgepipe("bench", str(out), "--fleet", str(fleet), "--bench-threads", "4", "--runs", "300", "--warmup", "0",
                         "--artifacts", "onnx_int8,tflite_int8", timeout=600)  # fmt: skip
         watcher.join(timeout=1)
     finally:
@@ -340,7 +352,7 @@ def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itsel
 
 
 def test_a_device_in_use_by_another_run_is_waited_for_then_given_up_on(device_run, tmp_path):
-    out, _ = device_run
+    out = copy_of(device_run, tmp_path)
     locks = tmp_path / "locks"
     hold = ("import sys, time; from edgepipe.devices.lock import DeviceLock; "
             "l = DeviceLock('x86', sys.argv[1]).acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))")  # fmt: skip
@@ -352,14 +364,14 @@ def test_a_device_in_use_by_another_run_is_waited_for_then_given_up_on(device_ru
 
     h = holder(12)  # longer than edgepipe's own start-up
     t0 = time.monotonic()
-    proc = edgepipe("bench", str(out), "--device", "x86", "--threads", "5", "--runs", "3", "--artifacts", "onnx_int8", "--set", f"bench.lock_dir={locks}")
+    proc = edgepipe("bench", str(out), "--device", "x86", "--bench-threads", "5", "--runs", "3", "--artifacts", "onnx_int8", "--set", f"bench.lock_dir={locks}")
     waited = time.monotonic() - t0
     h.wait()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"waiting for x86: in use by pid {h.pid}" in proc.stderr and waited > 10
     h = holder(30)
     try:
-        proc = edgepipe("bench", str(out), "--device", "x86", "--threads", "6", "--runs", "3", "--artifacts", "onnx_int8",
+        proc = edgepipe("bench", str(out), "--device", "x86", "--bench-threads", "6", "--runs", "3", "--artifacts", "onnx_int8",
                         "--set", f"bench.lock_dir={locks}", "--set", "bench.device_lock_timeout_s=1")  # fmt: skip
     finally:
         h.kill()

@@ -14,7 +14,7 @@ import pytest
 from edgepipe.config import build_config
 from edgepipe.devices import benchmark_model
 from edgepipe.devices.remote import CommandResult, parse_runner_output, runner_command
-from edgepipe.devices.spec import parse_device
+from edgepipe.device_spec import parse_device
 from edgepipe.errors import ConfigError, DeviceError
 
 OLD_FORMAT = """STARTING!
@@ -106,8 +106,8 @@ HOSTILE = ["a b.onnx", "x'; touch pwned; echo '.onnx", "$(touch pwned).onnx", "`
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_runner_command_keeps_hostile_names_as_single_arguments(name):
-    bench = build_config({"bench.max_eval": 50, "bench.pin_cores": "0-1"}).bench
-    line = runner_command("python3", "/tmp/edgepipe.ab cd", f"/tmp/edgepipe.ab cd/{name}", "/tmp/edgepipe.ab cd/inputs0", bench)
+    measurement = build_config({"bench.max_eval": 50, "bench.pin_cores": "0-1"}).measurement()
+    line = runner_command("python3", "/tmp/edgepipe.ab cd", f"/tmp/edgepipe.ab cd/{name}", "/tmp/edgepipe.ab cd/inputs0", measurement)
     argv = shlex.split(line)
     assert argv[:3] == ["taskset", "-c", "0-1"]
     assert argv[argv.index("--model") + 1] == f"/tmp/edgepipe.ab cd/{name}"
@@ -152,7 +152,7 @@ def test_benchmark_model_failure_names_its_error():
 
 
 def test_benchmark_model_flags_escape_colons_and_keep_paths_whole():
-    bench = build_config({"bench.threads": 2}).bench
+    bench = build_config({"bench.threads": 2}).measurement()
     layout = [{"name": "serving_default_input_ids:0", "shape": [1, 64]}, {"name": "mask", "shape": [1, 64]}]
     argv = benchmark_model.flags("/w/benchmark_model", "/w/a b.tflite", layout, ["/w/ids.bin", "/w/mask.bin"], bench, 100, 10)
     assert "--graph=/w/a b.tflite" in argv and "--num_threads=2" in argv

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgepipe.pipeline.distill import DistillationLoss
+from edgepipe.tasks.losses import DistillationLoss
 
 
 def hand_kd(zs, zt, y, T, alpha):

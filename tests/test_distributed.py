@@ -17,10 +17,12 @@ import pytest
 
 from conftest import BIN, make_tiny_bert, run_cli, write_sentiment_csv
 
+pytestmark = pytest.mark.e2e
+
 ARGS = ["--set", "teacher.finetune=never", "--set", "data.val_size=100", "--set", "data.test_size=100", "--set", "student.layers=[1]",
         "--set", "distill.max_steps=40", "--set", "distill.lr=3e-3", "--set", "student.dropout=0", "--set", "prune.recovery_max_steps=20",
         "--set", "prune.importance_batches=5", "--set", "quantize.enabled=false", "--set", "export.tflite=false",
-        "--set", "bench.runs=10", "--set", "bench.warmup=2", "--threads", "1"]  # fmt: skip
+        "--set", "bench.runs=10", "--set", "bench.warmup=2", "--train-threads", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +47,31 @@ def launch(launcher: str, out: Path, args: list[str]) -> subprocess.CompletedPro
 
 
 def logits(run: Path, role: str, data: str) -> np.ndarray:
-    from edgepipe.modeling import load_classifier
-    from edgepipe.pipeline.data import TokenizedSplit
-    from edgepipe.pipeline.train import predict
+    from edgepipe.model.task_model import load_model
+    from edgepipe.model.train import predict
+    from edgepipe.tokenized import TokenizedSplit
 
     split = TokenizedSplit(**{k: np.load(run / "data" / data / f"{k}.npy") for k in ("input_ids", "attention_mask", "token_type_ids", "labels")})
-    return predict(load_classifier(run / role), split)
+    return predict(load_model(run / role), split)
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(setup):
+    d, args = setup
+    proc = launch("torchrun", d / "torchrun", args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return d / "torchrun", proc
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
-def test_two_processes_train_the_same_models_as_one(setup, launcher):
+def test_two_processes_train_the_same_models_as_one(setup, launcher, request):
     d, args = setup
-    out = d / launcher
-    proc = launch(launcher, out, args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if launcher == "torchrun":
+        out, proc = request.getfixturevalue("torchrun_run")
+    else:
+        out = d / launcher
+        proc = launch(launcher, out, args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run directory:") == 1  # rank 0 reports, the other rank stays quiet
     one, two = json.loads((d / "one" / "manifest.json").read_text()), json.loads((out / "manifest.json").read_text())
     assert two["models"]["student"]["train"]["processes"] == 2 and "processes" not in one["models"]["student"]["train"]
@@ -72,12 +85,10 @@ def test_two_processes_train_the_same_models_as_one(setup, launcher):
     assert sorted(p.name for p in out.glob("*.json")) == ["manifest.json"] and not list(out.rglob(".*.tmp"))
 
 
-def test_two_process_run_resumes(setup):
-    """A rerun with the same launcher reuses every training stage; a 1-process rerun of it retrains (different computation)."""
-    d, args = setup
-    out = d / "torchrun"
-    if not (out / "manifest.json").is_file():
-        pytest.skip("needs the torchrun run")
+def test_two_process_run_resumes(setup, torchrun_run):
+    """A rerun with the same launcher reuses every training stage."""
+    _, args = setup
+    out, _ = torchrun_run
     proc = launch("torchrun", out, args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in ("distill", "prune", "eval_student"):

@@ -88,7 +88,8 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     import numpy as np
 
     from edgepipe.config import build_config, load_yaml
-    from edgepipe.pipeline.data import load_dataset, TokenizedSplit
+    from edgepipe.pipeline.data import load_dataset
+    from edgepipe.tokenized import TokenizedSplit
 
     out, _, _ = smoke_run
     m = json.loads((out / "manifest.json").read_text())

@@ -5,10 +5,11 @@ import torch
 
 from conftest import make_tiny_bert
 from edgepipe.errors import ModelError
-from edgepipe.modeling import load_classifier, load_teacher_dir, save_classifier
-from edgepipe.pipeline.distill import build_student
 from edgepipe.config import StudentConfig
 from edgepipe.errors import ConfigError
+from edgepipe.model.load import load_teacher_dir
+from edgepipe.model.task_model import load_model, save_model
+from edgepipe.pipeline.distill import build_student
 
 
 def _inputs(n=3, length=7):
@@ -23,9 +24,9 @@ def test_save_load_round_trip_is_exact_and_uses_safetensors(tmp_path, tiny_teach
     model, has_head = load_teacher_dir(tiny_teacher)
     assert not has_head and model.pooling == "mean"
     model.eval()
-    files = save_classifier(model, tmp_path / "m", tokenizer_dir=tiny_teacher)
+    files = save_model(model, tmp_path / "m", tokenizer_dir=tiny_teacher)
     assert {f.name for f in files} >= {"model.safetensors", "edgepipe.json", "vocab.txt"}
-    back = load_classifier(tmp_path / "m").eval()
+    back = load_model(tmp_path / "m").eval()
     args = _inputs()
     assert torch.equal(model(*args), back(*args))
 

@@ -8,20 +8,21 @@ from conftest import make_tiny_bert, write_sentiment_csv
 from edgepipe.config import DataConfig, PruneConfig, build_config
 from edgepipe.errors import ConfigError
 from edgepipe.export.onnx import check_parity, export_onnx
-from edgepipe.modeling import load_classifier, load_teacher_dir, save_classifier, with_labels
+from edgepipe.arch import wordpiece
+from edgepipe.model.load import load_teacher_dir, load_tokenizer
+from edgepipe.model.surgery import apply_plan, count_macs
+from edgepipe.model.task_model import load_model, save_model
+from edgepipe.model.train import predict
 from edgepipe.pipeline import prune as P
 from edgepipe.pipeline.data import load_dataset
-from edgepipe.pipeline.distill import DistillationLoss
-from edgepipe.pipeline.teacher import load_tokenizer
-from edgepipe.pipeline.train import predict
-from edgepipe.surgery import count_macs
+from edgepipe.tasks.losses import DistillationLoss
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("prune")
     teacher_dir = make_tiny_bert(d / "bert", layers=2, hidden=64, heads=4, seed=1)
-    model = with_labels(load_teacher_dir(teacher_dir)[0], ["neg", "pos"], seed=0).eval()
+    model = load_teacher_dir(teacher_dir)[0].with_labels(["neg", "pos"], seed=0).eval()
     csv = write_sentiment_csv(d / "r.csv", n=300)
     ds, _ = load_dataset(DataConfig(path=csv, val_size=50, test_size=50))
     tok = load_tokenizer(teacher_dir)
@@ -34,7 +35,7 @@ PLAN = {"layers": [0, 1], "heads": [[0, 2], []], "ffn": [list(range(0, 128, 3)),
 
 def test_pruned_model_equals_the_masked_model_and_is_physically_smaller(setup, tmp_path):
     _, teacher_dir, model, _, _, splits = setup
-    pruned = P.apply_plan(model, PLAN)
+    pruned = apply_plan(model, PLAN)
     test = splits["test"]
     head_masks = [torch.tensor([1.0 if h in kept else 0.0 for h in range(4)]) for kept in PLAN["heads"]]
     ffn_masks = [torch.tensor([1.0 if n in kept else 0.0 for n in range(128)]) for kept in PLAN["ffn"]]
@@ -42,20 +43,20 @@ def test_pruned_model_equals_the_masked_model_and_is_physically_smaller(setup, t
         masked = predict(model, test)
     assert np.abs(predict(pruned, test) - masked).max() < 1e-5
     assert pruned.num_params() < model.num_params()
-    macs_full, macs_pruned = count_macs(model.encoder, 64), count_macs(pruned.encoder, 64)
+    macs_full, macs_pruned = count_macs(model.arch, model.encoder, 64), count_macs(pruned.arch, pruned.encoder, 64)
     assert macs_pruned["attention"] == macs_full["attention"] // 4  # 2 of 8 heads left
     assert macs_pruned["ffn"] * 128 * 2 == macs_full["ffn"] * len(PLAN["ffn"][0])
-    a = save_classifier(model, tmp_path / "full")[0].stat().st_size
-    b = save_classifier(pruned, tmp_path / "pruned")[0].stat().st_size
+    a = save_model(model, tmp_path / "full")[0].stat().st_size
+    b = save_model(pruned, tmp_path / "pruned")[0].stat().st_size
     assert b < a
-    back = load_classifier(tmp_path / "pruned").eval()
+    back = load_model(tmp_path / "pruned").eval()
     assert back.describe(64)["heads_per_layer"] == [2, 0] and back.describe(64)["ffn_per_layer"] == [43, 0]
     assert np.array_equal(predict(back, test), predict(pruned, test))
 
 
 def test_pruned_model_exports_to_onnx_with_parity(setup, tmp_path):
     _, _, model, _, _, splits = setup
-    pruned = P.apply_plan(model, PLAN)
+    pruned = apply_plan(model, PLAN)
     path = tmp_path / "pruned.onnx"
     export_onnx(pruned, path, splits["test"])
     assert check_parity(pruned, path, splits["test"], atol=1e-4)["parity_max_abs"] < 1e-4
@@ -105,18 +106,19 @@ def test_target_params_and_bad_configs(setup):
 
 def test_vocab_pruning_round_trips_text_to_the_same_logits(setup, tmp_path):
     _, teacher_dir, model, ds, tok, splits = setup
-    vocab = P.read_vocab(teacher_dir)
-    keep = P.corpus_token_ids(tok, ds.texts["train"], vocab)
+    vocab = wordpiece.read_vocab(teacher_dir)
+    keep = wordpiece.corpus_token_ids(tok, ds.texts["train"], vocab)
     assert len(keep) < len(vocab) // 3
     assert all(vocab[i] in [vocab[k] for k in keep] for i in tok.all_special_ids)
-    small = P.prune_vocab(P.apply_plan(model, PLAN), keep)
-    new_tok = P.write_vocab_tokenizer(tmp_path / "tok", [vocab[i] for i in keep], tok)
+    small = apply_plan(model, PLAN)
+    small.arch.keep_tokens(small.encoder, keep)
+    new_tok = wordpiece.write_tokenizer(tmp_path / "tok", [vocab[i] for i in keep], tok)
     assert small.encoder.embeddings.word_embeddings.weight.shape[0] == len(keep)
     new_splits = ds.tokenize(new_tok, 32)
     old_ids, new_ids = splits["train"].input_ids, new_splits["train"].input_ids
     remap = np.asarray(keep)
     assert np.array_equal(remap[new_ids], old_ids)  # same tokens, new ids
-    full = P.apply_plan(model, PLAN)
+    full = apply_plan(model, PLAN)
     assert np.abs(predict(small, new_splits["train"]) - predict(full, splits["train"])).max() < 1e-5
     # a word never seen in training still splits into known pieces, not [UNK]
     ids = new_tok("zyxwvut qqq")["input_ids"]

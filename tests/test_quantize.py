@@ -12,7 +12,7 @@ from conftest import train_tiny_classifier
 from edgepipe.config import QuantizeConfig, build_config
 from edgepipe.errors import ConfigError, DataError
 from edgepipe.export.onnx import export_onnx
-from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.tokenized import TokenizedSplit
 from edgepipe.pipeline.quantize import CalibrationReader, quantize
 from edgepipe.runtimes.onnxruntime import OrtModel
 

@@ -12,7 +12,8 @@ import threading
 import pytest
 
 from conftest import BIN
-from edgepipe.report import pareto, render
+from edgepipe.app.report import render
+from edgepipe.pareto import pareto
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",

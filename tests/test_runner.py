@@ -8,22 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepipe.config import BenchConfig, DataConfig
+from edgepipe.config import DataConfig
 from edgepipe.devices import x86
-from edgepipe.devices.runner import LatencyStats
+from edgepipe.devices.remote import RUNNER
+from edgepipe.devices.standalone.runner import LatencyStats
 from edgepipe.export.onnx import check_parity, export_onnx
-from edgepipe.modeling import load_teacher_dir, with_labels
+from edgepipe.measurement import Measurement
+from edgepipe.model.load import load_teacher_dir, load_tokenizer
 from edgepipe.pipeline.data import load_dataset
-from edgepipe.pipeline.teacher import load_tokenizer
 from edgepipe.runtimes.onnxruntime import OrtModel
-
-RUNNER = Path(x86.__file__).with_name("runner.py")
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_teacher):
     d = tmp_path_factory.mktemp("onnx")
-    model = with_labels(load_teacher_dir(tiny_teacher)[0], ["fresh", "rotten"], seed=0).eval()
+    model = load_teacher_dir(tiny_teacher)[0].with_labels(["fresh", "rotten"], seed=0).eval()
     ds, _ = load_dataset(DataConfig(train_limit=10, test_size=120, val_size=10))
     splits = ds.tokenize(load_tokenizer(tiny_teacher), 64)
     path = d / "tiny.onnx"
@@ -100,5 +99,5 @@ def test_runner_bad_model_is_one_line(tmp_path, exported, name, content, needle)
 
 def test_x86_device_runs_the_runner_pinned(exported):
     _, path, eval_dir, _, _ = exported
-    r = x86.benchmark(path, eval_dir, BenchConfig(runs=5, warmup=1, pin_cores="0"))
-    assert r["device"] == "x86" and r["device_info"]["pinned_cores"] == "0" and r["latency_ms"]["n"] == 5
+    r = x86.benchmark(path, eval_dir, Measurement(runs=5, warmup=1, pin_cores="0"))
+    assert r.device == "x86" and r.device_info["pinned_cores"] == "0" and r.latency_ms.n == 5

@@ -15,7 +15,7 @@ import pytest
 
 from edgepipe.config import PruneConfig, SearchConfig, build_config
 from edgepipe.errors import ConfigError
-from edgepipe.pipeline.prune import select
+from edgepipe.pipeline.prune import Importance, select
 from edgepipe.pipeline.search import MIN_POINTS, Dims, LinearFit, Plan, features, misses, overshoot, pareto_front, plan_layout
 
 from conftest import run_cli
@@ -47,7 +47,7 @@ def test_plan_layout_is_the_prune_stage_selection():
     ffn = [rng.random(1536).astype(np.float32) for _ in range(3)]
     d = Dims(384, 32, 64, 30522, 15000, 514)
     plan = Plan(layers_removed=1, heads=0.5, ffn=0.6, vocab=True)
-    assert plan_layout((heads, ffn), plan, d) == select(heads, ffn, PruneConfig(heads=0.5, ffn=0.6, layers=1), 384, 32)
+    assert plan_layout(Importance(heads, ffn, "k"), plan, d) == select(heads, ffn, PruneConfig(heads=0.5, ffn=0.6, layers=1), 384, 32)
     cfg = build_config(plan.prune_overrides())
     assert (cfg.prune.layers, cfg.prune.heads, cfg.prune.ffn, cfg.prune.vocab) == (1, 0.5, 0.6, True)
 
@@ -149,33 +149,34 @@ def test_search_stops_at_its_time_budget(smoke_run, tmp_path):
 
     from edgepipe.config import SMOKE
     from edgepipe.devices.x86 import X86Device
-    from edgepipe.modeling import load_classifier
+    from edgepipe.model.load import Tokenizer
+    from edgepipe.model.task_model import load_model
+    from edgepipe.pipeline import prune, search
     from edgepipe.pipeline.data import load_dataset
-    from edgepipe.pipeline.prune import importance
-    from edgepipe.pipeline.search import SearchData, search
-    from edgepipe.pipeline.teacher import load_tokenizer
+    from edgepipe.pipeline.distill import SoftTargets
+    from edgepipe.rundir import RunDir
+    from edgepipe.stages import Stages
 
     src = smoke_run[0]
     cfg = build_config(SMOKE, {"search.max_latency_ms": 100.0, "search.time_budget_s": 1, "search.latency_points": 12, "search.vocab": [False],
                                "search.formats": ["onnx_int8"], "search.estimate_steps": 5, "export.tflite": False})  # fmt: skip
-    student = load_classifier(src / "student")
+    student = load_model(src / "student", key="the smoke run's student")
+    tokenizer = Tokenizer.load(src / "student")
     dataset, _ = load_dataset(cfg.data)
-    splits = dataset.tokenize(load_tokenizer(src / "student"), cfg.data.max_length)
-    soft = torch.from_numpy(np.load(src / "data" / "teacher_train_logits.npy"))
-    data = SearchData(splits["train"], splits["val"], None, None, None, soft, src / "data" / "test", "k")
-    scores = importance(student, soft, cfg, splits["train"])
-    bench = cfg.bench.model_copy(update={"accuracy": False})
-    steps: list[float] = []
-
-    def stage(name, key, compute):
-        t = time.perf_counter()
-        result = compute()[0]
-        steps.append(time.perf_counter() - t)
-        return result
-
-    t0 = time.perf_counter()
-    plan, fmt, report = search(student, scores, cfg, data, stage, lambda p: X86Device().benchmark(p, data.latency_inputs, bench), "x86", tmp_path)
-    elapsed = time.perf_counter() - t0
+    data = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
+    soft = SoftTargets(torch.from_numpy(np.load(src / "data" / "teacher_train_logits.npy")), "its soft targets")
+    with RunDir(tmp_path / "run") as rundir:
+        stages = Stages(rundir)
+        scores = prune.load_importance(stages.run("importance", prune.importance, student=student, soft_targets=soft, data=data, method="taylor",
+                                                  batches=cfg.prune.importance_batches, distill=cfg.distill, seed=0, threads=1))  # fmt: skip
+        search_data = search.prepare(stages, student, dataset, data, tokenizer, soft, cfg.search.vocab, cfg.data.max_length)
+        measurement = cfg.measurement().latency_only()
+        probe = search.Probe("x86", measurement, lambda p: X86Device().benchmark(p, search_data.latency_inputs, measurement))
+        t0 = time.perf_counter()
+        plan, fmt, report = search.search(stages, student, scores, search_data, search=cfg.search, writers=search.Writers(64, 18, cfg.quantize),
+                                          distill=cfg.distill, recovery_lr=cfg.prune.recovery_lr, seed=0, probe=probe)  # fmt: skip
+        elapsed = time.perf_counter() - t0
+    steps = [t["seconds"] for name, t in stages.timings.items() if name.startswith("search_")]
     assert report["stopped_by"] == "time_budget"
     assert report["latency_models"]["onnx_int8"]["points"] == MIN_POINTS < 12
     assert len({c["plan"] for c in report["candidates"]}) == 1

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import TINY_RUN, run_cli, train_tiny_classifier, write_sentiment_csv
 from edgepipe.devices import x86
-from edgepipe.errors import ModelError
+from edgepipe.errors import DeviceError, ModelError
 from edgepipe.export import tflite
-from edgepipe.pipeline.train import predict
+from edgepipe.model.train import predict
 from edgepipe.runtimes.litert import LiteRTModel
 
 SEQ = 32
@@ -65,12 +65,16 @@ def test_int8_tflite_respects_the_attention_mask(converted):
 def test_device_runner_runs_tflite_with_xnnpack(converted, tmp_path):
     _, _, splits, _, int8, _ = converted
     splits["test"].save(tmp_path / "eval")
-    from edgepipe.config import BenchConfig
+    from edgepipe.measurement import Measurement
 
-    r = x86.benchmark(int8, tmp_path / "eval", BenchConfig(runs=10, warmup=2, seq_len=SEQ))
-    assert r["runtime"] == "litert" and r["delegate"] == "XNNPACK" and r["n_eval"] == len(splits["test"])
+    r = x86.benchmark(int8, tmp_path / "eval", Measurement(runs=10, warmup=2, seq_len=SEQ))
+    assert r.runtime == "litert" and r.delegate == "XNNPACK" and r.n_eval == len(splits["test"]) and r.seq_len == SEQ
     host = LiteRTModel(int8).predict(splits["test"])
-    assert r["accuracy"] == pytest.approx(float((host.argmax(1) == splits["test"].labels).mean()))
+    assert r.accuracy == pytest.approx(float((host.argmax(1) == splits["test"].labels).mean()))
+    # the runner measures the model's own fixed length: another one is refused, not silently recorded
+    with pytest.raises(DeviceError, match=f"takes sequences of {SEQ} tokens"):
+        x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=SEQ * 2))
+    assert x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=None, accuracy=False)).seq_len == SEQ
 
 
 def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tiny_teacher, monkeypatch):

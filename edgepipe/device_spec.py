@@ -1,4 +1,7 @@
-"""Device strings as users type them: `x86`, `arm:USER@HOST[:PORT]`, `android[:SERIAL]`."""
+"""Device strings as users type them: `x86`, `arm:USER@HOST[:PORT]`, `android[:SERIAL]`.
+
+Core, not devices/: the config validates device strings, and the device transports build on it.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ class DeviceSpec:
 
 
 def parse_device(text: str) -> DeviceSpec:
-    """Raises ValueError with the accepted forms; the config layer turns it into a ConfigError."""
+    """Raises ValueError with the accepted forms: inside a pydantic validator it becomes the
+    config's one-line ConfigError naming the key."""
     kind, _, rest = text.strip().partition(":")
     if kind == "x86" and not rest:
         return DeviceSpec("x86")

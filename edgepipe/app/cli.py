@@ -1,13 +1,13 @@
 """Command line: `compress-and-export` and the `edgepipe` command group.
 
-The CLI only builds the config (defaults < --smoke < --config file < flags) and
-wires stages; every user-facing failure is an EdgepipeError, printed as one line.
+The CLI only builds the config (defaults < --smoke < --config file < flags) and calls the
+orchestrator (edgepipe.app.run); every user-facing failure is an EdgepipeError, printed as
+one line. Heavy modules (torch, transformers, the exporters) are imported inside the
+commands, after the config is known to be valid: `--help` and a bad flag answer in ~0.2 s.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +18,7 @@ from rich.console import Console
 
 from edgepipe.config import SMOKE, build_config, load_fleet, load_yaml, parse_override
 from edgepipe.errors import ConfigError, EdgepipeError
+from edgepipe.quiet import offline_environment, quiet_libraries
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
@@ -25,30 +26,24 @@ if not out_console.is_terminal:
     out_console.width = 160
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # LiteRT's C++ start-up INFO lines
-    # torchao (pulled in by litert-torch, imported by transformers when present) warns about its
-    # CUDA kernels and deprecated pytree registrations on every CPU-only start
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    import torch  # noqa: F401 - its logging set-up must run before the level below is set
-
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-
-
-def _quiet_libraries() -> None:
-    """After torch is imported (its logging set-up resets levels): hide exporter chatter."""
-    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _flag_layer(pairs: list[tuple[str, Any]], set_: list[str] | None) -> dict[str, Any]:
     """Named flags that were given, then every --set KEY=VALUE: one dotted-key config layer."""
     flags = {key: str(value) if isinstance(value, Path) else value for key, value in pairs if value is not None}
     flags.update(parse_override(item) for item in (set_ or []))
     return flags
+
+
+def _renamed(old: str, new: str, value: Any, current: Any) -> Any:
+    """An old flag spelling keeps working, with one line saying the new one."""
+    if value is None:
+        return current
+    err_console.print(f"note: {old} is now {new}; the old spelling still works")
+    return current if current is not None else value
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        err_console.print(f"note: {note}")
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -84,7 +79,8 @@ def compress_and_export_cmd(
     teacher: Annotated[Path | None, typer.Option(help="local Hugging Face model dir (default: built-in all-MiniLM-L6-v2)")] = None,
     data: Annotated[Path | None, typer.Option(help="CSV/JSONL with text,label columns (default: built-in Rotten Tomatoes)")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="CI-sized run: few hundred examples, 1-layer student")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch threads for training (default: all cores)")] = None,
+    train_threads: Annotated[int | None, typer.Option("--train-threads", help="torch threads for training (default: all cores)")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="old spelling of --train-threads")] = None,
     bench_threads: Annotated[int | None, typer.Option("--bench-threads", help="runtime threads in benchmarks (default 1)")] = None,
     seed: Annotated[int | None, typer.Option(help="training seed (default 0)")] = None,
     devices: Annotated[str | None, typer.Option(help="comma-separated devices to benchmark on (default: x86)")] = None,
@@ -98,13 +94,14 @@ def compress_and_export_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Distill, prune, quantize and export (ONNX, TFLite, ORT, app bundles), benchmark on the devices; writes DIR/manifest.json and DIR/report.html."""
-    _offline()
+    offline_environment()
     try:
+        train_threads = _renamed("--threads", "--train-threads", threads, train_threads)
         flags = _flag_layer(
             [
                 ("teacher.path", teacher),
                 ("data.path", data),
-                ("threads", threads),
+                ("threads", train_threads),
                 ("bench.threads", bench_threads),
                 ("seed", seed),
                 ("bench.devices", devices.split(",") if devices else ([device] if device else None)),
@@ -117,14 +114,16 @@ def compress_and_export_cmd(
             set_,
         )
         file_layer = load_yaml(config) if config else {}
-        cfg = build_config(SMOKE if smoke else {}, file_layer, flags, source=str(config) if config else "config")
+        notes: list[str] = []
+        cfg = build_config(SMOKE if smoke else {}, file_layer, flags, source=str(config) if config else "config", notes=notes)
+        _notes(notes)
 
+        from edgepipe.app.run import compress_and_export
+        from edgepipe.app.summary import summary_table
+        from edgepipe.config import default_cache_dir
         from edgepipe.progress import RichProgress
-        from edgepipe.run import compress_and_export
-        from edgepipe.summary import summary_table
-        from edgepipe.pipeline.teacher import default_cache_dir
 
-        _quiet_libraries()
+        quiet_libraries()
 
         t0 = time.perf_counter()
         manifest = compress_and_export(cfg, out, cache_dir or default_cache_dir(), RichProgress(err_console))
@@ -140,7 +139,8 @@ def bench_cmd(
     path: Annotated[Path, typer.Argument(help="a run directory (its artifacts) or one model file (.onnx/.ort/.tflite)")],
     device: Annotated[list[str] | None, typer.Option("--device", "-d", help="x86, arm:USER@HOST[:PORT], android[:SERIAL]; repeat or comma-separate")] = None,
     inputs: Annotated[Path | None, typer.Option(help="eval inputs folder (*.npy) when PATH is a model file")] = None,
-    threads: Annotated[int | None, typer.Option(help="runtime threads")] = None,
+    bench_threads: Annotated[int | None, typer.Option("--bench-threads", help="runtime threads (default: the run's, 1)")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="old spelling of --bench-threads")] = None,
     runs: Annotated[int | None, typer.Option(help="timed runs")] = None,
     warmup: Annotated[int | None, typer.Option(help="warm-up runs")] = None,
     max_eval: Annotated[int | None, typer.Option("--max-eval", help="accuracy on the first N test examples only")] = None,
@@ -151,12 +151,13 @@ def bench_cmd(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Benchmark a finished run (or one model file) on devices; results go into the run's manifest.json."""
-    _offline()
+    offline_environment()
     try:
+        bench_threads = _renamed("--threads", "--bench-threads", threads, bench_threads)
         flags = _flag_layer(
             [
                 ("bench.devices", [d for item in device for d in item.split(",") if d] if device else None),
-                ("bench.threads", threads),
+                ("bench.threads", bench_threads),
                 ("bench.runs", runs),
                 ("bench.warmup", warmup),
                 ("bench.max_eval", max_eval),
@@ -168,11 +169,11 @@ def bench_cmd(
         )
         if any(not k.startswith("bench.") for k in flags):
             raise ConfigError("edgepipe bench takes bench.* settings only; other settings belong to compress-and-export")
+        from edgepipe.app.summary import bench_table, summary_table
         from edgepipe.progress import RichProgress
-        from edgepipe.summary import bench_table, summary_table
 
         if path.is_dir():
-            from edgepipe.run import bench_run
+            from edgepipe.app.run import bench_run
 
             manifest = bench_run(path, flags, RichProgress(err_console))
             out_console.print(summary_table(manifest))
@@ -182,19 +183,16 @@ def bench_cmd(
             raise ConfigError(f"{path} does not exist; pass a run directory or a model file")
         if inputs is None:
             raise ConfigError("benchmarking a single model file needs --inputs DIR (input_ids/attention_mask/token_type_ids/labels .npy)")
-        from edgepipe.devices import open_locked
+        from edgepipe.devices.pool import DevicePool
 
-        cfg = build_config(flags, source="bench")
-        results = []
-        for text in cfg.bench.devices:
-            dev, lock = open_locked(text, cfg.bench, log=err_console.print)
-            try:
-                results.append(dev.benchmark(path, inputs, cfg.bench))
-            finally:
-                dev.close()
-                lock.release()
+        notes: list[str] = []
+        cfg = build_config(flags, source="bench", notes=notes)
+        # a model file's own sequence length (a TFLite model's fixed shape) unless one is asked for
+        measurement = cfg.measurement().model_copy(update={} if "bench.seq_len" in flags else {"seq_len": None})
+        with DevicePool(cfg.bench, err_console.print) as pool:
+            results = [pool.get(text).benchmark(path, inputs, measurement) for text in cfg.bench.devices]
         out_console.print(bench_table(results))
-        out_console.print_json(data=results)
+        out_console.print_json(data=[r.to_dict() for r in results])
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)
 
@@ -206,7 +204,7 @@ def report_cmd(
 ) -> None:
     """Rebuild report.html + report.md from manifests (several runs: side by side)."""
     try:
-        from edgepipe.report import load_run, write_report
+        from edgepipe.app.report import load_run, write_report
 
         runs = [load_run(d) for d in run_dirs]
         names = [n for n, _ in runs]

@@ -9,8 +9,9 @@ Copy it to the device beside the model and the eval inputs, then:
     python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
 
 `eval/` holds input_ids.npy, attention_mask.npy, token_type_ids.npy (int64, [N, L]) and
-labels.npy ([N]). Latency runs use batch B of real examples padded to --seq-len; the
-accuracy pass runs every example. Flags and statistics follow TFLite's benchmark_model.
+labels.npy ([N]). Latency runs use batch B of real examples padded to --seq-len (default:
+a TFLite model's fixed length, else L); the metric pass (--metric, the task's) runs every
+example. Flags and statistics follow TFLite's benchmark_model.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ except ImportError:
     sys.exit("runner: numpy is not installed on this device; install it with `pip install numpy`")
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float((outputs.argmax(axis=-1) == labels).mean())
+
+
+# The tasks' metrics by name, as edgepipe's tasks name them (edgepipe/tasks/: `Task.metric`).
+METRICS = {"accuracy": _accuracy}
 
 
 @dataclass
@@ -134,7 +143,7 @@ class LiteRTModel:
             raise UserError(f"model {path} cannot be loaded by LiteRT ({str(e).strip().splitlines()[0][:160]})") from None
         self.inputs = sorted(self.interpreter.get_input_details(), key=lambda d: d["name"])
         self.output = self.interpreter.get_output_details()[0]
-        self.seq_len = int(self.inputs[0]["shape"][1])
+        self.seq_len = int(self.inputs[0]["shape"][1])  # fixed: TFLite shapes are static
         try:
             delegated = any(op["op_name"] == "DELEGATE" for op in self.interpreter._get_ops_details())
         except (AttributeError, KeyError):
@@ -152,7 +161,11 @@ class LiteRTModel:
                 row = np.pad(row, ((0, 0), (0, self.seq_len - row.shape[1])))
             self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(row, dtype=detail["dtype"]))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])
+        out = self.interpreter.get_tensor(self.output["index"])
+        scale, zero_point = self.output.get("quantization", (0.0, 0))
+        if out.dtype != np.float32 and scale:  # an int8 output: what it means in float
+            out = (out.astype(np.float32) - zero_point) * scale
+        return out
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         n = len(feeds["input_ids"])
@@ -220,16 +233,26 @@ def time_runs(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -
     return samples, first * 1e3
 
 
-def measure_accuracy(model, arrays, labels, batch: int = 32, limit: int | None = None) -> tuple[float, int, list[int]]:
-    n = len(labels) if limit is None else min(limit, len(labels))
-    preds = np.empty(n, dtype=np.int64)
+def model_outputs(model, arrays, n: int, batch: int = 32) -> np.ndarray:
+    """The model's outputs on the first `n` examples, each batch trimmed to its longest real sequence."""
     lengths = arrays["attention_mask"][:n].sum(axis=1)
+    outs = []
     for s in range(0, n, batch):
         e = min(s + batch, n)
         width = max(1, int(lengths[s:e].max()))
-        feeds = {k: np.ascontiguousarray(v[s:e, :width]) for k, v in arrays.items()}
-        preds[s:e] = model(feeds).argmax(axis=-1)
-    return float((preds == labels[:n]).mean()), n, preds.tolist()
+        outs.append(model({k: np.ascontiguousarray(v[s:e, :width]) for k, v in arrays.items()}))
+    return np.concatenate(outs)
+
+
+def measure_metric(model, arrays, labels, metric: str = "accuracy", limit: int | None = None) -> tuple[float, int, list[int]]:
+    """(the task's metric, examples evaluated, predicted classes)."""
+    n = len(labels) if limit is None else min(limit, len(labels))
+    outputs = model_outputs(model, arrays, n)
+    return METRICS[metric](outputs, labels[:n]), n, outputs.argmax(axis=-1).tolist()
+
+
+def measure_accuracy(model, arrays, labels, batch: int = 32, limit: int | None = None) -> tuple[float, int, list[int]]:
+    return measure_metric(model, arrays, labels, "accuracy", limit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,20 +263,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=None, help="padded length of latency runs (default: the model's, else the inputs')")
     ap.add_argument("--max-eval", type=int, default=None, help="evaluate only the first N examples")
-    ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--metric", default="accuracy", choices=sorted(METRICS), help="the task's metric")
+    ap.add_argument("--no-accuracy", action="store_true", help="latency only: skip the metric pass")
     ap.add_argument("--predictions", action="store_true", help="include per-example predicted labels")
     ap.add_argument("--output", help="also write the JSON here")
     args = ap.parse_args(argv)
     try:
-        if args.threads < 1 or args.runs < 1 or args.warmup < 0 or args.batch < 1 or args.seq_len < 1:
+        if args.threads < 1 or args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.seq_len is not None and args.seq_len < 1):
             raise UserError("--threads, --runs, --batch, --seq-len must be >= 1 and --warmup >= 0")
         t0 = time.perf_counter()
         model = load_model(args.model, args.threads)
         init_ms = (time.perf_counter() - t0) * 1e3
         arrays, labels = load_inputs(args.inputs)
-        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, args.seq_len)
+        fixed = getattr(model, "seq_len", None)
+        if fixed is not None and args.seq_len not in (None, fixed):
+            raise UserError(f"model {os.path.basename(args.model)} takes sequences of {fixed} tokens (TFLite shapes are fixed); --seq-len {args.seq_len} does not match")
+        seq_len = fixed or args.seq_len or arrays["input_ids"].shape[1]
+        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, seq_len)
         stats = LatencyStats.from_samples(samples)
         result = {
             "model": os.path.basename(args.model),
@@ -261,18 +289,21 @@ def main(argv: list[str] | None = None) -> int:
             **model.info,
             "threads": args.threads,
             "batch": args.batch,
-            "seq_len": args.seq_len,
+            "seq_len": seq_len,
             "warmup": args.warmup,
             "init_ms": init_ms,
             "first_inference_ms": first_ms,
             "latency_ms": asdict(stats),
             "latency_samples_ms": [round(x * 1e3, 4) for x in samples],
+            "metric": args.metric,
+            "metric_value": None,
             "accuracy": None,
             "n_eval": 0,
         }
         if not args.no_accuracy:
-            acc, n, preds = measure_accuracy(model, arrays, labels, limit=args.max_eval)
-            result["accuracy"], result["n_eval"] = acc, n
+            value, n, preds = measure_metric(model, arrays, labels, args.metric, limit=args.max_eval)
+            result["metric_value"], result["n_eval"] = value, n
+            result["accuracy"] = value if args.metric == "accuracy" else None
             if args.predictions:
                 result["predictions"] = preds
         result.update(

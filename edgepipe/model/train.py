@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from edgepipe import distributed
+from edgepipe.errors import ConfigError
 from edgepipe.progress import Progress, Silent
-from edgepipe.pipeline.data import TokenizedSplit
+from edgepipe.tokenized import TokenizedSplit
 
 
 def seed_everything(seed: int) -> None:
@@ -93,8 +94,6 @@ def fit(
     seed_everything(seed)
     dist = distributed.current() if data_parallel else distributed.SINGLE
     if settings.batch_size < dist.world:
-        from edgepipe.errors import ConfigError
-
         raise ConfigError(f"batch size {settings.batch_size} is smaller than the {dist.world} training processes; raise it or start fewer")
     steps = settings.total_steps(len(split))
     order = _shuffled(len(split), steps, settings.batch_size, np.random.default_rng(seed))
@@ -131,15 +130,29 @@ def fit(
     }
 
 
+def forward(model: nn.Module, batch: dict[str, torch.Tensor], **kwargs):
+    return model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], **kwargs)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: TokenizedSplit, batch_size: int = 64, progress: Progress = Silent(), description: str = "evaluate") -> np.ndarray:
+    """The model's outputs (logits) on every example, in eval mode."""
     model.eval()
-    out = np.zeros((len(split), len(model.labels)), dtype=np.float32)
+    out: np.ndarray | None = None
     total = math.ceil(len(split) / batch_size)
     for idx, b in progress.track(batches(split, batch_size), total, description):
-        out[idx] = model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).numpy()
-    return out
+        y = forward(model, b).numpy()
+        if out is None:
+            out = np.zeros((len(split), *y.shape[1:]), dtype=np.float32)
+        out[idx] = y
+    return out if out is not None else np.zeros((0,), dtype=np.float32)
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((logits.argmax(axis=1) == labels).mean())
+def distillation_objective(loss_mod: nn.Module, soft_targets: torch.Tensor) -> LossFn:
+    """The loss of training on the teacher's precomputed outputs (`soft_targets`, one row per
+    training example): distillation, pruning recovery, the budget search's estimates, importance."""
+
+    def loss_fn(model: nn.Module, idx: np.ndarray, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss_mod(forward(model, batch), soft_targets[torch.from_numpy(np.asarray(idx))], batch["labels"])["loss"]
+
+    return loss_fn

@@ -1,0 +1,328 @@
+"""`compress-and-export` and `edgepipe bench RUN`: the order of the stages, nothing else.
+
+Each stage (pipeline/, export/) takes the config sections it reads as keyword inputs, and its
+key is derived from them and from its upstream results' keys (edgepipe.stages), so a changed
+setting reruns exactly what depends on it; everything else is reused after its files pass a
+sha256 check. The manifest (edgepipe.manifest) is rewritten atomically after every stage, so
+a run that fails later keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import edgepipe
+from edgepipe import distributed
+from edgepipe.app import benchmark as bench_stage
+from edgepipe.app.report import write_report
+from edgepipe.config import RunConfig, build_config, config_to_dict, flatten_tree, migrate
+from edgepipe.devices.pool import DevicePool
+from edgepipe.errors import BudgetError, ConfigError, ModelError, RunDirError
+from edgepipe.export import bundle, onnx, ort_format, tflite
+from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
+from edgepipe.model.load import Tokenizer, teacher_source
+from edgepipe.model.task_model import TaskModel
+from edgepipe.pipeline import data as data_stage
+from edgepipe.pipeline import distill, evaluate, prune, quantize, search, teacher
+from edgepipe.progress import Progress, Silent
+from edgepipe.rundir import RunDir, sha256_file, write_bytes_atomic
+from edgepipe.stages import Record, Stages
+from edgepipe.tokenized import TokenizedData
+
+
+@dataclass
+class Role:
+    """A model of the ladder with its tokenization (a pruned vocabulary has its own ids)."""
+
+    name: str
+    model: TaskModel
+    data: TokenizedData
+    tokenizer: Tokenizer
+
+
+def environment(cfg: RunConfig) -> dict[str, Any]:
+    import onnx as onnx_lib
+    import onnxruntime
+    import transformers
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx_lib.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        **{name: version(name) for name in ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tflite-support")},
+        "train_threads": cfg.threads,
+    }
+
+
+class Run:
+    """One invocation: the stages runner, the manifest, the devices."""
+
+    def __init__(self, cfg: RunConfig, rundir: RunDir, progress: Progress, dist: distributed.Dist = distributed.SINGLE,
+                 manifest: Manifest | None = None):  # fmt: skip
+        self.cfg, self.dir = cfg, rundir
+        self.stages = Stages(rundir, progress, dist)
+        self.manifest = manifest or Manifest(version=edgepipe.__version__, config=config_to_dict(cfg), seed=cfg.seed,
+                                             environment=environment(cfg), dataset={}, models={}, benchmarks=[])  # fmt: skip
+        self.manifest.timings = self.stages.timings | self.manifest.timings
+        self.stages.timings = self.manifest.timings
+        self._lock = threading.RLock()  # device workers update the manifest side by side
+
+    @property
+    def progress(self) -> Progress:
+        return self.stages.progress
+
+    def save(self) -> None:
+        if self.stages.dist.main:
+            with self._lock:
+                self.manifest.save(self.dir.root)
+
+    def record_config(self, cfg: RunConfig) -> None:
+        """The config the shipped model is trained with (after a budget search: the chosen plan's)."""
+        self.cfg = cfg
+        self.manifest.config = config_to_dict(cfg)
+        if self.stages.dist.main:
+            write_bytes_atomic(self.dir.path("config.yaml"), yaml.safe_dump(self.manifest.config, sort_keys=False).encode())
+
+    # -- models -----------------------------------------------------------------------
+
+    def record_model(self, role: Role, report: dict[str, Any], checkpoint: Path | None = None) -> None:
+        """The manifest entry of a model: size facts, its PyTorch metric, its stage report, its eval inputs."""
+        model, metric = role.model, role.model.task.metric
+        ev = self.stages.run(f"eval_{role.name}", evaluate.run, model=model, data=role.data, role=role.name).result
+        inputs = self.dir.path(f"data/{'test' if role.name in ('teacher', 'student') else 'test_' + role.name}")
+        self.stages.run(f"eval_inputs_{inputs.name}", _save_eval_inputs, data=role.data, directory=inputs.name)
+        entry = model.describe(self.cfg.export.seq_len) | {metric: ev[f"test_{metric}"], f"val_{metric}": ev[f"val_{metric}"]} | report
+        if checkpoint is not None:
+            entry["checkpoint"] = self.dir.rel(checkpoint)
+        entry |= {"artifacts": {}, "eval_inputs": EvalInputs(path=self.dir.rel(inputs), key=role.data.key)}
+        self.manifest.models[role.name] = ModelEntry.model_validate(entry)
+        self.manifest.task = {"name": model.task.name, "metric": metric}
+        self.save()
+
+    def artifact(self, role: str, name: str, record: Record) -> Artifact:
+        """An artifact entry from its stage's record: the first file it wrote, and what it measured."""
+        rel, sha = next(iter(record.files.items()))
+        art = Artifact.model_validate({"path": rel, "bytes": self.dir.path(rel).stat().st_size, "sha256": sha} | record.result)
+        self.manifest.models[role].artifacts[name] = art
+        self.save()
+        return art
+
+    # -- exports ------------------------------------------------------------------------
+
+    def export(self, roles: list[Role]) -> None:
+        cfg, stages = self.cfg, self.stages
+        seq = cfg.export.seq_len
+        for r in roles:
+            rec = stages.run(f"export_{r.name}_onnx_fp32", onnx.run, role=r.name, model=r.model, data=r.data, opset=cfg.export.opset,
+                             parity_atol=cfg.export.parity_atol)  # fmt: skip
+            self.artifact(r.name, "onnx_fp32", rec)
+        for r in roles:
+            if cfg.quantize.enabled and r.name in cfg.quantize.targets:
+                fp32 = self.manifest.artifact(r.name, "onnx_fp32")
+                rec = stages.run(f"quantize_{r.name}_onnx_int8", quantize.run, role=r.name, fp32=fp32, data=r.data, qcfg=cfg.quantize, seq_len=seq,
+                                 task=r.model.task, arch=r.model.arch)  # fmt: skip
+                self.artifact(r.name, "onnx_int8", rec)
+        for r in roles:
+            if cfg.export.tflite and r.name in cfg.export.tflite_targets:
+                tflite.require_litert_torch()
+                rec = stages.run(f"export_{r.name}_tflite_fp32", tflite.run_fp32, role=r.name, model=r.model, data=r.data, seq_len=seq,
+                                 parity_atol=cfg.export.parity_atol)  # fmt: skip
+                fp32 = self.artifact(r.name, "tflite_fp32", rec)
+                rec = stages.run(f"export_{r.name}_tflite_int8", tflite.run_int8, role=r.name, model=r.model, data=r.data, fp32=fp32, seq_len=seq,
+                                 calibration_examples=cfg.quantize.calibration_examples)  # fmt: skip
+                self.artifact(r.name, "tflite_int8", rec)
+        self.app_artifacts(roles[-1])
+
+    def app_artifacts(self, ship: Role) -> None:
+        """ORT-format model for ORT Mobile and one app bundle per target, for the shipped model."""
+        arts, task = self.manifest.models[ship.name].artifacts, ship.model.task
+        if "onnx_int8" in arts:
+            rec = self.stages.run(f"export_{ship.name}_ort", ort_format.run, role=ship.name, onnx=arts["onnx_int8"], data=ship.data, task=task)
+            self.artifact(ship.name, "ort", rec)
+        bundles = self.manifest.bundles or {}
+        for target, name in bundle.TARGETS.items():
+            if name in arts:
+                bundles[target] = self.stages.run(
+                    f"bundle_{target}", bundle.run, target=target, role=ship.name, artifact=arts[name], tokenizer=ship.tokenizer,
+                    labels=ship.model.labels, seq_len=self.cfg.export.seq_len, tflite_metadata=self.cfg.export.tflite_metadata, task=task,
+                    arch=ship.model.arch, edgepipe_version=edgepipe.__version__, app_check_sha256=bundle.app_check_sha256(),
+                ).result  # fmt: skip
+        self.manifest.bundles = bundles
+        self.save()
+
+    # -- devices ------------------------------------------------------------------------
+
+    def benchmark(self, pool: DevicePool) -> None:
+        jobs = bench_stage.jobs_of(self.manifest, self.cfg.bench)
+        bench_stage.benchmark(self.stages, self.manifest, jobs, self.cfg.bench, self.cfg.measurement().model_copy(update={"metric": self.manifest.metric}),
+                              pool, self.save)  # fmt: skip
+
+    def finish(self) -> None:
+        """What the devices that worked measured is reported even when another failed."""
+        self.save()
+        write_report(self.dir.root, [(self.dir.root.resolve().name, self.manifest)])
+
+
+def _save_eval_inputs(ctx: Stages, *, data: TokenizedData, directory: str) -> tuple[dict[str, Any], list[Path]]:
+    """The pre-tokenized test split as .npy files, what a device runner reads."""
+    return {"n": len(data.test)}, data.test.save(ctx.path(f"data/{directory}"))
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Fail before hours of training, not after."""
+    if cfg.export.tflite:
+        tflite.require_litert_torch(import_it=False)
+        if cfg.export.tflite_metadata:
+            from edgepipe.export.tflite_metadata import require_tflite_support
+
+            require_tflite_support()
+
+
+def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Progress = Silent()) -> Manifest | None:
+    torch.set_num_threads(cfg.threads)
+    preflight(cfg)
+    dist = distributed.init_from_env()
+    if not dist.main:
+        progress = Silent()
+        dist.barrier()  # rank 0 creates and locks the run dir first
+    with RunDir(out, writer=dist.main) as rundir:
+        if dist.main:
+            dist.barrier()
+        earlier = earlier_benchmarks(rundir.root)  # before this run writes its first manifest over them
+        run = Run(cfg, rundir, progress, dist)
+        stages = run.stages
+        run.record_config(cfg)
+
+        dataset, run.manifest.dataset = data_stage.load_dataset(cfg.data)
+        tokenizer = Tokenizer.load(teacher_source(cfg.teacher.path))
+        tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
+        run.save()
+
+        # teacher -> student -> pruned ------------------------------------------------
+        t_model, t_report = teacher.prepare(dataset, tokens.train, cfg.teacher, max_length=cfg.data.max_length, seed=cfg.seed, threads=cfg.threads,
+                                            cache_dir=cache_dir, progress=progress)  # fmt: skip
+        progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if t_report.get("cache_hit", True) else ""))
+        roles = [Role("teacher", t_model, tokens, tokenizer)]
+        run.record_model(roles[0], t_report)
+        soft = distill.load_soft_targets(stages, stages.run("soft_targets", distill.soft_targets, teacher=t_model, data=tokens))
+
+        rec = stages.run("distill", distill.run, mode="all", teacher=t_model, soft_targets=soft, data=tokens, tokenizer=tokenizer,
+                         student=cfg.student, distill=cfg.distill, seed=cfg.seed, threads=cfg.threads)  # fmt: skip
+        student = distill.load(stages, rec)
+        roles.append(Role("student", student, tokens, tokenizer))
+        run.record_model(roles[-1], rec.result, stages.path(distill.STUDENT_DIR) / "model.safetensors")
+
+        if cfg.prune.enabled:
+            scores = prune.load_importance(stages.run("importance", prune.importance, student=student, soft_targets=soft, data=tokens,
+                                                      method=cfg.prune.importance, batches=cfg.prune.importance_batches, distill=cfg.distill,
+                                                      seed=cfg.seed, threads=cfg.threads))  # fmt: skip
+            if cfg.search.active:
+                cfg = budget_search(run, student, scores, dataset, tokens, tokenizer, soft)
+            rec = stages.run("prune", prune.run, mode="all", student=student, scores=scores, soft_targets=soft, dataset=dataset, tokenizer=tokenizer,
+                             prune=cfg.prune, distill=cfg.distill, max_length=cfg.data.max_length, seed=cfg.seed, threads=cfg.threads)  # fmt: skip
+            pruned = prune.load(stages, rec)
+            p_tokenizer = Tokenizer.load(stages.path(prune.PRUNED_DIR)) if cfg.prune.vocab else tokenizer
+            roles.append(Role("pruned", pruned, dataset.tokenize(p_tokenizer.hf, cfg.data.max_length), p_tokenizer))
+            run.record_model(roles[-1], rec.result, stages.path(prune.PRUNED_DIR) / "model.safetensors")
+
+        # training is over: the other ranks leave, rank 0 carries on alone
+        if dist.active:
+            dist.close()
+            stages.dist = distributed.SINGLE
+            if not dist.main:
+                return None
+
+        # export and benchmark --------------------------------------------------------
+        run.export(roles)
+        try:
+            with DevicePool(cfg.bench, progress.log) as pool:
+                run.benchmark(pool)
+        finally:
+            run.manifest.keep_benchmarks(earlier)
+            search.outcome(run.manifest, cfg.search, cfg.bench.threads, progress)
+            run.finish()
+        return run.manifest
+
+
+def budget_search(run: Run, student: TaskModel, scores: prune.Importance, dataset, tokens: TokenizedData, tokenizer: Tokenizer,
+                  soft: distill.SoftTargets) -> RunConfig:  # fmt: skip
+    """The plan that meets the budget on the device (rank 0 searches, every rank gets its plan);
+    returns the config the pruned model is then trained with, recorded as the run's config."""
+    cfg, stages = run.cfg, run.stages
+    overrides = None
+    if stages.dist.main:
+        device = cfg.search_device
+        search_data = search.prepare(stages, student, dataset, tokens, tokenizer, soft, cfg.search.vocab, cfg.data.max_length)
+        measurement = cfg.measurement().latency_only()
+        with DevicePool(cfg.bench, run.progress.log) as pool:
+            probe = search.Probe(device, measurement, lambda path: pool.get(device).benchmark(path, search_data.latency_inputs, measurement))
+            try:
+                plan, fmt, report = search.search(stages, student, scores, search_data, search=cfg.search,
+                                                  writers=search.Writers(cfg.export.seq_len, cfg.export.opset, cfg.quantize),
+                                                  distill=cfg.distill, recovery_lr=cfg.prune.recovery_lr, seed=cfg.seed, probe=probe)  # fmt: skip
+            except BudgetError as e:
+                run.manifest.search = e.report
+                run.save()
+                raise
+        run.manifest.search = report
+        run.save()
+        c = report["chosen"]
+        run.progress.log(f"[green]✓[/green] search: {c['plan']} as {c['format']}, {c['latency_ms']:.2f} ms, {c['size_mb']:.1f} MB, "
+                         f"val {report['metric']} ≈ {c['accuracy'] * 100:.1f}% ({len(report['candidates'])} candidates, {report['seconds']:.0f} s)")  # fmt: skip
+        overrides = plan.prune_overrides()
+    cfg = build_config(flatten_tree(config_to_dict(cfg)), stages.dist.broadcast(overrides))
+    run.record_config(cfg)
+    return cfg
+
+
+def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent()) -> Manifest:
+    """`edgepipe bench RUN_DIR`: benchmark a finished run's artifacts again (other devices, threads, runs).
+
+    The run's own config is the base; `overrides` (bench.* keys) change how it is measured.
+    Artifacts are hash-checked first: a file changed since the run is refused, not measured.
+    """
+    manifest = Manifest.load(out)
+    base = migrate(flatten_tree(manifest.config))
+    overrides = dict(overrides)
+    seq = overrides.pop("bench.seq_len", None)
+    if seq is not None and seq != base.get("export.seq_len", 64):
+        raise ConfigError(
+            f"the artifacts in {out} were built for sequence length {base.get('export.seq_len', 64)}; bench.seq_len={seq} does not match. "
+            f"Rerun compress-and-export --out {out} --set export.seq_len={seq} to build them for {seq}"
+        )
+    if "bench.fleet" in overrides and "bench.devices" not in overrides:
+        base.pop("bench.devices", None)  # `--fleet` alone: the fleet's devices, not the run's
+    cfg = build_config(base, overrides, source="bench")
+    with RunDir(out) as rundir:
+        run = Run(cfg, rundir, progress, manifest=manifest)
+        for role, m in manifest.models.items():
+            if m.eval_inputs is None:
+                raise RunDirError(f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export")
+        for job in bench_stage.jobs_of(manifest, cfg.bench):
+            path = rundir.path(job.artifact.path)
+            if not path.is_file() or sha256_file(path) != job.artifact.sha256:
+                raise ModelError(f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}")
+        try:
+            with DevicePool(cfg.bench, progress.log) as pool:
+                run.benchmark(pool)
+        finally:
+            run.finish()
+        return manifest

@@ -1,0 +1,206 @@
+"""What edgepipe needs to know about an encoder architecture, in one place per architecture.
+
+Every stage that reaches into a model - building a student, pruning heads and FFN neurons,
+removing vocabulary rows, counting MACs, naming ONNX node groups for the int8 budget, the
+inputs an exporter declares - asks the model's `Architecture` instead of naming
+`layer.attention.self.query`. Adding an architecture is one file in this folder: a subclass
+registered under its Hugging Face `model_type` (as Optimum registers an OnnxConfig per
+architecture), plus its tiny model in the tests (tests/test_arch.py fails without one).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings first, then one per layer
+    pooled: torch.Tensor | None = None  # the architecture's own pooler on [CLS], when it has one
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes stages plan with, read from the model's config."""
+
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    vocab: int
+    other_embedding_rows: int  # position (+ token type) rows: part of the size, not of the vocabulary
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A vocabulary reduced to the rows a corpus needs."""
+
+    kept_ids: list[int]  # old ids, ascending: row i of the new table is row kept_ids[i] of the old
+    original_size: int
+    tokenizer: Any  # a tokenizer of the kept vocabulary, saved to the directory given
+
+
+def select_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping rows (dim=0, output features) or columns (dim=1, input features)."""
+    w = linear.weight.detach().index_select(dim, index).clone()
+    out_f, in_f = w.shape
+    new = nn.Linear(in_f, out_f, bias=linear.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if linear.bias is not None:
+            new.bias.copy_(linear.bias.detach() if dim == 1 else linear.bias.detach()[index])
+    return new
+
+
+class Architecture(ABC):
+    """One encoder family. Stateless: one instance per model_type serves every model of that type."""
+
+    model_type: str
+    # what the exported graphs take, in order (an architecture without token types drops the last)
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+    # the encoder's prefix in a `...ForSequenceClassification` checkpoint, and the head's
+    checkpoint_prefix: str = ""
+    head_prefix: str = "classifier."
+    # regex of the module-path prefix the ONNX exporter records before the layer name
+    # (node name scopes such as `model.encoder.encoder.layer.0.attention`), stripped for group names
+    scope_prefix: str = r"^model\."
+
+    # -- construction --------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        """Stage keys name the architecture (edgepipe.stages)."""
+        return self.model_type
+
+    @abstractmethod
+    def config(self, raw: dict[str, Any]) -> Any:
+        """The transformers config object of a config.json dict."""
+
+    @abstractmethod
+    def build(self, config: Any, with_pooler: bool) -> nn.Module:
+        """An encoder with fresh weights, SDPA attention (export switches to eager)."""
+
+    @abstractmethod
+    def dims(self, config: Any) -> Dims: ...
+
+    @abstractmethod
+    def dropout(self, config: Any) -> float:
+        """The hidden dropout probability (the task head's dropout too)."""
+
+    def initializer_range(self, config: Any) -> float:
+        return float(getattr(config, "initializer_range", 0.02))
+
+    @abstractmethod
+    def resized(self, config: Any, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None) -> Any:
+        """The config of a student of this shape (everything else as the teacher's)."""
+
+    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The encoder's tensors of a checkpoint, named as `build()`'s module names them."""
+        return {k.removeprefix(self.checkpoint_prefix): v for k, v in state.items() if not k.startswith(self.head_prefix)}
+
+    def optional_weight(self, name: str) -> bool:
+        """Tensors a checkpoint may lack without being the wrong model (buffers, an unused pooler)."""
+        return name.startswith("pooler.") or "position_ids" in name
+
+    # -- forward ---------------------------------------------------------------------
+
+    @abstractmethod
+    def encode(
+        self,
+        encoder: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        output_hidden_states: bool,
+    ) -> EncoderOutput:
+        """Run the encoder with edgepipe's additive mask (see edgepipe.model.task_model.MASK_VALUE)."""
+
+    # -- structure: layers, heads, FFN neurons, vocabulary ----------------------------
+
+    @abstractmethod
+    def layers(self, encoder: nn.Module) -> nn.ModuleList: ...
+
+    @abstractmethod
+    def keep_layers(self, encoder: nn.Module, layers: list[int]) -> None: ...
+
+    @abstractmethod
+    def embeddings(self, encoder: nn.Module) -> nn.Module:
+        """Every embedding table (words, positions, types) and its normalisation."""
+
+    @abstractmethod
+    def word_embeddings(self, encoder: nn.Module) -> nn.Embedding: ...
+
+    @abstractmethod
+    def keep_tokens(self, encoder: nn.Module, token_ids: list[int]) -> None:
+        """Only these rows of the word-embedding table remain, renumbered 0..n-1."""
+
+    @abstractmethod
+    def project_embeddings(self, teacher: nn.Module, student: nn.Module, basis: torch.Tensor) -> None:
+        """A narrower student's embedding tables: the teacher's, projected on `basis` [teacher width, student width]."""
+
+    @abstractmethod
+    def head_count(self, layer: nn.Module) -> int: ...
+
+    @abstractmethod
+    def ffn_count(self, layer: nn.Module) -> int: ...
+
+    @abstractmethod
+    def keep_heads(self, layer: nn.Module, heads: list[int]) -> None:
+        """Only these attention heads remain (none: the block keeps its residual path)."""
+
+    @abstractmethod
+    def keep_neurons(self, layer: nn.Module, neurons: list[int]) -> None:
+        """Only these FFN neurons remain (none: the block keeps its residual path)."""
+
+    @abstractmethod
+    def attention_output(self, layer: nn.Module) -> nn.Linear | None:
+        """The projection after the heads (its input is the heads' outputs side by side); None with no heads."""
+
+    @abstractmethod
+    def ffn_output(self, layer: nn.Module) -> nn.Linear | None:
+        """The FFN's down projection (its input is the neurons' activations); None with no neurons."""
+
+    @abstractmethod
+    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+        """(query, key, value, output) of a layer with heads."""
+
+    @abstractmethod
+    def ffn_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+        """(up, down) of a layer with FFN neurons."""
+
+    def has_pooler(self, encoder: nn.Module) -> bool:
+        return getattr(encoder, "pooler", None) is not None
+
+    # -- tokenizer -------------------------------------------------------------------
+
+    tokenizer_files: tuple[str, ...] = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+    @abstractmethod
+    def prune_vocabulary(self, tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vocabulary:
+        """The rows `texts` need (plus what keeps any word tokenizable), and their tokenizer saved to `directory`."""
+
+    @abstractmethod
+    def tokenizer_card(self, tokenizer: Any, directory: Path) -> dict[str, Any]:
+        """What an app needs to tokenize like Python does (the bundle's model_card `tokenizer` section)."""
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(cls: type[Architecture]) -> type[Architecture]:
+    """Class decorator: the architecture answers for its `model_type`."""
+    if cls.model_type in ARCHITECTURES:
+        raise ValueError(f"architecture {cls.model_type!r} registered twice")
+    ARCHITECTURES[cls.model_type] = cls()
+    return cls

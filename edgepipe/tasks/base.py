@@ -1,0 +1,88 @@
+"""What edgepipe needs to know about a task: its head, its losses, its metric, what an app reads.
+
+Every stage asks the model's `Task` instead of taking `argmax` accuracy for granted: the
+int8 budget, the budget search's floor, the report's columns and the device runner all read
+the task's metric by name (as NNCF's accuracy control takes a validation function). Adding a
+task is one file in this folder, registered under its name, plus its tests
+(tests/test_tasks.py fails without them).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgepipe.arch.base import EncoderOutput
+
+
+class Task(ABC):
+    name: str
+    # the headline metric (higher is better); the standalone runner computes it on the device under
+    # the same name (devices/standalone/runner.py METRICS), the manifest records it per artifact
+    metric: str
+    # the agreement of two models' outputs (int8 vs fp32), the lower-noise check of the int8 budget
+    agreement_name: str
+    output_names: tuple[str, ...] = ("logits",)
+    # the TFLite Task Library API that reads this task's models from their metadata (None: none does)
+    task_library: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stage keys name the task (edgepipe.stages)."""
+        return self.name
+
+    @abstractmethod
+    def build_head(self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None) -> nn.Module:
+        """The head on top of the encoder (seeded by `generator` when given)."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module, out: EncoderOutput, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The model's output from the encoder's (pooling, dropout, head)."""
+
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The supervised loss (fine-tuning a teacher)."""
+
+    @abstractmethod
+    def distillation_loss(self, temperature: float, alpha: float, hidden_weight: float = 0.0, student_width: int = 0,
+                          teacher_width: int = 0) -> nn.Module:  # fmt: skip
+        """A module: (student outputs, teacher outputs, labels[, hidden states, mask]) -> {"loss": ...}."""
+
+    @abstractmethod
+    def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Every metric of the task on these outputs; `self.metric` among them."""
+
+    @abstractmethod
+    def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
+        """How often two models decide alike (1.0 = always)."""
+
+    def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        return self.scores(outputs, labels)[self.metric]
+
+    def compare(self, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray, split: str = "test") -> dict[str, Any]:
+        """A converted artifact against its float reference on one split: both metrics and their agreement
+        (the int8-vs-fp32 record of the quantize, TFLite and ORT-format stages)."""
+        return {
+            f"{split}_{self.metric}": self.score(outputs, labels),
+            f"fp32_{split}_{self.metric}": self.score(reference, labels),
+            self.agreement_name: self.agreement(outputs, reference),
+        }
+
+    @abstractmethod
+    def card(self, labels: list[str]) -> dict[str, Any]:
+        """How an app turns the model's output into an answer (the bundle's model_card `task` section)."""
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: the task answers for its `name`."""
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} registered twice")
+    TASKS[cls.name] = cls()
+    return cls

@@ -1,0 +1,75 @@
+"""Distillation losses as small modules (as torchdistill registers them), tested on their own.
+
+Soft targets (Hinton et al. 2015):
+    alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * task loss
+            + hidden_weight * MSE(student hidden states, teacher hidden states)
+computed with log_softmax on both sides (stable for large logits).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) at temperature T, averaged over the rows (the last dim is the classes)."""
+    T = temperature
+    s = F.log_softmax(student_logits.reshape(-1, student_logits.shape[-1]) / T, dim=-1)
+    t = F.log_softmax(teacher_logits.reshape(-1, teacher_logits.shape[-1]) / T, dim=-1)
+    return F.kl_div(s, t, reduction="batchmean", log_target=True) * (T * T)
+
+
+class HiddenStateMSE(nn.Module):
+    """Mean squared error between matched hidden states over real (unpadded) tokens; a narrower
+    student's states are projected to the teacher's width by a learned linear map."""
+
+    def __init__(self, student_width: int = 0, teacher_width: int = 0):
+        super().__init__()
+        narrower = student_width and student_width != teacher_width
+        self.project = nn.Linear(student_width, teacher_width, bias=False) if narrower else nn.Identity()
+
+    def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+        terms = []
+        for s, t in zip(student, teacher):
+            err = (self.project(s) - t).pow(2)
+            if mask is None:
+                terms.append(err.mean())
+            else:
+                w = mask.unsqueeze(-1).to(err.dtype)
+                terms.append((err * w).sum() / (w.sum() * t.shape[-1]))
+        return torch.stack(terms).mean()
+
+
+class DistillationLoss(nn.Module):
+    """alpha * soft-target KL + (1 - alpha) * cross-entropy (+ hidden_weight * hidden-state MSE)."""
+
+    def __init__(self, temperature: float, alpha: float, hidden_weight: float = 0.0, student_width: int = 0, teacher_width: int = 0):
+        super().__init__()
+        self.temperature = temperature
+        self.alpha = alpha
+        self.hidden_weight = hidden_weight
+        self.hidden = HiddenStateMSE(student_width if hidden_weight > 0 else 0, teacher_width)
+
+    @property
+    def project(self) -> nn.Module:
+        return self.hidden.project
+
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor,
+        student_hidden: list[torch.Tensor] | None = None,
+        teacher_hidden: list[torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        kd = soft_target_kl(student_logits, teacher_logits, self.temperature)
+        ce = F.cross_entropy(student_logits, labels)
+        loss = self.alpha * kd + (1 - self.alpha) * ce
+        hidden = torch.zeros((), dtype=loss.dtype)
+        if self.hidden_weight > 0 and student_hidden is not None and teacher_hidden is not None:
+            hidden = self.hidden(student_hidden, teacher_hidden, mask)
+            loss = loss + self.hidden_weight * hidden
+        return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "hidden": hidden.detach()}

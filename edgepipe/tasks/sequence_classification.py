@@ -1,0 +1,58 @@
+"""Sequence classification: one label per text, from a pooled sentence vector and a linear head.
+
+Pooling is the teacher's: `mean` (masked mean of the last hidden states, sentence-transformers
+style) or `cls` (the architecture's pooler on [CLS], as `BertForSequenceClassification`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgepipe.arch.base import EncoderOutput
+from edgepipe.tasks.base import Task, register
+from edgepipe.tasks.losses import DistillationLoss
+
+
+@register
+class SequenceClassification(Task):
+    name = "sequence_classification"
+    metric = "accuracy"
+    agreement_name = "argmax_agreement"
+    task_library = "BertNLClassifier"
+
+    def build_head(self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None) -> nn.Linear:
+        head = nn.Linear(hidden, len(labels))
+        if generator is not None:
+            with torch.no_grad():
+                head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * initializer_range)
+                head.bias.zero_()
+        return head
+
+    def forward(self, model: nn.Module, out: EncoderOutput, attention_mask: torch.Tensor) -> torch.Tensor:
+        if model.pooling == "cls":
+            pooled = out.pooled
+        else:
+            h = out.last_hidden
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return model.head(model.dropout(pooled))
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, labels)
+
+    def distillation_loss(self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0) -> DistillationLoss:
+        return DistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
+
+    def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float((outputs.argmax(axis=-1) == labels).mean())}
+
+    def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
+        return float((outputs.argmax(axis=-1) == reference.argmax(axis=-1)).mean())
+
+    def card(self, labels: list[str]) -> dict[str, Any]:
+        return {"name": self.name, "output": "logits", "postprocess": "softmax; the label is labels[argmax]", "labels": labels}
