@@ -117,7 +117,10 @@ def cpuinfo() -> dict[str, Any]:
     if max_freq.is_file():
         mhz, mhz_source = int(max_freq.read_text().strip()) / 1000.0, str(max_freq)
     elif "cpu MHz" in first:
-        mhz, mhz_source = float(first["cpu MHz"]), "/proc/cpuinfo 'cpu MHz' (current/nominal clock; no cpufreq in this VM)"
+        mhz, mhz_source = (
+            float(first["cpu MHz"]),
+            "/proc/cpuinfo 'cpu MHz' (current/nominal clock; no cpufreq in this VM)",
+        )
     return {
         "model": rn.cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -125,7 +128,9 @@ def cpuinfo() -> dict[str, Any]:
         "siblings": int(first["siblings"]) if first.get("siblings", "").isdigit() else None,
         "mhz": mhz,
         "mhz_source": mhz_source,
-        "int8_flags": sorted(f for f in flags if f in {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}),
+        "int8_flags": sorted(
+            f for f in flags if f in {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}
+        ),
     }
 
 
@@ -161,7 +166,9 @@ class Run:
         self.manifest = Manifest.load(run_dir)
         self.manifest_sha256 = hashlib.sha256((run_dir / "manifest.json").read_bytes()).hexdigest()
         export, bench = self.manifest.config.get("export", {}), self.manifest.config.get("bench", {})
-        self.seq_len = int(export.get("seq_len", bench.get("seq_len", 64)))  # bench.seq_len in runs from before export.seq_len
+        self.seq_len = int(
+            export.get("seq_len", bench.get("seq_len", 64))
+        )  # bench.seq_len in runs from before export.seq_len
         self.models = self.manifest.models
 
     def artifact(self, role: str, kind: str) -> dict[str, Any] | None:
@@ -193,7 +200,9 @@ class Run:
 # --------------------------------------------------------------------------- measurements
 
 
-def paired_latency(make_a, make_b, arrays_a, arrays_b, seq_len: int, rounds: int, warmup: int, runs: int) -> dict[str, Any]:
+def paired_latency(
+    make_a, make_b, arrays_a, arrays_b, seq_len: int, rounds: int, warmup: int, runs: int
+) -> dict[str, Any]:
     """a and b measured in alternating rounds (ABBA order) in this process; ratio per round = a_p50 / b_p50."""
     ma, mb = make_a(), make_b()
     pa, pb = [], []
@@ -217,7 +226,9 @@ def paired_latency(make_a, make_b, arrays_a, arrays_b, seq_len: int, rounds: int
     }
 
 
-def runner_overhead(model: Path, inputs: Path, threads: int, seq_len: int, rounds: int, warmup: int, runs: int) -> dict[str, Any]:
+def runner_overhead(
+    model: Path, inputs: Path, threads: int, seq_len: int, rounds: int, warmup: int, runs: int
+) -> dict[str, Any]:
     """runner.py in a subprocess (as devices/x86.py runs it, plus --no-accuracy) vs a bare session.run loop here."""
     import onnxruntime as ort
 
@@ -241,9 +252,24 @@ def runner_overhead(model: Path, inputs: Path, threads: int, seq_len: int, round
         return rn.LatencyStats.from_samples(samples).p50
 
     cmd = [
-        sys.executable, str(RUNNER), "--model", str(model), "--inputs", str(inputs), "--threads", str(threads),
-        "--warmup", str(warmup), "--runs", str(runs), "--batch", "1", "--seq-len", str(seq_len), "--no-accuracy",
-    ]  # fmt: skip
+        sys.executable,
+        str(RUNNER),
+        "--model",
+        str(model),
+        "--inputs",
+        str(inputs),
+        "--threads",
+        str(threads),
+        "--warmup",
+        str(warmup),
+        "--runs",
+        str(runs),
+        "--batch",
+        "1",
+        "--seq-len",
+        str(seq_len),
+        "--no-accuracy",
+    ]
 
     def via_runner() -> float:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
@@ -327,7 +353,9 @@ def wall_run(out_dir: Path, cache: Path, extra: list[str]) -> dict[str, Any]:
     env = dict(os.environ, EDGEPIPE_CACHE=str(cache))
     t0 = time.perf_counter()
     log = out_dir.with_name(out_dir.name + ".log")
-    proc = subprocess.Popen([sys.executable, "-c", WALL_CHILD, str(log), *cmd], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WALL_CHILD, str(log), *cmd], stdout=subprocess.PIPE, text=True, env=env
+    )
     sampler = TreeRssSampler(proc.pid)
     sampler.start()
     stdout, _ = proc.communicate()
@@ -378,7 +406,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if not arts[k] or arts[k].get("missing"):
             raise EdgepipeError(f"{run.dir} has no {k} artifact; it is needed for every goal")
     have = {k: bool(v) and not v.get("missing") for k, v in arts.items()}
-    warnings = [f"{k}: file on disk differs from the manifest (run dir rewritten?)" for k, v in arts.items() if v and have[k] and not v["matches_manifest"]]
+    warnings = [
+        f"{k}: file on disk differs from the manifest (run dir rewritten?)"
+        for k, v in arts.items()
+        if v and have[k] and not v["matches_manifest"]
+    ]
     teacher_in, pruned_in = run.inputs("teacher"), run.inputs("pruned")
     t_arrays, t_labels = rn.load_inputs(str(teacher_in))
     p_arrays, p_labels = rn.load_inputs(str(pruned_in))
@@ -391,22 +423,36 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("pruned_onnx_int8", "pruned_tflite_int8"):
         if have[key]:
             ratio = t_bytes / arts[key]["bytes"]
-            size["rows"].append({"vs": key, "bytes": arts[key]["bytes"], "ratio": ratio, "status": goal_status("size_ratio", ratio)})
+            size["rows"].append(
+                {"vs": key, "bytes": arts[key]["bytes"], "ratio": ratio, "status": goal_status("size_ratio", ratio)}
+            )
         else:
-            size["rows"].append({"vs": key, "bytes": None, "ratio": None, "status": f"not measured ({key} missing from the run)"})
+            size["rows"].append(
+                {"vs": key, "bytes": None, "ratio": None, "status": f"not measured ({key} missing from the run)"}
+            )
     results["size"] = size
 
     # 3. accuracy (threads don't change predictions; all threads for speed)
     acc_threads = os.cpu_count() or 1
-    teacher_acc, n_t, _ = rn.measure_accuracy(rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], acc_threads), t_arrays, t_labels, limit=eval_limit)
-    accuracy = {"teacher_onnx_fp32": {"accuracy": teacher_acc, "n_eval": n_t}, "goal": goal_text("accuracy_kept"), "rows": []}
+    teacher_acc, n_t, _ = rn.measure_accuracy(
+        rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], acc_threads), t_arrays, t_labels, limit=eval_limit
+    )
+    accuracy = {
+        "teacher_onnx_fp32": {"accuracy": teacher_acc, "n_eval": n_t},
+        "goal": goal_text("accuracy_kept"),
+        "rows": [],
+    }
     for key, make in (("pruned_onnx_int8", rn.OnnxRuntimeModel), ("pruned_tflite_int8", rn.LiteRTModel)):
         if not have[key]:
-            accuracy["rows"].append({"model": key, "accuracy": None, "kept": None, "status": f"not measured ({key} missing)"})
+            accuracy["rows"].append(
+                {"model": key, "accuracy": None, "kept": None, "status": f"not measured ({key} missing)"}
+            )
             continue
         acc, n, _ = rn.measure_accuracy(make(arts[key]["path"], acc_threads), p_arrays, p_labels, limit=eval_limit)
         kept = acc / teacher_acc if teacher_acc else None
-        accuracy["rows"].append({"model": key, "accuracy": acc, "n_eval": n, "kept": kept, "status": goal_status("accuracy_kept", kept)})
+        accuracy["rows"].append(
+            {"model": key, "accuracy": acc, "n_eval": n, "kept": kept, "status": goal_status("accuracy_kept", kept)}
+        )
     results["accuracy"] = accuracy
 
     # 2, 5, 6 per thread count
@@ -417,19 +463,33 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         entry: dict[str, Any] = {"threads": threads}
         print(f"bench: latency at {threads} thread(s)", file=sys.stderr, flush=True)
         ort_pair = paired_latency(
-            lambda: rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], threads),
-            lambda: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], threads),
-            t_arrays, p_arrays, seq_len, rounds, warmup, runs,
-        )  # fmt: skip
-        ort_pair.update(a="teacher_onnx_fp32", b="pruned_onnx_int8", status=goal_status("latency_ratio", ort_pair["ratio"]))
+            lambda t=threads: rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], t),
+            lambda t=threads: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], t),
+            t_arrays,
+            p_arrays,
+            seq_len,
+            rounds,
+            warmup,
+            runs,
+        )
+        ort_pair.update(
+            a="teacher_onnx_fp32", b="pruned_onnx_int8", status=goal_status("latency_ratio", ort_pair["ratio"])
+        )
         entry["latency_onnxruntime"] = ort_pair
         if have["teacher_tflite_fp32"] and have["pruned_tflite_int8"]:
             lite = paired_latency(
-                lambda: rn.LiteRTModel(arts["teacher_tflite_fp32"]["path"], threads),
-                lambda: rn.LiteRTModel(arts["pruned_tflite_int8"]["path"], threads),
-                t_arrays, p_arrays, seq_len, rounds, warmup, runs,
-            )  # fmt: skip
-            lite.update(a="teacher_tflite_fp32", b="pruned_tflite_int8", status=goal_status("latency_ratio", lite["ratio"]))
+                lambda t=threads: rn.LiteRTModel(arts["teacher_tflite_fp32"]["path"], t),
+                lambda t=threads: rn.LiteRTModel(arts["pruned_tflite_int8"]["path"], t),
+                t_arrays,
+                p_arrays,
+                seq_len,
+                rounds,
+                warmup,
+                runs,
+            )
+            lite.update(
+                a="teacher_tflite_fp32", b="pruned_tflite_int8", status=goal_status("latency_ratio", lite["ratio"])
+            )
         else:
             missing = [k for k in ("teacher_tflite_fp32", "pruned_tflite_int8") if not have[k]]
             lite = {
@@ -440,7 +500,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         entry["latency_litert"] = lite
 
         print(f"bench: runner overhead at {threads} thread(s)", file=sys.stderr, flush=True)
-        ov = runner_overhead(Path(arts["pruned_onnx_int8"]["path"]), pruned_in, threads, seq_len, rounds if not quick else 1, warmup, max(runs, 10) if quick else 100)
+        ov = runner_overhead(
+            Path(arts["pruned_onnx_int8"]["path"]),
+            pruned_in,
+            threads,
+            seq_len,
+            rounds if not quick else 1,
+            warmup,
+            max(runs, 10) if quick else 100,
+        )
         ov["status"] = goal_status("runner_overhead", ov["overhead"])
         entry["runner_overhead"] = ov
 
@@ -462,7 +530,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for row in ISA_TABLE:
                 if all(f in ci["int8_flags"] for f in row["flags"]):
                     peak = threads * ci["mhz"] * 1e6 * row["int8_ops_per_cycle_per_core"]
-                    peaks.append({"isa": row["isa"], "peak_int8_gops": peak / 1e9, "percent_of_peak": 100 * achieved / peak})
+                    peaks.append(
+                        {"isa": row["isa"], "peak_int8_gops": peak / 1e9, "percent_of_peak": 100 * achieved / peak}
+                    )
             sel = peaks[0]
             tp.update(
                 isa_selected=isa["isa"],
@@ -473,7 +543,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 formula="peak = threads x MHz x int8 ops/cycle/core (estimate)",
             )
         else:
-            tp.update(percent_of_peak=None, isa_selected=None, isa_selected_note="no int8 SIMD flags or frequency found: not estimated")
+            tp.update(
+                percent_of_peak=None,
+                isa_selected=None,
+                isa_selected_note="no int8 SIMD flags or frequency found: not estimated",
+            )
         entry["throughput"] = tp
         per_threads.append(entry)
     results["per_threads"] = per_threads
@@ -489,7 +563,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             print("bench: compress-and-export, cached teacher", file=sys.stderr, flush=True)
             warm = wall_run(Path(tmp) / "warm", cache, extra)
         for r in (cold, warm):
-            r["status"] = ("not met (failed, rc %d)" % r["rc"]) if r["rc"] else goal_status("wall_s", r["wall_s"])
+            r["status"] = f"not met (failed, rc {r['rc']})" if r["rc"] else goal_status("wall_s", r["wall_s"])
             if quick:
                 r["status"] = "plumbing check only (--quick runs --smoke, not the default run)"
         results["wall"] = {
@@ -535,15 +609,44 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
     r = doc["results"]
     rows = []
     for s in r["size"]["rows"]:
-        rows.append(("1 size", f"teacher fp32 ONNX / {s['vs']} (bytes)", "-", fmt_ratio(s["ratio"]), r["size"]["goal"], s["status"]))
+        rows.append(
+            (
+                "1 size",
+                f"teacher fp32 ONNX / {s['vs']} (bytes)",
+                "-",
+                fmt_ratio(s["ratio"]),
+                r["size"]["goal"],
+                s["status"],
+            )
+        )
     for e in r["per_threads"]:
         t = str(e["threads"])
         o, lt = e["latency_onnxruntime"], e["latency_litert"]
-        rows.append(("2 latency", f"ORT teacher fp32 {o['a_p50_ms']:.2f} ms / pruned int8 {o['b_p50_ms']:.3f} ms", t, fmt_ratio(o["ratio"]), goal_text("latency_ratio"), o["status"]))
+        rows.append(
+            (
+                "2 latency",
+                f"ORT teacher fp32 {o['a_p50_ms']:.2f} ms / pruned int8 {o['b_p50_ms']:.3f} ms",
+                t,
+                fmt_ratio(o["ratio"]),
+                goal_text("latency_ratio"),
+                o["status"],
+            )
+        )
         if lt["ratio"] is not None:
-            rows.append(("2 latency", f"LiteRT teacher fp32 {lt['a_p50_ms']:.2f} ms / pruned int8 {lt['b_p50_ms']:.3f} ms", t, fmt_ratio(lt["ratio"]), goal_text("latency_ratio"), lt["status"]))
+            rows.append(
+                (
+                    "2 latency",
+                    f"LiteRT teacher fp32 {lt['a_p50_ms']:.2f} ms / pruned int8 {lt['b_p50_ms']:.3f} ms",
+                    t,
+                    fmt_ratio(lt["ratio"]),
+                    goal_text("latency_ratio"),
+                    lt["status"],
+                )
+            )
         else:
-            rows.append(("2 latency", "LiteRT teacher fp32 / pruned int8", t, "—", goal_text("latency_ratio"), lt["status"]))
+            rows.append(
+                ("2 latency", "LiteRT teacher fp32 / pruned int8", t, "—", goal_text("latency_ratio"), lt["status"])
+            )
     a = r["accuracy"]
     for row in a["rows"]:
         fig = "—" if row["kept"] is None else f"{row['kept']:.2%}"
@@ -556,22 +659,54 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
         for k in ("cold", "cached_teacher"):
             x = w[k]
             rows.append(
-                ("4 wall", f"compress-and-export {k}: peak RSS {x['peak_rss_mb_largest_process']:.0f} MB largest process, {x['peak_rss_mb_tree_sum_sampled']:.0f} MB tree", "all", f"{x['wall_s']:.0f} s", w["goal"], x["status"])
-            )  # fmt: skip
+                (
+                    "4 wall",
+                    f"compress-and-export {k}: peak RSS {x['peak_rss_mb_largest_process']:.0f} MB largest process, {x['peak_rss_mb_tree_sum_sampled']:.0f} MB tree",
+                    "all",
+                    f"{x['wall_s']:.0f} s",
+                    w["goal"],
+                    x["status"],
+                )
+            )
     else:
         rows.append(("4 wall", "compress-and-export cold / cached teacher", "all", "—", w["goal"], w["status"]))
     for e in r["per_threads"]:
         ov = e["runner_overhead"]
-        rows.append(("5 runner overhead", f"runner.py p50 {ov['runner_p50_ms']:.3f} ms vs bare session.run {ov['bare_p50_ms']:.3f} ms", str(e["threads"]), f"{ov['overhead']:+.1%}", goal_text("runner_overhead"), ov["status"]))
+        rows.append(
+            (
+                "5 runner overhead",
+                f"runner.py p50 {ov['runner_p50_ms']:.3f} ms vs bare session.run {ov['bare_p50_ms']:.3f} ms",
+                str(e["threads"]),
+                f"{ov['overhead']:+.1%}",
+                goal_text("runner_overhead"),
+                ov["status"],
+            )
+        )
     for e in r["per_threads"]:
         tp = e["throughput"]
         if tp.get("percent_of_peak") is None:
-            rows.append(("6 int8 throughput", f"{tp['achieved_int8_gops']:.1f} GOPS achieved", str(e["threads"]), "—", "no goal", "peak not estimated"))
+            rows.append(
+                (
+                    "6 int8 throughput",
+                    f"{tp['achieved_int8_gops']:.1f} GOPS achieved",
+                    str(e["threads"]),
+                    "—",
+                    "no goal",
+                    "peak not estimated",
+                )
+            )
             continue
         others = ", ".join(f"{p['percent_of_peak']:.1f}% of {p['isa']}" for p in tp["peaks_by_isa"][1:3])
         rows.append(
-            ("6 int8 throughput", f"{tp['achieved_int8_gops']:.1f} GOPS vs est. {tp['isa_selected']} peak {tp['peak_int8_gops']:.0f} GOPS ({others})", str(e["threads"]), f"{tp['percent_of_peak']:.1f}%", "no goal (estimate)", "reported")
-        )  # fmt: skip
+            (
+                "6 int8 throughput",
+                f"{tp['achieved_int8_gops']:.1f} GOPS vs est. {tp['isa_selected']} peak {tp['peak_int8_gops']:.0f} GOPS ({others})",
+                str(e["threads"]),
+                f"{tp['percent_of_peak']:.1f}%",
+                "no goal (estimate)",
+                "reported",
+            )
+        )
     return rows
 
 
@@ -595,10 +730,18 @@ def print_table(doc: dict[str, Any]) -> None:
     console = Console(width=200)
     console.print(table)
     tp = doc["results"]["per_threads"][0]["throughput"]
-    console.print(f"ISA: {tp.get('isa_selected_note')}. {tp.get('formula', '')}; frequency {m['mhz']} MHz from {m['mhz_source']}.")
+    console.print(
+        f"ISA: {tp.get('isa_selected_note')}. {tp.get('formula', '')}; frequency {m['mhz']} MHz from {m['mhz_source']}."
+    )
     for row in doc["isa_assumptions"]:
-        console.print(escape(f"  assumed {row['isa']}: {row['int8_ops_per_cycle_per_core']} int8 ops/cycle/core — {row['assumption']}"))
-    console.print(f"load average before {doc['machine']['load_before']['loadavg']}, after {doc['machine']['load_after']['loadavg']}; took {doc['bench_seconds']:.0f} s")
+        console.print(
+            escape(
+                f"  assumed {row['isa']}: {row['int8_ops_per_cycle_per_core']} int8 ops/cycle/core — {row['assumption']}"
+            )
+        )
+    console.print(
+        f"load average before {doc['machine']['load_before']['loadavg']}, after {doc['machine']['load_after']['loadavg']}; took {doc['bench_seconds']:.0f} s"
+    )
     for w in doc["warnings"]:
         console.print(f"[yellow]warning: {escape(w)}[/yellow]")
 
@@ -606,9 +749,21 @@ def print_table(doc: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path, nargs="?", default=Path("runs/demo"))
-    ap.add_argument("--threads-all", action="store_true", help=f"also measure at all {os.cpu_count()} threads (default: 1 thread only)")
-    ap.add_argument("--wall", action="store_true", help="also time two fresh compress-and-export runs (cold cache, cached teacher): ~25 min")
-    ap.add_argument("--quick", action="store_true", help="plumbing check: 1 round, few runs, 200 eval examples (--wall runs --smoke)")
+    ap.add_argument(
+        "--threads-all",
+        action="store_true",
+        help=f"also measure at all {os.cpu_count()} threads (default: 1 thread only)",
+    )
+    ap.add_argument(
+        "--wall",
+        action="store_true",
+        help="also time two fresh compress-and-export runs (cold cache, cached teacher): ~25 min",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="plumbing check: 1 round, few runs, 200 eval examples (--wall runs --smoke)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/results.json"))
     ap.add_argument("--rounds", type=int, default=None, help="paired rounds (default 5, quick 1)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per model per round (default 50, quick 10)")

@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bench.goals import paired_latency
 from edgepipe.config import QuantizeConfig, build_config, load_yaml
 from edgepipe.devices.standalone.runner import OnnxRuntimeModel
@@ -72,13 +70,21 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 quantize(fp32, out, splits.train, splits.val, qcfg, seq_len, task=task)
-            except Exception as e:  # noqa: BLE001 - a failing variant is a result, not a crash
+            except Exception as e:
                 rows.append({"variant": variant, "error": f"{type(e).__name__}: {str(e)[:120]}"})
                 continue
             seconds = time.perf_counter() - t0
             q_logits = OrtModel(out).predict(test)
-            pair = paired_latency(lambda: OnnxRuntimeModel(str(out), args.threads), lambda: OnnxRuntimeModel(str(fp32), args.threads),
-                                  arrays, arrays, seq_len, rounds=2 if args.quick else 5, warmup=10, runs=100)  # fmt: skip
+            pair = paired_latency(
+                lambda out=out: OnnxRuntimeModel(str(out), args.threads),
+                lambda: OnnxRuntimeModel(str(fp32), args.threads),
+                arrays,
+                arrays,
+                seq_len,
+                rounds=2 if args.quick else 5,
+                warmup=10,
+                runs=100,
+            )
             p_int8, p_fp32, ratio = pair["a_p50_ms"], pair["b_p50_ms"], pair["ratio"]
             rows.append(
                 {
@@ -106,12 +112,21 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(json.dumps(r["variant"]), r["error"], *[""] * 7)
             continue
         table.add_row(
-            json.dumps(r["variant"]), f"{r['size_mb']}", f"{r['size_ratio']}", f"{r['test_accuracy']:.2%}", f"{r['fp32_test_accuracy']:.2%}",
-            f"{r['agreement']:.1%}", f"{r['p50_ms']}", f"{r['fp32_p50_ms']}", f"{r['latency_ratio']}x",
-        )  # fmt: skip
+            json.dumps(r["variant"]),
+            f"{r['size_mb']}",
+            f"{r['size_ratio']}",
+            f"{r['test_accuracy']:.2%}",
+            f"{r['fp32_test_accuracy']:.2%}",
+            f"{r['agreement']:.1%}",
+            f"{r['p50_ms']}",
+            f"{r['fp32_p50_ms']}",
+            f"{r['latency_ratio']}x",
+        )
     Console(width=160).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"run": str(args.run_dir), "role": args.role, "threads": args.threads, "rows": rows}, indent=2))
+    args.out.write_text(
+        json.dumps({"run": str(args.run_dir), "role": args.role, "threads": args.threads, "rows": rows}, indent=2)
+    )
     return 0
 
 

@@ -60,14 +60,20 @@ class AdbTransport:
             ) from None
         if spec.serial is None:
             if not serials:
-                raise DeviceError("android: no device is connected (`adb devices` is empty); plug one in and allow USB debugging")
+                raise DeviceError(
+                    "android: no device is connected (`adb devices` is empty); plug one in and allow USB debugging"
+                )
             if len(serials) > 1:
-                raise DeviceError(f"android: {len(serials)} devices are connected ({', '.join(serials)}); pick one with android:SERIAL")
+                raise DeviceError(
+                    f"android: {len(serials)} devices are connected ({', '.join(serials)}); pick one with android:SERIAL"
+                )
             serial = serials[0]
         else:
             if spec.serial not in serials:
                 listed = ", ".join(serials) or "none"
-                raise DeviceError(f"android:{spec.serial} is not connected (adb devices: {listed}); check the serial or the cable")
+                raise DeviceError(
+                    f"android:{spec.serial} is not connected (adb devices: {listed}); check the serial or the cable"
+                )
             serial = spec.serial
         self.name = f"android:{serial}"
         self.serial = serial
@@ -79,7 +85,9 @@ class AdbTransport:
         try:
             r = self.device.shell2(command, timeout=timeout, v2=True)
         except adbutils.AdbTimeout:
-            raise DeviceError(f"{self.name}: `{command[:80]}` ran longer than {timeout:.0f} s; raise bench.android.command_timeout_s") from None
+            raise DeviceError(
+                f"{self.name}: `{command[:80]}` ran longer than {timeout:.0f} s; raise bench.android.command_timeout_s"
+            ) from None
         except _adb_errors() as e:
             return CommandResult(None, "", str(e))
         return CommandResult(r.returncode, r.stdout, r.stderr)
@@ -96,14 +104,18 @@ class AdbTransport:
         try:
             self.device.sync.pull(remote, local)
         except _adb_errors() as e:
-            raise DeviceError(f"{self.name}: pull of {posixpath.basename(remote)} failed ({e}); finished results are kept, rerun to resume") from None
+            raise DeviceError(
+                f"{self.name}: pull of {posixpath.basename(remote)} failed ({e}); finished results are kept, rerun to resume"
+            ) from None
 
     def make_workdir(self) -> str:
         path = posixpath.join(self.cfg.remote_dir, "run-" + secrets.token_hex(6))
         res = self.run(shlex.join(["mkdir", "-p", path]), 60)
         if res.returncode != 0:
             reason = (res.stderr or res.stdout or "connection lost").strip()[:160]
-            raise DeviceError(f"{self.name}: cannot create {path} ({reason}); set bench.android.remote_dir to a writable folder")
+            raise DeviceError(
+                f"{self.name}: cannot create {path} ({reason}); set bench.android.remote_dir to a writable folder"
+            )
         return path
 
     def getprops(self) -> dict[str, str]:
@@ -155,11 +167,17 @@ def open_android(spec: DeviceSpec, cfg: AndroidConfig):
     if cfg.python:
         check = transport.run(f"command -v {shlex.quote(cfg.python)}", 60)
         if check.returncode == 0:
-            return RemoteRunnerDevice(spec, transport, cfg.python, cfg.command_timeout_s, info | {"method": "python runner"})
+            return RemoteRunnerDevice(
+                spec, transport, cfg.python, cfg.command_timeout_s, info | {"method": "python runner"}
+            )
     if cfg.benchmark_model is not None:
         if not Path(cfg.benchmark_model).is_file():
-            raise DeviceError(f"bench.android.benchmark_model {cfg.benchmark_model} does not exist; point it at the android_aarch64 binary")
-        return BenchmarkModelDevice(spec, transport, Path(cfg.benchmark_model), cfg.command_timeout_s, info | {"method": "benchmark_model"})
+            raise DeviceError(
+                f"bench.android.benchmark_model {cfg.benchmark_model} does not exist; point it at the android_aarch64 binary"
+            )
+        return BenchmarkModelDevice(
+            spec, transport, Path(cfg.benchmark_model), cfg.command_timeout_s, info | {"method": "benchmark_model"}
+        )
     raise DeviceError(
         f"{transport.name}: no {cfg.python or 'python'} on the device and no benchmark_model binary; install Termux python "
         "(pkg install python; pip install numpy onnxruntime ai-edge-litert) or set bench.android.benchmark_model=PATH"

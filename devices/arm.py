@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import select
 import shlex
-import socket
 import time
 from pathlib import Path
 
 from edgepipe.config import SshConfig
-from edgepipe.devices.remote import CommandResult, RemoteRunnerDevice
 from edgepipe.device_spec import DeviceSpec
+from edgepipe.devices.remote import CommandResult, RemoteRunnerDevice
 from edgepipe.errors import DeviceError
 
 
@@ -39,7 +38,9 @@ class SshTransport:
             if known_hosts.is_file():
                 self.client.load_host_keys(str(known_hosts))
             elif cfg.known_hosts is not None:
-                raise DeviceError(f"{self.name}: known_hosts file {known_hosts} does not exist; fix bench.ssh.known_hosts")
+                raise DeviceError(
+                    f"{self.name}: known_hosts file {known_hosts} does not exist; fix bench.ssh.known_hosts"
+                )
             self.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         if cfg.identity_file is not None and not Path(cfg.identity_file).expanduser().is_file():
             raise DeviceError(f"{self.name}: SSH key {cfg.identity_file} does not exist; fix bench.ssh.identity_file")
@@ -70,7 +71,7 @@ class SshTransport:
                     f"(`ssh-keyscan -p {self.port} {self.host} >> {known_hosts}`), or set bench.ssh.known_hosts"
                 ) from None
             raise DeviceError(f"{self.name}: SSH handshake with {where} failed ({e}); is it an SSH server?") from None
-        except (OSError, socket.timeout) as e:
+        except (TimeoutError, OSError) as e:
             raise DeviceError(
                 f"{self.name}: cannot reach {self.host}:{self.port} ({e.strerror or e}); check the address, that the board is on and sshd runs"
             ) from None
@@ -102,11 +103,15 @@ class SshTransport:
                 break
             if time.monotonic() > deadline:
                 chan.close()
-                raise DeviceError(f"{self.name}: `{command[:80]}` ran longer than {timeout:.0f} s; raise bench.ssh.command_timeout_s")
+                raise DeviceError(
+                    f"{self.name}: `{command[:80]}` ran longer than {timeout:.0f} s; raise bench.ssh.command_timeout_s"
+                )
         status = chan.recv_exit_status()
         chan.close()
         # -1: the channel closed without an exit status (connection lost or the process was killed by a signal)
-        return CommandResult(None if status == -1 else status, out.decode(errors="replace"), err.decode(errors="replace"))
+        return CommandResult(
+            None if status == -1 else status, out.decode(errors="replace"), err.decode(errors="replace")
+        )
 
     def push(self, local: Path, remote: str) -> None:
         import paramiko
@@ -122,13 +127,15 @@ class SshTransport:
         res = self.run('mktemp -d "${TMPDIR:-/tmp}/edgepipe.XXXXXXXX"', 60)
         path = res.stdout.strip()
         if res.returncode != 0 or not path.startswith("/"):
-            raise DeviceError(f"{self.name}: cannot create a work dir on the board ({(res.stderr or 'connection lost').strip()[:160]})")
+            raise DeviceError(
+                f"{self.name}: cannot create a work dir on the board ({(res.stderr or 'connection lost').strip()[:160]})"
+            )
         return path
 
     def close(self) -> None:
         try:
             self.sftp.close()
-        except Exception:  # noqa: BLE001 - closing a connection that is already gone
+        except Exception:
             pass
         finally:
             self.client.close()
@@ -136,7 +143,13 @@ class SshTransport:
 
 def open_arm(spec: DeviceSpec, cfg: SshConfig) -> RemoteRunnerDevice:
     transport = SshTransport(spec, cfg)
-    info: dict[str, object] = {"kind": "arm", "transport": "ssh", "host": spec.host, "port": spec.port or 22, "user": spec.user}
+    info: dict[str, object] = {
+        "kind": "arm",
+        "transport": "ssh",
+        "host": spec.host,
+        "port": spec.port or 22,
+        "user": spec.user,
+    }
     res = transport.run("uname -srm; cat /proc/device-tree/model 2>/dev/null | tr -d '\\000'", 60)
     if res.returncode is not None:
         lines = res.stdout.strip().splitlines()
@@ -145,5 +158,7 @@ def open_arm(spec: DeviceSpec, cfg: SshConfig) -> RemoteRunnerDevice:
     check = transport.run(f"command -v {shlex.quote(cfg.python)}", 60)
     if check.returncode != 0:
         transport.close()
-        raise DeviceError(f"{spec.text}: {cfg.python!r} is not on the board; install python3 there or set bench.ssh.python")
+        raise DeviceError(
+            f"{spec.text}: {cfg.python!r} is not on the board; install python3 there or set bench.ssh.python"
+        )
     return RemoteRunnerDevice(spec, transport, cfg.python, cfg.command_timeout_s, info)

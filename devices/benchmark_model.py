@@ -26,11 +26,17 @@ from edgepipe.errors import DeviceError
 from edgepipe.measurement import Measured, Measurement
 
 _NUM = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
-_RUN_LINE = re.compile(rf"count=(?P<count>{_NUM}) first=(?P<first>{_NUM}) curr={_NUM} min=(?P<min>{_NUM}) max=(?P<max>{_NUM}) "
-                       rf"avg=(?P<avg>{_NUM}) std=(?P<std>{_NUM})(?: p5=(?P<p5>{_NUM}) median=(?P<median>{_NUM}) p95=(?P<p95>{_NUM}))?")  # fmt: skip
-_TIMINGS = re.compile(rf"Inference timings in us: Init: (?P<init>{_NUM}), First inference: (?P<first>{_NUM}), "
-                      rf"Warmup \(avg\): (?P<warmup>{_NUM}), Inference \(avg\): (?P<avg>{_NUM})")  # fmt: skip
-_MEMORY = re.compile(rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): init=(?P<init>{_NUM}) overall=(?P<overall>{_NUM})")
+_RUN_LINE = re.compile(
+    rf"count=(?P<count>{_NUM}) first=(?P<first>{_NUM}) curr={_NUM} min=(?P<min>{_NUM}) max=(?P<max>{_NUM}) "
+    rf"avg=(?P<avg>{_NUM}) std=(?P<std>{_NUM})(?: p5=(?P<p5>{_NUM}) median=(?P<median>{_NUM}) p95=(?P<p95>{_NUM}))?"
+)
+_TIMINGS = re.compile(
+    rf"Inference timings in us: Init: (?P<init>{_NUM}), First inference: (?P<first>{_NUM}), "
+    rf"Warmup \(avg\): (?P<warmup>{_NUM}), Inference \(avg\): (?P<avg>{_NUM})"
+)
+_MEMORY = re.compile(
+    rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): init=(?P<init>{_NUM}) overall=(?P<overall>{_NUM})"
+)
 _PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: (?P<peak>{_NUM})")
 _DELEGATE = re.compile(r"Replacing (?P<n>\d+) out of (?P<m>\d+) node\(s\) with delegate \((?P<name>[^)]+)\)")
 
@@ -94,12 +100,29 @@ def write_inputs(layout: list[dict[str, Any]], arrays: dict[str, np.ndarray], ro
     return files
 
 
-def flags(binary: str, model: str, layout: list[dict[str, Any]], value_files: list[str], bench: Measurement, runs: int, warmup: int) -> list[str]:
-    argv = [binary, f"--graph={model}", f"--num_threads={bench.threads}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
-            "--min_secs=0", "--warmup_min_secs=0", "--max_secs=100000",
-            "--input_layer=" + ",".join(d["name"] for d in layout),
-            "--input_layer_shape=" + ":".join(",".join(map(str, d["shape"])) for d in layout),
-            "--input_layer_value_files=" + ",".join(f"{_escape(d['name'])}:{_escape(f)}" for d, f in zip(layout, value_files))]  # fmt: skip
+def flags(
+    binary: str,
+    model: str,
+    layout: list[dict[str, Any]],
+    value_files: list[str],
+    bench: Measurement,
+    runs: int,
+    warmup: int,
+) -> list[str]:
+    argv = [
+        binary,
+        f"--graph={model}",
+        f"--num_threads={bench.threads}",
+        f"--num_runs={runs}",
+        f"--warmup_runs={warmup}",
+        "--min_secs=0",
+        "--warmup_min_secs=0",
+        "--max_secs=100000",
+        "--input_layer=" + ",".join(d["name"] for d in layout),
+        "--input_layer_shape=" + ":".join(",".join(map(str, d["shape"])) for d in layout),
+        "--input_layer_value_files="
+        + ",".join(f"{_escape(d['name'])}:{_escape(f)}" for d, f in zip(layout, value_files)),
+    ]
     return bench.pinned(argv)
 
 
@@ -118,12 +141,20 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: Measurement, 
         # latency on example 0: cut it out with dd like the accuracy loop does
         row_files = [posixpath.join(workdir, f"row_{f.name}") for f in files]
         cut = " && ".join(
-            shlex.join(["dd", f"if={src}", f"of={dst}", f"bs={d['dtype'].itemsize * d['shape'][1]}", "count=1", "skip=0"]) + " 2>/dev/null"
+            shlex.join(
+                ["dd", f"if={src}", f"of={dst}", f"bs={d['dtype'].itemsize * d['shape'][1]}", "count=1", "skip=0"]
+            )
+            + " 2>/dev/null"
             for src, dst, d in zip(remote_files, row_files, layout)
         )
-        res = transport.run(cut + " && " + shlex.join(flags(binary, remote_model, layout, row_files, bench, bench.runs, bench.warmup)), timeout_s)
+        res = transport.run(
+            cut + " && " + shlex.join(flags(binary, remote_model, layout, row_files, bench, bench.runs, bench.warmup)),
+            timeout_s,
+        )
         if res.returncode is None:
-            raise DeviceError(f"{transport.name}: connection lost while benchmarking {model.name}; finished results are kept, rerun to resume")
+            raise DeviceError(
+                f"{transport.name}: connection lost while benchmarking {model.name}; finished results are kept, rerun to resume"
+            )
         try:
             result = parse_output(res.stdout + "\n" + res.stderr)
         except ValueError as e:
@@ -134,17 +165,26 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: Measurement, 
             loop = (
                 f"rm -f {shlex.quote(logits_path)}; i=0; while [ $i -lt {n} ]; do "
                 + " && ".join(
-                    shlex.join(["dd", f"if={src}", f"of={dst}", f"bs={d['dtype'].itemsize * d['shape'][1]}", "count=1"]) + ' skip="$i" 2>/dev/null'
+                    shlex.join(["dd", f"if={src}", f"of={dst}", f"bs={d['dtype'].itemsize * d['shape'][1]}", "count=1"])
+                    + ' skip="$i" 2>/dev/null'
                     for src, dst, d in zip(remote_files, row_files, layout)
                 )
-                + " && " + shlex.join(flags(binary, remote_model, layout, row_files, bench, 1, 0) + [f"--output_filepath={workdir}/out.bin"])
+                + " && "
+                + shlex.join(
+                    flags(binary, remote_model, layout, row_files, bench, 1, 0)
+                    + [f"--output_filepath={workdir}/out.bin"]
+                )
                 + f" >/dev/null 2>&1 && cat {shlex.quote(workdir + '/out.bin')} >> {shlex.quote(logits_path)} || exit 3; i=$((i+1)); done"
-            )  # fmt: skip
+            )
             acc_res = transport.run(loop, timeout_s)
             if acc_res.returncode is None:
-                raise DeviceError(f"{transport.name}: connection lost while evaluating {model.name}; finished results are kept, rerun to resume")
+                raise DeviceError(
+                    f"{transport.name}: connection lost while evaluating {model.name}; finished results are kept, rerun to resume"
+                )
             if acc_res.returncode != 0:
-                raise DeviceError(f"{transport.name}: benchmark_model failed while evaluating {model.name} (exit {acc_res.returncode})")
+                raise DeviceError(
+                    f"{transport.name}: benchmark_model failed while evaluating {model.name} (exit {acc_res.returncode})"
+                )
             local = Path(tmp) / "logits.bin"
             transport.pull(logits_path, local)
             logits = np.fromfile(local, dtype=np.float32)
@@ -152,21 +192,26 @@ def run(transport, workdir: str, model: Path, inputs: Path, bench: Measurement, 
     value = None
     if logits is not None:
         if logits.size % n:
-            raise DeviceError(f"{transport.name}: benchmark_model wrote {logits.size} logits for {n} examples; is the output float32?")
+            raise DeviceError(
+                f"{transport.name}: benchmark_model wrote {logits.size} logits for {n} examples; is the output float32?"
+            )
         value = METRICS[bench.metric](logits.reshape(n, -1), labels[:n])
-    return Measured.model_validate(result | {
-        "model": model.name,
-        "model_bytes": model.stat().st_size,
-        "runtime": "litert (benchmark_model)",
-        "runtime_version": None,
-        "threads": bench.threads,
-        "batch": 1,
-        "seq_len": layout[0]["shape"][1],
-        "warmup": bench.warmup,
-        "metric": bench.metric,
-        "metric_value": value,
-        "accuracy": value if bench.metric == "accuracy" else None,
-        "n_eval": n if value is not None else 0,
-        "peak_rss_mb": result.get("peak_rss_mb"),
-        "emulated": None,
-    })
+    return Measured.model_validate(
+        result
+        | {
+            "model": model.name,
+            "model_bytes": model.stat().st_size,
+            "runtime": "litert (benchmark_model)",
+            "runtime_version": None,
+            "threads": bench.threads,
+            "batch": 1,
+            "seq_len": layout[0]["shape"][1],
+            "warmup": bench.warmup,
+            "metric": bench.metric,
+            "metric_value": value,
+            "accuracy": value if bench.metric == "accuracy" else None,
+            "n_eval": n if value is not None else 0,
+            "peak_rss_mb": result.get("peak_rss_mb"),
+            "emulated": None,
+        }
+    )

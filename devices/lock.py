@@ -27,12 +27,18 @@ def default_lock_dir() -> Path:
 
 
 class DeviceLock:
-    def __init__(self, device: str, directory: Path | None = None, timeout_s: float = 3600, on_wait: Callable[[str], None] = lambda _: None):
+    def __init__(
+        self,
+        device: str,
+        directory: Path | None = None,
+        timeout_s: float = 3600,
+        on_wait: Callable[[str], None] = lambda _: None,
+    ):
         self.device = parse_device(device).text
         self.lock = FileLock(Path(directory or default_lock_dir()) / f"{parse_device(device).slug}.lock")
         self.timeout_s, self.on_wait = timeout_s, on_wait
 
-    def acquire(self) -> "DeviceLock":
+    def acquire(self) -> DeviceLock:
         program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
         command = " ".join([program, *[a for a in sys.argv[1:2] if not a.startswith("-")]])  # e.g. "edgepipe bench"
         deadline = time.monotonic() + self.timeout_s
@@ -43,7 +49,9 @@ class DeviceLock:
                 if self.lock.try_acquire(f"pid {os.getpid()} ({command})"):
                     return self
             except OSError as e:
-                raise DeviceError(f"cannot create the device lock {self.lock.path} ({e.strerror}); set bench.lock_dir to a writable folder") from None
+                raise DeviceError(
+                    f"cannot create the device lock {self.lock.path} ({e.strerror}); set bench.lock_dir to a writable folder"
+                ) from None
             if time.monotonic() >= deadline:
                 raise DeviceError(
                     f"{self.device} is in use by {self.lock.holder()} (waited {self.timeout_s:g} s); wait for it or raise bench.device_lock_timeout_s"
@@ -56,7 +64,7 @@ class DeviceLock:
     def release(self) -> None:
         self.lock.release()
 
-    def __enter__(self) -> "DeviceLock":
+    def __enter__(self) -> DeviceLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -104,8 +104,11 @@ class DevicePool:
                 work(text)
             except DeviceError as e:
                 failures[text] = e
-            sessions[text] = {"seconds": round(time.perf_counter() - start, 2), "ok": text not in failures,
-                              "error": str(failures[text]) if text in failures else None}  # fmt: skip
+            sessions[text] = {
+                "seconds": round(time.perf_counter() - start, 2),
+                "ok": text not in failures,
+                "error": str(failures[text]) if text in failures else None,
+            }
 
         if side_by_side:
             with ThreadPoolExecutor(max_workers=len(devices), thread_name_prefix="device") as pool:
@@ -114,13 +117,20 @@ class DevicePool:
         else:
             for text in devices:
                 one(text)
-        driven = {"parallel": side_by_side, "wall_s": round(time.perf_counter() - t0, 2), "devices": {t: sessions[t] for t in devices if t in sessions}}
+        driven = {
+            "parallel": side_by_side,
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "devices": {t: sessions[t] for t in devices if t in sessions},
+        }
         if failures:
             (_, first), *others = failures.items()
             ok = [t for t in devices if t not in failures]
             if others or ok:
-                first = DeviceError(f"{first}" + (f"; also failed: {', '.join(t for t, _ in others)}" if others else "")
-                                    + (f"; {', '.join(ok)} finished" if ok else ""))  # fmt: skip
+                first = DeviceError(
+                    f"{first}"
+                    + (f"; also failed: {', '.join(t for t, _ in others)}" if others else "")
+                    + (f"; {', '.join(ok)} finished" if ok else "")
+                )
             raise PoolFailure(first, driven)
         return driven
 

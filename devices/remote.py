@@ -35,6 +35,7 @@ class Transport(Protocol):
 
     def run(self, command: str, timeout: float) -> CommandResult:
         """Runs one shell command line; a dropped connection returns returncode None, never hangs."""
+
     def push(self, local: Path, remote: str) -> None: ...
     def make_workdir(self) -> str: ...
     def close(self) -> None: ...
@@ -43,13 +44,17 @@ class Transport(Protocol):
 def runner_command(python: str, workdir: str, model: str, inputs: str, measurement: Measurement) -> str:
     """The runner's command line on the device, every argument quoted for its shell."""
     runner = posixpath.join(workdir, "runner.py")
-    return shlex.join(measurement.pinned([python, runner, "--model", model, "--inputs", inputs, *measurement.to_argv()]))
+    return shlex.join(
+        measurement.pinned([python, runner, "--model", model, "--inputs", inputs, *measurement.to_argv()])
+    )
 
 
 def parse_runner_output(name: str, model: str, res: CommandResult) -> dict[str, Any]:
     """The runner prints one JSON line; its user errors are one `runner: ...` line on stderr."""
     if res.returncode is None:
-        raise DeviceError(f"{name}: connection lost while benchmarking {model}; finished results are kept, rerun to resume")
+        raise DeviceError(
+            f"{name}: connection lost while benchmarking {model}; finished results are kept, rerun to resume"
+        )
     lines = [ln for ln in (res.stdout or "").splitlines() if ln.startswith("{")]
     if res.returncode != 0 or not lines:
         said = [ln for ln in (res.stderr + "\n" + res.stdout).splitlines() if ln.strip()]
@@ -62,7 +67,9 @@ def parse_runner_output(name: str, model: str, res: CommandResult) -> dict[str, 
     try:
         return json.loads(lines[-1])
     except json.JSONDecodeError:
-        raise DeviceError(f"{name}: runner output for {model} is not JSON (the connection may have cut it); rerun") from None
+        raise DeviceError(
+            f"{name}: runner output for {model} is not JSON (the connection may have cut it); rerun"
+        ) from None
 
 
 class RemoteRunnerDevice:
@@ -91,7 +98,9 @@ class RemoteRunnerDevice:
             self.transport.run(shlex.join(["mkdir", "-p", remote]), 60)
             for name in INPUT_FILES:
                 if not (inputs / name).is_file():
-                    raise DeviceError(f"eval input {inputs / name} is missing; rerun compress-and-export to rebuild {inputs}")
+                    raise DeviceError(
+                        f"eval input {inputs / name} is missing; rerun compress-and-export to rebuild {inputs}"
+                    )
                 self.transport.push(inputs / name, posixpath.join(remote, name))
             self._inputs[inputs] = remote
         return self._inputs[inputs]
@@ -100,11 +109,17 @@ class RemoteRunnerDevice:
         remote_inputs = self._upload_inputs(inputs)
         remote_model = posixpath.join(self._work(), model.name)
         self.transport.push(model, remote_model)
-        res = self.transport.run(runner_command(self.python, self._work(), remote_model, remote_inputs, measurement), self.timeout_s)
+        res = self.transport.run(
+            runner_command(self.python, self._work(), remote_model, remote_inputs, measurement), self.timeout_s
+        )
         if res.returncode is not None:
             self.transport.run(shlex.join(["rm", "-f", remote_model]), 60)
         raw = parse_runner_output(self.name, model.name, res)
-        info = self.info | {k: raw.get(k) for k in ("machine", "cpu", "cpu_count", "emulated")} | {"pinned_cores": measurement.pin_cores}
+        info = (
+            self.info
+            | {k: raw.get(k) for k in ("machine", "cpu", "cpu_count", "emulated")}
+            | {"pinned_cores": measurement.pin_cores}
+        )
         return Measured.model_validate(raw | {"model": model.name, "device": self.spec.text, "device_info": info})
 
     def close(self) -> None:

@@ -32,7 +32,9 @@ class X86Device:
 def benchmark(model: Path, inputs: Path, measurement: Measurement, timeout_s: float = 1800) -> Measured:
     if measurement.pin_cores and shutil.which("taskset") is None:
         raise DeviceError("bench.pin_cores needs `taskset` (Debian package util-linux); install it or unset pin_cores")
-    cmd = measurement.pinned([sys.executable, str(RUNNER), "--model", str(model), "--inputs", str(inputs), *measurement.to_argv()])
+    cmd = measurement.pinned(
+        [sys.executable, str(RUNNER), "--model", str(model), "--inputs", str(inputs), *measurement.to_argv()]
+    )
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -43,6 +45,12 @@ def benchmark(model: Path, inputs: Path, measurement: Measurement, timeout_s: fl
         raise DeviceError(f"x86 runner failed on {model.name}: {reason}")
     result = Measured.model_validate(json.loads(proc.stdout.strip().splitlines()[-1]))
     result.device = "x86"
-    result.device_info = {"kind": "x86", "machine": result.get_extra("machine"), "cpu": result.get_extra("cpu"),
-                          "cpu_count": result.get_extra("cpu_count"), "emulated": None, "pinned_cores": measurement.pin_cores}  # fmt: skip
+    result.device_info = {
+        "kind": "x86",
+        "machine": result.get_extra("machine"),
+        "cpu": result.get_extra("cpu"),
+        "cpu_count": result.get_extra("cpu_count"),
+        "emulated": None,
+        "pinned_cores": measurement.pin_cores,
+    }
     return result

@@ -53,7 +53,10 @@ class StudentConfig(_Section):
     num_heads: int | None = Field(None, gt=0)
     intermediate_size: int | None = Field(None, gt=0)
     dropout: float | None = Field(
-        None, ge=0, lt=1, description="hidden and attention dropout; None = the teacher's (0 makes N-process training match 1-process)"
+        None,
+        ge=0,
+        lt=1,
+        description="hidden and attention dropout; None = the teacher's (0 makes N-process training match 1-process)",
     )
 
 
@@ -73,7 +76,9 @@ class PruneConfig(_Section):
     ffn: float = Field(0.6, ge=0, lt=1, description="fraction of FFN intermediate neurons removed")
     layers: int = Field(0, ge=0, description="whole layers removed (least important first)")
     target_params: int | None = Field(
-        None, gt=0, description="non-embedding parameters to keep; sets one ratio for heads and FFN (overrides heads/ffn)"
+        None,
+        gt=0,
+        description="non-embedding parameters to keep; sets one ratio for heads and FFN (overrides heads/ffn)",
     )
     importance: Literal["taylor", "magnitude"] = Field("taylor", description="taylor: |dL/dmask| over training batches")
     importance_batches: int = Field(200, gt=0)
@@ -90,7 +95,9 @@ class QuantizeConfig(_Section):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     activation_type: Literal["uint8", "int8"] = Field("uint8", description="uint8 activations ran 2x faster on x86")
     per_channel: bool = True
-    op_types: list[str] = Field(["all"], min_length=1, description="ops to quantize; [all] = every op ORT can (fastest on x86)")
+    op_types: list[str] = Field(
+        ["all"], min_length=1, description="ops to quantize; [all] = every op ORT can (fastest on x86)"
+    )
     format: Literal["qdq", "qoperator"] = "qdq"
     embedding: Literal["int8", "fp32"] = Field("int8", description="int8 word/position tables, gathered then scaled")
     max_accuracy_drop: float = Field(0.5, ge=0, description="validation accuracy points int8 may lose vs fp32")
@@ -100,7 +107,7 @@ class QuantizeConfig(_Section):
     max_excluded_groups: int = Field(8, ge=0, description="node groups the budget loop may keep in fp32")
 
     @model_validator(mode="after")
-    def _entropy_needs_matmul_only(self) -> "QuantizeConfig":
+    def _entropy_needs_matmul_only(self) -> QuantizeConfig:
         if self.method == "entropy" and self.op_types == ["all"]:
             raise ValueError(
                 'entropy calibration fails on all ops ("Too many bins": attention-mask values); use op_types [MatMul, Gemm]'
@@ -110,13 +117,19 @@ class QuantizeConfig(_Section):
 
 class ExportConfig(_Section):
     seq_len: int = Field(
-        64, ge=1, description="deployment sequence length: TFLite input shapes, int8 calibration, MACs, bundles, latency runs"
+        64,
+        ge=1,
+        description="deployment sequence length: TFLite input shapes, int8 calibration, MACs, bundles, latency runs",
     )
     opset: int = Field(18, ge=17, le=21)
     parity_atol: float = Field(1e-4, gt=0, description="max abs logit diff allowed between an fp32 export and PyTorch")
     tflite: bool = Field(True, description="also write TFLite fp32 + int8 (needs litert-torch)")
-    tflite_targets: list[Literal["pruned", "student", "teacher"]] = Field(["pruned"], description="models converted to TFLite")
-    tflite_metadata: bool = Field(True, description="embed Task Library (BertNLClassifier) metadata in the bundled TFLite model")
+    tflite_targets: list[Literal["pruned", "student", "teacher"]] = Field(
+        ["pruned"], description="models converted to TFLite"
+    )
+    tflite_metadata: bool = Field(
+        True, description="embed Task Library (BertNLClassifier) metadata in the bundled TFLite model"
+    )
 
 
 class SshConfig(_Section):
@@ -124,8 +137,12 @@ class SshConfig(_Section):
 
     identity_file: Path | None = Field(None, description="private key; None = ssh-agent and ~/.ssh/id_*")
     known_hosts: Path | None = Field(None, description="host keys to trust; None = ~/.ssh/known_hosts")
-    insecure_skip_host_key_check: bool = Field(False, description="accept any host key (man-in-the-middle risk; labs only)")
-    python: str = Field("python3", min_length=1, description="python on the board (needs numpy + onnxruntime / ai-edge-litert)")
+    insecure_skip_host_key_check: bool = Field(
+        False, description="accept any host key (man-in-the-middle risk; labs only)"
+    )
+    python: str = Field(
+        "python3", min_length=1, description="python on the board (needs numpy + onnxruntime / ai-edge-litert)"
+    )
     connect_timeout_s: float = Field(10.0, gt=0)
     command_timeout_s: float = Field(1800.0, gt=0, description="one runner invocation on the board")
 
@@ -136,9 +153,12 @@ class AndroidConfig(_Section):
     adb_host: str = Field("127.0.0.1", description="adb server host")
     adb_port: int = Field(5037, ge=1, le=65535, description="adb server port")
     remote_dir: str = Field("/data/local/tmp/edgepipe", min_length=1, description="device folder for per-run work dirs")
-    python: str | None = Field("python3", description="python on the device (Termux, rooted boards); None = never use python")
+    python: str | None = Field(
+        "python3", description="python on the device (Termux, rooted boards); None = never use python"
+    )
     benchmark_model: Path | None = Field(
-        None, description="local LiteRT benchmark_model binary (android_aarch64) pushed for .tflite when the device has no python"
+        None,
+        description="local LiteRT benchmark_model binary (android_aarch64) pushed for .tflite when the device has no python",
     )
     command_timeout_s: float = Field(1800.0, gt=0)
 
@@ -166,21 +186,33 @@ def _device_text(text: str) -> str:
 
 
 class BenchConfig(_Section):
-    devices: list[str] = Field(["x86"], min_length=1, description="x86, arm:USER@HOST[:PORT], android[:SERIAL]; a fleet adds its own")
-    artifacts: list[str] | None = Field(None, description="artifact names to benchmark (e.g. [onnx_int8, tflite_int8]); None = all")
+    devices: list[str] = Field(
+        ["x86"], min_length=1, description="x86, arm:USER@HOST[:PORT], android[:SERIAL]; a fleet adds its own"
+    )
+    artifacts: list[str] | None = Field(
+        None, description="artifact names to benchmark (e.g. [onnx_int8, tflite_int8]); None = all"
+    )
     models: list[str] | None = Field(None, description="models to benchmark (teacher, student, pruned); None = all")
     threads: int = Field(1, ge=1, description="intra-op threads of the runtime under test")
     batch: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
-    max_eval: int | None = Field(None, gt=0, description="evaluate accuracy on the first N test examples only (slow devices)")
-    pin_cores: str | None = Field(None, pattern=r"^[0-9]+([,-][0-9]+)*$", description="taskset core list for the runner, e.g. '0' or '4-7'")
+    max_eval: int | None = Field(
+        None, gt=0, description="evaluate accuracy on the first N test examples only (slow devices)"
+    )
+    pin_cores: str | None = Field(
+        None, pattern=r"^[0-9]+([,-][0-9]+)*$", description="taskset core list for the runner, e.g. '0' or '4-7'"
+    )
     accuracy: bool = Field(True, description="also measure accuracy on the eval inputs (false: latency only)")
     ssh: SshConfig = SshConfig()
     android: AndroidConfig = AndroidConfig()
-    fleet: list[FleetDevice] = Field([], description="devices with their own connection settings and tags (--fleet FILE.yaml)")
+    fleet: list[FleetDevice] = Field(
+        [], description="devices with their own connection settings and tags (--fleet FILE.yaml)"
+    )
     parallel_devices: bool = Field(True, description="benchmark the devices concurrently, one worker per device")
-    device_lock_timeout_s: float = Field(3600, ge=0, description="how long to wait for a device another edgepipe run is using")
+    device_lock_timeout_s: float = Field(
+        3600, ge=0, description="how long to wait for a device another edgepipe run is using"
+    )
     lock_dir: Path | None = Field(None, description="where device locks live; None = the edgepipe cache dir's locks/")
 
     @model_validator(mode="before")
@@ -189,7 +221,12 @@ class BenchConfig(_Section):
         """A fleet's devices are benchmarked too; with a fleet and no explicit `devices`, only the fleet's."""
         if isinstance(data, dict) and data.get("fleet"):
             fleet = [e.get("device") if isinstance(e, dict) else getattr(e, "device", None) for e in data["fleet"]]
-            data = dict(data, devices=list(dict.fromkeys([*data.get("devices", []), *(_device_text(d) for d in fleet if isinstance(d, str))])))
+            data = dict(
+                data,
+                devices=list(
+                    dict.fromkeys([*data.get("devices", []), *(_device_text(d) for d in fleet if isinstance(d, str))])
+                ),
+            )
         return data
 
     @property
@@ -229,20 +266,32 @@ class SearchConfig(_Section):
     ratios, vocabulary pruning, and the artifact format. Latency comes from the device.
     """
 
-    max_latency_ms: float | None = Field(None, gt=0, description="p50 latency budget on search.device (bench threads/batch/seq)")
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="p50 latency budget on search.device (bench threads/batch/seq)"
+    )
     max_size_mb: float | None = Field(None, gt=0, description="artifact size budget in MB (1e6 bytes)")
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="validation accuracy floor, a fraction (0.8 = 80%)")
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="validation accuracy floor, a fraction (0.8 = 80%)"
+    )
     device: str | None = Field(None, description="device the budget is for; None = the first of bench.devices")
-    formats: list[Literal[SEARCH_FORMATS]] = Field(["onnx_int8", "tflite_int8"], min_length=1, description="artifact formats the plan may ship as")  # type: ignore[valid-type]
-    layers_removed: list[int] = Field([0, 1], min_length=1, description="whole student layers removed (least important first)")
+    formats: list[Literal[SEARCH_FORMATS]] = Field(
+        ["onnx_int8", "tflite_int8"], min_length=1, description="artifact formats the plan may ship as"
+    )  # type: ignore[valid-type]
+    layers_removed: list[int] = Field(
+        [0, 1], min_length=1, description="whole student layers removed (least important first)"
+    )
     heads: list[float] = Field([0.0, 0.25, 0.5, 0.75], min_length=1, description="head-pruning ratios tried")
     ffn: list[float] = Field([0.0, 0.3, 0.6, 0.8, 0.9], min_length=1, description="FFN-pruning ratios tried")
     vocab: list[bool] = Field([True], min_length=1, description="vocabulary pruning on/off tried")
     latency_points: int = Field(16, ge=8, description="untrained random shapes measured on the device per format")
     holdout: float = Field(0.25, ge=0, lt=1, description="fraction of those points kept out of the fit to check it")
-    candidates: int = Field(6, ge=1, description="plans trained briefly for an accuracy estimate (the search's main cost)")
+    candidates: int = Field(
+        6, ge=1, description="plans trained briefly for an accuracy estimate (the search's main cost)"
+    )
     estimate_steps: int = Field(100, ge=1, description="distillation steps of each accuracy estimate")
-    time_budget_s: float = Field(3600, gt=0, description="wall time of the search; it stops measuring and training new plans after it")
+    time_budget_s: float = Field(
+        3600, gt=0, description="wall time of the search; it stops measuring and training new plans after it"
+    )
 
     @property
     def active(self) -> bool:
@@ -284,7 +333,7 @@ class RunConfig(_Section):
     search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
-    def _fits(self) -> "RunConfig":
+    def _fits(self) -> RunConfig:
         if self.prune.enabled and self.prune.layers >= len(self.student.layers):
             raise ValueError(
                 f"prune.layers={self.prune.layers} would remove all {len(self.student.layers)} student layers; keep at least one"
@@ -300,7 +349,9 @@ class RunConfig(_Section):
         if not self.prune.enabled:
             raise ValueError("a budget (search.*) needs prune.enabled: the search picks the pruning plan")
         if all(n >= len(self.student.layers) for n in s.layers_removed):
-            raise ValueError(f"search.layers_removed {s.layers_removed} would remove all {len(self.student.layers)} student layers; include 0")
+            raise ValueError(
+                f"search.layers_removed {s.layers_removed} would remove all {len(self.student.layers)} student layers; include 0"
+            )
         tflite = self.export.tflite and "pruned" in self.export.tflite_targets
         makes = {
             "onnx_fp32": True,
@@ -310,7 +361,9 @@ class RunConfig(_Section):
         }
         missing = [f for f in s.formats if not makes[f]]
         if missing:
-            raise ValueError(f"search.formats {missing} are not produced for the pruned model; enable them (quantize/export.tflite) or drop them")
+            raise ValueError(
+                f"search.formats {missing} are not produced for the pruned model; enable them (quantize/export.tflite) or drop them"
+            )
         if s.device is not None and s.device not in self.bench.devices:
             raise ValueError(f"search.device {s.device} is not in bench.devices {self.bench.devices}; add it there too")
 
@@ -357,7 +410,9 @@ def migrate(flat: dict[str, Any], notes: list[str] | None = None) -> dict[str, A
             value = out.pop(old)
             out.setdefault(new, value)
             if notes is not None:
-                notes.append(f"{old} is now {new} (the sequence length the artifacts are built for); the old key still works")
+                notes.append(
+                    f"{old} is now {new} (the sequence length the artifacts are built for); the old key still works"
+                )
     return out
 
 
@@ -450,7 +505,9 @@ def build_config(*layers: dict[str, Any], source: str = "config", notes: list[st
         shown = f" (got {got!r})" if not isinstance(got, dict) else ""
         msg = err["msg"].removeprefix("Value error, ")
         where = f"{loc}: " if loc else ""
-        raise ConfigError(f"{source}: {where}{msg}{shown}; fix it in the file or with --set {loc or 'KEY'}=VALUE") from None
+        raise ConfigError(
+            f"{source}: {where}{msg}{shown}; fix it in the file or with --set {loc or 'KEY'}=VALUE"
+        ) from None
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def parse_device(text: str) -> DeviceSpec:
         return DeviceSpec("arm", user=m["user"], host=m["host"].strip("[]"), port=port)
     if kind == "android":
         if rest and not _SERIAL.match(rest):
-            raise ValueError(f"device {text!r}: the serial may hold letters, digits and . _ : @ - only (see `adb devices`)")
+            raise ValueError(
+                f"device {text!r}: the serial may hold letters, digits and . _ : @ - only (see `adb devices`)"
+            )
         return DeviceSpec("android", serial=rest or None)
     raise ValueError(f"unknown device {text!r}; use x86, arm:USER@HOST[:PORT] or android[:SERIAL]")

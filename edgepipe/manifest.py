@@ -110,14 +110,33 @@ class Benchmark(_Open):
     IDENTITY: ClassVar[tuple[str, ...]] = ("device", "model", "artifact", "threads", "batch", "seq_len", "n_eval")
     # what a device result contributes to a row (the runner's other keys stay in its stage record)
     FROM_RESULT: ClassVar[tuple[str, ...]] = (
-        "device", "device_info", "runtime", "runtime_version", "delegate", "threads", "seq_len", "batch", "latency_ms",
-        "latency_samples_ms", "accuracy", "n_eval", "init_ms", "first_inference_ms", "peak_rss_mb", "metric", "metric_value",
-    )  # fmt: skip
+        "device",
+        "device_info",
+        "runtime",
+        "runtime_version",
+        "delegate",
+        "threads",
+        "seq_len",
+        "batch",
+        "latency_ms",
+        "latency_samples_ms",
+        "accuracy",
+        "n_eval",
+        "init_ms",
+        "first_inference_ms",
+        "peak_rss_mb",
+        "metric",
+        "metric_value",
+    )
 
     @classmethod
     def from_result(cls, result: Measured, model: str, artifact: str, sha256: str, tags: dict[str, str]) -> Benchmark:
         data = result.to_dict()
-        row = {k: data.get(k) for k in cls.FROM_RESULT} | {"model": model, "artifact": artifact, "artifact_sha256": sha256}
+        row = {k: data.get(k) for k in cls.FROM_RESULT} | {
+            "model": model,
+            "artifact": artifact,
+            "artifact_sha256": sha256,
+        }
         if tags:
             row["device_info"] = (row["device_info"] or {}) | {"tags": tags}
         return cls.model_validate(row)
@@ -128,8 +147,7 @@ class Benchmark(_Open):
     @property
     def score(self) -> float | None:
         """The task's metric as measured on the device (`metric_value`; `accuracy` in manifests from before tasks)."""
-        extra = self.model_extra or {}
-        return extra["metric_value"] if "metric_value" in extra else self.accuracy
+        return (self.model_extra or {}).get("metric_value", self.accuracy)
 
     @property
     def emulated(self) -> str | None:
@@ -176,7 +194,9 @@ class Manifest(_Open):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
-            raise RunDirError(f"{where} is not an edgepipe manifest ({loc}: {err['msg']}); rerun compress-and-export") from None
+            raise RunDirError(
+                f"{where} is not an edgepipe manifest ({loc}: {err['msg']}); rerun compress-and-export"
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -193,7 +213,9 @@ class Manifest(_Open):
     @property
     def shipped(self) -> str:
         """The role whose artifacts ship in the app bundles: the smallest model of the ladder."""
-        return next((r for r in reversed(ROLES) if r in self.models and r != "teacher"), next(iter(self.models), "teacher"))
+        return next(
+            (r for r in reversed(ROLES) if r in self.models and r != "teacher"), next(iter(self.models), "teacher")
+        )
 
     @property
     def metric(self) -> str:
@@ -205,7 +227,11 @@ class Manifest(_Open):
         return model.artifacts.get(name) if model else None
 
     def benchmarks_of(self, role: str, artifact: str, device: str | None = None) -> list[Benchmark]:
-        return [b for b in self.benchmarks if b.model == role and b.artifact == artifact and (device is None or b.device == device)]
+        return [
+            b
+            for b in self.benchmarks
+            if b.model == role and b.artifact == artifact and (device is None or b.device == device)
+        ]
 
     def upsert_benchmark(self, row: Benchmark, replace: bool = True) -> None:
         """One row per identity: a new measurement replaces the old (`replace`), an old one is kept only if new."""

@@ -19,7 +19,9 @@ class Measurement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threads: int = Field(1, ge=1)
-    seq_len: int | None = Field(64, ge=1, description="padded length of latency runs (a TFLite model's fixed length); None: the model's own")
+    seq_len: int | None = Field(
+        64, ge=1, description="padded length of latency runs (a TFLite model's fixed length); None: the model's own"
+    )
     batch: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(100, ge=1)
@@ -31,7 +33,9 @@ class Measurement(BaseModel):
     def to_argv(self) -> list[str]:
         """The runner's flags (after `runner.py --model M --inputs D`)."""
         argv = ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs)]
-        argv += ["--batch", str(self.batch), "--metric", self.metric] + (["--seq-len", str(self.seq_len)] if self.seq_len else [])
+        argv += ["--batch", str(self.batch), "--metric", self.metric] + (
+            ["--seq-len", str(self.seq_len)] if self.seq_len else []
+        )
         if not self.accuracy:
             argv += ["--no-accuracy"]
         elif self.max_eval:

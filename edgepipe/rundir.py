@@ -21,7 +21,6 @@ from typing import Any
 
 from edgepipe.errors import RunDirError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -89,7 +88,7 @@ class FileLock:
 
     def try_acquire(self, holder: str) -> bool:
         """Takes the lock and writes `holder` into the file, or returns False if another process has it."""
-        f = open(self.path, "a+")
+        f = open(self.path, "a+")  # noqa: SIM115 - held open as the lock until release()
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -125,7 +124,7 @@ class RunDir:
         self.writer = writer  # False: a training process beside rank 0, which owns and writes the dir
         self._lock = FileLock(self.root / "run.lock")
 
-    def open(self) -> "RunDir":
+    def open(self) -> RunDir:
         if not self.writer:
             return self
         if self.root.exists() and not self.root.is_dir():
@@ -136,7 +135,9 @@ class RunDir:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            raise RunDirError(f"--out {self.root} is not writable ({e.strerror}); choose a writable directory") from None
+            raise RunDirError(
+                f"--out {self.root} is not writable ({e.strerror}); choose a writable directory"
+            ) from None
         if not self._lock.try_acquire(str(os.getpid())):
             raise RunDirError(
                 f"a run is already in progress in {self.root} (pid {self._lock.holder()}); wait for it to finish or use another --out"
@@ -153,7 +154,7 @@ class RunDir:
     def close(self) -> None:
         self._lock.release()
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
@@ -196,7 +197,9 @@ class RunDir:
         hashes = {self.rel(f): sha256_file(f) for f in files}
         write_json_atomic(self._record_path(stage), {"stage": stage, "key": key, "files": hashes, "result": result})
 
-    def stage(self, stage: str, key: str, compute: Callable[[], tuple[dict[str, Any], list[Path]]]) -> tuple[dict[str, Any], bool]:
+    def stage(
+        self, stage: str, key: str, compute: Callable[[], tuple[dict[str, Any], list[Path]]]
+    ) -> tuple[dict[str, Any], bool]:
         """Run `compute` unless a valid record exists; returns (result, reused)."""
         hit = self.cached(stage, key)
         if hit is not None:

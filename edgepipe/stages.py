@@ -115,5 +115,7 @@ class Stages:
         seconds = round(time.perf_counter() - t0, 2)
         with self._lock:
             self.timings[name] = {"seconds": seconds, "reused": reused}
-        self.progress.log(f"[green]✓[/green] {name}" + (" [dim](reused)[/dim]" if reused else f" [dim]({seconds:.1f} s)[/dim]"))
+        self.progress.log(
+            f"[green]✓[/green] {name}" + (" [dim](reused)[/dim]" if reused else f" [dim]({seconds:.1f} s)[/dim]")
+        )
         return result

@@ -47,7 +47,9 @@ class TokenizedSplit:
 
     def with_ids_below(self, rows: int) -> TokenizedSplit:
         """Ids valid for a model with `rows` vocabulary rows (for latency, which does not depend on which ids)."""
-        return TokenizedSplit(np.minimum(self.input_ids, rows - 1), self.attention_mask, self.token_type_ids, self.labels)
+        return TokenizedSplit(
+            np.minimum(self.input_ids, rows - 1), self.attention_mask, self.token_type_ids, self.labels
+        )
 
     def save(self, directory: Path) -> list[Path]:
         """One .npy per array: what a device-side runner reads with numpy alone."""

@@ -90,27 +90,46 @@ let logits = try session.run(withInputs: feeds, outputNames: ["logits"], runOpti
 }
 
 
-def describe_io(model_file: Path, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+def describe_io(
+    model_file: Path, input_names: tuple[str, ...], output_names: tuple[str, ...]
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """(runtime, inputs, outputs) as the runtime itself reports them; `role` is what each tensor means."""
     if model_file.suffix == ".tflite":
         from edgepipe.runtimes.litert import LiteRTModel
 
         it = LiteRTModel(model_file).interpreter
-        ins = sorted(it.get_input_details(), key=lambda d: d["name"])  # litert-torch names them args_0, args_1, ... in order
+        ins = sorted(
+            it.get_input_details(), key=lambda d: d["name"]
+        )  # litert-torch names them args_0, args_1, ... in order
 
         def tensor(d, role):
             scale, zero_point = d.get("quantization", (0.0, 0))
             quant = {"quantization": {"scale": float(scale), "zero_point": int(zero_point)}} if scale else {}
-            return {"tensor": d["name"], "role": role, "dtype": d["dtype"].__name__, "shape": d["shape"].tolist()} | quant
+            return {
+                "tensor": d["name"],
+                "role": role,
+                "dtype": d["dtype"].__name__,
+                "shape": d["shape"].tolist(),
+            } | quant
 
         outs = it.get_output_details()
-        return "litert", [tensor(d, r) for d, r in zip(ins, input_names)], [tensor(d, r) for d, r in zip(outs, output_names)]
+        return (
+            "litert",
+            [tensor(d, r) for d, r in zip(ins, input_names)],
+            [tensor(d, r) for d, r in zip(outs, output_names)],
+        )
     import onnxruntime as ort
 
     s = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
     dtype = {"tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(float)": "float32"}
-    inputs = [{"tensor": i.name, "role": i.name, "dtype": dtype.get(i.type, i.type), "shape": list(i.shape)} for i in s.get_inputs()]
-    outputs = [{"tensor": o.name, "role": r, "dtype": dtype.get(o.type, o.type), "shape": list(o.shape)} for o, r in zip(s.get_outputs(), output_names)]
+    inputs = [
+        {"tensor": i.name, "role": i.name, "dtype": dtype.get(i.type, i.type), "shape": list(i.shape)}
+        for i in s.get_inputs()
+    ]
+    outputs = [
+        {"tensor": o.name, "role": r, "dtype": dtype.get(o.type, o.type), "shape": list(o.shape)}
+        for o, r in zip(s.get_outputs(), output_names)
+    ]
     return "onnxruntime", inputs, outputs
 
 
@@ -157,11 +176,25 @@ def write_bundle(
         from edgepipe.export.tflite_metadata import write_metadata
 
         names = {i["role"]: i["tensor"] for i in inputs}
-        write_metadata(shipped, shipped, directory / vocab.name, directory / "labels.txt", names["input_ids"], names["attention_mask"], names["token_type_ids"])
+        write_metadata(
+            shipped,
+            shipped,
+            directory / vocab.name,
+            directory / "labels.txt",
+            names["input_ids"],
+            names["attention_mask"],
+            names["token_type_ids"],
+        )
         facts = facts | {"task_library_metadata": task.task_library}
     card = {
         "format": "edgepipe-bundle/1",
-        "model": {"file": shipped.name, "runtime": runtime, "bytes": shipped.stat().st_size, "sha256": sha256_file(shipped)} | facts,
+        "model": {
+            "file": shipped.name,
+            "runtime": runtime,
+            "bytes": shipped.stat().st_size,
+            "sha256": sha256_file(shipped),
+        }
+        | facts,
         "inputs": inputs,
         "outputs": outputs,
         "max_sequence_length": seq_len,
@@ -171,19 +204,40 @@ def write_bundle(
     }
     write_json_atomic(directory / "model_card.json", card)
     snippet = SNIPPETS[runtime].format(
-        seq=seq_len, n=len(labels), lower=str(token_card.get("lowercase")).lower(), file=model_file.name, stem=model_file.stem,
+        seq=seq_len,
+        n=len(labels),
+        lower=str(token_card.get("lowercase")).lower(),
+        file=model_file.name,
+        stem=model_file.stem,
         config=extra_files[0].name if extra_files else "",
-        metadata=TASK_LIBRARY.format(file=model_file.name, stem=model_file.stem) if "task_library_metadata" in facts else "",
-    )  # fmt: skip
+        metadata=TASK_LIBRARY.format(file=model_file.name, stem=model_file.stem)
+        if "task_library_metadata" in facts
+        else "",
+    )
     metric = facts.get(f"test_{task.metric}")
-    head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (f"Test {task.metric} {metric:.1%}. " if metric is not None else "")
-    head += f"{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . \"a gorgeous, witty movie\"`\n\n"
+    head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (
+        f"Test {task.metric} {metric:.1%}. " if metric is not None else ""
+    )
+    head += f'{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card["model"]["sha256"][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . "a gorgeous, witty movie"`\n\n'
     write_bytes_atomic(directory / "README.md", (head + snippet).encode())
     return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md")]
 
 
-def run(ctx: Stages, *, target: str, role: str, artifact: Artifact, tokenizer: Tokenizer, labels: list[str], seq_len: int,
-        tflite_metadata: bool, task: Task, arch: Architecture, edgepipe_version: str, app_check_sha256: str) -> Result:  # fmt: skip
+def run(
+    ctx: Stages,
+    *,
+    target: str,
+    role: str,
+    artifact: Artifact,
+    tokenizer: Tokenizer,
+    labels: list[str],
+    seq_len: int,
+    tflite_metadata: bool,
+    task: Task,
+    arch: Architecture,
+    edgepipe_version: str,
+    app_check_sha256: str,
+) -> Result:
     """The stage: `bundles/TARGET/` for the shipped role's artifact."""
     directory, model_file = ctx.path(f"bundles/{target}"), ctx.path(artifact.path)
     extra = (model_file.with_suffix(".required_operators.config"),) if target == "ort" else ()

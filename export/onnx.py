@@ -69,7 +69,11 @@ def check_parity(model: TaskModel, path: Path, split: TokenizedSplit, atol: floa
             f"ONNX export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); "
             "raise export.parity_atol only if you accept that, or report a bug"
         )
-    return {"parity_max_abs": diff, "parity_examples": len(sub), model.task.agreement_name: model.task.agreement(got, ref)}
+    return {
+        "parity_max_abs": diff,
+        "parity_examples": len(sub),
+        model.task.agreement_name: model.task.agreement(got, ref),
+    }
 
 
 def run(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, opset: int, parity_atol: float) -> Result:

@@ -30,8 +30,18 @@ def to_ort_format(onnx_path: Path, out: Path, target_platform: str = "arm") -> d
     with tempfile.TemporaryDirectory(prefix="edgepipe-ort-") as tmp:
         src = Path(tmp) / "model.onnx"
         shutil.copyfile(onnx_path, src)
-        cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "--optimization_style", "Fixed",
-               "--target_platform", target_platform, "--output_dir", str(Path(tmp) / "out"), str(src)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "onnxruntime.tools.convert_onnx_models_to_ort",
+            "--optimization_style",
+            "Fixed",
+            "--target_platform",
+            target_platform,
+            "--output_dir",
+            str(Path(tmp) / "out"),
+            str(src),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         produced = Path(tmp) / "out" / "model.ort"
         if proc.returncode != 0 or not produced.is_file():

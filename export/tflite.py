@@ -37,7 +37,9 @@ def require_litert_torch(import_it: bool = True):
     """`import_it=False` only checks that it is installed (importing it costs seconds and log noise)."""
     import importlib.util
 
-    missing = ModelError(f"TFLite export needs litert-torch, which is not installed; {INSTALL}, or --set export.tflite=false")
+    missing = ModelError(
+        f"TFLite export needs litert-torch, which is not installed; {INSTALL}, or --set export.tflite=false"
+    )
     try:
         if importlib.util.find_spec("litert_torch") is None:
             raise missing
@@ -60,11 +62,16 @@ class _Int32Signature(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        return self.model(input_ids.long(), attention_mask.long(), None if token_type_ids is None else token_type_ids.long())
+        return self.model(
+            input_ids.long(), attention_mask.long(), None if token_type_ids is None else token_type_ids.long()
+        )
 
 
 def _rows(model: TaskModel, split: TokenizedSplit, i: int, seq_len: int) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(np.ascontiguousarray(getattr(split, n)[i : i + 1, :seq_len]).astype(np.int32)) for n in model.input_names)
+    return tuple(
+        torch.from_numpy(np.ascontiguousarray(getattr(split, n)[i : i + 1, :seq_len]).astype(np.int32))
+        for n in model.input_names
+    )
 
 
 _quiet = quiet_output  # litert-torch prints per-pass progress to stdout/stderr; keep the CLI's output readable
@@ -85,7 +92,9 @@ def export_tflite_fp32(model: TaskModel, path: Path, example: TokenizedSplit, se
         edge.export(str(tmp))
 
 
-def export_tflite_int8(model: TaskModel, path: Path, calibration: TokenizedSplit, seq_len: int, n_calibration: int) -> dict[str, Any]:
+def export_tflite_int8(
+    model: TaskModel, path: Path, calibration: TokenizedSplit, seq_len: int, n_calibration: int
+) -> dict[str, Any]:
     litert_torch = require_litert_torch()
     from litert_torch.quantize import pt2e_quantizer as pq
     from litert_torch.quantize.quant_config import QuantConfig
@@ -96,7 +105,9 @@ def export_tflite_int8(model: TaskModel, path: Path, calibration: TokenizedSplit
     n = min(n_calibration, len(calibration))
     with _quiet(), torch.no_grad():
         exported = torch.export.export(module, args).module()
-        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+        quantizer = pq.PT2EQuantizer().set_global(
+            pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+        )
         prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
         for i in range(n):
             prepared(*_rows(model, calibration, i, seq_len))
@@ -106,7 +117,11 @@ def export_tflite_int8(model: TaskModel, path: Path, calibration: TokenizedSplit
         pt2e = Path(tmp) / "pt2e.tflite"
         edge.export(str(pt2e))
         embedding = int8_embedding_lookup(pt2e, path)
-    return {"calibration_examples": n, "quantizer": "litert-torch PT2E (static, per-channel weights, int8 activations)", "int8_embedding": embedding}
+    return {
+        "calibration_examples": n,
+        "quantizer": "litert-torch PT2E (static, per-channel weights, int8 activations)",
+        "int8_embedding": embedding,
+    }
 
 
 def int8_embedding_lookup(src: Path, dst: Path) -> bool:
@@ -141,7 +156,11 @@ def dequantize_outputs(model) -> int:
 
     quantized = {fb.TensorType.INT8, fb.TensorType.UINT8, fb.TensorType.INT16}
     code = next(
-        (i for i, oc in enumerate(model.operatorCodes) if flatbuffer_utils.get_builtin_code_from_operator_code(oc) == fb.BuiltinOperator.DEQUANTIZE),
+        (
+            i
+            for i, oc in enumerate(model.operatorCodes)
+            if flatbuffer_utils.get_builtin_code_from_operator_code(oc) == fb.BuiltinOperator.DEQUANTIZE
+        ),
         None,
     )
     changed = 0
@@ -193,7 +212,9 @@ def inline_buffers(src: Path, dst: Path, float_outputs: bool = False) -> None:
         tmp.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
 
 
-def check_tflite_parity(model: TaskModel, path: Path, split: TokenizedSplit, seq_len: int, atol: float, n: int = 32) -> dict[str, Any]:
+def check_tflite_parity(
+    model: TaskModel, path: Path, split: TokenizedSplit, seq_len: int, atol: float, n: int = 32
+) -> dict[str, Any]:
     """fp32 TFLite vs PyTorch, max abs output difference on real examples."""
     module = _signature_module(model)
     tfl = LiteRTModel(path, threads=1)
@@ -205,22 +226,36 @@ def check_tflite_parity(model: TaskModel, path: Path, split: TokenizedSplit, seq
             got = tfl.run(*(r.numpy() for r in rows))
             diff = max(diff, float(np.abs(ref - got).max()))
     if not np.isfinite(diff) or diff > atol:
-        raise ExportParityError(f"TFLite export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); report a bug")
+        raise ExportParityError(
+            f"TFLite export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); report a bug"
+        )
     return {"parity_max_abs": diff, "parity_examples": min(n, len(split))}
 
 
-def run_fp32(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, seq_len: int, parity_atol: float) -> Result:
+def run_fp32(
+    ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, seq_len: int, parity_atol: float
+) -> Result:
     """The stage: `tflite/ROLE.fp32.tflite`, written only if it matches PyTorch."""
     path = ctx.path(f"tflite/{role}.fp32.tflite")
     export_tflite_fp32(model, path, data.test, seq_len)
     return check_tflite_parity(model, path, data.test, seq_len, parity_atol) | {"seq_len": seq_len}, [path]
 
 
-def run_int8(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, fp32: Artifact, seq_len: int,
-             calibration_examples: int) -> Result:  # fmt: skip
+def run_int8(
+    ctx: Stages,
+    *,
+    role: str,
+    model: TaskModel,
+    data: TokenizedData,
+    fp32: Artifact,
+    seq_len: int,
+    calibration_examples: int,
+) -> Result:
     """The stage: `tflite/ROLE.int8.tflite`, compared with the fp32 TFLite on the test split."""
     path, source = ctx.path(f"tflite/{role}.int8.tflite"), ctx.path(fp32.path)
     report = export_tflite_int8(model, path, data.train, seq_len, calibration_examples)
-    report |= {"seq_len": seq_len} | model.task.compare(LiteRTModel(path).predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels)
+    report |= {"seq_len": seq_len} | model.task.compare(
+        LiteRTModel(path).predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels
+    )
     report["size_ratio_vs_fp32"] = round(fp32.bytes / path.stat().st_size, 3)
     return report, [path]

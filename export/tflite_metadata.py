@@ -25,7 +25,9 @@ INSTALL = "pip install --no-deps 'tflite-support==0.4.4' and apt-get install lib
 
 def _run(*args: str) -> str:
     env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION="python")
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.export.tflite_metadata", *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgepipe.export.tflite_metadata", *args], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         lines = [l for l in proc.stderr.strip().splitlines() if "GetPrototype" not in l] or ["no output"]
         if "tflite_support" in proc.stderr and ("No module named" in proc.stderr or "libusb" in proc.stderr):
@@ -64,7 +66,11 @@ def _main(argv: list[str]) -> int:
         os.replace(tmp, dst)
         return 0
     display = metadata.MetadataDisplayer.with_model_file(argv[1])
-    print(json.dumps({"metadata": json.loads(display.get_metadata_json()), "files": display.get_packed_associated_file_list()}))
+    print(
+        json.dumps(
+            {"metadata": json.loads(display.get_metadata_json()), "files": display.get_packed_associated_file_list()}
+        )
+    )
     return 0
 
 

@@ -88,12 +88,16 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     opener = {".bz2": bz2.open, ".gz": gzip.open}.get(suffixes[-1] if suffixes else "", open)
     kind = suffixes[-2] if opener is not open and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     if kind not in (".csv", ".jsonl", ".json", ".ndjson", ""):
-        raise DataError(f"data file {path}: {kind!r} is not a supported format; convert it to .csv or .jsonl (optionally .gz/.bz2)")
+        raise DataError(
+            f"data file {path}: {kind!r} is not a supported format; convert it to .csv or .jsonl (optionally .gz/.bz2)"
+        )
     try:
         with opener(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise DataError(f"data file {path} cannot be read ({e.strerror or e}); check the path and permissions") from None
+        raise DataError(
+            f"data file {path} cannot be read ({e.strerror or e}); check the path and permissions"
+        ) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

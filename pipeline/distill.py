@@ -61,11 +61,22 @@ def build_student(teacher: TaskModel, cfg: StudentConfig, seed: int) -> TaskMode
     width = cfg.hidden_size or td.hidden
     heads = cfg.num_heads or (td.heads if width == td.hidden else max(1, width // 64))
     if width % heads:
-        raise ConfigError(f"student.hidden_size {width} is not divisible by student.num_heads {heads}; pick matching values")
+        raise ConfigError(
+            f"student.hidden_size {width} is not divisible by student.num_heads {heads}; pick matching values"
+        )
     if width > td.hidden:
-        raise ConfigError(f"student.hidden_size {width} is wider than the teacher ({td.hidden}); a student must be smaller")
+        raise ConfigError(
+            f"student.hidden_size {width} is wider than the teacher ({td.hidden}); a student must be smaller"
+        )
     intermediate = cfg.intermediate_size or (td.intermediate * width // td.hidden)
-    config = arch.resized(teacher.config, layers=len(cfg.layers), hidden=width, heads=heads, intermediate=intermediate, dropout=cfg.dropout)
+    config = arch.resized(
+        teacher.config,
+        layers=len(cfg.layers),
+        hidden=width,
+        heads=heads,
+        intermediate=intermediate,
+        dropout=cfg.dropout,
+    )
     student = new_model(arch, config, teacher.labels, teacher.pooling, teacher.task)
     if width == td.hidden and intermediate == td.intermediate and heads == td.heads:
         arch.embeddings(student.encoder).load_state_dict(arch.embeddings(teacher.encoder).state_dict())
@@ -92,7 +103,9 @@ def train_student(
 ) -> tuple[TaskModel, dict[str, Any]]:
     """Train a student cut from `teacher` (only read) on its outputs `teacher_logits` over `train`."""
     student = build_student(teacher, student_cfg, seed)
-    loss_mod = teacher.task.distillation_loss(dcfg.temperature, dcfg.alpha, dcfg.hidden_weight, student.dims.hidden, teacher.dims.hidden)
+    loss_mod = teacher.task.distillation_loss(
+        dcfg.temperature, dcfg.alpha, dcfg.hidden_weight, student.dims.hidden, teacher.dims.hidden
+    )
     if dcfg.hidden_weight > 0:
         teacher = copy.deepcopy(teacher).eval()
         for p in teacher.parameters():
@@ -111,7 +124,9 @@ def train_student(
 
     settings = TrainSettings(epochs=dcfg.epochs, lr=dcfg.lr, batch_size=dcfg.batch_size, max_steps=dcfg.max_steps)
     params = list(student.parameters()) + list(loss_mod.parameters())
-    report = fit(student, train, loss_fn, settings, seed=seed, progress=progress, description="distill student", params=params)
+    report = fit(
+        student, train, loss_fn, settings, seed=seed, progress=progress, description="distill student", params=params
+    )
     return student.eval(), {
         "layers_from_teacher": list(student_cfg.layers),
         "loss": {"temperature": dcfg.temperature, "alpha": dcfg.alpha, "hidden_weight": dcfg.hidden_weight},
@@ -119,8 +134,18 @@ def train_student(
     }
 
 
-def run(ctx: Stages, *, teacher: TaskModel, soft_targets: SoftTargets, data: TokenizedData, tokenizer: Tokenizer,
-        student: StudentConfig, distill: DistillConfig, seed: int, threads: int) -> Result:  # fmt: skip
+def run(
+    ctx: Stages,
+    *,
+    teacher: TaskModel,
+    soft_targets: SoftTargets,
+    data: TokenizedData,
+    tokenizer: Tokenizer,
+    student: StudentConfig,
+    distill: DistillConfig,
+    seed: int,
+    threads: int,
+) -> Result:
     """The stage (every training process runs it): the student, saved with the tokenizer's files."""
     model, report = train_student(teacher, data.train, soft_targets.logits, student, distill, seed, ctx.progress)
     if not ctx.dist.main:

@@ -44,7 +44,9 @@ class Gates:
     """Multiplicative gates on head outputs and FFN neurons, installed as forward pre-hooks on the
     projections that read them (the architecture names those)."""
 
-    def __init__(self, model: TaskModel, heads: list[torch.Tensor] | None = None, ffn: list[torch.Tensor] | None = None):
+    def __init__(
+        self, model: TaskModel, heads: list[torch.Tensor] | None = None, ffn: list[torch.Tensor] | None = None
+    ):
         arch = model.arch
         layers = arch.layers(model.encoder)
         self.heads = heads or [torch.ones(arch.head_count(layer)) for layer in layers]
@@ -138,20 +140,36 @@ class Importance:
     key: str
 
 
-def importance(ctx: Stages, *, student: TaskModel, soft_targets: SoftTargets, data: TokenizedData, method: str, batches: int,
-               distill: DistillConfig, seed: int, threads: int) -> Result:  # fmt: skip
+def importance(
+    ctx: Stages,
+    *,
+    student: TaskModel,
+    soft_targets: SoftTargets,
+    data: TokenizedData,
+    method: str,
+    batches: int,
+    distill: DistillConfig,
+    seed: int,
+    threads: int,
+) -> Result:
     """The importance stage: scores of the student, for the prune stage and the budget search."""
     if method == "magnitude":
         heads, ffn = magnitude_importance(student)
     else:
         loss_mod = student.task.distillation_loss(distill.temperature, distill.alpha)
-        heads, ffn = taylor_importance(student, data.train, soft_targets.logits, loss_mod, batches, distill.batch_size, seed, ctx.progress)
+        heads, ffn = taylor_importance(
+            student, data.train, soft_targets.logits, loss_mod, batches, distill.batch_size, seed, ctx.progress
+        )
     return {"heads": [h.tolist() for h in heads], "ffn": [f.tolist() for f in ffn]}, []
 
 
 def load_importance(record: Record) -> Importance:
     r = record.result
-    return Importance([np.asarray(h, dtype=np.float32) for h in r["heads"]], [np.asarray(f, dtype=np.float32) for f in r["ffn"]], record.key)
+    return Importance(
+        [np.asarray(h, dtype=np.float32) for h in r["heads"]],
+        [np.asarray(f, dtype=np.float32) for f in r["ffn"]],
+        record.key,
+    )
 
 
 # -- selection ----------------------------------------------------------------
@@ -179,7 +197,9 @@ def non_embedding_params(hidden: int, head_dim: int, heads: list[int], ffn: list
     return total
 
 
-def select(head_scores: list[np.ndarray], ffn_scores: list[np.ndarray], cfg: PruneConfig, hidden: int, head_dim: int) -> dict[str, Any]:
+def select(
+    head_scores: list[np.ndarray], ffn_scores: list[np.ndarray], cfg: PruneConfig, hidden: int, head_dim: int
+) -> dict[str, Any]:
     """Which layers, heads and neurons survive."""
     n_layers = len(head_scores)
     layer_score = [float(h.sum() + f.sum()) for h, f in zip(head_scores, ffn_scores)]
@@ -189,7 +209,9 @@ def select(head_scores: list[np.ndarray], ffn_scores: list[np.ndarray], cfg: Pru
     head_ratio, ffn_ratio = cfg.heads, cfg.ffn
 
     def params_at(ratio: float) -> int:
-        return non_embedding_params(hidden, head_dim, [len(k) for k in _keep_top(hs, ratio)], [len(k) for k in _keep_top(fs, ratio)])
+        return non_embedding_params(
+            hidden, head_dim, [len(k) for k in _keep_top(hs, ratio)], [len(k) for k in _keep_top(fs, ratio)]
+        )
 
     if cfg.target_params is not None:
         lo, hi = 0.0, 0.99
@@ -227,25 +249,51 @@ def prune_structure(student: TaskModel, scores: Importance, cfg: PruneConfig) ->
 # -- recovery and the stage ----------------------------------------------------------
 
 
-def recover(model: TaskModel, soft_targets: torch.Tensor, train: TokenizedSplit, cfg: PruneConfig, distill: DistillConfig,
-            seed: int, progress: Progress = Silent()) -> dict[str, Any]:  # fmt: skip
+def recover(
+    model: TaskModel,
+    soft_targets: torch.Tensor,
+    train: TokenizedSplit,
+    cfg: PruneConfig,
+    distill: DistillConfig,
+    seed: int,
+    progress: Progress = Silent(),
+) -> dict[str, Any]:
     """Distil again from the teacher's soft targets so the pruned model regains accuracy."""
     if cfg.recovery_epochs == 0 and not cfg.recovery_max_steps:
         return {"steps": 0}
     loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), soft_targets)
-    settings = TrainSettings(epochs=max(cfg.recovery_epochs, 1e-9), lr=cfg.recovery_lr, batch_size=distill.batch_size, max_steps=cfg.recovery_max_steps)
+    settings = TrainSettings(
+        epochs=max(cfg.recovery_epochs, 1e-9),
+        lr=cfg.recovery_lr,
+        batch_size=distill.batch_size,
+        max_steps=cfg.recovery_max_steps,
+    )
     return fit(model, train, loss_fn, settings, seed=seed + 1, progress=progress, description="recover pruned")
 
 
-def run(ctx: Stages, *, student: TaskModel, scores: Importance, soft_targets: SoftTargets, dataset: Dataset, tokenizer: Tokenizer,
-        prune: PruneConfig, distill: DistillConfig, max_length: int, seed: int, threads: int) -> Result:  # fmt: skip
+def run(
+    ctx: Stages,
+    *,
+    student: TaskModel,
+    scores: Importance,
+    soft_targets: SoftTargets,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    prune: PruneConfig,
+    distill: DistillConfig,
+    max_length: int,
+    seed: int,
+    threads: int,
+) -> Result:
     """The stage (every training process runs it): structured pruning, vocabulary pruning, recovery;
     the pruned model saved with its tokenizer (rank 0 writes)."""
     out_dir = ctx.path(PRUNED_DIR)
     pruned, report = prune_structure(student, scores, prune)
     new_tokenizer = tokenizer.hf
     if prune.vocab:
-        vocab_dir = out_dir if ctx.dist.main else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))  # other ranks need the tokenizer only
+        vocab_dir = (
+            out_dir if ctx.dist.main else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))
+        )  # other ranks need the tokenizer only
         vocab = pruned.arch.prune_vocabulary(tokenizer.hf, dataset.texts["train"], tokenizer.directory, vocab_dir)
         pruned.arch.keep_tokens(pruned.encoder, vocab.kept_ids)
         new_tokenizer = vocab.tokenizer

@@ -61,7 +61,9 @@ class CalibrationReader:
         if not vocab_ok or not set(np.unique(arrays["attention_mask"])) <= {0, 1}:
             raise DataError("calibration inputs are corrupt (negative ids or a mask other than 0/1); re-tokenize them")
         self.n = len(arrays["input_ids"])
-        self.batches = [{k: np.ascontiguousarray(v[s : s + batch]) for k, v in arrays.items()} for s in range(0, self.n, batch)]
+        self.batches = [
+            {k: np.ascontiguousarray(v[s : s + batch]) for k, v in arrays.items()} for s in range(0, self.n, batch)
+        ]
         self._it = iter(self.batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -105,7 +107,10 @@ def quantize_embeddings(model: onnx.ModelProto) -> int:
         base = node.input[0]
         model.graph.initializer.remove(inits[base])
         model.graph.initializer.extend(
-            [numpy_helper.from_array(q, f"{base}_int8"), numpy_helper.from_array(scale.astype(np.float32), f"{base}_row_scale")]
+            [
+                numpy_helper.from_array(q, f"{base}_int8"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{base}_row_scale"),
+            ]
         )
         axes = f"{base}_unsqueeze_axes"
         model.graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), axes))
@@ -166,7 +171,7 @@ def preprocess(fp32: Path, out: Path) -> None:
     try:
         with quiet_root_logger():
             q.shape_inference.quant_pre_process(str(fp32), str(out), auto_merge=True, skip_symbolic_shape=False)
-    except Exception as e:  # noqa: BLE001 - ORT tools raise assorted errors for bad graphs
+    except Exception as e:
         raise ModelError(f"quantization pre-processing failed on {fp32.name} ({type(e).__name__}: {e})") from None
 
 
@@ -179,7 +184,11 @@ def static_int8(
     cache: Path,
 ) -> dict[str, Any]:
     q = _ort_quant()
-    method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy, "percentile": q.CalibrationMethod.Percentile}[qcfg.method]
+    method = {
+        "minmax": q.CalibrationMethod.MinMax,
+        "entropy": q.CalibrationMethod.Entropy,
+        "percentile": q.CalibrationMethod.Percentile,
+    }[qcfg.method]
     act = {"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}[qcfg.activation_type]
     model = onnx.load(str(pre))
     gathers = [n.name for n in embedding_gathers(model)]
@@ -199,7 +208,11 @@ def static_int8(
             weight_type=q.QuantType.QInt8,
             nodes_to_exclude=gathers + list(exclude),
             calibrate_method=method,
-            extra_options={"ActivationSymmetric": qcfg.activation_type == "int8", "WeightSymmetric": True, "CalibPercentile": 99.999},
+            extra_options={
+                "ActivationSymmetric": qcfg.activation_type == "int8",
+                "WeightSymmetric": True,
+                "CalibPercentile": 99.999,
+            },
             calibration_cache_path=str(cache),
         )
         qmodel = onnx.load(str(raw))
@@ -214,7 +227,13 @@ def dynamic_int8(pre: Path, out: Path, qcfg: QuantizeConfig) -> dict[str, Any]:
     q = _ort_quant()
     with tempfile.TemporaryDirectory(prefix="edgepipe-q-") as tmp, quiet_root_logger():
         raw = Path(tmp) / "q.onnx"
-        q.quantize_dynamic(str(pre), str(raw), per_channel=qcfg.per_channel, weight_type=q.QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        q.quantize_dynamic(
+            str(pre),
+            str(raw),
+            per_channel=qcfg.per_channel,
+            weight_type=q.QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
         qmodel = onnx.load(str(raw))
     n_emb = quantize_embeddings(qmodel) if qcfg.embedding == "int8" else 0
     with atomic_path(out) as tmp_out:
@@ -254,7 +273,12 @@ def quantize(
         acc, agree, info = attempt([])
         excluded: list[str] = []
         m = task.metric
-        report: dict[str, Any] = {"mode": "static", f"fp32_val_{m}": base, f"first_try_val_{m}": acc, "first_try_val_agreement": agree}
+        report: dict[str, Any] = {
+            "mode": "static",
+            f"fp32_val_{m}": base,
+            f"first_try_val_{m}": acc,
+            "first_try_val_agreement": agree,
+        }
         if not within(acc, agree):
             ranking = sensitivity(fp32, pre, work, reader, qcfg, cache, val, fp32_val, progress, scope_prefix)
             report["sensitivity"] = [{"group": g, "logit_mse": e} for g, e, _ in ranking]
@@ -263,7 +287,9 @@ def quantize(
                 excluded += nodes
                 report["excluded_groups"].append(group)
                 acc, agree, info = attempt(excluded)
-                progress.log(f"  int8 budget: {group} kept fp32 -> val drop {(base - acc) * 100:.2f} points, agreement {agree:.3f}")
+                progress.log(
+                    f"  int8 budget: {group} kept fp32 -> val drop {(base - acc) * 100:.2f} points, agreement {agree:.3f}"
+                )
                 if within(acc, agree):
                     break
         if not within(acc, agree):
@@ -278,7 +304,9 @@ def quantize(
         quantizable = quantizable_nodes(pre, ["MatMul", "Gemm"])
         report.update(
             info,
-            quantized_matmuls=len([n for n in quantizable if n not in excluded]) if report["mode"] == "static" else len(quantizable),
+            quantized_matmuls=len([n for n in quantizable if n not in excluded])
+            if report["mode"] == "static"
+            else len(quantizable),
             excluded_node_count=len(excluded),
             **{f"val_{m}": acc},
             val_agreement=agree,
@@ -299,8 +327,18 @@ def quantize(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def sensitivity(fp32: Path, pre: Path, work: Path, reader: CalibrationReader, qcfg: QuantizeConfig, cache: Path, val: TokenizedSplit,
-                fp32_val: np.ndarray, progress: Progress, scope_prefix: str = r"^model\.") -> list[tuple[str, float, list[str]]]:  # fmt: skip
+def sensitivity(
+    fp32: Path,
+    pre: Path,
+    work: Path,
+    reader: CalibrationReader,
+    qcfg: QuantizeConfig,
+    cache: Path,
+    val: TokenizedSplit,
+    fp32_val: np.ndarray,
+    progress: Progress,
+    scope_prefix: str = r"^model\.",
+) -> list[tuple[str, float, list[str]]]:
     """Quantize one node group at a time (the rest fp32); rank groups by output MSE vs fp32."""
     names = quantizable_nodes(pre, op_types_of(qcfg))
     scope = node_groups(onnx.load(str(fp32), load_external_data=False), scope_prefix)
@@ -319,8 +357,17 @@ def sensitivity(fp32: Path, pre: Path, work: Path, reader: CalibrationReader, qc
     return sorted(ranking, key=lambda r: -r[1])
 
 
-def run(ctx: Stages, *, role: str, fp32: Artifact, data: TokenizedData, qcfg: QuantizeConfig, seq_len: int, task: Task,
-        arch: Architecture) -> Result:  # fmt: skip
+def run(
+    ctx: Stages,
+    *,
+    role: str,
+    fp32: Artifact,
+    data: TokenizedData,
+    qcfg: QuantizeConfig,
+    seq_len: int,
+    task: Task,
+    arch: Architecture,
+) -> Result:
     """The stage: the role's fp32 ONNX as int8 (budget checked on val), then compared with it on test."""
     source, path = ctx.path(fp32.path), ctx.path(f"onnx/{role}.int8.onnx")
     report = quantize(source, path, data.train, data.val, qcfg, seq_len, ctx.progress, task, arch.scope_prefix)

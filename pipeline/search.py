@@ -81,8 +81,13 @@ class Plan:
         return f"L-{self.layers_removed}_h{self.heads:.2f}_f{self.ffn:.2f}_" + ("vocab" if self.vocab else "fullvocab")
 
     def prune_overrides(self) -> dict[str, Any]:
-        return {"prune.layers": self.layers_removed, "prune.heads": self.heads, "prune.ffn": self.ffn, "prune.vocab": self.vocab,
-                "prune.target_params": None}  # fmt: skip
+        return {
+            "prune.layers": self.layers_removed,
+            "prune.heads": self.heads,
+            "prune.ffn": self.ffn,
+            "prune.vocab": self.vocab,
+            "prune.target_params": None,
+        }
 
 
 @dataclass(frozen=True)
@@ -104,17 +109,29 @@ def features(shape: dict[str, list[int]], d: Dims) -> list[float]:
     S, H, dh = d.seq_len, d.hidden, d.head_dim
     heads, ffn = shape["heads"], shape["ffn"]
     attention = sum(4 * S * H * h * dh + 2 * S * S * h * dh for h in heads)
-    return [1.0, float(len(heads)), float(sum(h > 0 for h in heads)), float(sum(f > 0 for f in ffn)), attention / 1e6, sum(2 * S * H * f for f in ffn) / 1e6]
+    return [
+        1.0,
+        float(len(heads)),
+        float(sum(h > 0 for h in heads)),
+        float(sum(f > 0 for f in ffn)),
+        attention / 1e6,
+        sum(2 * S * H * f for f in ffn) / 1e6,
+    ]
 
 
 def param_counts(shape: dict[str, list[int]], vocab_rows: int, d: Dims) -> tuple[int, int]:
     """(non-embedding, embedding) parameters: what an artifact's size is made of."""
-    return non_embedding_params(d.hidden, d.head_dim, shape["heads"], shape["ffn"]), (vocab_rows + d.other_embeddings) * d.hidden
+    return non_embedding_params(d.hidden, d.head_dim, shape["heads"], shape["ffn"]), (
+        vocab_rows + d.other_embeddings
+    ) * d.hidden
 
 
 def random_shape(rng: np.random.Generator, layers: tuple[int, int], heads: int, ffn: int) -> dict[str, list[int]]:
     n = int(rng.integers(layers[0], layers[1] + 1))
-    shape = {"heads": [int(x) for x in rng.integers(0, heads + 1, n)], "ffn": [int(x) for x in rng.integers(0, ffn + 1, n)]}
+    shape = {
+        "heads": [int(x) for x in rng.integers(0, heads + 1, n)],
+        "ffn": [int(x) for x in rng.integers(0, ffn + 1, n)],
+    }
     if not sum(shape["heads"]):
         shape["heads"][0] = 1
     if not sum(shape["ffn"]):
@@ -146,7 +163,7 @@ class LinearFit:
     n: int
 
     @classmethod
-    def fit(cls, X: np.ndarray, y: np.ndarray, relative: bool = True) -> "LinearFit":
+    def fit(cls, X: np.ndarray, y: np.ndarray, relative: bool = True) -> LinearFit:
         from scipy.optimize import nnls
 
         w = 1.0 / y if relative else np.ones_like(y)
@@ -165,7 +182,11 @@ def pct_errors(fit_: LinearFit, X: np.ndarray, y: np.ndarray) -> list[float]:
 def _error_summary(errors: list[float]) -> dict[str, Any]:
     if not errors:
         return {"n": 0, "median_abs_pct": None, "max_abs_pct": None}
-    return {"n": len(errors), "median_abs_pct": round(float(np.median(errors)), 2), "max_abs_pct": round(float(np.max(errors)), 2)}
+    return {
+        "n": len(errors),
+        "median_abs_pct": round(float(np.median(errors)), 2),
+        "max_abs_pct": round(float(np.max(errors)), 2),
+    }
 
 
 # -- artifacts ----------------------------------------------------------------
@@ -182,7 +203,9 @@ class Writers:
 
     @property
     def key(self) -> str:
-        return stable_hash({"seq_len": self.seq_len, "opset": self.opset, "quantize": self.qcfg.model_dump(mode="json")})
+        return stable_hash(
+            {"seq_len": self.seq_len, "opset": self.opset, "quantize": self.qcfg.model_dump(mode="json")}
+        )
 
 
 def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit, w: Writers) -> Path:
@@ -251,7 +274,6 @@ def _describe(row: dict[str, Any]) -> str:
     return f"{row['plan']} as {row['format']}"
 
 
-
 # -- the search -----------------------------------------------------------------
 
 Measure = Callable[[Path], Measured]
@@ -280,7 +302,9 @@ class Shapes:
 
     @property
     def key(self) -> str:
-        return stable_hash({"arch": self.model.arch.model_type, "config": self.model.config.to_dict(), "task": self.model.task.name})
+        return stable_hash(
+            {"arch": self.model.arch.model_type, "config": self.model.config.to_dict(), "task": self.model.task.name}
+        )
 
 
 @dataclass
@@ -298,26 +322,59 @@ class SearchData:
     key: str  # hash of everything above
 
 
-def prepare(ctx: Stages, student: TaskModel, dataset: Dataset, data: TokenizedData, tokenizer: Tokenizer, soft_targets: SoftTargets,
-            vocab: list[bool], max_length: int) -> SearchData:  # fmt: skip
+def prepare(
+    ctx: Stages,
+    student: TaskModel,
+    dataset: Dataset,
+    data: TokenizedData,
+    tokenizer: Tokenizer,
+    soft_targets: SoftTargets,
+    vocab: list[bool],
+    max_length: int,
+) -> SearchData:
     """The pruned vocabulary (when searched), its tokenization, and latency inputs valid for every vocabulary size."""
     kept = vocab_data = None
     if True in vocab:
-        v = student.arch.prune_vocabulary(tokenizer.hf, dataset.texts["train"], tokenizer.directory, ctx.path("search/vocab"))
+        v = student.arch.prune_vocabulary(
+            tokenizer.hf, dataset.texts["train"], tokenizer.directory, ctx.path("search/vocab")
+        )
         kept, vocab_data = v.kept_ids, dataset.tokenize(v.tokenizer, max_length)
     rows = min(len(kept) if kept else student.dims.vocab, student.dims.vocab)
     latency_inputs = ctx.path("data/search_latency")
     data.test.head(256).with_ids_below(rows).save(latency_inputs)
-    key = stable_hash({"data": data.key, "vocab": vocab_data.key if vocab_data else None, "soft_targets": soft_targets.key})
-    return SearchData(data, data.train, data.val, vocab_data and vocab_data.train, vocab_data and vocab_data.val, kept, soft_targets.logits,
-                      latency_inputs, key)  # fmt: skip
+    key = stable_hash(
+        {"data": data.key, "vocab": vocab_data.key if vocab_data else None, "soft_targets": soft_targets.key}
+    )
+    return SearchData(
+        data,
+        data.train,
+        data.val,
+        vocab_data and vocab_data.train,
+        vocab_data and vocab_data.val,
+        kept,
+        soft_targets.logits,
+        latency_inputs,
+        key,
+    )
 
 
-def _latency_point(ctx: Stages, *, shapes: Shapes, shape: dict, rows: int, fmt: str, seed: int, tokens: TokenizedData, writers: Writers,
-                   probe: Probe) -> tuple[dict, list]:  # fmt: skip
+def _latency_point(
+    ctx: Stages,
+    *,
+    shapes: Shapes,
+    shape: dict,
+    rows: int,
+    fmt: str,
+    seed: int,
+    tokens: TokenizedData,
+    writers: Writers,
+    probe: Probe,
+) -> tuple[dict, list]:
     """One random shape, exported and quantized by the pipeline's writers (calibrated on `tokens`), measured on the device."""
     model = _shaped(shapes.model, shape, rows, seed)
-    path = build_artifact(model, fmt, ctx.path(f"search/work/point{seed}/model{_suffix(fmt)}"), tokens.train.with_ids_below(rows), writers)
+    path = build_artifact(
+        model, fmt, ctx.path(f"search/work/point{seed}/model{_suffix(fmt)}"), tokens.train.with_ids_below(rows), writers
+    )
     try:
         result = probe.measure(path)
         size = path.stat().st_size
@@ -326,8 +383,22 @@ def _latency_point(ctx: Stages, *, shapes: Shapes, shape: dict, rows: int, fmt: 
     return {"p50_ms": result.latency_ms.p50, "bytes": size}, []
 
 
-def _candidate(ctx: Stages, *, student: TaskModel, scores: Importance, plan: dict, layout: dict, formats: list[str], data: SearchData,
-               steps: int, distill: DistillConfig, recovery_lr: float, seed: int, writers: Writers, probe: Probe) -> tuple[dict, list]:  # fmt: skip
+def _candidate(
+    ctx: Stages,
+    *,
+    student: TaskModel,
+    scores: Importance,
+    plan: dict,
+    layout: dict,
+    formats: list[str],
+    data: SearchData,
+    steps: int,
+    distill: DistillConfig,
+    recovery_lr: float,
+    seed: int,
+    writers: Writers,
+    probe: Probe,
+) -> tuple[dict, list]:
     """A plan trained briefly: its real artifacts' metric on val, latency on the device and size."""
     p = Plan(**plan)
     model, train, val, report = _estimate(student, layout, p, data, distill, recovery_lr, steps, seed, ctx.progress)
@@ -340,8 +411,14 @@ def _candidate(ctx: Stages, *, student: TaskModel, scores: Importance, plan: dic
             size = path.stat().st_size
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
-        rows.append({"format": fmt, "accuracy": score, "latency_ms": result.latency_ms.p50, "size_mb": round(size / 1e6, 3)})
-    return {"pytorch_val_accuracy": float(report["val_accuracy"]), "estimate_steps": report["steps"], "artifacts": rows}, []
+        rows.append(
+            {"format": fmt, "accuracy": score, "latency_ms": result.latency_ms.p50, "size_mb": round(size / 1e6, 3)}
+        )
+    return {
+        "pytorch_val_accuracy": float(report["val_accuracy"]),
+        "estimate_steps": report["steps"],
+        "artifacts": rows,
+    }, []
 
 
 def search(
@@ -381,22 +458,40 @@ def search(
     removable = [n for n in s.layers_removed if n < sd.layers]  # a default like [0, 1] on a 1-layer student
     lowest = sd.layers - max(removable)
     shapes = [
-        (random_shape(rng, (lowest, sd.layers), sd.heads, sd.intermediate), bool(rng.integers(0, 2)) if len(s.vocab) > 1 else s.vocab[0])
+        (
+            random_shape(rng, (lowest, sd.layers), sd.heads, sd.intermediate),
+            bool(rng.integers(0, 2)) if len(s.vocab) > 1 else s.vocab[0],
+        )
         for _ in range(s.latency_points)
     ]
     points: dict[str, list[dict[str, Any]]] = {f: [] for f in s.formats}
     stopped_by = None
-    todo = [(i, fmt) for i in range(s.latency_points) for fmt in s.formats]  # interleaved: a time cut leaves every format alike
+    todo = [
+        (i, fmt) for i in range(s.latency_points) for fmt in s.formats
+    ]  # interleaved: a time cut leaves every format alike
     for i, fmt in progress.track(todo, len(todo), f"search: latency points on {device}"):
         if time.perf_counter() > deadline and all(len(p) >= MIN_POINTS for p in points.values()):
             stopped_by = "time_budget"
             break
         shape, vocab = shapes[i]
         rows = d.vocab_rows(vocab)
-        r = ctx.run(f"search_{slug}_point{i}_{fmt}", _latency_point, mode="local", shapes=Shapes(student), shape=shape, rows=rows, fmt=fmt,
-                    seed=seed + i, tokens=data.tokens, writers=writers, probe=probe).result  # fmt: skip
+        r = ctx.run(
+            f"search_{slug}_point{i}_{fmt}",
+            _latency_point,
+            mode="local",
+            shapes=Shapes(student),
+            shape=shape,
+            rows=rows,
+            fmt=fmt,
+            seed=seed + i,
+            tokens=data.tokens,
+            writers=writers,
+            probe=probe,
+        ).result
         non_emb, emb = param_counts(shape, rows, d)
-        points[fmt].append({"shape": shape, "vocab_rows": rows, "features": features(shape, d), "params": [non_emb, emb], **r})
+        points[fmt].append(
+            {"shape": shape, "vocab_rows": rows, "features": features(shape, d), "params": [non_emb, emb], **r}
+        )
 
     models: dict[str, dict[str, Any]] = {}
     for fmt, pts in points.items():
@@ -429,20 +524,36 @@ def search(
         shape = layout_shape(layout)
         non_emb, emb = param_counts(shape, d.vocab_rows(vocab), d)
         for fmt in s.formats:
-            grid.append({
-                "plan": plan.label, "format": fmt, "shape": shape, "non_embedding_params": non_emb, "_plan": plan,
-                "predicted_latency_ms": round(models[fmt]["latency"].predict(features(shape, d)), 4),
-                "size_mb": round(models[fmt]["size"].predict([1.0, non_emb, emb]) / 1e6, 3),
-            })  # fmt: skip
+            grid.append(
+                {
+                    "plan": plan.label,
+                    "format": fmt,
+                    "shape": shape,
+                    "non_embedding_params": non_emb,
+                    "_plan": plan,
+                    "predicted_latency_ms": round(models[fmt]["latency"].predict(features(shape, d)), 4),
+                    "size_mb": round(models[fmt]["size"].predict([1.0, non_emb, emb]) / 1e6, 3),
+                }
+            )
     for g in grid:
         g["predicted_feasible"] = not misses(g, s, "predicted_latency_ms", None)
     feasible = [g for g in grid if g["predicted_feasible"]]
     report["latency_models"] = {
-        fmt: {"coef": m["latency"].coef, "points": len(m["points"]), "holdout_error": m["holdout"], "fit_error": m["fit"], "size_coef": m["size"].coef}
+        fmt: {
+            "coef": m["latency"].coef,
+            "points": len(m["points"]),
+            "holdout_error": m["holdout"],
+            "fit_error": m["fit"],
+            "size_coef": m["size"].coef,
+        }
         for fmt, m in models.items()
     }
     report["latency_points"] = {
-        fmt: [{k: p[k] for k in ("shape", "vocab_rows", "p50_ms", "bytes")} | {"predicted_ms": round(models[fmt]["latency"].predict(p["features"]), 4)} for p in pts]
+        fmt: [
+            {k: p[k] for k in ("shape", "vocab_rows", "p50_ms", "bytes")}
+            | {"predicted_ms": round(models[fmt]["latency"].predict(p["features"]), 4)}
+            for p in pts
+        ]
         for fmt, pts in points.items()
     }
     report["grid"] = [{k: v for k, v in g.items() if k != "_plan"} for g in grid]
@@ -462,23 +573,50 @@ def search(
         fam = (p.layers_removed, p.heads, p.vocab)
         if fam not in best_per_family or g["non_embedding_params"] > best_per_family[fam]["non_embedding_params"]:
             best_per_family[fam] = g
-    chosen_plans = [g["_plan"] for g in sorted(best_per_family.values(), key=lambda g: -g["non_embedding_params"])][: s.candidates]
+    chosen_plans = [g["_plan"] for g in sorted(best_per_family.values(), key=lambda g: -g["non_embedding_params"])][
+        : s.candidates
+    ]
     evaluated: list[dict[str, Any]] = []
-    for n_done, plan in enumerate(progress.track(chosen_plans, len(chosen_plans), f"search: accuracy estimates on {device}")):
+    for n_done, plan in enumerate(
+        progress.track(chosen_plans, len(chosen_plans), f"search: accuracy estimates on {device}")
+    ):
         if n_done and time.perf_counter() > deadline:
             stopped_by = "time_budget"
             break
         formats = [g["format"] for g in feasible if g["_plan"] == plan]
-        r = ctx.run(f"search_{slug}_{plan.label}", _candidate, mode="local", student=student, scores=scores, plan=asdict(plan),
-                    layout=layouts[plan], formats=formats, data=data, steps=s.estimate_steps, distill=distill, recovery_lr=recovery_lr,
-                    seed=seed, writers=writers, probe=probe).result  # fmt: skip
+        r = ctx.run(
+            f"search_{slug}_{plan.label}",
+            _candidate,
+            mode="local",
+            student=student,
+            scores=scores,
+            plan=asdict(plan),
+            layout=layouts[plan],
+            formats=formats,
+            data=data,
+            steps=s.estimate_steps,
+            distill=distill,
+            recovery_lr=recovery_lr,
+            seed=seed,
+            writers=writers,
+            probe=probe,
+        ).result
         for a in r["artifacts"]:
             g = next(g for g in grid if g["_plan"] == plan and g["format"] == a["format"])
-            evaluated.append({
-                "plan": plan.label, "format": a["format"], "shape": g["shape"], "predicted_latency_ms": g["predicted_latency_ms"],
-                "predicted_size_mb": g["size_mb"], "latency_ms": a["latency_ms"], "size_mb": a["size_mb"], "accuracy": a["accuracy"],
-                "pytorch_val_accuracy": r["pytorch_val_accuracy"], "_plan": plan,
-            })  # fmt: skip
+            evaluated.append(
+                {
+                    "plan": plan.label,
+                    "format": a["format"],
+                    "shape": g["shape"],
+                    "predicted_latency_ms": g["predicted_latency_ms"],
+                    "predicted_size_mb": g["size_mb"],
+                    "latency_ms": a["latency_ms"],
+                    "size_mb": a["size_mb"],
+                    "accuracy": a["accuracy"],
+                    "pytorch_val_accuracy": r["pytorch_val_accuracy"],
+                    "_plan": plan,
+                }
+            )
 
     # 4. choice --------------------------------------------------------------
     for row in evaluated:
@@ -514,23 +652,47 @@ def _shaped(student: TaskModel, shape: dict[str, list[int]], vocab_rows: int, se
     torch.manual_seed(seed)
     if len(shape["heads"]) > student.dims.layers:
         raise ValueError("shape deeper than the student")
-    layout = {"layers": list(range(len(shape["heads"]))), "heads": [list(range(h)) for h in shape["heads"]], "ffn": [list(range(f)) for f in shape["ffn"]]}
+    layout = {
+        "layers": list(range(len(shape["heads"]))),
+        "heads": [list(range(h)) for h in shape["heads"]],
+        "ffn": [list(range(f)) for f in shape["ffn"]],
+    }
     model = apply_plan(copy.deepcopy(student), layout)
     model.arch.keep_tokens(model.encoder, list(range(vocab_rows)))
     return model.eval()
 
 
-def _estimate(student: TaskModel, layout: dict[str, Any], plan: Plan, data: SearchData, distill: DistillConfig, recovery_lr: float, steps: int,
-              seed: int, progress: Progress):  # fmt: skip
+def _estimate(
+    student: TaskModel,
+    layout: dict[str, Any],
+    plan: Plan,
+    data: SearchData,
+    distill: DistillConfig,
+    recovery_lr: float,
+    steps: int,
+    seed: int,
+    progress: Progress,
+):
     """Prune by the plan, distil for a few steps, return the model and its PyTorch validation metric."""
     model = apply_plan(student, layout)
     train, val = data.train, data.val
     if plan.vocab and data.kept_token_ids:
         model.arch.keep_tokens(model.encoder, data.kept_token_ids)
         train, val = data.vocab_train, data.vocab_val
-    loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), data.soft_targets)
+    loss_fn = distillation_objective(
+        model.task.distillation_loss(distill.temperature, distill.alpha), data.soft_targets
+    )
     settings = TrainSettings(epochs=1.0, lr=recovery_lr, batch_size=distill.batch_size, max_steps=steps)
-    report = fit(model, train, loss_fn, settings, seed=seed + 1, progress=progress, description=f"estimate {plan.label}", data_parallel=False)
+    report = fit(
+        model,
+        train,
+        loss_fn,
+        settings,
+        seed=seed + 1,
+        progress=progress,
+        description=f"estimate {plan.label}",
+        data_parallel=False,
+    )
     report["val_accuracy"] = model.task.score(predict(model, val), val.labels)
     return model, train, val, report
 
@@ -550,9 +712,16 @@ def outcome(manifest: Manifest, search: SearchConfig, threads: int, progress: Pr
     metric = report.get("metric", "accuracy")
     val = art.get(f"val_{metric}")  # int8 ONNX has its own; others: PyTorch's
     val = manifest.models["pruned"].get(f"val_{metric}") if val is None else val
-    row = {"latency_ms": bench[0].latency_ms.p50, "size_mb": round(art.bytes / 1e6, 3), "val_accuracy": val, "test_accuracy": art.get(f"test_{metric}")}
+    row = {
+        "latency_ms": bench[0].latency_ms.p50,
+        "size_mb": round(art.bytes / 1e6, 3),
+        "val_accuracy": val,
+        "test_accuracy": art.get(f"test_{metric}"),
+    }
     row["misses"] = misses(row | {"accuracy": val}, search, "latency_ms", "accuracy")
     row["meets_budget"] = not row["misses"]
     report["final"] = row
     if row["misses"]:
-        progress.log(f"[yellow]![/yellow] the fully trained plan misses the budget on {device}: {'; '.join(row['misses'].values())}")
+        progress.log(
+            f"[yellow]![/yellow] the fully trained plan misses the budget on {device}: {'; '.join(row['misses'].values())}"
+        )

@@ -61,12 +61,16 @@ def prepare(
         )
     if teacher.finetune == "never" or (teacher.finetune == "auto" and head_ok):
         if not has_head:
-            raise ModelError(f"teacher {source} has no classification head and teacher.finetune=never; allow fine-tuning")
+            raise ModelError(
+                f"teacher {source} has no classification head and teacher.finetune=never; allow fine-tuning"
+            )
         model.labels = list(dataset.labels)
         model.key = source_report["source_fingerprint"]
         return model.eval(), source_report | {"fine_tuned": False}
 
-    settings = TrainSettings(epochs=teacher.epochs, lr=teacher.lr, batch_size=teacher.batch_size, max_steps=teacher.max_steps)
+    settings = TrainSettings(
+        epochs=teacher.epochs, lr=teacher.lr, batch_size=teacher.batch_size, max_steps=teacher.max_steps
+    )
     dist = distributed.current()
     key = derive_key(
         {
@@ -126,7 +130,9 @@ def _write_cache(entry: Path, model: TaskModel, source: Path, train_report: dict
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         save_model(model, tmp, tokenizer_dir=source)
-        write_json_atomic(tmp / "done.json", {"weights_sha256": sha256_file(tmp / "model.safetensors"), "train": train_report})
+        write_json_atomic(
+            tmp / "done.json", {"weights_sha256": sha256_file(tmp / "model.safetensors"), "train": train_report}
+        )
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(tmp, entry)

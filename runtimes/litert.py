@@ -24,7 +24,9 @@ class LiteRTModel(runner.LiteRTModel):
         try:
             super().__init__(str(self.path), threads)
         except runner.UserError as e:
-            raise ModelError(f"{e}; the file is corrupt or the runtime is missing (pip install 'ai-edge-litert==2.3.0')") from None
+            raise ModelError(
+                f"{e}; the file is corrupt or the runtime is missing (pip install 'ai-edge-litert==2.3.0')"
+            ) from None
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """Logits for a batch; each row is padded or trimmed to the model's fixed length."""

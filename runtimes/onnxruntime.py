@@ -22,10 +22,14 @@ class OrtModel:
         if not self.path.is_file():
             raise ModelError(f"ONNX model {self.path} does not exist; run compress-and-export first")
         try:
-            self.session = ort.InferenceSession(str(self.path), ort_session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types per failure
+            self.session = ort.InferenceSession(
+                str(self.path), ort_session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ModelError(f"ONNX model {self.path} cannot be loaded ({first}); the file is corrupt or not ONNX") from None
+            raise ModelError(
+                f"ONNX model {self.path} cannot be loaded ({first}); the file is corrupt or not ONNX"
+            ) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
@@ -35,7 +39,11 @@ class OrtModel:
     def predict(self, split: TokenizedSplit, batch_size: int = 64) -> np.ndarray:
         """Logits for every example, fed padded to the split's full length (as an app would)."""
         outs = [
-            self.run(split.input_ids[s : s + batch_size], split.attention_mask[s : s + batch_size], split.token_type_ids[s : s + batch_size])
+            self.run(
+                split.input_ids[s : s + batch_size],
+                split.attention_mask[s : s + batch_size],
+                split.token_type_ids[s : s + batch_size],
+            )
             for s in range(0, len(split), batch_size)
         ]
         return np.concatenate(outs).astype(np.float32)

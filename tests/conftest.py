@@ -33,10 +33,20 @@ def run_cli(*args: str, cache: Path | None = None, timeout: int = 900) -> subpro
     env = dict(os.environ)
     if cache is not None:
         env["EDGEPIPE_CACHE"] = str(cache)
-    return subprocess.run([str(BIN / "compress-and-export"), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [str(BIN / "compress-and-export"), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
-def make_tiny_bert(directory: Path, *, layers: int = 2, hidden: int = 64, heads: int = 2, seed: int = 0, head_labels: list[str] | None = None) -> Path:
+def make_tiny_bert(
+    directory: Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 2,
+    seed: int = 0,
+    head_labels: list[str] | None = None,
+) -> Path:
     """A randomly initialised BERT with the real MiniLM wordpiece vocabulary, saved like the hub does."""
     import torch
     from safetensors.torch import save_file
@@ -47,7 +57,11 @@ def make_tiny_bert(directory: Path, *, layers: int = 2, hidden: int = 64, heads:
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     config = BertConfig(
-        vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=hidden * 2
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
     )
     if head_labels:
         config.num_labels = len(head_labels)
@@ -84,7 +98,12 @@ def write_sentiment_csv(path: Path, n: int = 600, seed: int = 0, labels=("neg", 
     for i in range(n):
         y = i % 2
         word = rng.choice(POSITIVE if y else NEGATIVE)
-        rows.append({"text": f"{rng.choice(FILLER)} is {word} and {rng.choice(FILLER)} {rng.randint(0, 10**6)}", "label": labels[y]})
+        rows.append(
+            {
+                "text": f"{rng.choice(FILLER)} is {word} and {rng.choice(FILLER)} {rng.randint(0, 10**6)}",
+                "label": labels[y],
+            }
+        )
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["text", "label"])
         w.writeheader()
@@ -103,11 +122,15 @@ def train_tiny_classifier(directory: Path, *, seed: int, n: int, held_out: int, 
 
     teacher_dir = make_tiny_bert(directory / "bert", layers=2, hidden=64, heads=4, seed=seed)
     model = load_teacher_dir(teacher_dir)[0].with_labels(["neg", "pos"], seed=0)
-    ds, _ = load_dataset(DataConfig(path=write_sentiment_csv(directory / "r.csv", n=n), val_size=held_out, test_size=held_out))
+    ds, _ = load_dataset(
+        DataConfig(path=write_sentiment_csv(directory / "r.csv", n=n), val_size=held_out, test_size=held_out)
+    )
     splits = ds.tokenize(load_tokenizer(teacher_dir), seq_len)
 
     def ce(m, idx, b):
-        return torch.nn.functional.cross_entropy(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"])
+        return torch.nn.functional.cross_entropy(
+            m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"]
+        )
 
     fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, max_steps=40), seed=0)
     return model.eval(), splits
@@ -119,11 +142,29 @@ def sentiment_csv(tmp_path) -> Path:
 
 
 TINY_RUN = [
-    "--set", "data.val_size=100", "--set", "data.test_size=100",
-    "--set", "teacher.max_steps=40", "--set", "teacher.lr=1e-3", "--set", "teacher.freeze_word_embeddings=false",
-    "--set", "student.layers=[1]", "--set", "distill.max_steps=40", "--set", "distill.lr=1e-3",
-    "--set", "bench.runs=10", "--set", "bench.warmup=2", "--train-threads", "1",
-]  # fmt: skip
+    "--set",
+    "data.val_size=100",
+    "--set",
+    "data.test_size=100",
+    "--set",
+    "teacher.max_steps=40",
+    "--set",
+    "teacher.lr=1e-3",
+    "--set",
+    "teacher.freeze_word_embeddings=false",
+    "--set",
+    "student.layers=[1]",
+    "--set",
+    "distill.max_steps=40",
+    "--set",
+    "distill.lr=1e-3",
+    "--set",
+    "bench.runs=10",
+    "--set",
+    "bench.warmup=2",
+    "--train-threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -138,8 +179,21 @@ def smoke_run(tmp_path_factory):
 
 def tiny_full_args(teacher: Path, csv: Path, out: Path, cache: Path) -> list[str]:
     """A user-style run on a tiny teacher with every stage on (pruned int8 ONNX, TFLite of pruned and teacher)."""
-    return ["--teacher", str(teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, "--set", "quantize.targets=[pruned]",
-            "--set", "export.tflite_targets=[pruned,teacher]", "--cache-dir", str(cache)]  # fmt: skip
+    return [
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(csv),
+        "--out",
+        str(out),
+        *TINY_RUN,
+        "--set",
+        "quantize.targets=[pruned]",
+        "--set",
+        "export.tflite_targets=[pruned,teacher]",
+        "--cache-dir",
+        str(cache),
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from rig.adbd import LoopbackAdbDevice, adb_server  # tests/ is on sys.path, as for `from conftest import`
 
 pytestmark = pytest.mark.skipif(shutil.which("adb") is None, reason="needs the adb client (apt install adb)")
@@ -66,8 +65,13 @@ def test_adb_shell_v2(server, device):
 
 
 def test_adb_exec_out_is_binary_safe(server, device):
-    out = subprocess.run(["adb", "-P", str(server.port), "-s", device.serial, "exec-out", "printf 'a\\000b\\r\\n'"],
-                         env=server.env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        ["adb", "-P", str(server.port), "-s", device.serial, "exec-out", "printf 'a\\000b\\r\\n'"],
+        env=server.env,
+        capture_output=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.stdout == b"a\x00b\r\n"
 
 
@@ -172,7 +176,9 @@ def test_drop_mid_command(server, tmp_path):
         t = threading.Thread(target=via_adbutils)
         t.start()
         cmd = ["adb", "-P", str(server.port), "-s", dev.serial, "shell", "echo started; sleep 5; echo finished"]
-        cli = subprocess.Popen(cmd, env=server.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cli = subprocess.Popen(
+            cmd, env=server.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         time.sleep(0.7)
         started = time.monotonic()
         dev.drop()

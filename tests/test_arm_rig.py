@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rig.sshd import LoopbackSshd, SshEndpoint, _alive, _descendants  # noqa: E402
+from rig.sshd import LoopbackSshd, SshEndpoint, _alive, _descendants
 
 paramiko = pytest.importorskip("paramiko")
 
@@ -38,7 +38,9 @@ def clean_env() -> dict[str, str]:
 def board() -> Path:
     """The sysroot: DEST/bin/python3 is the aarch64 python, DEST/bin goes first on the board's PATH."""
     if shutil.which("qemu-aarch64-static") is None and os.geteuid() != 0:
-        pytest.skip("qemu-aarch64-static is missing and cannot be installed without root (apt-get install qemu-user-static)")
+        pytest.skip(
+            "qemu-aarch64-static is missing and cannot be installed without root (apt-get install qemu-user-static)"
+        )
     env = {**clean_env(), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(ARM_BOARD)], capture_output=True, text=True, timeout=600, env=env)
     if proc.returncode == 3:
@@ -55,11 +57,19 @@ def sshd(board, tmp_path_factory):
         yield endpoint
 
 
-def connect(ep: SshEndpoint, known_hosts: Path | None = None) -> "paramiko.SSHClient":
+def connect(ep: SshEndpoint, known_hosts: Path | None = None) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.load_host_keys(str(known_hosts or ep.known_hosts))
-    client.connect(ep.host, ep.port, username=ep.user, key_filename=str(ep.key_path), timeout=10, allow_agent=False, look_for_keys=False)
+    client.connect(
+        ep.host,
+        ep.port,
+        username=ep.user,
+        key_filename=str(ep.key_path),
+        timeout=10,
+        allow_agent=False,
+        look_for_keys=False,
+    )
     return client
 
 
@@ -71,14 +81,27 @@ def run(client, command: str, timeout: float = 120) -> tuple[int, str, str]:
 
 def test_board_python_is_aarch64_with_runtimes(board):
     proc = subprocess.run(
-        [str(board / "bin" / "python3"), "-c", "import platform, numpy, onnxruntime, ai_edge_litert; print(platform.machine(), numpy.__version__, onnxruntime.__version__)"],
-        capture_output=True, text=True, timeout=120, env=clean_env(),
+        [
+            str(board / "bin" / "python3"),
+            "-c",
+            "import platform, numpy, onnxruntime, ai_edge_litert; print(platform.machine(), numpy.__version__, onnxruntime.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["aarch64", "2.4.6", "1.32.0"]
     # a second call is the cached no-op
     t0 = time.monotonic()
-    subprocess.run(["bash", str(ARM_BOARD)], check=True, capture_output=True, timeout=60, env={**clean_env(), "PYTHON": sys.executable})
+    subprocess.run(
+        ["bash", str(ARM_BOARD)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        env={**clean_env(), "PYTHON": sys.executable},
+    )
     assert time.monotonic() - t0 < 5
 
 
@@ -128,8 +151,13 @@ def tiny_classifier(path: Path, vocab: int = 50, dim: int = 8, seed: int = 0) ->
         helper.make_node("MatMul", ["feat", "w_out"], ["mm"]),
         helper.make_node("Add", ["mm", "b_out"], ["logits"]),
     ]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", "L"]) for n in ("input_ids", "attention_mask", "token_type_ids")]
-    graph = helper.make_graph(nodes, "tiny_cls", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits)
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["N", "L"])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_cls", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgepipe-test")
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -143,7 +171,12 @@ def eval_set(directory: Path, n: int = 48, length: int = 12, vocab: int = 50, se
     ids = rng.integers(1, vocab, size=(n, length)).astype(np.int64) * mask
     types = ((np.arange(length)[None, :] >= lengths[:, None] // 2) * mask).astype(np.int64)
     directory.mkdir(parents=True, exist_ok=True)
-    for name, a in {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": rng.integers(0, 2, size=n)}.items():
+    for name, a in {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": types,
+        "labels": rng.integers(0, 2, size=n),
+    }.items():
         np.save(directory / f"{name}.npy", a)
 
 
@@ -155,7 +188,9 @@ def test_runner_on_board_matches_x86(sshd, tmp_path):
     shutil.copy(RUNNER, local / "runner.py")
     args = "--model model.onnx --inputs eval --warmup 1 --runs 3 --seq-len 12 --predictions"
 
-    x86 = subprocess.run([sys.executable, "runner.py", *args.split()], cwd=local, capture_output=True, text=True, timeout=120)
+    x86 = subprocess.run(
+        [sys.executable, "runner.py", *args.split()], cwd=local, capture_output=True, text=True, timeout=120
+    )
     assert x86.returncode == 0, x86.stderr
     x86 = json.loads(x86.stdout)
 
@@ -201,10 +236,14 @@ def test_kill_drops_the_board_mid_run(board, tmp_path):
     ep = rig.start()
     try:
         client = connect(ep)
-        _, stdout, _ = client.exec_command("python3 -c 'import time; print(\"up\", flush=True); time.sleep(120)'", timeout=60)
+        _, stdout, _ = client.exec_command(
+            "python3 -c 'import time; print(\"up\", flush=True); time.sleep(120)'", timeout=60
+        )
         assert stdout.readline().strip() == "up"  # the emulated python is running remotely
         session = _descendants(rig.proc.pid)
-        assert any("qemu-aarch64" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in session if _alive(p))
+        assert any(
+            "qemu-aarch64" in Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in session if _alive(p)
+        )
         t0 = time.monotonic()
         rig.kill()
         assert stdout.channel.recv_exit_status() == -1  # closed without an exit status

@@ -51,41 +51,140 @@ def write(path: Path, content: str | bytes) -> Path:
 
 # (id, files to create {name: content}, extra CLI args with {d} = the case dir, expected message, exit code)
 CASES = [
-    ("teacher-missing", {}, ["--teacher", "{d}/nope"], "does not exist; pass a local Hugging Face model dir to --teacher", 4),
-    ("teacher-empty", {"t/.keep": ""}, ["--teacher", "{d}/t"], "has no config.json; pass a Hugging Face model directory", 4),
-    ("teacher-not-a-dir", {"t": "x"}, ["--teacher", "{d}/t"], "is a file; pass the directory that holds config.json", 4),
-    ("teacher-gpt2", {"t/config.json": '{"model_type": "gpt2"}', "t/vocab.txt": "[PAD]\n[UNK]\n"}, ["--teacher", "{d}/t"],
-     "is a 'gpt2' model; edgepipe needs a BERT-style encoder", 4),
-    ("teacher-config-not-json", {"t/config.json": "{oops", "t/vocab.txt": "[PAD]\n"}, ["--teacher", "{d}/t"], "config.json", 4),
+    (
+        "teacher-missing",
+        {},
+        ["--teacher", "{d}/nope"],
+        "does not exist; pass a local Hugging Face model dir to --teacher",
+        4,
+    ),
+    (
+        "teacher-empty",
+        {"t/.keep": ""},
+        ["--teacher", "{d}/t"],
+        "has no config.json; pass a Hugging Face model directory",
+        4,
+    ),
+    (
+        "teacher-not-a-dir",
+        {"t": "x"},
+        ["--teacher", "{d}/t"],
+        "is a file; pass the directory that holds config.json",
+        4,
+    ),
+    (
+        "teacher-gpt2",
+        {"t/config.json": '{"model_type": "gpt2"}', "t/vocab.txt": "[PAD]\n[UNK]\n"},
+        ["--teacher", "{d}/t"],
+        "is a 'gpt2' model; edgepipe needs a BERT-style encoder",
+        4,
+    ),
+    (
+        "teacher-config-not-json",
+        {"t/config.json": "{oops", "t/vocab.txt": "[PAD]\n"},
+        ["--teacher", "{d}/t"],
+        "config.json",
+        4,
+    ),
     ("data-missing", {}, ["--data", "{d}/none.csv"], "does not exist", 3),
     ("data-empty", {"e.csv": ""}, ["--data", "{d}/e.csv"], "is empty", 3),
     ("data-header-only", {"e.csv": "text,label\n"}, ["--data", "{d}/e.csv"], "has a header but no rows", 3),
-    ("data-not-utf8", {"b.csv": b"text,label\n\xff\xfe bad,pos\nok,neg\n"}, ["--data", "{d}/b.csv"], "is not UTF-8 (bad byte at line 2)", 3),
-    ("data-missing-columns", {"c.csv": "review,stars\ngreat,5\nbad,1\n"}, ["--data", "{d}/c.csv"], "has no column 'text', 'label'", 3),
-    ("data-single-class", {"s.csv": "text,label\n" + "".join(f"row {i},pos\n" for i in range(50))}, ["--data", "{d}/s.csv"],
-     "has a single class ('pos')", 3),
-    ("data-bad-jsonl", {"b.jsonl": '{"text": "a", "label": "pos"}\n{not json\n'}, ["--data", "{d}/b.jsonl"], "line 2 is not valid JSON", 3),
-    ("data-unknown-format", {"d.parquet": "x"}, ["--data", "{d}/d.parquet"], "'.parquet' is not a supported format; convert it to .csv or .jsonl", 3),
+    (
+        "data-not-utf8",
+        {"b.csv": b"text,label\n\xff\xfe bad,pos\nok,neg\n"},
+        ["--data", "{d}/b.csv"],
+        "is not UTF-8 (bad byte at line 2)",
+        3,
+    ),
+    (
+        "data-missing-columns",
+        {"c.csv": "review,stars\ngreat,5\nbad,1\n"},
+        ["--data", "{d}/c.csv"],
+        "has no column 'text', 'label'",
+        3,
+    ),
+    (
+        "data-single-class",
+        {"s.csv": "text,label\n" + "".join(f"row {i},pos\n" for i in range(50))},
+        ["--data", "{d}/s.csv"],
+        "has a single class ('pos')",
+        3,
+    ),
+    (
+        "data-bad-jsonl",
+        {"b.jsonl": '{"text": "a", "label": "pos"}\n{not json\n'},
+        ["--data", "{d}/b.jsonl"],
+        "line 2 is not valid JSON",
+        3,
+    ),
+    (
+        "data-unknown-format",
+        {"d.parquet": "x"},
+        ["--data", "{d}/d.parquet"],
+        "'.parquet' is not a supported format; convert it to .csv or .jsonl",
+        3,
+    ),
     ("yaml-unknown-key", {"c.yaml": "distil:\n  alpha: 0.5\n"}, ["--config", "{d}/c.yaml"], "unknown key 'distil'", 2),
-    ("yaml-wrong-type", {"c.yaml": "distill:\n  epochs: lots\n"}, ["--config", "{d}/c.yaml"], "distill.epochs: Input should be a valid number", 2),
-    ("yaml-temperature-zero", {"c.yaml": "distill:\n  temperature: 0\n"}, ["--config", "{d}/c.yaml"], "distill.temperature: Input should be greater than 0", 2),
-    ("yaml-alpha-above-one", {"c.yaml": "distill:\n  alpha: 1.5\n"}, ["--config", "{d}/c.yaml"], "distill.alpha: Input should be less than or equal to 1", 2),
-    ("yaml-prune-ratio-one", {"c.yaml": "prune:\n  heads: 1.0\n"}, ["--config", "{d}/c.yaml"], "prune.heads: Input should be less than 1", 2),
-    ("yaml-calibration-zero", {"c.yaml": "quantize:\n  calibration_examples: 0\n"}, ["--config", "{d}/c.yaml"],
-     "quantize.calibration_examples: Input should be greater than 0", 2),
+    (
+        "yaml-wrong-type",
+        {"c.yaml": "distill:\n  epochs: lots\n"},
+        ["--config", "{d}/c.yaml"],
+        "distill.epochs: Input should be a valid number",
+        2,
+    ),
+    (
+        "yaml-temperature-zero",
+        {"c.yaml": "distill:\n  temperature: 0\n"},
+        ["--config", "{d}/c.yaml"],
+        "distill.temperature: Input should be greater than 0",
+        2,
+    ),
+    (
+        "yaml-alpha-above-one",
+        {"c.yaml": "distill:\n  alpha: 1.5\n"},
+        ["--config", "{d}/c.yaml"],
+        "distill.alpha: Input should be less than or equal to 1",
+        2,
+    ),
+    (
+        "yaml-prune-ratio-one",
+        {"c.yaml": "prune:\n  heads: 1.0\n"},
+        ["--config", "{d}/c.yaml"],
+        "prune.heads: Input should be less than 1",
+        2,
+    ),
+    (
+        "yaml-calibration-zero",
+        {"c.yaml": "quantize:\n  calibration_examples: 0\n"},
+        ["--config", "{d}/c.yaml"],
+        "quantize.calibration_examples: Input should be greater than 0",
+        2,
+    ),
     ("yaml-syntax", {"c.yaml": "distill: [\n"}, ["--config", "{d}/c.yaml"], "is not valid YAML at line 2", 2),
     ("yaml-missing", {}, ["--config", "{d}/none.yaml"], "does not exist; pass an existing YAML file", 2),
     ("yaml-not-a-mapping", {"c.yaml": "- 1\n- 2\n"}, ["--config", "{d}/c.yaml"], "must hold a mapping of sections", 2),
     ("set-without-value", {}, ["--set", "distill.alpha"], "expected KEY=VALUE", 2),
-    ("set-code-is-not-evaluated", {}, ["--set", "distill.alpha=__import__('os').system('touch {d}/PWNED')"], "distill.alpha", 2),
-    ("prune-all-layers", {}, ["--set", "student.layers=[0]", "--set", "prune.layers=1"], "would remove all 1 student layers", 2),
+    (
+        "set-code-is-not-evaluated",
+        {},
+        ["--set", "distill.alpha=__import__('os').system('touch {d}/PWNED')"],
+        "distill.alpha",
+        2,
+    ),
+    (
+        "prune-all-layers",
+        {},
+        ["--set", "student.layers=[0]", "--set", "prune.layers=1"],
+        "would remove all 1 student layers",
+        2,
+    ),
     ("bench-seq-too-long", {}, ["--set", "bench.seq_len=128"], "exceeds data.max_length", 2),
     ("unknown-device", {}, ["--devices", "ios:phone"], "unknown device 'ios:phone'", 2),
     ("hostile-device", {}, ["--devices", "arm:pi@board;reboot"], "expected arm:USER@HOST", 2),
     ("bad-core-list", {}, ["--set", "bench.pin_cores=0;reboot"], "bench.pin_cores", 2),
     ("out-is-a-file", {"o": "x"}, ["--out", "{d}/o"], "is a file, not a directory", 7),
     ("out-unwritable", {}, ["--out", "/sys/edgepipe-run"], "is not writable", 7),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("name, files, args, needle, code", CASES, ids=[c[0] for c in CASES])
@@ -104,8 +203,16 @@ def test_corrupt_teacher_weights(tmp_path):
     teacher = make_tiny_bert(tmp_path / "t")
     data = (teacher / "model.safetensors").read_bytes()
     (teacher / "model.safetensors").write_bytes(data[: len(data) // 3])
-    proc = run_cli("--teacher", str(teacher), "--data", str(write_sentiment_csv(tmp_path / "d.csv")), "--out", str(tmp_path / "o"), *TINY_RUN,
-                   cache=tmp_path / "cache")  # fmt: skip
+    proc = run_cli(
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(write_sentiment_csv(tmp_path / "d.csv")),
+        "--out",
+        str(tmp_path / "o"),
+        *TINY_RUN,
+        cache=tmp_path / "cache",
+    )
     one_line(proc, "model.safetensors", 4)
 
 
@@ -164,14 +271,27 @@ def _uninstalled(tmp_path: Path, *dists: str) -> dict:
 def test_missing_litert_runtime_names_the_install_command(smoke_run, tmp_path):
     out, _, _ = smoke_run
     env = _uninstalled(tmp_path, "ai_edge_litert")
-    proc = edgepipe("bench", str(out / "tflite" / "pruned.int8.tflite"), "--inputs", str(out / "data" / "test_pruned"), "--runs", "2", env=env)
+    proc = edgepipe(
+        "bench",
+        str(out / "tflite" / "pruned.int8.tflite"),
+        "--inputs",
+        str(out / "data" / "test_pruned"),
+        "--runs",
+        "2",
+        env=env,
+    )
     one_line(proc, "ai-edge-litert is not installed on this device; install it with `pip install ai-edge-litert`", 6)
 
 
 def test_missing_litert_torch_fails_before_training(tmp_path):
     env = _uninstalled(tmp_path, "litert_torch")
-    proc = subprocess.run([str(BIN / "compress-and-export"), "--smoke", "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                          timeout=300, env=dict(env, EDGEPIPE_CACHE=str(tmp_path / "c")))  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "compress-and-export"), "--smoke", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(env, EDGEPIPE_CACHE=str(tmp_path / "c")),
+    )
     one_line(proc, "TFLite export needs litert-torch, which is not installed", 4)
     assert "--set export.tflite=false" in proc.stderr
     assert not (tmp_path / "o" / "stages" / "distill.json").exists()
@@ -183,12 +303,24 @@ def test_disk_full_while_writing_an_artifact_keeps_what_was_finished(tmp_path):
     fit (stage records, eval inputs) stays valid for a rerun on a bigger disk."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount tmpfs here")
     try:
         teacher = make_tiny_bert(tmp_path / "t")
         csv = write_sentiment_csv(tmp_path / "d.csv")
-        proc = run_cli("--teacher", str(teacher), "--data", str(csv), "--out", str(mnt / "run"), *TINY_RUN, cache=tmp_path / "cache")
+        proc = run_cli(
+            "--teacher",
+            str(teacher),
+            "--data",
+            str(csv),
+            "--out",
+            str(mnt / "run"),
+            *TINY_RUN,
+            cache=tmp_path / "cache",
+        )
         one_line(proc, "no space left on the device while writing", 7)
         leftovers = [p.name for p in (mnt / "run").rglob("*.tmp")]
         assert leftovers == []

@@ -3,8 +3,8 @@ import pytest
 
 from edgepipe.config import DataConfig
 from edgepipe.errors import DataError
-from edgepipe.pipeline.data import load_dataset
 from edgepipe.model.load import load_tokenizer, teacher_source
+from edgepipe.pipeline.data import load_dataset
 
 
 def test_builtin_rotten_tomatoes_split_is_fixed_and_documented():
@@ -21,7 +21,9 @@ def test_builtin_rotten_tomatoes_split_is_fixed_and_documented():
 def test_split_seed_changes_the_split_but_not_the_content():
     a, _ = load_dataset(DataConfig())
     b, _ = load_dataset(DataConfig(split_seed=1))
-    assert a.key != b.key and sorted(a.texts["test"] + a.texts["val"] + a.texts["train"]) == sorted(b.texts["test"] + b.texts["val"] + b.texts["train"])
+    assert a.key != b.key and sorted(a.texts["test"] + a.texts["val"] + a.texts["train"]) == sorted(
+        b.texts["test"] + b.texts["val"] + b.texts["train"]
+    )
 
 
 def test_tokenized_arrays_match_what_runtimes_take():
@@ -47,7 +49,9 @@ def test_jsonl_and_split_column(tmp_path):
     import json
 
     f = tmp_path / "d.jsonl"
-    rows = [{"sentence": f"s{i}", "y": "a" if i % 2 else "b", "part": ["train", "val", "test"][i % 3]} for i in range(30)]
+    rows = [
+        {"sentence": f"s{i}", "y": "a" if i % 2 else "b", "part": ["train", "val", "test"][i % 3]} for i in range(30)
+    ]
     f.write_text("\n".join(json.dumps(r) for r in rows))
     ds, report = load_dataset(DataConfig(path=f, text_column="sentence", label_column="y", split_column="part"))
     assert [report["splits"][s]["n"] for s in ("train", "val", "test")] == [10, 10, 10]

@@ -38,9 +38,13 @@ def edgepipe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def board() -> Path:
     """The emulated aarch64 board's root (cached across runs; ~1-2 min to build cold)."""
     dest = RIG / "arm64"
-    proc = subprocess.run(["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), str(dest)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), str(dest)], capture_output=True, text=True, timeout=900
+    )
     if proc.returncode == 3:
-        pytest.skip("qemu-aarch64-static is missing and cannot be installed without root: " + proc.stderr.strip()[-300:])
+        pytest.skip(
+            "qemu-aarch64-static is missing and cannot be installed without root: " + proc.stderr.strip()[-300:]
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dest
 
@@ -67,7 +71,12 @@ def phone(board, tmp_path_factory):
 
 
 def arm_of(endpoint) -> list[str]:
-    return ["--set", f"bench.ssh.identity_file={endpoint.key_path}", "--set", f"bench.ssh.known_hosts={endpoint.known_hosts}"]
+    return [
+        "--set",
+        f"bench.ssh.identity_file={endpoint.key_path}",
+        "--set",
+        f"bench.ssh.known_hosts={endpoint.known_hosts}",
+    ]
 
 
 def arm_device(endpoint) -> str:
@@ -75,7 +84,12 @@ def arm_device(endpoint) -> str:
 
 
 def android_of(server, home: Path) -> list[str]:
-    return ["--set", f"bench.android.adb_port={server.port}", "--set", f"bench.android.remote_dir={home}/data/local/tmp/edgepipe"]
+    return [
+        "--set",
+        f"bench.android.adb_port={server.port}",
+        "--set",
+        f"bench.android.remote_dir={home}/data/local/tmp/edgepipe",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +100,28 @@ def device_run(tmp_path_factory, tiny_teacher, sshd, phone):
     d = tmp_path_factory.mktemp("devrun")
     out = d / "run"
     args = [
-        "--teacher", str(tiny_teacher), "--data", str(write_sentiment_csv(d / "reviews.csv")), "--out", str(out), *TINY_RUN,
-        "--set", "quantize.targets=[pruned]", "--set", "bench.models=[pruned]", "--set", "bench.artifacts=[onnx_int8,tflite_int8]",
-        "--set", "bench.runs=5", "--set", "bench.warmup=1",
-        "--devices", f"x86,{arm_device(endpoint)},android:{device.serial}", *arm_of(endpoint), *android_of(server, home),
-    ]  # fmt: skip
+        "--teacher",
+        str(tiny_teacher),
+        "--data",
+        str(write_sentiment_csv(d / "reviews.csv")),
+        "--out",
+        str(out),
+        *TINY_RUN,
+        "--set",
+        "quantize.targets=[pruned]",
+        "--set",
+        "bench.models=[pruned]",
+        "--set",
+        "bench.artifacts=[onnx_int8,tflite_int8]",
+        "--set",
+        "bench.runs=5",
+        "--set",
+        "bench.warmup=1",
+        "--devices",
+        f"x86,{arm_device(endpoint)},android:{device.serial}",
+        *arm_of(endpoint),
+        *android_of(server, home),
+    ]
     proc = run_cli(*args, cache=d / "cache")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "manifest.json").read_text())
@@ -133,8 +164,21 @@ def test_remote_work_dirs_are_cleaned_up(device_run, phone):
 def test_bench_command_adds_a_thread_setting_and_hostile_names_stay_names(device_run, sshd, tmp_path):
     out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
-    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--bench-threads", "2", "--runs", "3", "--warmup", "0",
-                    "--artifacts", "onnx_int8", *arm_of(endpoint))  # fmt: skip
+    proc = edgepipe(
+        "bench",
+        str(out),
+        "--device",
+        arm_device(endpoint),
+        "--bench-threads",
+        "2",
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--artifacts",
+        "onnx_int8",
+        *arm_of(endpoint),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((out / "manifest.json").read_text())
     arm = [b for b in m["benchmarks"] if b["device"].startswith("arm:") and b["artifact"] == "onnx_int8"]
@@ -143,8 +187,21 @@ def test_bench_command_adds_a_thread_setting_and_hostile_names_stay_names(device
     hostile = tmp_path / "we ird" / "m'; touch PWNED; echo $(touch PWNED2) `touch PWNED3`.onnx"
     hostile.parent.mkdir()
     shutil.copy(out / "onnx" / "pruned.int8.onnx", hostile)
-    proc = edgepipe("bench", str(hostile), "--inputs", str(out / "data" / "test_pruned"), "--device", arm_device(endpoint),
-                    "--runs", "2", "--warmup", "0", "--max-eval", "20", *arm_of(endpoint))  # fmt: skip
+    proc = edgepipe(
+        "bench",
+        str(hostile),
+        "--inputs",
+        str(out / "data" / "test_pruned"),
+        "--device",
+        arm_device(endpoint),
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--max-eval",
+        "20",
+        *arm_of(endpoint),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"n_eval": 20' in proc.stdout
     leaked = [p for base in (Path.home(), Path("/tmp"), tmp_path) for p in base.glob("PWNED*")]
@@ -158,8 +215,20 @@ def test_host_key_mismatch_unknown_host_and_unreachable_board_are_one_line(devic
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     other = (tmp_path / "other.pub").read_text().split()
     wrong.write_text(f"[{endpoint.host}]:{endpoint.port} {other[0]} {other[1]}\n")
-    base = ["bench", str(out), "--device", arm_device(endpoint), "--runs", "1", "--bench-threads", "4", "--artifacts", "onnx_int8",
-            "--set", f"bench.ssh.identity_file={endpoint.key_path}"]  # fmt: skip
+    base = [
+        "bench",
+        str(out),
+        "--device",
+        arm_device(endpoint),
+        "--runs",
+        "1",
+        "--bench-threads",
+        "4",
+        "--artifacts",
+        "onnx_int8",
+        "--set",
+        f"bench.ssh.identity_file={endpoint.key_path}",
+    ]
 
     proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={wrong}")
     assert proc.returncode == 6 and "does NOT match" in proc.stderr and "Traceback" not in proc.stderr
@@ -169,10 +238,20 @@ def test_host_key_mismatch_unknown_host_and_unreachable_board_are_one_line(devic
     proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={empty}")
     assert proc.returncode == 6 and "is not in" in proc.stderr and "ssh-keyscan" in proc.stderr
 
-    proc = edgepipe(*base, "--set", f"bench.ssh.known_hosts={empty}", "--set", "bench.ssh.insecure_skip_host_key_check=true")
+    proc = edgepipe(
+        *base, "--set", f"bench.ssh.known_hosts={empty}", "--set", "bench.ssh.insecure_skip_host_key_check=true"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
-    closed = ["bench", str(out), "--device", f"arm:{endpoint.user}@127.0.0.1:1", "--artifacts", "onnx_int8", *arm_of(endpoint)]
+    closed = [
+        "bench",
+        str(out),
+        "--device",
+        f"arm:{endpoint.user}@127.0.0.1:1",
+        "--artifacts",
+        "onnx_int8",
+        *arm_of(endpoint),
+    ]
     proc = edgepipe(*closed, "--set", "bench.ssh.connect_timeout_s=3")
     assert proc.returncode == 6 and "cannot reach 127.0.0.1:1" in proc.stderr
 
@@ -181,9 +260,25 @@ def test_wrong_key_is_refused_and_no_secret_reaches_the_run_dir(device_run, sshd
     out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
-    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--bench-threads", "6",
-                    "--set", f"bench.ssh.identity_file={tmp_path / 'stranger'}", "--set", f"bench.ssh.known_hosts={endpoint.known_hosts}")  # fmt: skip
-    assert proc.returncode == 6 and "SSH authentication as 'root' failed" in proc.stderr and "Traceback" not in proc.stderr
+    proc = edgepipe(
+        "bench",
+        str(out),
+        "--device",
+        arm_device(endpoint),
+        "--artifacts",
+        "onnx_int8",
+        "--runs",
+        "1",
+        "--bench-threads",
+        "6",
+        "--set",
+        f"bench.ssh.identity_file={tmp_path / 'stranger'}",
+        "--set",
+        f"bench.ssh.known_hosts={endpoint.known_hosts}",
+    )
+    assert (
+        proc.returncode == 6 and "SSH authentication as 'root' failed" in proc.stderr and "Traceback" not in proc.stderr
+    )
     secret_lines = [ln for ln in endpoint.key_path.read_text().splitlines() if ln and not ln.startswith("-----")]
     for f in [p for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".md", ".html", ".yaml")]:
         text = f.read_text(errors="replace")
@@ -222,7 +317,9 @@ def test_board_that_dies_mid_run_keeps_finished_results(device_run, board, tmp_p
         dev = arm_device(endpoint)
         # enough runs that the second artifact is still running when the first one has landed
         watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev, 1), server.kill)
-        proc = edgepipe("bench", str(out), "--device", dev, "--runs", "400", "--warmup", "0", *arm_of(endpoint), timeout=300)
+        proc = edgepipe(
+            "bench", str(out), "--device", dev, "--runs", "400", "--warmup", "0", *arm_of(endpoint), timeout=300
+        )
         watcher.join(timeout=1)
         assert proc.returncode == 6, proc.stderr[-2000:]
         assert "finished results are kept, rerun to resume" in proc.stderr and "Traceback" not in proc.stderr
@@ -238,12 +335,27 @@ def test_phone_unplugged_mid_run_keeps_finished_results(device_run, board, phone
     server, _, _ = phone
     home = tmp_path / "phone2"
     home.mkdir()
-    with LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)) as device:  # its own phone, unplugged below
+    with LoopbackAdbDevice(
+        env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)
+    ) as device:  # its own phone, unplugged below
         server.connect(device.serial)
         dev = f"android:{device.serial}"
         assert _entries(out, dev, 3) == set()
         watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev, 3), device.drop)
-        proc = edgepipe("bench", str(out), "--device", dev, "--bench-threads", "3", "--runs", "400", "--warmup", "0", *android_of(server, home), timeout=300)
+        proc = edgepipe(
+            "bench",
+            str(out),
+            "--device",
+            dev,
+            "--bench-threads",
+            "3",
+            "--runs",
+            "400",
+            "--warmup",
+            "0",
+            *android_of(server, home),
+            timeout=300,
+        )
         watcher.join(timeout=1)
     assert proc.returncode == 6, proc.stderr[-2000:]
     assert "finished results are kept, rerun to resume" in proc.stderr and "Traceback" not in proc.stderr
@@ -273,12 +385,27 @@ def test_missing_runtime_on_the_board_is_named(device_run, sshd, tmp_path):
     out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
     (tmp_path / "shadow").mkdir()
-    (tmp_path / "shadow" / "onnxruntime.py").write_text("raise ImportError('simulated: onnxruntime is not installed')\n")
+    (tmp_path / "shadow" / "onnxruntime.py").write_text(
+        "raise ImportError('simulated: onnxruntime is not installed')\n"
+    )
     python = tmp_path / "python without ort"
     python.write_text(f"#!/bin/sh\nPYTHONPATH='{tmp_path / 'shadow'}' exec python3 \"$@\"\n")
     python.chmod(0o755)
-    proc = edgepipe("bench", str(out), "--device", arm_device(endpoint), "--artifacts", "onnx_int8", "--runs", "1", "--bench-threads", "5",
-                    "--set", f"bench.ssh.python={python}", *arm_of(endpoint))  # fmt: skip
+    proc = edgepipe(
+        "bench",
+        str(out),
+        "--device",
+        arm_device(endpoint),
+        "--artifacts",
+        "onnx_int8",
+        "--runs",
+        "1",
+        "--bench-threads",
+        "5",
+        "--set",
+        f"bench.ssh.python={python}",
+        *arm_of(endpoint),
+    )
     assert proc.returncode == 6 and "Traceback" not in proc.stderr, proc.stderr
     assert "onnxruntime is not installed on this device; install it with `pip install onnxruntime`" in proc.stderr
 
@@ -290,10 +417,33 @@ def test_rerun_reuses_device_results_without_dialing_the_devices(device_run, tin
     _, device, _ = phone
     m = device_run[1]
     out = copy_of(device_run, tmp_path)
-    args = ["--teacher", str(tiny_teacher), "--data", m["dataset"]["source"], "--out", str(out), *TINY_RUN, "--set", "quantize.targets=[pruned]",
-            "--set", "bench.models=[pruned]", "--set", "bench.artifacts=[onnx_int8,tflite_int8]", "--set", "bench.runs=5", "--set", "bench.warmup=1",
-            "--devices", f"x86,{arm_device(endpoint)},android:{device.serial}", "--set", f"bench.ssh.identity_file={tmp_path / 'no-such-key'}",
-            "--set", "bench.android.adb_port=1", "--cache-dir", str(device_run[0].parent / "cache")]  # fmt: skip
+    args = [
+        "--teacher",
+        str(tiny_teacher),
+        "--data",
+        m["dataset"]["source"],
+        "--out",
+        str(out),
+        *TINY_RUN,
+        "--set",
+        "quantize.targets=[pruned]",
+        "--set",
+        "bench.models=[pruned]",
+        "--set",
+        "bench.artifacts=[onnx_int8,tflite_int8]",
+        "--set",
+        "bench.runs=5",
+        "--set",
+        "bench.warmup=1",
+        "--devices",
+        f"x86,{arm_device(endpoint)},android:{device.serial}",
+        "--set",
+        f"bench.ssh.identity_file={tmp_path / 'no-such-key'}",
+        "--set",
+        "bench.android.adb_port=1",
+        "--cache-dir",
+        str(device_run[0].parent / "cache"),
+    ]
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads((out / "manifest.json").read_text())
@@ -307,7 +457,6 @@ def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itsel
     """Two emulated boards (two sshd, each with its own key) and a phone from one fleet file, side by side;
     the second board is killed once its first result lands, the others finish."""
     import yaml
-
     from rig.adbd import LoopbackAdbDevice
     from rig.sshd import LoopbackSshd
 
@@ -315,21 +464,57 @@ def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itsel
     server, _, _ = phone
     home = tmp_path / "phone2"
     home.mkdir()
-    board1, board2 = LoopbackSshd(tmp_path / "sshd1", path_prepend=[board / "bin"]), LoopbackSshd(tmp_path / "sshd2", path_prepend=[board / "bin"])
+    board1, board2 = (
+        LoopbackSshd(tmp_path / "sshd1", path_prepend=[board / "bin"]),
+        LoopbackSshd(tmp_path / "sshd2", path_prepend=[board / "bin"]),
+    )
     ep1, ep2 = board1.start(), board2.start()
-    handset = LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)).start()
+    handset = LoopbackAdbDevice(
+        env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)
+    ).start()
     try:
         server.connect(handset.serial)
         dev1, dev2, phone_dev = arm_device(ep1), arm_device(ep2), f"android:{handset.serial}"
         fleet = tmp_path / "fleet.yaml"
-        fleet.write_text(yaml.safe_dump({"devices": [
-            {"device": dev1, "tags": {"board": "board-1", "soc": "qemu-cortex-a76"}, "ssh": {"identity_file": str(ep1.key_path), "known_hosts": str(ep1.known_hosts)}},
-            {"device": dev2, "tags": {"board": "board-2"}, "ssh": {"identity_file": str(ep2.key_path), "known_hosts": str(ep2.known_hosts)}},
-            {"device": phone_dev, "tags": {"abi": "arm64-v8a"}, "android": {"adb_port": server.port, "remote_dir": f"{home}/data/local/tmp/edgepipe"}},
-        ]}))  # fmt: skip
+        fleet.write_text(
+            yaml.safe_dump(
+                {
+                    "devices": [
+                        {
+                            "device": dev1,
+                            "tags": {"board": "board-1", "soc": "qemu-cortex-a76"},
+                            "ssh": {"identity_file": str(ep1.key_path), "known_hosts": str(ep1.known_hosts)},
+                        },
+                        {
+                            "device": dev2,
+                            "tags": {"board": "board-2"},
+                            "ssh": {"identity_file": str(ep2.key_path), "known_hosts": str(ep2.known_hosts)},
+                        },
+                        {
+                            "device": phone_dev,
+                            "tags": {"abi": "arm64-v8a"},
+                            "android": {"adb_port": server.port, "remote_dir": f"{home}/data/local/tmp/edgepipe"},
+                        },
+                    ]
+                }
+            )
+        )
         watcher = _kill_when(lambda: "onnx_int8" in _entries(out, dev2, 4), board2.kill, timeout=300)
-        proc = edgepipe("bench", str(out), "--fleet", str(fleet), "--bench-threads", "4", "--runs", "300", "--warmup", "0",
-                        "--artifacts", "onnx_int8,tflite_int8", timeout=600)  # fmt: skip
+        proc = edgepipe(
+            "bench",
+            str(out),
+            "--fleet",
+            str(fleet),
+            "--bench-threads",
+            "4",
+            "--runs",
+            "300",
+            "--warmup",
+            "0",
+            "--artifacts",
+            "onnx_int8,tflite_int8",
+            timeout=600,
+        )
         watcher.join(timeout=1)
     finally:
         board1.stop()
@@ -337,13 +522,21 @@ def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itsel
         handset.stop()
     assert proc.returncode == 6, proc.stderr[-2000:]
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
-    assert len(err) == 1 and err[0].startswith(f"error (device): {dev2}") and err[0].endswith(f"{dev1}, {phone_dev} finished"), err
+    assert (
+        len(err) == 1
+        and err[0].startswith(f"error (device): {dev2}")
+        and err[0].endswith(f"{dev1}, {phone_dev} finished")
+    ), err
     assert "Traceback" not in proc.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert _entries(out, dev1, 4) == _entries(out, phone_dev, 4) == {"onnx_int8", "tflite_int8"}
     assert _entries(out, dev2, 4) == {"onnx_int8"}  # landed before the board died
     tags = {b["device"]: b["device_info"].get("tags") for b in m["benchmarks"] if b["threads"] == 4}
-    assert tags == {dev1: {"board": "board-1", "soc": "qemu-cortex-a76"}, dev2: {"board": "board-2"}, phone_dev: {"abi": "arm64-v8a"}}
+    assert tags == {
+        dev1: {"board": "board-1", "soc": "qemu-cortex-a76"},
+        dev2: {"board": "board-2"},
+        phone_dev: {"abi": "arm64-v8a"},
+    }
     s = m["device_sessions"]
     assert s["parallel"] and [s["devices"][d]["ok"] for d in (dev1, dev2, phone_dev)] == [True, False, True]
     busy = sum(d["seconds"] for d in s["devices"].values())
@@ -354,26 +547,60 @@ def test_fleet_benchmarks_devices_concurrently_and_a_dead_board_stops_only_itsel
 def test_a_device_in_use_by_another_run_is_waited_for_then_given_up_on(device_run, tmp_path):
     out = copy_of(device_run, tmp_path)
     locks = tmp_path / "locks"
-    hold = ("import sys, time; from edgepipe.devices.lock import DeviceLock; "
-            "l = DeviceLock('x86', sys.argv[1]).acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))")  # fmt: skip
+    hold = (
+        "import sys, time; from edgepipe.devices.lock import DeviceLock; "
+        "l = DeviceLock('x86', sys.argv[1]).acquire(); print('held', flush=True); time.sleep(float(sys.argv[2]))"
+    )
 
     def holder(seconds: float) -> subprocess.Popen:
-        p = subprocess.Popen([str(BIN / "python"), "-c", hold, str(locks), str(seconds)], stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [str(BIN / "python"), "-c", hold, str(locks), str(seconds)], stdout=subprocess.PIPE, text=True
+        )
         assert p.stdout.readline().strip() == "held"
         return p
 
     h = holder(12)  # longer than edgepipe's own start-up
     t0 = time.monotonic()
-    proc = edgepipe("bench", str(out), "--device", "x86", "--bench-threads", "5", "--runs", "3", "--artifacts", "onnx_int8", "--set", f"bench.lock_dir={locks}")
+    proc = edgepipe(
+        "bench",
+        str(out),
+        "--device",
+        "x86",
+        "--bench-threads",
+        "5",
+        "--runs",
+        "3",
+        "--artifacts",
+        "onnx_int8",
+        "--set",
+        f"bench.lock_dir={locks}",
+    )
     waited = time.monotonic() - t0
     h.wait()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"waiting for x86: in use by pid {h.pid}" in proc.stderr and waited > 10
     h = holder(30)
     try:
-        proc = edgepipe("bench", str(out), "--device", "x86", "--bench-threads", "6", "--runs", "3", "--artifacts", "onnx_int8",
-                        "--set", f"bench.lock_dir={locks}", "--set", "bench.device_lock_timeout_s=1")  # fmt: skip
+        proc = edgepipe(
+            "bench",
+            str(out),
+            "--device",
+            "x86",
+            "--bench-threads",
+            "6",
+            "--runs",
+            "3",
+            "--artifacts",
+            "onnx_int8",
+            "--set",
+            f"bench.lock_dir={locks}",
+            "--set",
+            "bench.device_lock_timeout_s=1",
+        )
     finally:
         h.kill()
     assert proc.returncode == 6
-    assert f"error (device): x86 is in use by pid {h.pid} (-c" in proc.stderr and "raise bench.device_lock_timeout_s" in proc.stderr
+    assert (
+        f"error (device): x86 is in use by pid {h.pid} (-c" in proc.stderr
+        and "raise bench.device_lock_timeout_s" in proc.stderr
+    )

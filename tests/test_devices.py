@@ -12,9 +12,9 @@ import shlex
 import pytest
 
 from edgepipe.config import build_config
+from edgepipe.device_spec import parse_device
 from edgepipe.devices import benchmark_model
 from edgepipe.devices.remote import CommandResult, parse_runner_output, runner_command
-from edgepipe.device_spec import parse_device
 from edgepipe.errors import ConfigError, DeviceError
 
 OLD_FORMAT = """STARTING!
@@ -97,17 +97,28 @@ def test_duplicate_devices_and_bad_core_lists_are_refused():
 
 
 def test_nested_device_settings_from_yaml_and_flags_merge():
-    cfg = build_config({"bench.ssh": {"python": "/opt/py/bin/python3", "connect_timeout_s": 3}}, {"bench.ssh.connect_timeout_s": 5})
+    cfg = build_config(
+        {"bench.ssh": {"python": "/opt/py/bin/python3", "connect_timeout_s": 3}}, {"bench.ssh.connect_timeout_s": 5}
+    )
     assert cfg.bench.ssh.python == "/opt/py/bin/python3" and cfg.bench.ssh.connect_timeout_s == 5
 
 
-HOSTILE = ["a b.onnx", "x'; touch pwned; echo '.onnx", "$(touch pwned).onnx", "`id`.onnx", "new\nline.onnx", 'quo"te.onnx']
+HOSTILE = [
+    "a b.onnx",
+    "x'; touch pwned; echo '.onnx",
+    "$(touch pwned).onnx",
+    "`id`.onnx",
+    "new\nline.onnx",
+    'quo"te.onnx',
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_runner_command_keeps_hostile_names_as_single_arguments(name):
     measurement = build_config({"bench.max_eval": 50, "bench.pin_cores": "0-1"}).measurement()
-    line = runner_command("python3", "/tmp/edgepipe.ab cd", f"/tmp/edgepipe.ab cd/{name}", "/tmp/edgepipe.ab cd/inputs0", measurement)
+    line = runner_command(
+        "python3", "/tmp/edgepipe.ab cd", f"/tmp/edgepipe.ab cd/{name}", "/tmp/edgepipe.ab cd/inputs0", measurement
+    )
     argv = shlex.split(line)
     assert argv[:3] == ["taskset", "-c", "0-1"]
     assert argv[argv.index("--model") + 1] == f"/tmp/edgepipe.ab cd/{name}"
@@ -116,7 +127,11 @@ def test_runner_command_keeps_hostile_names_as_single_arguments(name):
 
 def test_runner_errors_become_one_device_line():
     with pytest.raises(DeviceError, match="onnxruntime is not installed on this device"):
-        parse_runner_output("arm:pi@b", "m.onnx", CommandResult(2, "", "runner: onnxruntime is not installed on this device; install it"))
+        parse_runner_output(
+            "arm:pi@b",
+            "m.onnx",
+            CommandResult(2, "", "runner: onnxruntime is not installed on this device; install it"),
+        )
     with pytest.raises(DeviceError, match="connection lost .* finished results are kept"):
         parse_runner_output("arm:pi@b", "m.onnx", CommandResult(None, "", ""))
     with pytest.raises(DeviceError, match="is python3 installed"):
@@ -154,7 +169,9 @@ def test_benchmark_model_failure_names_its_error():
 def test_benchmark_model_flags_escape_colons_and_keep_paths_whole():
     bench = build_config({"bench.threads": 2}).measurement()
     layout = [{"name": "serving_default_input_ids:0", "shape": [1, 64]}, {"name": "mask", "shape": [1, 64]}]
-    argv = benchmark_model.flags("/w/benchmark_model", "/w/a b.tflite", layout, ["/w/ids.bin", "/w/mask.bin"], bench, 100, 10)
+    argv = benchmark_model.flags(
+        "/w/benchmark_model", "/w/a b.tflite", layout, ["/w/ids.bin", "/w/mask.bin"], bench, 100, 10
+    )
     assert "--graph=/w/a b.tflite" in argv and "--num_threads=2" in argv
     assert "--input_layer_shape=1,64:1,64" in argv
     assert "--input_layer_value_files=serving_default_input_ids::0:/w/ids.bin,mask:/w/mask.bin" in argv

@@ -53,4 +53,6 @@ def test_hidden_state_mse_uses_the_mask_and_projects_narrow_students():
     # padded positions do not matter
     t2 = [t[0].clone()]
     t2[0][0, 2] += 100.0
-    assert loss(logits, logits, torch.tensor([0, 1]), s, t2, mask)["hidden"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert loss(logits, logits, torch.tensor([0, 1]), s, t2, mask)["hidden"].item() == pytest.approx(
+        want.item(), rel=1e-5
+    )

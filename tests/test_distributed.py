@@ -19,10 +19,36 @@ from conftest import BIN, make_tiny_bert, run_cli, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
-ARGS = ["--set", "teacher.finetune=never", "--set", "data.val_size=100", "--set", "data.test_size=100", "--set", "student.layers=[1]",
-        "--set", "distill.max_steps=40", "--set", "distill.lr=3e-3", "--set", "student.dropout=0", "--set", "prune.recovery_max_steps=20",
-        "--set", "prune.importance_batches=5", "--set", "quantize.enabled=false", "--set", "export.tflite=false",
-        "--set", "bench.runs=10", "--set", "bench.warmup=2", "--train-threads", "1"]  # fmt: skip
+ARGS = [
+    "--set",
+    "teacher.finetune=never",
+    "--set",
+    "data.val_size=100",
+    "--set",
+    "data.test_size=100",
+    "--set",
+    "student.layers=[1]",
+    "--set",
+    "distill.max_steps=40",
+    "--set",
+    "distill.lr=3e-3",
+    "--set",
+    "student.dropout=0",
+    "--set",
+    "prune.recovery_max_steps=20",
+    "--set",
+    "prune.importance_batches=5",
+    "--set",
+    "quantize.enabled=false",
+    "--set",
+    "export.tflite=false",
+    "--set",
+    "bench.runs=10",
+    "--set",
+    "bench.warmup=2",
+    "--train-threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +67,21 @@ def launch(launcher: str, out: Path, args: list[str]) -> subprocess.CompletedPro
     if launcher == "torchrun":
         cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--no-python", cli]
     else:
-        cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--no_python", cli]  # fmt: skip
+        cmd = [
+            str(BIN / "accelerate"),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--no_python",
+            cli,
+        ]
     return subprocess.run([*cmd, "--out", str(out), *args], capture_output=True, text=True, timeout=600)
 
 
@@ -51,7 +90,12 @@ def logits(run: Path, role: str, data: str) -> np.ndarray:
     from edgepipe.model.train import predict
     from edgepipe.tokenized import TokenizedSplit
 
-    split = TokenizedSplit(**{k: np.load(run / "data" / data / f"{k}.npy") for k in ("input_ids", "attention_mask", "token_type_ids", "labels")})
+    split = TokenizedSplit(
+        **{
+            k: np.load(run / "data" / data / f"{k}.npy")
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        }
+    )
     return predict(load_model(run / role), split)
 
 

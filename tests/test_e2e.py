@@ -12,7 +12,17 @@ from conftest import TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
-CONTRACT_BENCH_KEYS = {"device", "runtime", "model", "artifact", "threads", "seq_len", "batch", "latency_ms", "accuracy"}
+CONTRACT_BENCH_KEYS = {
+    "device",
+    "runtime",
+    "model",
+    "artifact",
+    "threads",
+    "seq_len",
+    "batch",
+    "latency_ms",
+    "accuracy",
+}
 
 
 def without_timings(manifest: dict) -> dict:
@@ -52,7 +62,11 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     p = m["models"]["pruned"]
     assert p["params"] < s["params"] and p["vocab_size"] < s["vocab_size"] == t["vocab_size"] == 30522
     assert s["non_embedding_macs"] >= 2 * p["non_embedding_macs"] and p["macs_seq_len"] == 64
-    assert p["heads_per_layer"] == p["heads_kept"] and sum(p["heads_kept"]) == 6 and 0 <= p["accuracy_before_recovery"] <= 1
+    assert (
+        p["heads_per_layer"] == p["heads_kept"]
+        and sum(p["heads_kept"]) == 6
+        and 0 <= p["accuracy_before_recovery"] <= 1
+    )
     assert p["recovery"]["steps"] == 30 and p["vocab"]["kept"] == p["vocab_size"]
     assert (out / "pruned" / "vocab.txt").read_text().count("\n") == p["vocab_size"]
     assert p["artifacts"]["onnx_fp32"]["bytes"] < s["artifacts"]["onnx_fp32"]["bytes"] / 3
@@ -70,7 +84,7 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert len(m["benchmarks"]) == 8
     for b in m["benchmarks"]:
         runtime = "litert" if b["artifact"].startswith("tflite") else "onnxruntime"  # .onnx and .ort
-        assert CONTRACT_BENCH_KEYS <= b.keys() and b["device"] == "x86" and b["runtime"] == runtime
+        assert b.keys() >= CONTRACT_BENCH_KEYS and b["device"] == "x86" and b["runtime"] == runtime
         assert {"p50", "p90", "p99", "mean", "std", "n"} <= b["latency_ms"].keys() and b["latency_ms"]["n"] == 20
         # the runtime's accuracy on the device equals PyTorch's (same inputs, parity ~1e-6)
         art = m["models"][b["model"]]["artifacts"][b["artifact"]]
@@ -106,13 +120,21 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     cfg = build_config(load_yaml(out / "config.yaml"))
     texts = load_dataset(cfg.data)[0].texts["test"][:150]
     (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
-    block = "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
-    code = block + f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(tmp_path / 'texts.txt')!r}]; runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
+    block = (
+        "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
+    )
+    code = (
+        block
+        + f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(tmp_path / 'texts.txt')!r}]; runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     app = [json.loads(line)["index"] for line in proc.stdout.splitlines()]
 
-    arrays = {k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:150] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+    arrays = {
+        k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:150]
+        for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+    }
     split = TokenizedSplit(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], arrays["labels"])
     if target == "tflite":
         from edgepipe.runtimes.litert import LiteRTModel
@@ -127,14 +149,21 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
         from edgepipe.export.tflite_metadata import read_metadata
 
         md = read_metadata(bundle / card["model"]["file"])
-        assert sorted(md["files"]) == ["labels.txt", "vocab.txt"] and card["model"]["task_library_metadata"] == "BertNLClassifier"
+        assert (
+            sorted(md["files"]) == ["labels.txt", "vocab.txt"]
+            and card["model"]["task_library_metadata"] == "BertNLClassifier"
+        )
         graph = md["metadata"]["subgraph_metadata"][0]
         assert [t["name"] for t in graph["input_tensor_metadata"]] == ["ids", "mask", "segment_ids"]
         units = graph["input_process_units"][0]
-        assert units["options_type"] == "BertTokenizerOptions" and units["options"]["vocab_file"][0]["name"] == "vocab.txt"
+        assert (
+            units["options_type"] == "BertTokenizerOptions" and units["options"]["vocab_file"][0]["name"] == "vocab.txt"
+        )
         # the metadata is extra bytes only: same outputs as the run's int8 artifact
         artifact = out / m["models"]["pruned"]["artifacts"]["tflite_int8"]["path"]
-        assert np.array_equal(LiteRTModel(artifact).predict(split), LiteRTModel(bundle / card["model"]["file"]).predict(split))
+        assert np.array_equal(
+            LiteRTModel(artifact).predict(split), LiteRTModel(bundle / card["model"]["file"]).predict(split)
+        )
 
 
 def test_ort_format_model_matches_its_onnx(smoke_run):
@@ -150,10 +179,18 @@ def test_quant_variants_bench_runs_on_a_run_dir(smoke_run, tmp_path):
 
     out, _, _ = smoke_run
     res = tmp_path / "variants.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.quant_variants", str(out), "--quick", "--out", str(res)], capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.quant_variants", str(out), "--quick", "--out", str(res)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(res.read_text())["rows"]
-    assert len(rows) == 2 and all(r["size_ratio"] > 3 and r["latency_ratio"] > 0 and 0 <= r["agreement"] <= 1 for r in rows)
+    assert len(rows) == 2 and all(
+        r["size_ratio"] > 3 and r["latency_ratio"] > 0 and 0 <= r["agreement"] <= 1 for r in rows
+    )
     assert "latency vs fp32" in proc.stdout
 
 
@@ -192,19 +229,37 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
     m = json.loads((copy / "manifest.json").read_text())
     rerun = {k for k, t in m["timings"].items() if not t["reused"]}
     assert rerun == {
-        "distill", "eval_student", "export_student_onnx_fp32", "bench_x86_student_onnx_fp32_t1_b1_s64", "importance",
-        "prune", "eval_pruned", "export_pruned_onnx_fp32", "bench_x86_pruned_onnx_fp32_t1_b1_s64",
-        "quantize_student_onnx_int8", "quantize_pruned_onnx_int8", "bench_x86_student_onnx_int8_t1_b1_s64", "bench_x86_pruned_onnx_int8_t1_b1_s64",
-        "export_pruned_tflite_fp32", "export_pruned_tflite_int8", "bench_x86_pruned_tflite_fp32_t1_b1_s64", "bench_x86_pruned_tflite_int8_t1_b1_s64",
-        "export_pruned_ort", "bench_x86_pruned_ort_t1_b1_s64", "bundle_tflite", "bundle_ort",
-    }  # fmt: skip
+        "distill",
+        "eval_student",
+        "export_student_onnx_fp32",
+        "bench_x86_student_onnx_fp32_t1_b1_s64",
+        "importance",
+        "prune",
+        "eval_pruned",
+        "export_pruned_onnx_fp32",
+        "bench_x86_pruned_onnx_fp32_t1_b1_s64",
+        "quantize_student_onnx_int8",
+        "quantize_pruned_onnx_int8",
+        "bench_x86_student_onnx_int8_t1_b1_s64",
+        "bench_x86_pruned_onnx_int8_t1_b1_s64",
+        "export_pruned_tflite_fp32",
+        "export_pruned_tflite_int8",
+        "bench_x86_pruned_tflite_fp32_t1_b1_s64",
+        "bench_x86_pruned_tflite_int8_t1_b1_s64",
+        "export_pruned_ort",
+        "bench_x86_pruned_ort_t1_b1_s64",
+        "bundle_tflite",
+        "bundle_ort",
+    }
     assert m["models"]["student"]["loss"]["temperature"] == 4.0
 
 
 def test_user_csv_and_local_teacher(tmp_path, tiny_teacher):
     csv = write_sentiment_csv(tmp_path / "reviews.csv")
     out = tmp_path / "run"
-    proc = run_cli("--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, cache=tmp_path / "cache")
+    proc = run_cli(
+        "--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, cache=tmp_path / "cache"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "manifest.json").read_text())
     assert m["dataset"]["labels"] == ["neg", "pos"] and m["dataset"]["name"] == "reviews.csv"
@@ -219,14 +274,26 @@ def test_same_config_and_seed_give_identical_results(tmp_path, tiny_teacher):
     manifests = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        proc = run_cli("--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(out), *TINY_RUN, cache=tmp_path / f"cache{i}")
+        proc = run_cli(
+            "--teacher",
+            str(tiny_teacher),
+            "--data",
+            str(csv),
+            "--out",
+            str(out),
+            *TINY_RUN,
+            cache=tmp_path / f"cache{i}",
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         manifests.append(json.loads((out / "manifest.json").read_text()))
     a, b = manifests
     for role in ("teacher", "student"):
         assert a["models"][role]["accuracy"] == b["models"][role]["accuracy"]
         assert a["models"][role]["train"]["final_loss"] == b["models"][role]["train"]["final_loss"]
-    assert a["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"] == b["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"]
+    assert (
+        a["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"]
+        == b["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"]
+    )
 
 
 def _one_line_error(proc, needle: str) -> None:

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_e2e import without_timings
 
 from conftest import BIN, tiny_full_args
-from test_e2e import without_timings
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +51,9 @@ def test_kill_9_at_four_points_then_rerun_gives_the_uninterrupted_manifest(tmp_p
 
     out = tmp_path / "killed"
     for what, after in KILL_POINTS:
-        assert _kill_after(_args(tiny_teacher, csv, out, cache), out / "stages" / f"{after}.json"), f"run ended before the kill during {what}"
+        assert _kill_after(_args(tiny_teacher, csv, out, cache), out / "stages" / f"{after}.json"), (
+            f"run ended before the kill during {what}"
+        )
         manifest = json.loads((out / "manifest.json").read_text())  # never half-written
         assert manifest["models"], what
     final = subprocess.run(_args(tiny_teacher, csv, out, cache), capture_output=True, text=True, timeout=900)
@@ -66,7 +68,12 @@ def test_kill_9_at_four_points_then_rerun_gives_the_uninterrupted_manifest(tmp_p
     diff = {k: (fa.get(k), fb.get(k)) for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
     # ORT's ORT-format converter is not byte-reproducible (its flatbuffer layout varies from one
     # conversion to the next, ~2k of 8.7M bytes): its hash may differ, its size and accuracy may not
-    ort = {k for k in diff if k == "models.pruned.artifacts.ort.sha256" or (k.endswith(".artifact_sha256") and fa.get(k) == a["models"]["pruned"]["artifacts"]["ort"]["sha256"])}
+    ort = {
+        k
+        for k in diff
+        if k == "models.pruned.artifacts.ort.sha256"
+        or (k.endswith(".artifact_sha256") and fa.get(k) == a["models"]["pruned"]["artifacts"]["ort"]["sha256"])
+    }
     assert {k: v for k, v in diff.items() if k not in ort} == {}
 
 

@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from conftest import make_tiny_bert
-from edgepipe.errors import ModelError
 from edgepipe.config import StudentConfig
-from edgepipe.errors import ConfigError
+from edgepipe.errors import ConfigError, ModelError
 from edgepipe.model.load import load_teacher_dir
 from edgepipe.model.task_model import load_model, save_model
 from edgepipe.pipeline.distill import build_student
@@ -40,7 +39,11 @@ def test_hf_sequence_classification_checkpoint_keeps_its_head(tmp_path):
     ref = BertForSequenceClassification.from_pretrained(str(d), local_files_only=True).eval()
     ids, mask, types = _inputs()
     with torch.no_grad():
-        assert torch.allclose(model.eval()(ids, mask, types), ref(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, atol=1e-5)
+        assert torch.allclose(
+            model.eval()(ids, mask, types),
+            ref(input_ids=ids, attention_mask=mask, token_type_ids=types).logits,
+            atol=1e-5,
+        )
 
 
 def test_mean_pooling_ignores_padding(tiny_teacher):
@@ -60,9 +63,15 @@ def test_mean_pooling_ignores_padding(tiny_teacher):
         (lambda d: None, "does not exist"),
         (lambda d: d.mkdir(), "is empty"),
         (lambda d: (d.mkdir(), (d / "x.txt").write_text("x")), "has no config.json"),
-        (lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))), "is a 'gpt2' model; edgepipe needs a BERT-style encoder"),
+        (
+            lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))),
+            "is a 'gpt2' model; edgepipe needs a BERT-style encoder",
+        ),
         (lambda d: (d.mkdir(), (d / "config.json").write_text("{not json")), "not JSON"),
-        (lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"model_type": "bert"}))), "has no model.safetensors"),
+        (
+            lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"model_type": "bert"}))),
+            "has no model.safetensors",
+        ),
     ],
 )
 def test_bad_teacher_dirs(tmp_path, setup, needle):
@@ -107,7 +116,9 @@ def test_student_copies_the_chosen_teacher_layers(tiny_teacher):
     teacher, _ = load_teacher_dir(tiny_teacher)
     student = build_student(teacher, StudentConfig(layers=[1]), seed=0)
     assert student.config.num_hidden_layers == 1
-    for (k, v), (_, w) in zip(student.encoder.encoder.layer[0].state_dict().items(), teacher.encoder.encoder.layer[1].state_dict().items()):
+    for (k, v), (_, w) in zip(
+        student.encoder.encoder.layer[0].state_dict().items(), teacher.encoder.encoder.layer[1].state_dict().items()
+    ):
         assert torch.equal(v, w), k
     assert student.num_params() < teacher.num_params()
 

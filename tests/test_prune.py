@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import make_tiny_bert, write_sentiment_csv
+from edgepipe.arch import wordpiece
 from edgepipe.config import DataConfig, PruneConfig, build_config
 from edgepipe.errors import ConfigError
 from edgepipe.export.onnx import check_parity, export_onnx
-from edgepipe.arch import wordpiece
 from edgepipe.model.load import load_teacher_dir, load_tokenizer
 from edgepipe.model.surgery import apply_plan, count_macs
 from edgepipe.model.task_model import load_model, save_model
@@ -30,7 +30,13 @@ def setup(tmp_path_factory):
     return d, teacher_dir, model, ds, tok, splits
 
 
-PLAN = {"layers": [0, 1], "heads": [[0, 2], []], "ffn": [list(range(0, 128, 3)), []], "head_ratio": None, "ffn_ratio": None}
+PLAN = {
+    "layers": [0, 1],
+    "heads": [[0, 2], []],
+    "ffn": [list(range(0, 128, 3)), []],
+    "head_ratio": None,
+    "ffn_ratio": None,
+}
 
 
 def test_pruned_model_equals_the_masked_model_and_is_physically_smaller(setup, tmp_path):
@@ -76,7 +82,9 @@ def test_importance_ranks_a_useless_head_last(setup, method):
         out.dense.weight[:, 48:64] = 0
     if method == "taylor":
         logits = torch.from_numpy(predict(m, splits["train"])) * 3 + torch.randn(len(splits["train"]), 2)
-        heads, ffn = P.taylor_importance(m, splits["train"], logits, DistillationLoss(2.0, 0.5), n_batches=6, batch_size=16, seed=0)
+        heads, ffn = P.taylor_importance(
+            m, splits["train"], logits, DistillationLoss(2.0, 0.5), n_batches=6, batch_size=16, seed=0
+        )
     else:
         heads, ffn = P.magnitude_importance(m)
     assert heads[1].argmin() == 3 and heads[1][3] == pytest.approx(0.0, abs=1e-12)

@@ -12,9 +12,9 @@ from conftest import train_tiny_classifier
 from edgepipe.config import QuantizeConfig, build_config
 from edgepipe.errors import ConfigError, DataError
 from edgepipe.export.onnx import export_onnx
-from edgepipe.tokenized import TokenizedSplit
 from edgepipe.pipeline.quantize import CalibrationReader, quantize
 from edgepipe.runtimes.onnxruntime import OrtModel
+from edgepipe.tokenized import TokenizedSplit
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,11 @@ def trained(tmp_path_factory):
 def scales(path):
     m = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    return {n.input[0]: float(np.asarray(inits[n.input[1]]).ravel()[0]) for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    return {
+        n.input[0]: float(np.asarray(inits[n.input[1]]).ravel()[0])
+        for n in m.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
 
 
 def test_int8_is_smaller_accurate_and_keeps_embeddings_int8(trained, tmp_path):
@@ -76,7 +80,10 @@ def test_calibration_uses_the_data_it_is_given(trained, tmp_path):
     real = splits["train"]
     rng = np.random.default_rng(0)
     noise = TokenizedSplit(
-        rng.integers(1000, 30000, real.input_ids.shape), np.ones_like(real.attention_mask), real.token_type_ids, real.labels
+        rng.integers(1000, 30000, real.input_ids.shape),
+        np.ones_like(real.attention_mask),
+        real.token_type_ids,
+        real.labels,
     )
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     cfg = QuantizeConfig(calibration_examples=64, max_accuracy_drop=100)
@@ -91,7 +98,9 @@ def test_calibration_uses_the_data_it_is_given(trained, tmp_path):
 def test_int8_model_respects_the_attention_mask(trained, tmp_path, op_types):
     _, _, splits, fp32 = trained
     out = tmp_path / "int8.onnx"
-    quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(op_types=op_types, max_accuracy_drop=100), seq_len=32)
+    quantize(
+        fp32, out, splits["train"], splits["val"], QuantizeConfig(op_types=op_types, max_accuracy_drop=100), seq_len=32
+    )
     ort = OrtModel(out)
     t = splits["test"]
     ids, mask, types = t.input_ids[:32].copy(), t.attention_mask[:32].copy(), t.token_type_ids[:32]
@@ -135,7 +144,14 @@ def test_dynamic_int8_is_the_fallback_when_static_cannot_meet_the_budget(trained
     _, model, splits, _ = trained
     fp32 = export_broken_head(model, splits, tmp_path / "bad.onnx")
     out = tmp_path / "int8.onnx"
-    r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=0.0, max_excluded_groups=0), seq_len=32)
+    r = quantize(
+        fp32,
+        out,
+        splits["train"],
+        splits["val"],
+        QuantizeConfig(max_accuracy_drop=0.0, max_excluded_groups=0),
+        seq_len=32,
+    )
     assert r["excluded_node_count"] == 0 and "dynamic_val_accuracy" in r and "dynamic_val_agreement" in r
     assert r["budget_met"] == r["mode"].startswith("dynamic")
     assert OrtModel(out).predict(splits["val"]).shape == (len(splits["val"]), 2)

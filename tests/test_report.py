@@ -16,9 +16,19 @@ from edgepipe.app.report import render
 from edgepipe.pareto import pareto
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                "--disable-component-update", "--disable-sync", "--disable-default-apps", "--no-default-browser-check",
-                "--dns-prefetch-disable", "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate"]  # fmt: skip
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-default-browser-check",
+    "--dns-prefetch-disable",
+    "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate",
+]
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -47,7 +57,9 @@ def test_report_renders_in_headless_chromium_and_requests_nothing(smoke_run, tmp
     out, _, _ = smoke_run
     page = out / "report.html"
     text = page.read_text()
-    assert not re.search(r"""(?:src|href|url)\s*[=(]\s*["']?(?:https?:)?//""", text), "the report must not reference the network"
+    assert not re.search(r"""(?:src|href|url)\s*[=(]\s*["']?(?:https?:)?//""", text), (
+        "the report must not reference the network"
+    )
     proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trap)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     flags = [*CHROME_FLAGS, f"--proxy-server=http://127.0.0.1:{proxy.server_port}", "--proxy-bypass-list=<-loopback>"]
@@ -55,7 +67,9 @@ def test_report_renders_in_headless_chromium_and_requests_nothing(smoke_run, tmp
     def visit(url: str, *extra: str) -> tuple[str, set[str]]:
         _Trap.seen = []
         profile = f"--user-data-dir={tmp_path / 'profile'}"
-        dom = subprocess.run([CHROMIUM, *flags, profile, *extra, url], capture_output=True, text=True, timeout=120).stdout
+        dom = subprocess.run(
+            [CHROMIUM, *flags, profile, *extra, url], capture_output=True, text=True, timeout=120
+        ).stdout
         return dom, {r.split("?")[0] for r in _Trap.seen}
 
     try:
@@ -108,11 +122,17 @@ def test_report_command_compares_runs_side_by_side(smoke_run, tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         shutil.copy(out / "manifest.json", tmp_path / name / "manifest.json")
-    proc = subprocess.run([str(BIN / "edgepipe"), "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [str(BIN / "edgepipe"), "report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert "## Runs side by side" in md and "## a" in md and "## b" in md
     assert (tmp_path / "cmp" / "report.html").stat().st_size > 10_000
-    proc = subprocess.run([str(BIN / "edgepipe"), "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(BIN / "edgepipe"), "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 7 and "has no manifest.json" in proc.stderr and "Traceback" not in proc.stderr

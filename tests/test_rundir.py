@@ -46,19 +46,23 @@ def test_corrupted_artifact_is_detected_by_hash_and_rebuilt(tmp_path):
 
 def test_atomic_write_leaves_nothing_when_the_block_fails(tmp_path):
     target = tmp_path / "model.onnx"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed")
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_second_process_on_the_same_out_is_refused(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from edgepipe.rundir import RunDir; import time; r=RunDir({str(out)!r}).open(); print('locked', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"from edgepipe.rundir import RunDir; import time; r=RunDir({str(out)!r}).open(); print('locked', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirError, match=rf"already in progress in .* \(pid {holder.pid}\)"):

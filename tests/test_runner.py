@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,9 +49,25 @@ def test_export_parity_and_dynamic_shapes(exported):
 def test_runner_reports_stats_and_the_same_accuracy_as_the_host(exported):
     _, path, eval_dir, split, _ = exported
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), "--model", str(path), "--inputs", str(eval_dir), "--runs", "15", "--warmup", "2", "--seq-len", "32", "--predictions"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(RUNNER),
+            "--model",
+            str(path),
+            "--inputs",
+            str(eval_dir),
+            "--runs",
+            "15",
+            "--warmup",
+            "2",
+            "--seq-len",
+            "32",
+            "--predictions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     r = json.loads(proc.stdout)
     host = OrtModel(path).predict(split)
     assert r["accuracy"] == pytest.approx(float((host.argmax(1) == split.labels).mean()))
@@ -93,7 +108,11 @@ def test_runner_needs_only_numpy_and_the_runtime(exported):
 def test_runner_bad_model_is_one_line(tmp_path, exported, name, content, needle):
     if content is not None:
         (tmp_path / name).write_bytes(content)
-    proc = subprocess.run([sys.executable, str(RUNNER), "--model", str(tmp_path / name), "--inputs", str(exported[2])], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), "--model", str(tmp_path / name), "--inputs", str(exported[2])],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
 
 

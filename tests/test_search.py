@@ -8,20 +8,38 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from edgepipe.config import PruneConfig, SearchConfig, build_config
 from edgepipe.errors import ConfigError
 from edgepipe.pipeline.prune import Importance, select
-from edgepipe.pipeline.search import MIN_POINTS, Dims, LinearFit, Plan, features, misses, overshoot, pareto_front, plan_layout
+from edgepipe.pipeline.search import (
+    MIN_POINTS,
+    Dims,
+    LinearFit,
+    Plan,
+    features,
+    misses,
+    overshoot,
+    pareto_front,
+    plan_layout,
+)
 
-from conftest import run_cli
-
-SEARCH_FLAGS = ["--set", "search.formats=[onnx_int8]", "--set", "search.latency_points=8", "--set", "search.candidates=2",
-                "--set", "search.estimate_steps=20", "--set", "export.tflite=false"]  # fmt: skip
+SEARCH_FLAGS = [
+    "--set",
+    "search.formats=[onnx_int8]",
+    "--set",
+    "search.latency_points=8",
+    "--set",
+    "search.candidates=2",
+    "--set",
+    "search.estimate_steps=20",
+    "--set",
+    "export.tflite=false",
+]
 
 
 def test_linear_fit_recovers_a_known_latency_law():
@@ -47,7 +65,9 @@ def test_plan_layout_is_the_prune_stage_selection():
     ffn = [rng.random(1536).astype(np.float32) for _ in range(3)]
     d = Dims(384, 32, 64, 30522, 15000, 514)
     plan = Plan(layers_removed=1, heads=0.5, ffn=0.6, vocab=True)
-    assert plan_layout(Importance(heads, ffn, "k"), plan, d) == select(heads, ffn, PruneConfig(heads=0.5, ffn=0.6, layers=1), 384, 32)
+    assert plan_layout(Importance(heads, ffn, "k"), plan, d) == select(
+        heads, ffn, PruneConfig(heads=0.5, ffn=0.6, layers=1), 384, 32
+    )
     cfg = build_config(plan.prune_overrides())
     assert (cfg.prune.layers, cfg.prune.heads, cfg.prune.ffn, cfg.prune.vocab) == (1, 0.5, 0.6, True)
 
@@ -58,8 +78,12 @@ def test_budget_checks_and_pareto_front():
     assert misses(row, s, "latency_ms", "accuracy") == {"latency": "1.20 ms > 1 ms", "accuracy": "75.0% < 80%"}
     assert overshoot(row, s, "latency_ms", "accuracy") == pytest.approx(0.2 + 0.05 / 0.8)
     assert overshoot({"latency_ms": 0.9, "size_mb": 4.0, "accuracy": 0.81}, s, "latency_ms", "accuracy") == 0
-    rows = [{"latency_ms": 1, "size_mb": 3, "accuracy": 0.8}, {"latency_ms": 2, "size_mb": 3, "accuracy": 0.9},
-            {"latency_ms": 2, "size_mb": 3, "accuracy": 0.85}, {"latency_ms": 0.5, "size_mb": 9, "accuracy": 0.7}]  # fmt: skip
+    rows = [
+        {"latency_ms": 1, "size_mb": 3, "accuracy": 0.8},
+        {"latency_ms": 2, "size_mb": 3, "accuracy": 0.9},
+        {"latency_ms": 2, "size_mb": 3, "accuracy": 0.85},
+        {"latency_ms": 0.5, "size_mb": 9, "accuracy": 0.7},
+    ]
     assert pareto_front(rows) == [0, 1, 3]
 
 
@@ -86,7 +110,9 @@ def search_run(smoke_run, tmp_path_factory):
     manifest = json.loads((out / "manifest.json").read_text())
     student_int8 = next(b for b in manifest["benchmarks"] if b["model"] == "student" and b["artifact"] == "onnx_int8")
     budget = round(0.6 * student_int8["latency_ms"]["p50"], 3)
-    proc = run_cli("--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", str(budget), *SEARCH_FLAGS, cache=cache)
+    proc = run_cli(
+        "--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", str(budget), *SEARCH_FLAGS, cache=cache
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, cache, budget, json.loads((out / "manifest.json").read_text())
 
@@ -107,7 +133,9 @@ def test_search_meets_a_latency_budget_on_x86(search_run):
     assert lm["points"] == 8 and lm["holdout_error"]["n"] == 2 and lm["candidate_error"]["n"] == len(s["candidates"])
     for c in s["candidates"]:
         assert c["predicted_latency_ms"] > 0 and c["latency_ms"] > 0 and 0 < c["accuracy"] <= 1
-        assert abs(c["predicted_latency_ms"] - c["latency_ms"]) / c["latency_ms"] < 0.5  # a sanity bound; the note reports the real error
+        assert (
+            abs(c["predicted_latency_ms"] - c["latency_ms"]) / c["latency_ms"] < 0.5
+        )  # a sanity bound; the note reports the real error
     for g in s["grid"]:
         assert g["predicted_feasible"] == (g["predicted_latency_ms"] <= budget)
     report = (out / "report.md").read_text()
@@ -119,7 +147,9 @@ def test_chosen_plan_is_on_the_pareto_front_and_best_within_budget(search_run):
     s = search_run[3]["search"]
     cands = s["candidates"]
     front = pareto_front(cands)
-    chosen = next(i for i, c in enumerate(cands) if (c["plan"], c["format"]) == (s["chosen"]["plan"], s["chosen"]["format"]))
+    chosen = next(
+        i for i, c in enumerate(cands) if (c["plan"], c["format"]) == (s["chosen"]["plan"], s["chosen"]["format"])
+    )
     assert chosen in front and cands[chosen]["pareto"]
     within = [c for c in cands if not c["misses"]]
     assert cands[chosen]["accuracy"] == max(c["accuracy"] for c in within)
@@ -127,7 +157,9 @@ def test_chosen_plan_is_on_the_pareto_front_and_best_within_budget(search_run):
 
 def test_infeasible_budget_names_the_closest_plan(search_run):
     out, cache, _, _ = search_run
-    proc = run_cli("--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", "0.001", *SEARCH_FLAGS, cache=cache)
+    proc = run_cli(
+        "--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", "0.001", *SEARCH_FLAGS, cache=cache
+    )
     assert proc.returncode == 8, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
@@ -136,7 +168,19 @@ def test_infeasible_budget_names_the_closest_plan(search_run):
     m = json.loads((out / "manifest.json").read_text())
     assert m["search"]["chosen"] is None and m["search"]["grid"]  # what was measured is kept
     # an accuracy floor nothing reaches fails after the estimates, naming the constraint
-    proc = run_cli("--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", "100", "--min-accuracy", "0.999", *SEARCH_FLAGS, cache=cache)
+    proc = run_cli(
+        "--smoke",
+        "--out",
+        str(out),
+        "--device",
+        "x86",
+        "--max-latency-ms",
+        "100",
+        "--min-accuracy",
+        "0.999",
+        *SEARCH_FLAGS,
+        cache=cache,
+    )
     assert proc.returncode == 8
     assert "none of the 2 plans tried meets the budget on x86" in proc.stderr and "< 99.9%" in proc.stderr
 
@@ -158,8 +202,18 @@ def test_search_stops_at_its_time_budget(smoke_run, tmp_path):
     from edgepipe.stages import Stages
 
     src = smoke_run[0]
-    cfg = build_config(SMOKE, {"search.max_latency_ms": 100.0, "search.time_budget_s": 1, "search.latency_points": 12, "search.vocab": [False],
-                               "search.formats": ["onnx_int8"], "search.estimate_steps": 5, "export.tflite": False})  # fmt: skip
+    cfg = build_config(
+        SMOKE,
+        {
+            "search.max_latency_ms": 100.0,
+            "search.time_budget_s": 1,
+            "search.latency_points": 12,
+            "search.vocab": [False],
+            "search.formats": ["onnx_int8"],
+            "search.estimate_steps": 5,
+            "export.tflite": False,
+        },
+    )
     student = load_model(src / "student", key="the smoke run's student")
     tokenizer = Tokenizer.load(src / "student")
     dataset, _ = load_dataset(cfg.data)
@@ -167,14 +221,40 @@ def test_search_stops_at_its_time_budget(smoke_run, tmp_path):
     soft = SoftTargets(torch.from_numpy(np.load(src / "data" / "teacher_train_logits.npy")), "its soft targets")
     with RunDir(tmp_path / "run") as rundir:
         stages = Stages(rundir)
-        scores = prune.load_importance(stages.run("importance", prune.importance, student=student, soft_targets=soft, data=data, method="taylor",
-                                                  batches=cfg.prune.importance_batches, distill=cfg.distill, seed=0, threads=1))  # fmt: skip
-        search_data = search.prepare(stages, student, dataset, data, tokenizer, soft, cfg.search.vocab, cfg.data.max_length)
+        scores = prune.load_importance(
+            stages.run(
+                "importance",
+                prune.importance,
+                student=student,
+                soft_targets=soft,
+                data=data,
+                method="taylor",
+                batches=cfg.prune.importance_batches,
+                distill=cfg.distill,
+                seed=0,
+                threads=1,
+            )
+        )
+        search_data = search.prepare(
+            stages, student, dataset, data, tokenizer, soft, cfg.search.vocab, cfg.data.max_length
+        )
         measurement = cfg.measurement().latency_only()
-        probe = search.Probe("x86", measurement, lambda p: X86Device().benchmark(p, search_data.latency_inputs, measurement))
+        probe = search.Probe(
+            "x86", measurement, lambda p: X86Device().benchmark(p, search_data.latency_inputs, measurement)
+        )
         t0 = time.perf_counter()
-        plan, fmt, report = search.search(stages, student, scores, search_data, search=cfg.search, writers=search.Writers(64, 18, cfg.quantize),
-                                          distill=cfg.distill, recovery_lr=cfg.prune.recovery_lr, seed=0, probe=probe)  # fmt: skip
+        plan, fmt, report = search.search(
+            stages,
+            student,
+            scores,
+            search_data,
+            search=cfg.search,
+            writers=search.Writers(64, 18, cfg.quantize),
+            distill=cfg.distill,
+            recovery_lr=cfg.prune.recovery_lr,
+            seed=0,
+            probe=probe,
+        )
         elapsed = time.perf_counter() - t0
     steps = [t["seconds"] for name, t in stages.timings.items() if name.startswith("search_")]
     assert report["stopped_by"] == "time_budget"

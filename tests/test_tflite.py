@@ -51,7 +51,11 @@ def test_int8_tflite_respects_the_attention_mask(converted):
     t = splits["test"]
     changed_pad = changed_real = 0.0
     for i in range(16):
-        ids, mask, types = t.input_ids[i : i + 1].copy(), t.attention_mask[i : i + 1].copy(), t.token_type_ids[i : i + 1]
+        ids, mask, types = (
+            t.input_ids[i : i + 1].copy(),
+            t.attention_mask[i : i + 1].copy(),
+            t.token_type_ids[i : i + 1],
+        )
         base = m.run(ids, mask, types)
         ids2 = ids.copy()
         ids2[mask == 0] = 7592
@@ -74,7 +78,10 @@ def test_device_runner_runs_tflite_with_xnnpack(converted, tmp_path):
     # the runner measures the model's own fixed length: another one is refused, not silently recorded
     with pytest.raises(DeviceError, match=f"takes sequences of {SEQ} tokens"):
         x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=SEQ * 2))
-    assert x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=None, accuracy=False)).seq_len == SEQ
+    assert (
+        x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=None, accuracy=False)).seq_len
+        == SEQ
+    )
 
 
 def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tiny_teacher, monkeypatch):
@@ -88,7 +95,16 @@ def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tin
     env_path = os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")])
     os.environ["PYTHONPATH"], old = env_path, os.environ.get("PYTHONPATH")
     try:
-        proc = run_cli("--teacher", str(tiny_teacher), "--data", str(csv), "--out", str(tmp_path / "o"), *TINY_RUN, cache=tmp_path / "c")
+        proc = run_cli(
+            "--teacher",
+            str(tiny_teacher),
+            "--data",
+            str(csv),
+            "--out",
+            str(tmp_path / "o"),
+            *TINY_RUN,
+            cache=tmp_path / "c",
+        )
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH")
@@ -116,7 +132,9 @@ def test_benchmark_model_input_files_hold_the_tensors_litert_reads(converted, tm
     for i in range(n):
         for detail, d, f in zip(m.inputs, layout, files):
             width = d["shape"][1]
-            row = np.fromfile(f, dtype=d["dtype"], count=width, offset=i * width * d["dtype"].itemsize).reshape(1, width)
+            row = np.fromfile(f, dtype=d["dtype"], count=width, offset=i * width * d["dtype"].itemsize).reshape(
+                1, width
+            )
             m.interpreter.set_tensor(detail["index"], row)
         m.interpreter.invoke()
         got.append(m.interpreter.get_tensor(m.output["index"])[0].copy())

@@ -24,7 +24,9 @@ import numpy as np
 class WordPiece:
     """BERT's basic tokenizer + greedy longest-match WordPiece (as the Task Library and HF do)."""
 
-    def __init__(self, vocab_path: str, lowercase: bool = True, strip_accents: bool | None = None, max_chars: int = 100):
+    def __init__(
+        self, vocab_path: str, lowercase: bool = True, strip_accents: bool | None = None, max_chars: int = 100
+    ):
         with open(vocab_path, encoding="utf-8") as f:
             self.vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
         self.lowercase = lowercase
@@ -40,9 +42,19 @@ class WordPiece:
 
     @staticmethod
     def _is_cjk(cp: int) -> bool:
-        return any(lo <= cp <= hi for lo, hi in (
-            (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-            (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))  # fmt: skip
+        return any(
+            lo <= cp <= hi
+            for lo, hi in (
+                (0x4E00, 0x9FFF),
+                (0x3400, 0x4DBF),
+                (0x20000, 0x2A6DF),
+                (0x2A700, 0x2B73F),
+                (0x2B740, 0x2B81F),
+                (0x2B820, 0x2CEAF),
+                (0xF900, 0xFAFF),
+                (0x2F800, 0x2FA1F),
+            )
+        )
 
     def _clean(self, text: str) -> str:
         out = []

@@ -54,10 +54,19 @@ class LatencyStats:
     n: int
 
     @classmethod
-    def from_samples(cls, seconds: list[float]) -> "LatencyStats":
+    def from_samples(cls, seconds: list[float]) -> LatencyStats:
         ms = np.asarray(seconds, dtype=np.float64) * 1e3
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()), float(ms.min()), float(ms.max()), len(ms))
+        return cls(
+            float(p50),
+            float(p90),
+            float(p99),
+            float(ms.mean()),
+            float(ms.std()),
+            float(ms.min()),
+            float(ms.max()),
+            len(ms),
+        )
 
 
 class UserError(Exception):
@@ -111,11 +120,15 @@ class OnnxRuntimeModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise UserError("onnxruntime is not installed on this device; install it with `pip install onnxruntime`") from None
+            raise UserError(
+                "onnxruntime is not installed on this device; install it with `pip install onnxruntime`"
+            ) from None
         try:
             self.session = ort.InferenceSession(path, ort_session_options(threads), providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-            raise UserError(f"model {path} cannot be loaded by onnxruntime ({str(e).strip().splitlines()[0][:160]})") from None
+        except Exception as e:
+            raise UserError(
+                f"model {path} cannot be loaded by onnxruntime ({str(e).strip().splitlines()[0][:160]})"
+            ) from None
         self.names = [i.name for i in self.session.get_inputs()]
         self.info = {
             "runtime": "onnxruntime",
@@ -135,12 +148,16 @@ class LiteRTModel:
             import ai_edge_litert
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise UserError("ai-edge-litert is not installed on this device; install it with `pip install ai-edge-litert`") from None
+            raise UserError(
+                "ai-edge-litert is not installed on this device; install it with `pip install ai-edge-litert`"
+            ) from None
         try:
             self.interpreter = Interpreter(path, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise UserError(f"model {path} cannot be loaded by LiteRT ({str(e).strip().splitlines()[0][:160]})") from None
+            raise UserError(
+                f"model {path} cannot be loaded by LiteRT ({str(e).strip().splitlines()[0][:160]})"
+            ) from None
         self.inputs = sorted(self.interpreter.get_input_details(), key=lambda d: d["name"])
         self.output = self.interpreter.get_output_details()[0]
         self.seq_len = int(self.inputs[0]["shape"][1])  # fixed: TFLite shapes are static
@@ -244,7 +261,9 @@ def model_outputs(model, arrays, n: int, batch: int = 32) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def measure_metric(model, arrays, labels, metric: str = "accuracy", limit: int | None = None) -> tuple[float, int, list[int]]:
+def measure_metric(
+    model, arrays, labels, metric: str = "accuracy", limit: int | None = None
+) -> tuple[float, int, list[int]]:
     """(the task's metric, examples evaluated, predicted classes)."""
     n = len(labels) if limit is None else min(limit, len(labels))
     outputs = model_outputs(model, arrays, n)
@@ -263,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--seq-len", type=int, default=None, help="padded length of latency runs (default: the model's, else the inputs')")
+    ap.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        help="padded length of latency runs (default: the model's, else the inputs')",
+    )
     ap.add_argument("--max-eval", type=int, default=None, help="evaluate only the first N examples")
     ap.add_argument("--metric", default="accuracy", choices=sorted(METRICS), help="the task's metric")
     ap.add_argument("--no-accuracy", action="store_true", help="latency only: skip the metric pass")
@@ -271,7 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", help="also write the JSON here")
     args = ap.parse_args(argv)
     try:
-        if args.threads < 1 or args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.seq_len is not None and args.seq_len < 1):
+        if (
+            args.threads < 1
+            or args.runs < 1
+            or args.warmup < 0
+            or args.batch < 1
+            or (args.seq_len is not None and args.seq_len < 1)
+        ):
             raise UserError("--threads, --runs, --batch, --seq-len must be >= 1 and --warmup >= 0")
         t0 = time.perf_counter()
         model = load_model(args.model, args.threads)
@@ -279,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         arrays, labels = load_inputs(args.inputs)
         fixed = getattr(model, "seq_len", None)
         if fixed is not None and args.seq_len not in (None, fixed):
-            raise UserError(f"model {os.path.basename(args.model)} takes sequences of {fixed} tokens (TFLite shapes are fixed); --seq-len {args.seq_len} does not match")
+            raise UserError(
+                f"model {os.path.basename(args.model)} takes sequences of {fixed} tokens (TFLite shapes are fixed); --seq-len {args.seq_len} does not match"
+            )
         seq_len = fixed or args.seq_len or arrays["input_ids"].shape[1]
         samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, seq_len)
         stats = LatencyStats.from_samples(samples)

@@ -44,7 +44,16 @@ class OnDevice:
         return self.text
 
 
-def _measure(ctx: Stages, *, device: OnDevice, role: str, name: str, artifact: Artifact, inputs: EvalInputs, measurement: Measurement) -> Result:
+def _measure(
+    ctx: Stages,
+    *,
+    device: OnDevice,
+    role: str,
+    name: str,
+    artifact: Artifact,
+    inputs: EvalInputs,
+    measurement: Measurement,
+) -> Result:
     model, eval_dir = ctx.path(artifact.path), ctx.path(inputs.path)
     what = f"benchmark {role} {name} on {device.text}"
     if device.side_by_side:  # one live progress bar at a time: workers log lines instead
@@ -61,12 +70,23 @@ def jobs_of(manifest: Manifest, bench: BenchConfig) -> list[Job]:
     for role, m in manifest.models.items():
         if m.eval_inputs is None or (bench.models is not None and role not in bench.models):
             continue
-        jobs += [Job(role, name, art, m.eval_inputs) for name, art in m.artifacts.items() if bench.artifacts is None or name in bench.artifacts]
+        jobs += [
+            Job(role, name, art, m.eval_inputs)
+            for name, art in m.artifacts.items()
+            if bench.artifacts is None or name in bench.artifacts
+        ]
     return jobs
 
 
-def benchmark(stages: Stages, manifest: Manifest, jobs: list[Job], bench: BenchConfig, measurement: Measurement, pool: DevicePool,
-              save: Callable[[], None]) -> None:  # fmt: skip
+def benchmark(
+    stages: Stages,
+    manifest: Manifest,
+    jobs: list[Job],
+    bench: BenchConfig,
+    measurement: Measurement,
+    pool: DevicePool,
+    save: Callable[[], None],
+) -> None:
     """Every job on every device of `bench`; rows replace earlier rows of the same identity."""
     lock = threading.Lock()
 
@@ -76,10 +96,22 @@ def benchmark(stages: Stages, manifest: Manifest, jobs: list[Job], bench: BenchC
         for job in jobs:
             # one record per identity: `edgepipe bench --bench-threads 2` must not overwrite the threads=1 result
             m = measurement
-            name = f"bench_{spec.slug}_{job.role}_{job.name}_t{m.threads}_b{m.batch}_s{m.seq_len}" + (f"_n{m.max_eval}" if m.max_eval else "")
-            record = stages.run(name, _measure, device=device, role=job.role, name=job.name, artifact=job.artifact, inputs=job.inputs,
-                                measurement=measurement)  # fmt: skip
-            row = Benchmark.from_result(Measured.model_validate(record.result), job.role, job.name, job.artifact.sha256, bench.tags(text))
+            name = f"bench_{spec.slug}_{job.role}_{job.name}_t{m.threads}_b{m.batch}_s{m.seq_len}" + (
+                f"_n{m.max_eval}" if m.max_eval else ""
+            )
+            record = stages.run(
+                name,
+                _measure,
+                device=device,
+                role=job.role,
+                name=job.name,
+                artifact=job.artifact,
+                inputs=job.inputs,
+                measurement=measurement,
+            )
+            row = Benchmark.from_result(
+                Measured.model_validate(record.result), job.role, job.name, job.artifact.sha256, bench.tags(text)
+            )
             with lock:
                 manifest.upsert_benchmark(row)
                 save()

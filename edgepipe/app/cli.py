@@ -74,23 +74,49 @@ def _fail(e: BaseException, debug: bool) -> None:
 
 
 def compress_and_export_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="run directory (created; reruns resume it)")] = Path("runs/latest"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="run directory (created; reruns resume it)")] = Path(
+        "runs/latest"
+    ),
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config; same keys as --set")] = None,
-    teacher: Annotated[Path | None, typer.Option(help="local Hugging Face model dir (default: built-in all-MiniLM-L6-v2)")] = None,
-    data: Annotated[Path | None, typer.Option(help="CSV/JSONL with text,label columns (default: built-in Rotten Tomatoes)")] = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="local Hugging Face model dir (default: built-in all-MiniLM-L6-v2)")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="CSV/JSONL with text,label columns (default: built-in Rotten Tomatoes)")
+    ] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="CI-sized run: few hundred examples, 1-layer student")] = False,
-    train_threads: Annotated[int | None, typer.Option("--train-threads", help="torch threads for training (default: all cores)")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="old spelling of --train-threads")] = None,
-    bench_threads: Annotated[int | None, typer.Option("--bench-threads", help="runtime threads in benchmarks (default 1)")] = None,
+    train_threads: Annotated[
+        int | None, typer.Option("--train-threads", help="torch threads for training (default: all cores)")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", hidden=True, help="old spelling of --train-threads")
+    ] = None,
+    bench_threads: Annotated[
+        int | None, typer.Option("--bench-threads", help="runtime threads in benchmarks (default 1)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="training seed (default 0)")] = None,
     devices: Annotated[str | None, typer.Option(help="comma-separated devices to benchmark on (default: x86)")] = None,
-    fleet: Annotated[Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="device the budget is for (default: the first of --devices)")] = None,
-    max_latency_ms: Annotated[float | None, typer.Option("--max-latency-ms", help="budget: p50 latency on --device; turns the plan search on")] = None,
-    max_size_mb: Annotated[float | None, typer.Option("--max-size-mb", help="budget: artifact size in MB; turns the plan search on")] = None,
-    min_accuracy: Annotated[float | None, typer.Option("--min-accuracy", help="budget: validation accuracy floor, a fraction (0.8)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override any config key: --set distill.temperature=4")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="teacher cache (default: $EDGEPIPE_CACHE or ~/.cache/edgepipe)")] = None,
+    fleet: Annotated[
+        Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="device the budget is for (default: the first of --devices)")
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option("--max-latency-ms", help="budget: p50 latency on --device; turns the plan search on")
+    ] = None,
+    max_size_mb: Annotated[
+        float | None, typer.Option("--max-size-mb", help="budget: artifact size in MB; turns the plan search on")
+    ] = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option("--min-accuracy", help="budget: validation accuracy floor, a fraction (0.8)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override any config key: --set distill.temperature=4")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="teacher cache (default: $EDGEPIPE_CACHE or ~/.cache/edgepipe)")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Distill, prune, quantize and export (ONNX, TFLite, ORT, app bundles), benchmark on the devices; writes DIR/manifest.json and DIR/report.html."""
@@ -115,7 +141,9 @@ def compress_and_export_cmd(
         )
         file_layer = load_yaml(config) if config else {}
         notes: list[str] = []
-        cfg = build_config(SMOKE if smoke else {}, file_layer, flags, source=str(config) if config else "config", notes=notes)
+        cfg = build_config(
+            SMOKE if smoke else {}, file_layer, flags, source=str(config) if config else "config", notes=notes
+        )
         _notes(notes)
 
         from edgepipe.app.run import compress_and_export
@@ -130,24 +158,43 @@ def compress_and_export_cmd(
         if manifest is None:  # a training process beside rank 0 (torchrun / accelerate launch): rank 0 reports
             return
         out_console.print(summary_table(manifest))
-        out_console.print(f"run directory: {out}  (manifest.json; {time.perf_counter() - t0:.0f} s, {cfg.threads} training threads)")
+        out_console.print(
+            f"run directory: {out}  (manifest.json; {time.perf_counter() - t0:.0f} s, {cfg.threads} training threads)"
+        )
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)
 
 
 def bench_cmd(
-    path: Annotated[Path, typer.Argument(help="a run directory (its artifacts) or one model file (.onnx/.ort/.tflite)")],
-    device: Annotated[list[str] | None, typer.Option("--device", "-d", help="x86, arm:USER@HOST[:PORT], android[:SERIAL]; repeat or comma-separate")] = None,
+    path: Annotated[
+        Path, typer.Argument(help="a run directory (its artifacts) or one model file (.onnx/.ort/.tflite)")
+    ],
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", "-d", help="x86, arm:USER@HOST[:PORT], android[:SERIAL]; repeat or comma-separate"),
+    ] = None,
     inputs: Annotated[Path | None, typer.Option(help="eval inputs folder (*.npy) when PATH is a model file")] = None,
-    bench_threads: Annotated[int | None, typer.Option("--bench-threads", help="runtime threads (default: the run's, 1)")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", hidden=True, help="old spelling of --bench-threads")] = None,
+    bench_threads: Annotated[
+        int | None, typer.Option("--bench-threads", help="runtime threads (default: the run's, 1)")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", hidden=True, help="old spelling of --bench-threads")
+    ] = None,
     runs: Annotated[int | None, typer.Option(help="timed runs")] = None,
     warmup: Annotated[int | None, typer.Option(help="warm-up runs")] = None,
-    max_eval: Annotated[int | None, typer.Option("--max-eval", help="accuracy on the first N test examples only")] = None,
+    max_eval: Annotated[
+        int | None, typer.Option("--max-eval", help="accuracy on the first N test examples only")
+    ] = None,
     pin_cores: Annotated[str | None, typer.Option("--pin-cores", help="taskset core list, e.g. 0 or 4-7")] = None,
-    artifacts: Annotated[str | None, typer.Option(help="comma-separated artifact names, e.g. onnx_int8,tflite_int8")] = None,
-    fleet: Annotated[Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="any bench.* key: --set bench.ssh.known_hosts=/path")] = None,
+    artifacts: Annotated[
+        str | None, typer.Option(help="comma-separated artifact names, e.g. onnx_int8,tflite_int8")
+    ] = None,
+    fleet: Annotated[
+        Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="any bench.* key: --set bench.ssh.known_hosts=/path")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Benchmark a finished run (or one model file) on devices; results go into the run's manifest.json."""
@@ -168,7 +215,9 @@ def bench_cmd(
             set_,
         )
         if any(not k.startswith("bench.") for k in flags):
-            raise ConfigError("edgepipe bench takes bench.* settings only; other settings belong to compress-and-export")
+            raise ConfigError(
+                "edgepipe bench takes bench.* settings only; other settings belong to compress-and-export"
+            )
         from edgepipe.app.summary import bench_table, summary_table
         from edgepipe.progress import RichProgress
 
@@ -182,7 +231,9 @@ def bench_cmd(
         if not path.is_file():
             raise ConfigError(f"{path} does not exist; pass a run directory or a model file")
         if inputs is None:
-            raise ConfigError("benchmarking a single model file needs --inputs DIR (input_ids/attention_mask/token_type_ids/labels .npy)")
+            raise ConfigError(
+                "benchmarking a single model file needs --inputs DIR (input_ids/attention_mask/token_type_ids/labels .npy)"
+            )
         from edgepipe.devices.pool import DevicePool
 
         notes: list[str] = []
@@ -199,7 +250,10 @@ def bench_cmd(
 
 def report_cmd(
     run_dirs: Annotated[list[Path], typer.Argument(help="one run directory, or several to compare side by side")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="where report.html/report.md go (default: the single run dir, else ./report)")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="where report.html/report.md go (default: the single run dir, else ./report)"),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
 ) -> None:
     """Rebuild report.html + report.md from manifests (several runs: side by side)."""
@@ -224,7 +278,9 @@ def version() -> None:
     out_console.print(edgepipe.__version__)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgepipe: compress Transformer classifiers for edge devices.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="edgepipe: compress Transformer classifiers for edge devices."
+)
 app.command("run")(compress_and_export_cmd)
 app.command("bench")(bench_cmd)
 app.command("report")(report_cmd)

@@ -38,7 +38,11 @@ def shipped_choice(m: Manifest, device: str) -> Benchmark | None:
     """The shipped model's artifact for `device`: the budget search's format on its device, else the
     fastest bundled int8 artifact measured there (at the run's thread count, on the full evaluation)."""
     threads = m.config.get("bench", {}).get("threads", 1)
-    rows = [b for b in m.benchmarks if b.device == device and b.model == m.shipped and b.artifact in SHIPPABLE and b.threads == threads]
+    rows = [
+        b
+        for b in m.benchmarks
+        if b.device == device and b.model == m.shipped and b.artifact in SHIPPABLE and b.threads == threads
+    ]
     if not rows:
         return None
     n = max(b.n_eval or 0 for b in rows)
@@ -65,18 +69,36 @@ def ship_rows(m: Manifest) -> list[list[str]]:
         ref = teacher_reference(m, pick)
         teacher_bytes = m.artifact("teacher", "onnx_fp32").bytes if m.artifact("teacher", "onnx_fp32") else None
         size_x = teacher_bytes / art.bytes if teacher_bytes and art else None
-        speed_x = ref.latency_ms.p50 / pick.latency_ms.p50 if ref and ref.latency_ms.p50 and pick.latency_ms.p50 else None
+        speed_x = (
+            ref.latency_ms.p50 / pick.latency_ms.p50 if ref and ref.latency_ms.p50 and pick.latency_ms.p50 else None
+        )
         kept = pick.score / ref.score if ref and ref.score and pick.score is not None else None
-        rows.append([
-            pick.device_label, f"{pick.model}/{pick.artifact}", _fmt(art.bytes if art else None, ".1f", 1e-6), _x(size_x),
-            _fmt(pick.latency_ms.p50), _x(speed_x) + (f" (vs {ref.artifact})" if ref else ""), _fmt(pick.score, ".1f", 100, "%"),
-            _fmt(kept, ".1f", 100, "%"),
-        ])  # fmt: skip
+        rows.append(
+            [
+                pick.device_label,
+                f"{pick.model}/{pick.artifact}",
+                _fmt(art.bytes if art else None, ".1f", 1e-6),
+                _x(size_x),
+                _fmt(pick.latency_ms.p50),
+                _x(speed_x) + (f" (vs {ref.artifact})" if ref else ""),
+                _fmt(pick.score, ".1f", 100, "%"),
+                _fmt(kept, ".1f", 100, "%"),
+            ]
+        )
     return rows
 
 
 def ship_head(metric: str) -> list[str]:
-    return ["device", "ship", "size (MB)", "smaller than teacher fp32", "p50 ms", "faster than teacher", metric, f"of teacher's {metric}"]
+    return [
+        "device",
+        "ship",
+        "size (MB)",
+        "smaller than teacher fp32",
+        "p50 ms",
+        "faster than teacher",
+        metric,
+        f"of teacher's {metric}",
+    ]
 
 
 # -- tables ----------------------------------------------------------------------------------
@@ -92,8 +114,18 @@ def ladder_rows(m: Manifest) -> list[list[str]]:
             if value is None:
                 on_x86 = [b.score for b in m.benchmarks_of(role, name, "x86") if b.score is not None]
                 value = on_x86[0] if on_x86 else None
-            rows.append([role, _fmt(model.params, ".2f", 1e-6), _fmt(model.macs, ".0f", 1e-6), _fmt(model.get(metric), ".1f", 100, "%"),
-                         name, _fmt(art.bytes, ".1f", 1e-6), _check(art), _fmt(value, ".1f", 100, "%")])  # fmt: skip
+            rows.append(
+                [
+                    role,
+                    _fmt(model.params, ".2f", 1e-6),
+                    _fmt(model.macs, ".0f", 1e-6),
+                    _fmt(model.get(metric), ".1f", 100, "%"),
+                    name,
+                    _fmt(art.bytes, ".1f", 1e-6),
+                    _check(art),
+                    _fmt(value, ".1f", 100, "%"),
+                ]
+            )
     return rows
 
 
@@ -105,7 +137,16 @@ def _check(art) -> str:
 
 
 def ladder_head(metric: str) -> list[str]:
-    return ["model", "params (M)", "MACs (M)", f"{metric} (PyTorch)", "artifact", "size (MB)", "export check", f"{metric} (artifact)"]
+    return [
+        "model",
+        "params (M)",
+        "MACs (M)",
+        f"{metric} (PyTorch)",
+        "artifact",
+        "size (MB)",
+        "export check",
+        f"{metric} (artifact)",
+    ]
 
 
 def device_head(metric: str) -> list[str]:
@@ -116,10 +157,20 @@ def device_tables(m: Manifest) -> dict[str, list[list[str]]]:
     tables: dict[str, list[list[str]]] = {}
     for b in m.benchmarks:
         lat = b.latency_ms
-        tables.setdefault(b.device_label, []).append([
-            b.model, b.artifact, f"{b.runtime} {b.runtime_version or ''}".strip(), str(b.delegate), str(b.threads),
-            _fmt(lat.p50), _fmt(lat.p90), _fmt(lat.p99), _fmt(b.score, ".1f", 100, "%"), str(b.n_eval),
-        ])  # fmt: skip
+        tables.setdefault(b.device_label, []).append(
+            [
+                b.model,
+                b.artifact,
+                f"{b.runtime} {b.runtime_version or ''}".strip(),
+                str(b.delegate),
+                str(b.threads),
+                _fmt(lat.p50),
+                _fmt(lat.p90),
+                _fmt(lat.p99),
+                _fmt(b.score, ".1f", 100, "%"),
+                str(b.n_eval),
+            ]
+        )
     return tables
 
 
@@ -192,7 +243,12 @@ def plots(runs: Runs) -> dict[str, str]:
             n_max = max((b.n_eval or 0 for _, m in runs for b in m.benchmarks if b.device_label == device), default=0)
             for run_name, m in runs:
                 for b in m.benchmarks:
-                    if b.device_label == device and b.score is not None and b.latency_ms.p50 is not None and b.n_eval == n_max:
+                    if (
+                        b.device_label == device
+                        and b.score is not None
+                        and b.latency_ms.p50 is not None
+                        and b.n_eval == n_max
+                    ):
                         pts.append((b.latency_ms.p50, b.score * 100))
                         label = f"{b.model}/{b.artifact}/t{b.threads}"
                         labels.append(f"{run_name}:{label}" if multi else label)
@@ -200,7 +256,14 @@ def plots(runs: Runs) -> dict[str, str]:
                 continue
             front = pareto(pts)
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, color="#888")
-            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-o", color="#d62728", ms=5, label="Pareto front")
+            ax.plot(
+                [pts[i][0] for i in front],
+                [pts[i][1] for i in front],
+                "-o",
+                color="#d62728",
+                ms=5,
+                label="Pareto front",
+            )
             _log_ms(ax)
             ax.set_xlabel("p50 latency, ms (log)")
             ax.set_ylabel(f"test {metric}, %")
@@ -210,8 +273,13 @@ def plots(runs: Runs) -> dict[str, str]:
             place_labels(ax, pts, labels)
         out["accuracy_vs_latency"] = _svg(fig)
 
-    sizes = [(f"{rn}:{role}/{name}" if multi else f"{role}/{name}", art.bytes / 1e6)
-             for rn, m in runs for role, mm in m.models.items() for name, art in mm.artifacts.items() if art.bytes]  # fmt: skip
+    sizes = [
+        (f"{rn}:{role}/{name}" if multi else f"{role}/{name}", art.bytes / 1e6)
+        for rn, m in runs
+        for role, mm in m.models.items()
+        for name, art in mm.artifacts.items()
+        if art.bytes
+    ]
     if sizes:
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(sizes) + 1))
         ax.barh([s[0] for s in sizes], [s[1] for s in sizes], color="#1f77b4")
@@ -222,15 +290,27 @@ def plots(runs: Runs) -> dict[str, str]:
         ax.grid(axis="x", alpha=0.3)
         out["size_per_artifact"] = _svg(fig)
 
-    spreads = [((f"{rn}:" if multi else "") + f"{b.model}/{b.artifact} @ {b.device_label} t{b.threads}", b)
-               for rn, m in runs for b in m.benchmarks if b.latency_ms.p50 is not None]  # fmt: skip
+    spreads = [
+        ((f"{rn}:" if multi else "") + f"{b.model}/{b.artifact} @ {b.device_label} t{b.threads}", b)
+        for rn, m in runs
+        for b in m.benchmarks
+        if b.latency_ms.p50 is not None
+    ]
     if spreads:
         fig, ax = plt.subplots(figsize=(7, 0.32 * len(spreads) + 1))
         for i, (_, b) in enumerate(spreads):
             lat = b.latency_ms
             if b.latency_samples_ms:
-                ax.boxplot([b.latency_samples_ms], positions=[i], vert=False, widths=0.6, whis=(1, 99), showfliers=True,
-                           flierprops={"markersize": 2}, medianprops={"color": "#d62728"})  # fmt: skip
+                ax.boxplot(
+                    [b.latency_samples_ms],
+                    positions=[i],
+                    vert=False,
+                    widths=0.6,
+                    whis=(1, 99),
+                    showfliers=True,
+                    flierprops={"markersize": 2},
+                    medianprops={"color": "#d62728"},
+                )
             else:  # summary only (benchmark_model): min..max line, p50 dot
                 ax.plot([lat.min, lat.max], [i, i], color="#888")
                 ax.plot([lat.p50 or lat.mean], [i], "o", color="#d62728", ms=4)
@@ -246,7 +326,16 @@ def plots(runs: Runs) -> dict[str, str]:
     return out
 
 
-SEARCH_HEAD = ["plan", "format", "predicted ms", "measured ms", "size (MB)", "val metric (estimate)", "Pareto", "budget"]
+SEARCH_HEAD = [
+    "plan",
+    "format",
+    "predicted ms",
+    "measured ms",
+    "size (MB)",
+    "val metric (estimate)",
+    "Pareto",
+    "budget",
+]
 LATMODEL_HEAD = ["format", "points measured", "held-out points: median / max error", "candidates: median / max error"]
 
 
@@ -254,22 +343,46 @@ def search_rows(search: dict[str, Any]) -> tuple[list[list[str]], list[list[str]
     chosen = search.get("chosen") or {}
     rows = []
     for c in search.get("candidates", []):
-        mark = "chosen" if (c["plan"], c["format"]) == (chosen.get("plan"), chosen.get("format")) else ("; ".join(c["misses"].values()) or "meets")
-        rows.append([c["plan"], c["format"], _fmt(c["predicted_latency_ms"]), _fmt(c["latency_ms"]), _fmt(c["size_mb"]),
-                     _fmt(c["accuracy"], ".1f", 100, "%"), "yes" if c.get("pareto") else "", mark])  # fmt: skip
+        mark = (
+            "chosen"
+            if (c["plan"], c["format"]) == (chosen.get("plan"), chosen.get("format"))
+            else ("; ".join(c["misses"].values()) or "meets")
+        )
+        rows.append(
+            [
+                c["plan"],
+                c["format"],
+                _fmt(c["predicted_latency_ms"]),
+                _fmt(c["latency_ms"]),
+                _fmt(c["size_mb"]),
+                _fmt(c["accuracy"], ".1f", 100, "%"),
+                "yes" if c.get("pareto") else "",
+                mark,
+            ]
+        )
 
     def err(e: dict[str, Any] | None) -> str:
         return "-" if not e or not e.get("n") else f"{e['median_abs_pct']:.1f}% / {e['max_abs_pct']:.1f}% (n={e['n']})"
 
-    models = [[fmt, str(m["points"]), err(m.get("holdout_error")), err(m.get("candidate_error"))] for fmt, m in search.get("latency_models", {}).items()]
+    models = [
+        [fmt, str(m["points"]), err(m.get("holdout_error")), err(m.get("candidate_error"))]
+        for fmt, m in search.get("latency_models", {}).items()
+    ]
     return rows, models
 
 
 def search_summary(search: dict[str, Any]) -> str:
     b = search["budget"]
     metric = search.get("metric", "accuracy")
-    budget = ", ".join(t for t in (b.get("max_latency_ms") and f"p50 ≤ {b['max_latency_ms']:g} ms", b.get("max_size_mb") and f"size ≤ {b['max_size_mb']:g} MB",
-                                   b.get("min_accuracy") and f"val {metric} ≥ {b['min_accuracy'] * 100:g}%") if t)  # fmt: skip
+    budget = ", ".join(
+        t
+        for t in (
+            b.get("max_latency_ms") and f"p50 ≤ {b['max_latency_ms']:g} ms",
+            b.get("max_size_mb") and f"size ≤ {b['max_size_mb']:g} MB",
+            b.get("min_accuracy") and f"val {metric} ≥ {b['min_accuracy'] * 100:g}%",
+        )
+        if t
+    )
     text = f"Budget on {search['device']}: {budget}. {len(search.get('candidates', []))} plans measured after a short distillation "
     text += f"({search.get('seconds', 0):.0f} s, stopped: {search.get('stopped_by')}). "
     c, final = search.get("chosen"), search.get("final")
@@ -307,15 +420,31 @@ def search_plot(search: dict[str, Any], plt) -> Any:
     ax.legend(fontsize=7, loc="lower right")
     place_labels(ax, pts, [c["plan"].replace("_vocab", "").replace("_fullvocab", " fv") for c in cands], fontsize=6)
     for fmt, pts_ in (search.get("latency_points") or {}).items():
-        ax2.scatter([p["p50_ms"] for p in pts_], [p["predicted_ms"] for p in pts_], s=14, alpha=0.6, label=f"{fmt}: random shapes (fit)")
+        ax2.scatter(
+            [p["p50_ms"] for p in pts_],
+            [p["predicted_ms"] for p in pts_],
+            s=14,
+            alpha=0.6,
+            label=f"{fmt}: random shapes (fit)",
+        )
     for fmt in sorted({c["format"] for c in cands}):
         sel = [c for c in cands if c["format"] == fmt]
-        ax2.scatter([c["latency_ms"] for c in sel], [c["predicted_latency_ms"] for c in sel], s=30, marker="x", label=f"{fmt}: candidates (held out)")
-    lim = [v for p in (search.get("latency_points") or {}).values() for v in (x["p50_ms"] for x in p)] + [c["latency_ms"] for c in cands]
+        ax2.scatter(
+            [c["latency_ms"] for c in sel],
+            [c["predicted_latency_ms"] for c in sel],
+            s=30,
+            marker="x",
+            label=f"{fmt}: candidates (held out)",
+        )
+    lim = [v for p in (search.get("latency_points") or {}).values() for v in (x["p50_ms"] for x in p)] + [
+        c["latency_ms"] for c in cands
+    ]
     if lim:
         lo, hi = min(lim) * 0.9, max(lim) * 1.1
         ax2.plot([lo, hi], [lo, hi], color="#444", lw=0.8)
-        ax2.fill_between([lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15], color="#ccc", alpha=0.35, label="±15%")
+        ax2.fill_between(
+            [lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15], color="#ccc", alpha=0.35, label="±15%"
+        )
     ax2.set_xlabel("measured p50, ms")
     ax2.set_ylabel("latency model, ms")
     ax2.grid(alpha=0.3)
@@ -330,8 +459,16 @@ def comparison_rows(runs: Runs) -> list[list[str]]:
             mm = m.models[role]
             for art_name, art in mm.artifacts.items():
                 x86 = [b for b in m.benchmarks_of(role, art_name, "x86") if b.threads == 1]
-                rows.append([name, role, art_name, _fmt(art.bytes, ".1f", 1e-6), _fmt(x86[0].score if x86 else mm.get(m.metric), ".1f", 100, "%"),
-                             _fmt(x86[0].latency_ms.p50 if x86 else None)])  # fmt: skip
+                rows.append(
+                    [
+                        name,
+                        role,
+                        art_name,
+                        _fmt(art.bytes, ".1f", 1e-6),
+                        _fmt(x86[0].score if x86 else mm.get(m.metric), ".1f", 100, "%"),
+                        _fmt(x86[0].latency_ms.p50 if x86 else None),
+                    ]
+                )
     return rows
 
 
@@ -388,15 +525,23 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
     doc.heading(1, title)
     emulated = sorted({b.device_label for _, m in runs for b in m.benchmarks if b.emulated})
     if emulated:
-        doc.para("Emulated devices (" + ", ".join(emulated) + "): their latencies are plumbing checks, not performance numbers; "
-                 "their metrics are exact.", "warn")  # fmt: skip
+        doc.para(
+            "Emulated devices ("
+            + ", ".join(emulated)
+            + "): their latencies are plumbing checks, not performance numbers; "
+            "their metrics are exact.",
+            "warn",
+        )
     for name, m in runs:
         rows = ship_rows(m)
         if rows:
             start = len(doc.html)
             doc.heading(2, f"What to ship: {name}" if len(runs) > 1 else "What to ship")
-            doc.para(f"Per device, the {m.shipped} model's bundled artifact (the budget search's choice on its device, else the fastest), "
-                     "against the teacher measured on the same device, threads and runtime (fp32 TFLite for TFLite, else fp32 ONNX).", "note")  # fmt: skip
+            doc.para(
+                f"Per device, the {m.shipped} model's bundled artifact (the budget search's choice on its device, else the fastest), "
+                "against the teacher measured on the same device, threads and runtime (fp32 TFLite for TFLite, else fp32 ONNX).",
+                "note",
+            )
             doc.table(ship_head(m.metric), rows)
             doc.html[start:] = ['<section class="ship">' + "".join(doc.html[start:]) + "</section>"]
     if len(runs) > 1:
@@ -405,8 +550,11 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
     for name, m in runs:
         env = m.environment
         doc.heading(2, name)
-        doc.para(f"edgepipe {m.version}, seed {m.seed}, torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, {env.get('machine')}; "
-                 f"data: {m.name}; task: {(m.task or {}).get('name', 'sequence_classification')}", "note")  # fmt: skip
+        doc.para(
+            f"edgepipe {m.version}, seed {m.seed}, torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, {env.get('machine')}; "
+            f"data: {m.name}; task: {(m.task or {}).get('name', 'sequence_classification')}",
+            "note",
+        )
         doc.heading(3, "Stage ladder")
         doc.table(ladder_head(m.metric), ladder_rows(m))
         for device, rows in device_tables(m).items():
@@ -427,12 +575,16 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
     }
     for key in svgs:
         if key.startswith("search"):
-            captions[key] = (f"Budget search: estimated {metric} vs measured latency of the plans tried, with the budget lines and their Pareto front; "
-                             "right, the device latency model against measurements (candidates were never in its fit).")  # fmt: skip
+            captions[key] = (
+                f"Budget search: estimated {metric} vs measured latency of the plans tried, with the budget lines and their Pareto front; "
+                "right, the device latency model against measurements (candidates were never in its fit)."
+            )
     doc.heading(2, "Plots")
     for key, svg in svgs.items():
         doc.md += [f"![{captions[key]}](report_files/{key}.svg)", "", captions[key], ""]
-        doc.html.append(f'<figure id="{key}">{svg}<figcaption class="note">{html.escape(captions[key])}</figcaption></figure>')
+        doc.html.append(
+            f'<figure id="{key}">{svg}<figcaption class="note">{html.escape(captions[key])}</figcaption></figure>'
+        )
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">"

@@ -75,12 +75,25 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
 class Run:
     """One invocation: the stages runner, the manifest, the devices."""
 
-    def __init__(self, cfg: RunConfig, rundir: RunDir, progress: Progress, dist: distributed.Dist = distributed.SINGLE,
-                 manifest: Manifest | None = None):  # fmt: skip
+    def __init__(
+        self,
+        cfg: RunConfig,
+        rundir: RunDir,
+        progress: Progress,
+        dist: distributed.Dist = distributed.SINGLE,
+        manifest: Manifest | None = None,
+    ):
         self.cfg, self.dir = cfg, rundir
         self.stages = Stages(rundir, progress, dist)
-        self.manifest = manifest or Manifest(version=edgepipe.__version__, config=config_to_dict(cfg), seed=cfg.seed,
-                                             environment=environment(cfg), dataset={}, models={}, benchmarks=[])  # fmt: skip
+        self.manifest = manifest or Manifest(
+            version=edgepipe.__version__,
+            config=config_to_dict(cfg),
+            seed=cfg.seed,
+            environment=environment(cfg),
+            dataset={},
+            models={},
+            benchmarks=[],
+        )
         self.manifest.timings = self.stages.timings | self.manifest.timings
         self.stages.timings = self.manifest.timings
         self._lock = threading.RLock()  # device workers update the manifest side by side
@@ -99,7 +112,9 @@ class Run:
         self.cfg = cfg
         self.manifest.config = config_to_dict(cfg)
         if self.stages.dist.main:
-            write_bytes_atomic(self.dir.path("config.yaml"), yaml.safe_dump(self.manifest.config, sort_keys=False).encode())
+            write_bytes_atomic(
+                self.dir.path("config.yaml"), yaml.safe_dump(self.manifest.config, sort_keys=False).encode()
+            )
 
     # -- models -----------------------------------------------------------------------
 
@@ -109,7 +124,11 @@ class Run:
         ev = self.stages.run(f"eval_{role.name}", evaluate.run, model=model, data=role.data, role=role.name).result
         inputs = self.dir.path(f"data/{'test' if role.name in ('teacher', 'student') else 'test_' + role.name}")
         self.stages.run(f"eval_inputs_{inputs.name}", _save_eval_inputs, data=role.data, directory=inputs.name)
-        entry = model.describe(self.cfg.export.seq_len) | {metric: ev[f"test_{metric}"], f"val_{metric}": ev[f"val_{metric}"]} | report
+        entry = (
+            model.describe(self.cfg.export.seq_len)
+            | {metric: ev[f"test_{metric}"], f"val_{metric}": ev[f"val_{metric}"]}
+            | report
+        )
         if checkpoint is not None:
             entry["checkpoint"] = self.dir.rel(checkpoint)
         entry |= {"artifacts": {}, "eval_inputs": EvalInputs(path=self.dir.rel(inputs), key=role.data.key)}
@@ -120,7 +139,9 @@ class Run:
     def artifact(self, role: str, name: str, record: Record) -> Artifact:
         """An artifact entry from its stage's record: the first file it wrote, and what it measured."""
         rel, sha = next(iter(record.files.items()))
-        art = Artifact.model_validate({"path": rel, "bytes": self.dir.path(rel).stat().st_size, "sha256": sha} | record.result)
+        art = Artifact.model_validate(
+            {"path": rel, "bytes": self.dir.path(rel).stat().st_size, "sha256": sha} | record.result
+        )
         self.manifest.models[role].artifacts[name] = art
         self.save()
         return art
@@ -131,23 +152,54 @@ class Run:
         cfg, stages = self.cfg, self.stages
         seq = cfg.export.seq_len
         for r in roles:
-            rec = stages.run(f"export_{r.name}_onnx_fp32", onnx.run, role=r.name, model=r.model, data=r.data, opset=cfg.export.opset,
-                             parity_atol=cfg.export.parity_atol)  # fmt: skip
+            rec = stages.run(
+                f"export_{r.name}_onnx_fp32",
+                onnx.run,
+                role=r.name,
+                model=r.model,
+                data=r.data,
+                opset=cfg.export.opset,
+                parity_atol=cfg.export.parity_atol,
+            )
             self.artifact(r.name, "onnx_fp32", rec)
         for r in roles:
             if cfg.quantize.enabled and r.name in cfg.quantize.targets:
                 fp32 = self.manifest.artifact(r.name, "onnx_fp32")
-                rec = stages.run(f"quantize_{r.name}_onnx_int8", quantize.run, role=r.name, fp32=fp32, data=r.data, qcfg=cfg.quantize, seq_len=seq,
-                                 task=r.model.task, arch=r.model.arch)  # fmt: skip
+                rec = stages.run(
+                    f"quantize_{r.name}_onnx_int8",
+                    quantize.run,
+                    role=r.name,
+                    fp32=fp32,
+                    data=r.data,
+                    qcfg=cfg.quantize,
+                    seq_len=seq,
+                    task=r.model.task,
+                    arch=r.model.arch,
+                )
                 self.artifact(r.name, "onnx_int8", rec)
         for r in roles:
             if cfg.export.tflite and r.name in cfg.export.tflite_targets:
                 tflite.require_litert_torch()
-                rec = stages.run(f"export_{r.name}_tflite_fp32", tflite.run_fp32, role=r.name, model=r.model, data=r.data, seq_len=seq,
-                                 parity_atol=cfg.export.parity_atol)  # fmt: skip
+                rec = stages.run(
+                    f"export_{r.name}_tflite_fp32",
+                    tflite.run_fp32,
+                    role=r.name,
+                    model=r.model,
+                    data=r.data,
+                    seq_len=seq,
+                    parity_atol=cfg.export.parity_atol,
+                )
                 fp32 = self.artifact(r.name, "tflite_fp32", rec)
-                rec = stages.run(f"export_{r.name}_tflite_int8", tflite.run_int8, role=r.name, model=r.model, data=r.data, fp32=fp32, seq_len=seq,
-                                 calibration_examples=cfg.quantize.calibration_examples)  # fmt: skip
+                rec = stages.run(
+                    f"export_{r.name}_tflite_int8",
+                    tflite.run_int8,
+                    role=r.name,
+                    model=r.model,
+                    data=r.data,
+                    fp32=fp32,
+                    seq_len=seq,
+                    calibration_examples=cfg.quantize.calibration_examples,
+                )
                 self.artifact(r.name, "tflite_int8", rec)
         self.app_artifacts(roles[-1])
 
@@ -155,16 +207,33 @@ class Run:
         """ORT-format model for ORT Mobile and one app bundle per target, for the shipped model."""
         arts, task = self.manifest.models[ship.name].artifacts, ship.model.task
         if "onnx_int8" in arts:
-            rec = self.stages.run(f"export_{ship.name}_ort", ort_format.run, role=ship.name, onnx=arts["onnx_int8"], data=ship.data, task=task)
+            rec = self.stages.run(
+                f"export_{ship.name}_ort",
+                ort_format.run,
+                role=ship.name,
+                onnx=arts["onnx_int8"],
+                data=ship.data,
+                task=task,
+            )
             self.artifact(ship.name, "ort", rec)
         bundles = self.manifest.bundles or {}
         for target, name in bundle.TARGETS.items():
             if name in arts:
                 bundles[target] = self.stages.run(
-                    f"bundle_{target}", bundle.run, target=target, role=ship.name, artifact=arts[name], tokenizer=ship.tokenizer,
-                    labels=ship.model.labels, seq_len=self.cfg.export.seq_len, tflite_metadata=self.cfg.export.tflite_metadata, task=task,
-                    arch=ship.model.arch, edgepipe_version=edgepipe.__version__, app_check_sha256=bundle.app_check_sha256(),
-                ).result  # fmt: skip
+                    f"bundle_{target}",
+                    bundle.run,
+                    target=target,
+                    role=ship.name,
+                    artifact=arts[name],
+                    tokenizer=ship.tokenizer,
+                    labels=ship.model.labels,
+                    seq_len=self.cfg.export.seq_len,
+                    tflite_metadata=self.cfg.export.tflite_metadata,
+                    task=task,
+                    arch=ship.model.arch,
+                    edgepipe_version=edgepipe.__version__,
+                    app_check_sha256=bundle.app_check_sha256(),
+                ).result
         self.manifest.bundles = bundles
         self.save()
 
@@ -172,8 +241,15 @@ class Run:
 
     def benchmark(self, pool: DevicePool) -> None:
         jobs = bench_stage.jobs_of(self.manifest, self.cfg.bench)
-        bench_stage.benchmark(self.stages, self.manifest, jobs, self.cfg.bench, self.cfg.measurement().model_copy(update={"metric": self.manifest.metric}),
-                              pool, self.save)  # fmt: skip
+        bench_stage.benchmark(
+            self.stages,
+            self.manifest,
+            jobs,
+            self.cfg.bench,
+            self.cfg.measurement().model_copy(update={"metric": self.manifest.metric}),
+            pool,
+            self.save,
+        )
 
     def finish(self) -> None:
         """What the devices that worked measured is reported even when another failed."""
@@ -217,27 +293,72 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         run.save()
 
         # teacher -> student -> pruned ------------------------------------------------
-        t_model, t_report = teacher.prepare(dataset, tokens.train, cfg.teacher, max_length=cfg.data.max_length, seed=cfg.seed, threads=cfg.threads,
-                                            cache_dir=cache_dir, progress=progress)  # fmt: skip
+        t_model, t_report = teacher.prepare(
+            dataset,
+            tokens.train,
+            cfg.teacher,
+            max_length=cfg.data.max_length,
+            seed=cfg.seed,
+            threads=cfg.threads,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
         progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if t_report.get("cache_hit", True) else ""))
         roles = [Role("teacher", t_model, tokens, tokenizer)]
         run.record_model(roles[0], t_report)
-        soft = distill.load_soft_targets(stages, stages.run("soft_targets", distill.soft_targets, teacher=t_model, data=tokens))
+        soft = distill.load_soft_targets(
+            stages, stages.run("soft_targets", distill.soft_targets, teacher=t_model, data=tokens)
+        )
 
-        rec = stages.run("distill", distill.run, mode="all", teacher=t_model, soft_targets=soft, data=tokens, tokenizer=tokenizer,
-                         student=cfg.student, distill=cfg.distill, seed=cfg.seed, threads=cfg.threads)  # fmt: skip
+        rec = stages.run(
+            "distill",
+            distill.run,
+            mode="all",
+            teacher=t_model,
+            soft_targets=soft,
+            data=tokens,
+            tokenizer=tokenizer,
+            student=cfg.student,
+            distill=cfg.distill,
+            seed=cfg.seed,
+            threads=cfg.threads,
+        )
         student = distill.load(stages, rec)
         roles.append(Role("student", student, tokens, tokenizer))
         run.record_model(roles[-1], rec.result, stages.path(distill.STUDENT_DIR) / "model.safetensors")
 
         if cfg.prune.enabled:
-            scores = prune.load_importance(stages.run("importance", prune.importance, student=student, soft_targets=soft, data=tokens,
-                                                      method=cfg.prune.importance, batches=cfg.prune.importance_batches, distill=cfg.distill,
-                                                      seed=cfg.seed, threads=cfg.threads))  # fmt: skip
+            scores = prune.load_importance(
+                stages.run(
+                    "importance",
+                    prune.importance,
+                    student=student,
+                    soft_targets=soft,
+                    data=tokens,
+                    method=cfg.prune.importance,
+                    batches=cfg.prune.importance_batches,
+                    distill=cfg.distill,
+                    seed=cfg.seed,
+                    threads=cfg.threads,
+                )
+            )
             if cfg.search.active:
                 cfg = budget_search(run, student, scores, dataset, tokens, tokenizer, soft)
-            rec = stages.run("prune", prune.run, mode="all", student=student, scores=scores, soft_targets=soft, dataset=dataset, tokenizer=tokenizer,
-                             prune=cfg.prune, distill=cfg.distill, max_length=cfg.data.max_length, seed=cfg.seed, threads=cfg.threads)  # fmt: skip
+            rec = stages.run(
+                "prune",
+                prune.run,
+                mode="all",
+                student=student,
+                scores=scores,
+                soft_targets=soft,
+                dataset=dataset,
+                tokenizer=tokenizer,
+                prune=cfg.prune,
+                distill=cfg.distill,
+                max_length=cfg.data.max_length,
+                seed=cfg.seed,
+                threads=cfg.threads,
+            )
             pruned = prune.load(stages, rec)
             p_tokenizer = Tokenizer.load(stages.path(prune.PRUNED_DIR)) if cfg.prune.vocab else tokenizer
             roles.append(Role("pruned", pruned, dataset.tokenize(p_tokenizer.hf, cfg.data.max_length), p_tokenizer))
@@ -262,22 +383,44 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         return run.manifest
 
 
-def budget_search(run: Run, student: TaskModel, scores: prune.Importance, dataset, tokens: TokenizedData, tokenizer: Tokenizer,
-                  soft: distill.SoftTargets) -> RunConfig:  # fmt: skip
+def budget_search(
+    run: Run,
+    student: TaskModel,
+    scores: prune.Importance,
+    dataset,
+    tokens: TokenizedData,
+    tokenizer: Tokenizer,
+    soft: distill.SoftTargets,
+) -> RunConfig:
     """The plan that meets the budget on the device (rank 0 searches, every rank gets its plan);
     returns the config the pruned model is then trained with, recorded as the run's config."""
     cfg, stages = run.cfg, run.stages
     overrides = None
     if stages.dist.main:
         device = cfg.search_device
-        search_data = search.prepare(stages, student, dataset, tokens, tokenizer, soft, cfg.search.vocab, cfg.data.max_length)
+        search_data = search.prepare(
+            stages, student, dataset, tokens, tokenizer, soft, cfg.search.vocab, cfg.data.max_length
+        )
         measurement = cfg.measurement().latency_only()
         with DevicePool(cfg.bench, run.progress.log) as pool:
-            probe = search.Probe(device, measurement, lambda path: pool.get(device).benchmark(path, search_data.latency_inputs, measurement))
+            probe = search.Probe(
+                device,
+                measurement,
+                lambda path: pool.get(device).benchmark(path, search_data.latency_inputs, measurement),
+            )
             try:
-                plan, fmt, report = search.search(stages, student, scores, search_data, search=cfg.search,
-                                                  writers=search.Writers(cfg.export.seq_len, cfg.export.opset, cfg.quantize),
-                                                  distill=cfg.distill, recovery_lr=cfg.prune.recovery_lr, seed=cfg.seed, probe=probe)  # fmt: skip
+                plan, fmt, report = search.search(
+                    stages,
+                    student,
+                    scores,
+                    search_data,
+                    search=cfg.search,
+                    writers=search.Writers(cfg.export.seq_len, cfg.export.opset, cfg.quantize),
+                    distill=cfg.distill,
+                    recovery_lr=cfg.prune.recovery_lr,
+                    seed=cfg.seed,
+                    probe=probe,
+                )
             except BudgetError as e:
                 run.manifest.search = e.report
                 run.save()
@@ -285,8 +428,10 @@ def budget_search(run: Run, student: TaskModel, scores: prune.Importance, datase
         run.manifest.search = report
         run.save()
         c = report["chosen"]
-        run.progress.log(f"[green]✓[/green] search: {c['plan']} as {c['format']}, {c['latency_ms']:.2f} ms, {c['size_mb']:.1f} MB, "
-                         f"val {report['metric']} ≈ {c['accuracy'] * 100:.1f}% ({len(report['candidates'])} candidates, {report['seconds']:.0f} s)")  # fmt: skip
+        run.progress.log(
+            f"[green]✓[/green] search: {c['plan']} as {c['format']}, {c['latency_ms']:.2f} ms, {c['size_mb']:.1f} MB, "
+            f"val {report['metric']} ≈ {c['accuracy'] * 100:.1f}% ({len(report['candidates'])} candidates, {report['seconds']:.0f} s)"
+        )
         overrides = plan.prune_overrides()
     cfg = build_config(flatten_tree(config_to_dict(cfg)), stages.dist.broadcast(overrides))
     run.record_config(cfg)
@@ -315,11 +460,15 @@ def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent(
         run = Run(cfg, rundir, progress, manifest=manifest)
         for role, m in manifest.models.items():
             if m.eval_inputs is None:
-                raise RunDirError(f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export")
+                raise RunDirError(
+                    f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export"
+                )
         for job in bench_stage.jobs_of(manifest, cfg.bench):
             path = rundir.path(job.artifact.path)
             if not path.is_file() or sha256_file(path) != job.artifact.sha256:
-                raise ModelError(f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}")
+                raise ModelError(
+                    f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}"
+                )
         try:
             with DevicePool(cfg.bench, progress.log) as pool:
                 run.benchmark(pool)

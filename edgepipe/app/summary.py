@@ -33,8 +33,21 @@ def summary_table(manifest: Manifest) -> Table:
     """The stage ladder: model facts once per model, then one row per artifact and device."""
     metric = manifest.metric
     table = Table(title="edgepipe: " + " -> ".join(manifest.models), title_justify="left")
-    cols = ("model", "params (M)", "MACs (M)", f"{metric} (PyTorch)", "artifact", "size (MB)", "parity / agreement",
-            "device", "threads", "p50 ms", "p90 ms", "p99 ms", f"{metric} (runtime)")  # fmt: skip
+    cols = (
+        "model",
+        "params (M)",
+        "MACs (M)",
+        f"{metric} (PyTorch)",
+        "artifact",
+        "size (MB)",
+        "parity / agreement",
+        "device",
+        "threads",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        f"{metric} (runtime)",
+    )
     for col in cols:
         table.add_column(col, justify="left" if col in ("model", "artifact", "device") else "right")
     for role, m in manifest.models.items():
@@ -42,7 +55,11 @@ def summary_table(manifest: Manifest) -> Table:
         for name, art in m.artifacts.items():
             for b in manifest.benchmarks_of(role, name) or [None]:
                 lat = b.latency_ms if b else None
-                model_cells = (role, f"{m.params / 1e6:.2f}", f"{(m.macs or 0) / 1e6:.0f}", _pct(m.get(metric))) if first else ("", "", "", "")
+                model_cells = (
+                    (role, f"{m.params / 1e6:.2f}", f"{(m.macs or 0) / 1e6:.0f}", _pct(m.get(metric)))
+                    if first
+                    else ("", "", "", "")
+                )
                 first = False
                 table.add_row(
                     *model_cells,
@@ -62,13 +79,38 @@ def summary_table(manifest: Manifest) -> Table:
 def bench_table(results: list[Measured]) -> Table:
     """`edgepipe bench MODEL`: one row per device, the runner's own fields."""
     table = Table(title="edgepipe bench", title_justify="left")
-    for col in ("device", "model", "runtime", "delegate", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "metric", "n"):
-        table.add_column(col, justify="left" if col in ("device", "model", "runtime", "delegate", "metric") else "right")
+    for col in (
+        "device",
+        "model",
+        "runtime",
+        "delegate",
+        "threads",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "mean ms",
+        "metric",
+        "n",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("device", "model", "runtime", "delegate", "metric") else "right"
+        )
     for r in results:
         lat = r.latency_ms
         emulated = (r.device_info or {}).get("emulated")
         device = f"{r.device} (emulated: {emulated})" if emulated else str(r.device)
         value = f"{r.metric} {r.metric_value * 100:.2f}%" if r.metric_value is not None else "-"
-        table.add_row(device, str(r.model), f"{r.runtime} {r.runtime_version or ''}".strip(), str(r.delegate), str(r.threads),
-                      _ms(lat.p50), _ms(lat.p90), _ms(lat.p99), _ms(lat.mean), value, str(r.n_eval))  # fmt: skip
+        table.add_row(
+            device,
+            str(r.model),
+            f"{r.runtime} {r.runtime_version or ''}".strip(),
+            str(r.delegate),
+            str(r.threads),
+            _ms(lat.p50),
+            _ms(lat.p90),
+            _ms(lat.p99),
+            _ms(lat.mean),
+            value,
+            str(r.n_eval),
+        )
     return table

@@ -102,12 +102,16 @@ class Architecture(ABC):
         return float(getattr(config, "initializer_range", 0.02))
 
     @abstractmethod
-    def resized(self, config: Any, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None) -> Any:
+    def resized(
+        self, config: Any, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None
+    ) -> Any:
         """The config of a student of this shape (everything else as the teacher's)."""
 
     def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The encoder's tensors of a checkpoint, named as `build()`'s module names them."""
-        return {k.removeprefix(self.checkpoint_prefix): v for k, v in state.items() if not k.startswith(self.head_prefix)}
+        return {
+            k.removeprefix(self.checkpoint_prefix): v for k, v in state.items() if not k.startswith(self.head_prefix)
+        }
 
     def optional_weight(self, name: str) -> bool:
         """Tensors a checkpoint may lack without being the wrong model (buffers, an unused pooler)."""

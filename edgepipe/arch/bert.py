@@ -73,14 +73,27 @@ class Bert(Architecture):
 
     def dims(self, config: BertConfig) -> Dims:
         c = config
-        return Dims(c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size, c.vocab_size,
-                    c.max_position_embeddings + c.type_vocab_size)  # fmt: skip
+        return Dims(
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.intermediate_size,
+            c.vocab_size,
+            c.max_position_embeddings + c.type_vocab_size,
+        )
 
     def dropout(self, config: BertConfig) -> float:
         return config.hidden_dropout_prob
 
-    def resized(self, config: BertConfig, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None) -> BertConfig:
-        shape = {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads, "intermediate_size": intermediate}
+    def resized(
+        self, config: BertConfig, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None
+    ) -> BertConfig:
+        shape = {
+            "num_hidden_layers": layers,
+            "hidden_size": hidden,
+            "num_attention_heads": heads,
+            "intermediate_size": intermediate,
+        }
         drop = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout is not None else {}
         return BertConfig(**(config.to_dict() | shape | drop))
 

@@ -38,7 +38,9 @@ def teacher_source(path: Path | None) -> Path:
 def check_model_dir(directory: Path) -> Path:
     directory = Path(directory)
     if not directory.exists():
-        raise ModelError(f"teacher directory {directory} does not exist; pass a local Hugging Face model dir to --teacher")
+        raise ModelError(
+            f"teacher directory {directory} does not exist; pass a local Hugging Face model dir to --teacher"
+        )
     if not directory.is_dir():
         raise ModelError(f"--teacher {directory} is a file; pass the directory that holds config.json")
     try:
@@ -54,7 +56,9 @@ def check_teacher_config(directory: Path) -> dict[str, Any]:
     cfg_path = directory / "config.json"
     if not cfg_path.is_file():
         if not any(directory.iterdir()):
-            raise ModelError(f"teacher directory {directory} is empty; it needs config.json, weights and tokenizer files")
+            raise ModelError(
+                f"teacher directory {directory} is empty; it needs config.json, weights and tokenizer files"
+            )
         raise ModelError(f"teacher directory {directory} has no config.json; pass a Hugging Face model directory")
     raw = read_json(cfg_path)
     model_type = raw.get("model_type")
@@ -75,7 +79,7 @@ def load_teacher_dir(directory: Path) -> tuple[TaskModel, bool]:
     arch = archs.get(raw["model_type"])
     try:
         config = arch.config(raw)
-    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for bad configs
+    except Exception as e:
         raise ModelError(f"teacher config {directory / 'config.json'} is invalid ({e})") from None
     state = load_state(directory)
     head = arch.head_prefix
@@ -130,9 +134,11 @@ def load_tokenizer(directory: Path):
         raise ModelError(f"teacher directory {directory} has no vocab.txt or tokenizer.json; add the tokenizer files")
     try:
         return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as e:  # noqa: BLE001 - transformers raises many kinds for broken tokenizer files
+    except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ModelError(f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {first}); check vocab.txt / tokenizer.json") from None
+        raise ModelError(
+            f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {first}); check vocab.txt / tokenizer.json"
+        ) from None
 
 
 def fingerprint(directory: Path, names: tuple[str, ...] = MODEL_FILES) -> str:

@@ -34,8 +34,15 @@ class TaskModel(nn.Module):
     `key` is the content key of the stage that produced the model (see edgepipe.stages);
     None for a model nobody recorded yet."""
 
-    def __init__(self, arch: Architecture, encoder: nn.Module, labels: list[str], pooling: Literal["mean", "cls"] = "mean",
-                 task: Task | None = None, head_seed: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        arch: Architecture,
+        encoder: nn.Module,
+        labels: list[str],
+        pooling: Literal["mean", "cls"] = "mean",
+        task: Task | None = None,
+        head_seed: int | None = None,
+    ):
         super().__init__()
         self.arch = arch
         self.task = task or tasks.get(None)
@@ -62,8 +69,13 @@ class TaskModel(nn.Module):
     def input_names(self) -> tuple[str, ...]:
         return self.arch.input_names
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False):  # fmt: skip
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ):
         out = self.arch.encode(self.encoder, input_ids, attention_mask, token_type_ids, output_hidden_states)
         y = self.task.forward(self, out, attention_mask)
         return (y, out.hidden_states) if output_hidden_states else y
@@ -103,12 +115,16 @@ class TaskModel(nn.Module):
         self.encoder.set_attn_implementation(impl)
 
 
-def new_model(arch: Architecture, config: Any, labels: list[str], pooling: Literal["mean", "cls"], task: Task | None = None) -> TaskModel:
+def new_model(
+    arch: Architecture, config: Any, labels: list[str], pooling: Literal["mean", "cls"], task: Task | None = None
+) -> TaskModel:
     """Fresh weights; the architecture's pooler only where `cls` pooling reads it."""
     return TaskModel(arch, arch.build(config, pooling == "cls"), labels, pooling, task)
 
 
-def save_model(model: TaskModel, directory: Path, tokenizer_dir: Path | None = None, extra: dict | None = None) -> list[Path]:
+def save_model(
+    model: TaskModel, directory: Path, tokenizer_dir: Path | None = None, extra: dict | None = None
+) -> list[Path]:
     """Weights (safetensors) + description; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / "model.safetensors"
@@ -150,9 +166,13 @@ def load_state(directory: Path) -> dict[str, torch.Tensor]:
     if pt.is_file():
         try:
             return torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a plain tensor file"
-            raise ModelError(f"weights file {pt} cannot be loaded safely ({type(e).__name__}); convert it to safetensors") from None
-    raise ModelError(f"{directory} has no model.safetensors (or pytorch_model.bin); point --teacher at a model directory")
+        except Exception as e:
+            raise ModelError(
+                f"weights file {pt} cannot be loaded safely ({type(e).__name__}); convert it to safetensors"
+            ) from None
+    raise ModelError(
+        f"{directory} has no model.safetensors (or pytorch_model.bin); point --teacher at a model directory"
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -170,7 +190,9 @@ def load_model(directory: Path, key: str | None = None) -> TaskModel:
     if meta.get("format") != FORMAT:
         raise ModelError(f"{directory}/edgepipe.json has format {meta.get('format')!r}, expected {FORMAT!r}")
     arch = archs.get(meta.get("model_type", "bert"))
-    model = new_model(arch, arch.config(meta["encoder_config"]), meta["labels"], meta["pooling"], tasks.get(meta.get("task")))
+    model = new_model(
+        arch, arch.config(meta["encoder_config"]), meta["labels"], meta["pooling"], tasks.get(meta.get("task"))
+    )
     if "shape" in meta:
         surgery.apply_shape(arch, model.encoder, meta["shape"])
     state = load_state(directory)

@@ -52,18 +52,23 @@ class TrainSettings:
         return max(1, math.ceil(math.ceil(n_examples / self.batch_size) * self.epochs))
 
 
-def batches(split: TokenizedSplit, batch_size: int, order: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+def batches(
+    split: TokenizedSplit, batch_size: int, order: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
     """(indices, tensors) per batch, trimmed to the longest real sequence in the batch."""
     order = np.arange(len(split)) if order is None else order
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         width = max(1, int(split.attention_mask[idx].sum(axis=1).max()))
-        yield idx, {
-            "input_ids": torch.from_numpy(split.input_ids[idx, :width]),
-            "attention_mask": torch.from_numpy(split.attention_mask[idx, :width]),
-            "token_type_ids": torch.from_numpy(split.token_type_ids[idx, :width]),
-            "labels": torch.from_numpy(split.labels[idx]),
-        }
+        yield (
+            idx,
+            {
+                "input_ids": torch.from_numpy(split.input_ids[idx, :width]),
+                "attention_mask": torch.from_numpy(split.attention_mask[idx, :width]),
+                "token_type_ids": torch.from_numpy(split.token_type_ids[idx, :width]),
+                "labels": torch.from_numpy(split.labels[idx]),
+            },
+        )
 
 
 def _shuffled(n: int, steps: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -94,7 +99,9 @@ def fit(
     seed_everything(seed)
     dist = distributed.current() if data_parallel else distributed.SINGLE
     if settings.batch_size < dist.world:
-        raise ConfigError(f"batch size {settings.batch_size} is smaller than the {dist.world} training processes; raise it or start fewer")
+        raise ConfigError(
+            f"batch size {settings.batch_size} is smaller than the {dist.world} training processes; raise it or start fewer"
+        )
     steps = settings.total_steps(len(split))
     order = _shuffled(len(split), steps, settings.batch_size, np.random.default_rng(seed))
     params = [p for p in (params or model.parameters()) if p.requires_grad]
@@ -135,7 +142,13 @@ def forward(model: nn.Module, batch: dict[str, torch.Tensor], **kwargs):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: TokenizedSplit, batch_size: int = 64, progress: Progress = Silent(), description: str = "evaluate") -> np.ndarray:
+def predict(
+    model: nn.Module,
+    split: TokenizedSplit,
+    batch_size: int = 64,
+    progress: Progress = Silent(),
+    description: str = "evaluate",
+) -> np.ndarray:
     """The model's outputs (logits) on every example, in eval mode."""
     model.eval()
     out: np.ndarray | None = None

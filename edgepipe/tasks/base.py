@@ -36,7 +36,9 @@ class Task(ABC):
         return self.name
 
     @abstractmethod
-    def build_head(self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None) -> nn.Module:
+    def build_head(
+        self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None
+    ) -> nn.Module:
         """The head on top of the encoder (seeded by `generator` when given)."""
 
     @abstractmethod
@@ -48,8 +50,14 @@ class Task(ABC):
         """The supervised loss (fine-tuning a teacher)."""
 
     @abstractmethod
-    def distillation_loss(self, temperature: float, alpha: float, hidden_weight: float = 0.0, student_width: int = 0,
-                          teacher_width: int = 0) -> nn.Module:  # fmt: skip
+    def distillation_loss(
+        self,
+        temperature: float,
+        alpha: float,
+        hidden_weight: float = 0.0,
+        student_width: int = 0,
+        teacher_width: int = 0,
+    ) -> nn.Module:
         """A module: (student outputs, teacher outputs, labels[, hidden states, mask]) -> {"loss": ...}."""
 
     @abstractmethod
@@ -63,7 +71,9 @@ class Task(ABC):
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         return self.scores(outputs, labels)[self.metric]
 
-    def compare(self, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray, split: str = "test") -> dict[str, Any]:
+    def compare(
+        self, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray, split: str = "test"
+    ) -> dict[str, Any]:
         """A converted artifact against its float reference on one split: both metrics and their agreement
         (the int8-vs-fp32 record of the quantize, TFLite and ORT-format stages)."""
         return {

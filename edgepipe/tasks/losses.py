@@ -30,7 +30,9 @@ class HiddenStateMSE(nn.Module):
         narrower = student_width and student_width != teacher_width
         self.project = nn.Linear(student_width, teacher_width, bias=False) if narrower else nn.Identity()
 
-    def forward(self, student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, student: list[torch.Tensor], teacher: list[torch.Tensor], mask: torch.Tensor | None
+    ) -> torch.Tensor:
         terms = []
         for s, t in zip(student, teacher):
             err = (self.project(s) - t).pow(2)
@@ -45,7 +47,14 @@ class HiddenStateMSE(nn.Module):
 class DistillationLoss(nn.Module):
     """alpha * soft-target KL + (1 - alpha) * cross-entropy (+ hidden_weight * hidden-state MSE)."""
 
-    def __init__(self, temperature: float, alpha: float, hidden_weight: float = 0.0, student_width: int = 0, teacher_width: int = 0):
+    def __init__(
+        self,
+        temperature: float,
+        alpha: float,
+        hidden_weight: float = 0.0,
+        student_width: int = 0,
+        teacher_width: int = 0,
+    ):
         super().__init__()
         self.temperature = temperature
         self.alpha = alpha

@@ -25,7 +25,9 @@ class SequenceClassification(Task):
     agreement_name = "argmax_agreement"
     task_library = "BertNLClassifier"
 
-    def build_head(self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None) -> nn.Linear:
+    def build_head(
+        self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None
+    ) -> nn.Linear:
         head = nn.Linear(hidden, len(labels))
         if generator is not None:
             with torch.no_grad():
@@ -45,7 +47,9 @@ class SequenceClassification(Task):
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, labels)
 
-    def distillation_loss(self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0) -> DistillationLoss:
+    def distillation_loss(
+        self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0
+    ) -> DistillationLoss:
         return DistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
 
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -55,4 +59,9 @@ class SequenceClassification(Task):
         return float((outputs.argmax(axis=-1) == reference.argmax(axis=-1)).mean())
 
     def card(self, labels: list[str]) -> dict[str, Any]:
-        return {"name": self.name, "output": "logits", "postprocess": "softmax; the label is labels[argmax]", "labels": labels}
+        return {
+            "name": self.name,
+            "output": "logits",
+            "postprocess": "softmax; the label is labels[argmax]",
+            "labels": labels,
+        }

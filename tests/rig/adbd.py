@@ -43,6 +43,11 @@ DEFAULT_PROPS = {
 }
 
 
+def _tail(path: str, n: int = 2000) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()[-n:]
+
+
 def _cmd(name: bytes) -> int:
     return struct.unpack("<I", name)[0]
 
@@ -66,7 +71,7 @@ def _kill(pgid: int) -> None:
 class _Stream:
     """One ADB stream (host OPEN -> our OKAY). Incoming WRTE data is buffered; outgoing WRTEs are flow-controlled."""
 
-    def __init__(self, conn: "_Connection", local_id: int, remote_id: int):
+    def __init__(self, conn: _Connection, local_id: int, remote_id: int):
         self.conn, self.local_id, self.remote_id = conn, local_id, remote_id
         self.closed = False
         self.on_peer_close = lambda: None
@@ -139,7 +144,7 @@ class _Stream:
 class _Connection:
     """One TCP connection from the adb server: a reader thread dispatching messages to streams."""
 
-    def __init__(self, device: "LoopbackAdbDevice", sock: socket.socket):
+    def __init__(self, device: LoopbackAdbDevice, sock: socket.socket):
         self.device, self.sock = device, sock
         self.max_payload = MAX_PAYLOAD
         self.dead = False
@@ -217,8 +222,15 @@ class _Connection:
 class LoopbackAdbDevice:
     """The fake phone: ``with LoopbackAdbDevice() as dev: adb connect dev.serial``."""
 
-    def __init__(self, port: int = 0, *, env: dict[str, str] | None = None, cwd: str | None = None,
-                 props: dict[str, str] | None = None, bin_dir: str | None = None):
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        props: dict[str, str] | None = None,
+        bin_dir: str | None = None,
+    ):
         if 5555 <= port <= 5585:
             raise ValueError("ports 5555-5585 make the adb server treat the device as an emulator")
         self.port = port
@@ -242,7 +254,7 @@ class LoopbackAdbDevice:
         return ("device::" + "".join(f"{k}={self.props[k]};" for k in keys) + f"features={FEATURES}").encode()
 
     # -- lifecycle ----------------------------------------------------------
-    def start(self) -> "LoopbackAdbDevice":
+    def start(self) -> LoopbackAdbDevice:
         if self._bin_dir is None:
             self._bin_dir = tempfile.mkdtemp(prefix="edgepipe-adbd-bin-")
         os.makedirs(self._bin_dir, exist_ok=True)
@@ -314,7 +326,7 @@ class LoopbackAdbDevice:
             shutil.rmtree(self._bin_dir, ignore_errors=True)
             self._bin_dir = None
 
-    def __enter__(self) -> "LoopbackAdbDevice":
+    def __enter__(self) -> LoopbackAdbDevice:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -327,6 +339,7 @@ class LoopbackAdbDevice:
     # -- services -----------------------------------------------------------
     def _write_getprop(self) -> None:
         """Real phones answer ``getprop``; adbutils' ``d.prop.model`` / ``d.getprop`` run it via ``shell:``."""
+
         def q(s: str) -> str:
             return "'" + s.replace("'", "'\\''") + "'"
 
@@ -347,7 +360,7 @@ class LoopbackAdbDevice:
         if name.startswith(("shell:", "shell,")):
             head, _, command = name.partition(":")
             args = head.split(",")[1:]  # e.g. shell,v2,TERM=xterm-256color,raw:CMD (adb 29 sends TERM)
-            env = {"TERM": a[5:] for a in args if a.startswith("TERM=")}
+            env = dict(a.split("=", 1) for a in args if a.startswith("TERM="))
             return lambda s: self._serve_command(s, command, v2="v2" in args, extra_env=env)
         if name.startswith("exec:"):
             return lambda s: self._serve_command(s, name[5:], v2=False)
@@ -359,9 +372,16 @@ class LoopbackAdbDevice:
         """``shell,v2:`` frames stdout/stderr/exit as packets; ``shell:``/``exec:`` are a raw stream with
         stderr merged into stdout (as real adbd does without the shell protocol) and no exit status."""
         argv = ["/bin/sh", "-c", command] if command else ["/bin/sh"]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE if v2 else subprocess.STDOUT, cwd=self.cwd,
-                                env={**self.env, **(extra_env or {})}, start_new_session=True, bufsize=0)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if v2 else subprocess.STDOUT,
+            cwd=self.cwd,
+            env={**self.env, **(extra_env or {})},
+            start_new_session=True,
+            bufsize=0,
+        )
         with self._lock:
             self._procs.add(proc)
             self._pgids.add(proc.pid)
@@ -420,6 +440,7 @@ class LoopbackAdbDevice:
 
     def _serve_sync(self, stream: _Stream) -> None:
         """SYNC.TXT v1: requests are ``ID + u32 length + path``; we answer STAT, LIST, SEND, RECV until QUIT."""
+
         def fail(message: str) -> None:
             data = message.encode()
             stream.write(b"FAIL" + struct.pack("<I", len(data)) + data)
@@ -443,14 +464,17 @@ class LoopbackAdbDevice:
                     with contextlib.suppress(OSError):
                         st = os.lstat(os.path.join(path, name))
                         raw = name.encode("utf-8", "surrogateescape")
-                        stream.write(b"DENT" + struct.pack("<IIII", st.st_mode, st.st_size & 0xFFFFFFFF,
-                                                           int(st.st_mtime), len(raw)) + raw)
+                        stream.write(
+                            b"DENT"
+                            + struct.pack("<IIII", st.st_mode, st.st_size & 0xFFFFFFFF, int(st.st_mtime), len(raw))
+                            + raw
+                        )
                 stream.write(b"DONE" + bytes(16))
             elif request == b"SEND":
                 self._sync_send(stream, path, fail)
             elif request == b"RECV":
                 try:
-                    f = open(path, "rb")
+                    f = open(path, "rb")  # noqa: SIM115 - streamed in chunks, closed by the sync loop
                 except OSError as e:
                     fail(f"open failed: {e.strerror}")
                     continue
@@ -475,7 +499,7 @@ class LoopbackAdbDevice:
             if os.path.lexists(path) and not os.path.isdir(path):
                 os.unlink(path)  # like adbd: replace rather than truncate in place (ETXTBSY, hard links)
             if not stat.S_ISLNK(mode):
-                out = open(path, "wb")
+                out = open(path, "wb")  # noqa: SIM115 - written across DATA packets, closed on DONE
         except OSError as e:
             error = f"couldn't create file: {e.strerror}"
         try:
@@ -521,15 +545,28 @@ class AdbServer:
         self.port, self.home, self.adb_path = port, home, adb
         # adb 29 keeps adbkey under $HOME/.android (ANDROID_SDK_HOME wins if set; newer adb: ANDROID_USER_HOME);
         # its log goes to $TMPDIR/adb.$UID.log. Pointing all of them at a temp dir keeps ~/.android clean.
-        self.env = {**os.environ, "HOME": home, "ANDROID_SDK_HOME": home, "TMPDIR": home,
-                    "ANDROID_USER_HOME": os.path.join(home, ".android"), "ANDROID_ADB_SERVER_PORT": str(port)}
+        self.env = {
+            **os.environ,
+            "HOME": home,
+            "ANDROID_SDK_HOME": home,
+            "TMPDIR": home,
+            "ANDROID_USER_HOME": os.path.join(home, ".android"),
+            "ANDROID_ADB_SERVER_PORT": str(port),
+        }
         self.env.pop("ADB_VENDOR_KEYS", None)
 
     def adb(self, *args: str, timeout: float = 30, check: bool = True, **kw) -> subprocess.CompletedProcess:
         if "input" not in kw:
             kw.setdefault("stdin", subprocess.DEVNULL)  # else `adb shell` forwards our stdin (shell v2 stdin packets)
-        return subprocess.run([self.adb_path, "-P", str(self.port), *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=check, **kw)
+        return subprocess.run(
+            [self.adb_path, "-P", str(self.port), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            **kw,
+        )
 
     def state(self, serial: str) -> str | None:
         for line in self.adb("devices", check=False).stdout.splitlines()[1:]:
@@ -572,16 +609,22 @@ def adb_server(port: int = 0, *, adb: str = "adb"):
     port = port or _free_port(5100, 5200)
     home = tempfile.mkdtemp(prefix="edgepipe-adb-home-")
     server = AdbServer(port, home, adb)
-    log = open(os.path.join(home, "server.log"), "wb")
-    proc = subprocess.Popen([adb, "-P", str(port), "server", "nodaemon"], env=server.env, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(os.path.join(home, "server.log"), "wb")  # noqa: SIM115 - the server's stdout for its lifetime
+    proc = subprocess.Popen(
+        [adb, "-P", str(port), "server", "nodaemon"],
+        env=server.env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 15
         while True:  # the first start generates an RSA key, which takes a moment
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"adb server on :{port} did not start: {open(log.name).read()[-2000:]}")
+                raise RuntimeError(f"adb server on :{port} did not start: {_tail(log.name)}")
             time.sleep(0.05)
         yield server
     finally:

@@ -21,9 +21,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 SSHD = "/usr/sbin/sshd"
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -91,7 +91,11 @@ class LoopbackSshd:
     # ---- setup ---------------------------------------------------------------------------
     def _keygen(self, path: Path, comment: str) -> None:
         if not path.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                check=True,
+                stdin=subprocess.DEVNULL,
+            )
 
     def _config(self, port: int) -> Path:
         w = self.workdir
@@ -149,13 +153,26 @@ class LoopbackSshd:
             port = _free_port()
             config = self._config(port)
             subprocess.run([SSHD, "-t", "-f", str(config)], check=True, capture_output=True)
-            log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            log = open(self.log_path, "ab")  # noqa: SIM115 - sshd's log for its lifetime
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
             log.close()
             if self._wait_ready(port, timeout):
                 kt, key = host_pub.read_text().split()[:2]
                 (w / "known_hosts").write_text(f"[127.0.0.1]:{port} {kt} {key}\n")
-                self.endpoint = SshEndpoint("127.0.0.1", port, pwd.getpwuid(os.getuid()).pw_name, w / "client_ed25519", w / "known_hosts", host_pub)
+                self.endpoint = SshEndpoint(
+                    "127.0.0.1",
+                    port,
+                    pwd.getpwuid(os.getuid()).pw_name,
+                    w / "client_ed25519",
+                    w / "known_hosts",
+                    host_pub,
+                )
                 return self.endpoint
             self.kill()
             last_error = self.log_path.read_text(errors="replace")[-2000:]

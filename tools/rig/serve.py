@@ -42,16 +42,28 @@ def main() -> None:
             server = LoopbackSshd(work / f"sshd{i}", path_prepend=[board / "bin"])
             ep = server.start()
             stack.callback(server.stop)
-            entries.append({"device": f"arm:{ep.user}@{ep.host}:{ep.port}", "tags": {"board": f"emulated-{i}", "soc": "qemu-cortex-a76"},
-                            "ssh": {"identity_file": str(ep.key_path), "known_hosts": str(ep.known_hosts)}})  # fmt: skip
+            entries.append(
+                {
+                    "device": f"arm:{ep.user}@{ep.host}:{ep.port}",
+                    "tags": {"board": f"emulated-{i}", "soc": "qemu-cortex-a76"},
+                    "ssh": {"identity_file": str(ep.key_path), "known_hosts": str(ep.known_hosts)},
+                }
+            )
         if args.phone:
             adb = stack.enter_context(adb_server())
             home = work / "phone"
             home.mkdir()
-            phone = stack.enter_context(LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home)))
+            phone = stack.enter_context(
+                LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home))
+            )
             adb.connect(phone.serial)
-            entries.append({"device": f"android:{phone.serial}", "tags": {"abi": "arm64-v8a"},
-                            "android": {"adb_port": adb.port, "remote_dir": f"{home}/data/local/tmp/edgepipe"}})  # fmt: skip
+            entries.append(
+                {
+                    "device": f"android:{phone.serial}",
+                    "tags": {"abi": "arm64-v8a"},
+                    "android": {"adb_port": adb.port, "remote_dir": f"{home}/data/local/tmp/edgepipe"},
+                }
+            )
         args.fleet.write_text(yaml.safe_dump({"devices": entries}, sort_keys=False))
         print(f"fleet of {len(entries)} written to {args.fleet}; Ctrl-C stops it", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
