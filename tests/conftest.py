@@ -22,8 +22,10 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def cache_dir(tmp_path_factory) -> Path:
+    """Every test's edgepipe cache (fine-tuned teachers, device locks) is the session's own, never
+    the user's ~/.cache/edgepipe: tests neither read a stale teacher nor wait on a real run's device."""
     path = tmp_path_factory.mktemp("edgepipe-cache")
     os.environ["EDGEPIPE_CACHE"] = str(path)
     return path

@@ -261,6 +261,10 @@ def test_bench_refuses_a_run_whose_artifact_changed(smoke_run, tmp_path):
     one_line(proc, "needs --inputs DIR", 2)
     proc = edgepipe("bench", str(copy), "--set", "distill.alpha=0.3")
     one_line(proc, "takes bench.* settings only", 2)
+    # the artifacts were built for one sequence length: measuring them at another is refused, not recorded
+    proc = edgepipe("bench", str(out), "--set", "bench.seq_len=32")
+    one_line(proc, "were built for sequence length 64; bench.seq_len=32 does not match", 2)
+    assert "--set export.seq_len=32" in proc.stderr
 
 
 def _uninstalled(tmp_path: Path, *dists: str) -> dict:

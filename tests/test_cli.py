@@ -2,6 +2,7 @@
 
 import subprocess
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import BIN
@@ -35,6 +36,7 @@ def test_compress_and_export_help_names_the_flags():
         assert flag in res.output
 
 
+@pytest.mark.e2e
 def test_console_scripts_are_installed():
     for name in ("compress-and-export", "edgepipe"):
         proc = subprocess.run([str(BIN / name), "--help"], capture_output=True, text=True)

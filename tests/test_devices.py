@@ -3,8 +3,9 @@
 The benchmark_model texts below are recorded output of LiteRT's real tool (older builds
 print only avg/std; newer ones add p5/median/p95 and an `INFO:` prefix). No
 benchmark_model binary exists for this machine, so these recordings are what its parser
-is tested on; everything else in devices/ is tested against real servers (test_arm.py,
-test_android.py).
+is tested on; everything else in devices/ is tested against real servers
+(test_device_runners.py: a real sshd whose commands run under qemu-aarch64, the real adb server
+talking to a loopback adbd; test_arm_rig.py and test_adbd.py test those rigs themselves).
 """
 
 import shlex

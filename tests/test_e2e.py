@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
+from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +91,9 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
         expected = art.get("test_accuracy", m["models"][b["model"]]["accuracy"])
         assert b["accuracy"] == pytest.approx(expected, abs=1 / 400 + 1e-9)
     assert "teacher" in proc.stdout and "pruned" in proc.stdout and "p50 ms" in proc.stdout
+    # regression: TensorFlow/oneDNN start-up lines leaked into the console during the TFLite export
+    leaked = [ln for ln in proc.stderr.splitlines() if "oneDNN" in ln or ln.startswith(("I0000", "W0000"))]
+    assert not leaked, leaked
 
 
 @pytest.mark.parametrize("target", ["tflite", "ort"])
@@ -140,11 +143,20 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
         from edgepipe.runtimes.litert import LiteRTModel
 
         ref = LiteRTModel(bundle / card["model"]["file"]).predict(split).argmax(1)
+        fp32 = LiteRTModel(out / m["models"]["pruned"]["artifacts"]["tflite_fp32"]["path"]).predict(split)
     else:
         from edgepipe.runtimes.onnxruntime import OrtModel
 
         ref = OrtModel(bundle / card["model"]["file"]).predict(split).argmax(1)
+        fp32 = OrtModel(out / m["models"]["pruned"]["artifacts"]["onnx_fp32"]["path"]).predict(split)
     assert app == ref.tolist()
+    # regression: the int8 TFLite used to output int8 logits, which the app check softmaxed raw (every score 1.0)
+    assert [o["dtype"] for o in card["outputs"]] == ["float32"]
+    scores = np.array([json.loads(line)["score"] for line in proc.stdout.splitlines()])
+    p = np.exp(fp32 - fp32.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    agree = np.array(app) == fp32.argmax(1)
+    assert agree.mean() >= 0.95 and np.abs(scores[agree] - p.max(1)[agree]).max() < 0.1 and scores.min() < 0.99
     if target == "tflite":
         from edgepipe.export.tflite_metadata import read_metadata
 
@@ -194,8 +206,16 @@ def test_quant_variants_bench_runs_on_a_run_dir(smoke_run, tmp_path):
     assert "latency vs fp32" in proc.stdout
 
 
-def test_rerun_reuses_every_stage_and_gives_the_same_manifest(smoke_run):
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    """A shared run dir, copied: tests that rerun or damage a run work on their own."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("run.lock"))
+    return out
+
+
+def test_rerun_reuses_every_stage_and_gives_the_same_manifest(smoke_run, tmp_path):
     out, cache, _ = smoke_run
+    out = copy_run(out, tmp_path)
     first = json.loads((out / "manifest.json").read_text())
     proc = run_cli("--smoke", "--out", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -205,8 +225,29 @@ def test_rerun_reuses_every_stage_and_gives_the_same_manifest(smoke_run):
     assert without_timings(first) == without_timings(second)
 
 
-def test_corrupted_artifact_is_rebuilt_and_only_what_depends_on_it_reruns(smoke_run):
+def test_results_added_by_edgepipe_bench_survive_a_rerun(smoke_run, tmp_path):
+    """Regression: the rerun wrote its fresh manifest before reading back the earlier rows, losing them."""
+    import subprocess
+
     out, cache, _ = smoke_run
+    out = copy_run(out, tmp_path)
+    cmd = [str(BIN / "edgepipe"), "bench", str(out), "--device", "x86", "--bench-threads", "2", "--artifacts", "onnx_int8"]
+    proc = subprocess.run([*cmd, "--runs", "3", "--warmup", "0"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def two_thread_rows() -> list[tuple[str, str]]:
+        m = json.loads((out / "manifest.json").read_text())
+        return sorted((b["model"], b["artifact"]) for b in m["benchmarks"] if b["threads"] == 2)
+
+    assert two_thread_rows() == [("pruned", "onnx_int8"), ("student", "onnx_int8")]
+    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert two_thread_rows() == [("pruned", "onnx_int8"), ("student", "onnx_int8")]
+
+
+def test_corrupted_artifact_is_rebuilt_and_only_what_depends_on_it_reruns(smoke_run, tmp_path):
+    out, cache, _ = smoke_run
+    out = copy_run(out, tmp_path)
     onnx = out / "onnx" / "student.fp32.onnx"
     data = onnx.read_bytes()
     onnx.write_bytes(data[: len(data) // 2])
@@ -221,9 +262,7 @@ def test_corrupted_artifact_is_rebuilt_and_only_what_depends_on_it_reruns(smoke_
 
 def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
     out, cache, _ = smoke_run
-    copy = tmp_path / "run"
-    shutil.copytree(out, copy)
-    (copy / "run.lock").unlink()
+    copy = copy_run(out, tmp_path)
     proc = run_cli("--smoke", "--out", str(copy), "--set", "distill.temperature=4", cache=cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((copy / "manifest.json").read_text())

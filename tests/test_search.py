@@ -117,6 +117,7 @@ def search_run(smoke_run, tmp_path_factory):
     return out, cache, budget, json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.e2e
 def test_search_meets_a_latency_budget_on_x86(search_run):
     out, _, budget, m = search_run
     s = m["search"]
@@ -127,6 +128,13 @@ def test_search_meets_a_latency_budget_on_x86(search_run):
     assert m["models"]["pruned"]["heads_per_layer"] == chosen["shape"]["heads"]
     assert m["models"]["pruned"]["ffn_per_layer"] == chosen["shape"]["ffn"]
     assert m["config"]["search"]["max_latency_ms"] == budget
+    # regression: the recorded config (manifest and config.yaml) is the one the shipped model was trained with
+    import yaml
+
+    for recorded in (m["config"], yaml.safe_load((out / "config.yaml").read_text())):
+        assert {f"prune.{k}": v for k, v in recorded["prune"].items() if f"prune.{k}" in chosen["prune"]} == chosen[
+            "prune"
+        ]
     assert s["final"]["latency_ms"] > 0 and "meets_budget" in s["final"]
     # the latency model: fitted on untrained random shapes, checked on points and candidates it never saw
     lm = s["latency_models"]["onnx_int8"]
@@ -143,6 +151,7 @@ def test_search_meets_a_latency_budget_on_x86(search_run):
     assert (out / "report_files" / "search.svg").is_file()
 
 
+@pytest.mark.e2e
 def test_chosen_plan_is_on_the_pareto_front_and_best_within_budget(search_run):
     s = search_run[3]["search"]
     cands = s["candidates"]
@@ -155,8 +164,11 @@ def test_chosen_plan_is_on_the_pareto_front_and_best_within_budget(search_run):
     assert cands[chosen]["accuracy"] == max(c["accuracy"] for c in within)
 
 
-def test_infeasible_budget_names_the_closest_plan(search_run):
-    out, cache, _, _ = search_run
+@pytest.mark.e2e
+def test_infeasible_budget_names_the_closest_plan(search_run, tmp_path):
+    src, cache, _, _ = search_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("run.lock"))
     proc = run_cli(
         "--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", "0.001", *SEARCH_FLAGS, cache=cache
     )
@@ -185,6 +197,7 @@ def test_infeasible_budget_names_the_closest_plan(search_run):
     assert "none of the 2 plans tried meets the budget on x86" in proc.stderr and "< 99.9%" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_search_stops_at_its_time_budget(smoke_run, tmp_path):
     """Called as a function on the smoke run's student: a 1 s budget stops after the fewest points a fit needs and one plan."""
     import time

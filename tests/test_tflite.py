@@ -84,6 +84,7 @@ def test_device_runner_runs_tflite_with_xnnpack(converted, tmp_path):
     )
 
 
+@pytest.mark.e2e
 def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tiny_teacher, monkeypatch):
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     with pytest.raises(ModelError, match=r"litert-torch, which is not installed; pip install 'litert-torch==0.10.0'"):

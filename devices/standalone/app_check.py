@@ -142,7 +142,11 @@ class Model:
         for detail, name in zip(self.inputs, ("input_ids", "attention_mask", "token_type_ids")):
             self.tfl.set_tensor(detail["index"], feeds[name].astype(detail["dtype"]))
         self.tfl.invoke()
-        return self.tfl.get_tensor(self.output["index"])[0]
+        out = self.tfl.get_tensor(self.output["index"])[0]
+        scale, zero_point = self.output.get("quantization", (0.0, 0))
+        if out.dtype != np.float32 and scale:  # an int8 output (bundles before edgepipe dequantized in the graph)
+            out = (out.astype(np.float32) - zero_point) * scale
+        return out
 
 
 def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:

@@ -1,0 +1,110 @@
+"""Every registered architecture (edgepipe/arch) against the same contract, on a tiny model of it.
+
+As Optimum's `test_all_models_tested`: registering an architecture without a tiny model here
+fails `test_every_architecture_has_a_tiny_model`; with one, it runs every contract below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_bert, write_sentiment_csv
+from edgepipe.arch import ARCHITECTURES
+from edgepipe.config import DataConfig, StudentConfig
+from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.model.load import Tokenizer, load_teacher_dir
+from edgepipe.model.surgery import apply_plan, count_macs, shape_of
+from edgepipe.model.task_model import load_model, save_model
+from edgepipe.model.train import predict
+from edgepipe.pipeline.data import load_dataset
+from edgepipe.pipeline.distill import build_student
+from edgepipe.pipeline.prune import Gates
+
+# model_type -> a function writing a tiny Hugging Face model directory of it (4 heads of 16, FFN 128, 2 layers)
+TINY_MODELS: dict[str, Callable[[Path], Path]] = {
+    "bert": lambda d: make_tiny_bert(d, layers=2, hidden=64, heads=4, seed=1),
+}
+
+
+def test_every_architecture_has_a_tiny_model():
+    assert set(ARCHITECTURES) == set(TINY_MODELS), "add a tiny model of each registered architecture to TINY_MODELS"
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_MODELS))
+def tiny(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp(f"arch-{request.param}")
+    directory = TINY_MODELS[request.param](d / "model")
+    model = load_teacher_dir(directory)[0].with_labels(["neg", "pos"], seed=0).eval()
+    tokenizer = Tokenizer.load(directory)
+    dataset, _ = load_dataset(DataConfig(path=write_sentiment_csv(d / "r.csv", n=240), val_size=40, test_size=40))
+    return request.param, model, tokenizer, dataset, dataset.tokenize(tokenizer.hf, 24), d
+
+
+def test_the_model_is_its_architecture_and_reads_only_real_tokens(tiny):
+    model_type, model, _, _, data, _ = tiny
+    assert model.arch.model_type == model_type and model.config.model_type == model_type
+    t = data.test
+    ids = t.input_ids[:8].copy()
+    ids[t.attention_mask[:8] == 0] = 7  # other tokens in padded positions
+    a = predict(model, t.head(8))
+    b = predict(model, type(t)(ids, t.attention_mask[:8], t.token_type_ids[:8], t.labels[:8]))
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_removed_heads_and_neurons_equal_masked_ones_and_round_trip(tiny, tmp_path):
+    _, model, _, _, data, _ = tiny
+    d = model.dims
+    plan = {"layers": [0, 1], "heads": [[0, 2], []], "ffn": [list(range(0, d.intermediate, 3)), []]}
+    pruned = apply_plan(model, plan)
+    heads = [torch.tensor([1.0 if h in kept else 0.0 for h in range(d.heads)]) for kept in plan["heads"]]
+    ffn = [torch.tensor([1.0 if n in kept else 0.0 for n in range(d.intermediate)]) for kept in plan["ffn"]]
+    with Gates(model, heads, ffn):
+        masked = predict(model, data.test)
+    assert np.abs(predict(pruned, data.test) - masked).max() < 1e-5
+    assert shape_of(pruned.arch, pruned.encoder) == {"heads": [2, 0], "ffn": [len(plan["ffn"][0]), 0]}
+    full, small = count_macs(model.arch, model.encoder, 32), count_macs(pruned.arch, pruned.encoder, 32)
+    assert small["attention"] * 4 == full["attention"]  # 2 of 2x4 heads left
+    assert pruned.num_params() < model.num_params()
+    save_model(pruned, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert back.arch is model.arch and np.array_equal(predict(back, data.test), predict(pruned, data.test))
+
+
+def test_a_pruned_vocabulary_gives_the_same_outputs_through_its_own_tokenizer(tiny, tmp_path):
+    _, model, tokenizer, dataset, data, _ = tiny
+    vocab = model.arch.prune_vocabulary(tokenizer.hf, dataset.texts["train"], tokenizer.directory, tmp_path / "tok")
+    assert len(vocab.kept_ids) < vocab.original_size // 3
+    small = apply_plan(
+        model, {"layers": [0, 1], "heads": [[0, 1, 2, 3]] * 2, "ffn": [list(range(model.dims.intermediate))] * 2}
+    )
+    small.arch.keep_tokens(small.encoder, vocab.kept_ids)
+    new = dataset.tokenize(vocab.tokenizer, 24)
+    # the texts the vocabulary was cut from: the same tokens under new ids, the same outputs
+    assert np.array_equal(np.asarray(vocab.kept_ids)[new.train.input_ids], data.train.input_ids)
+    assert np.abs(predict(small, new.train) - predict(model, data.train)).max() < 1e-5
+    card = model.arch.tokenizer_card(vocab.tokenizer, tmp_path / "tok")
+    assert card["vocab_size"] == len(vocab.kept_ids) and (tmp_path / "tok" / card["vocab"]).is_file()
+
+
+def test_students_of_the_same_and_a_narrower_width(tiny):
+    _, model, _, _, data, _ = tiny
+    same = build_student(model, StudentConfig(layers=[1]), seed=0)
+    for (k, v), (_, w) in zip(
+        same.arch.layers(same.encoder)[0].state_dict().items(), model.arch.layers(model.encoder)[1].state_dict().items()
+    ):
+        assert torch.equal(v, w), k
+    narrow = build_student(model, StudentConfig(layers=[0], hidden_size=32, num_heads=2), seed=0)
+    assert narrow.dims.hidden == 32 and narrow.arch.word_embeddings(narrow.encoder).weight.shape[1] == 32
+    assert predict(narrow, data.test.head(4)).shape == (4, 2)
+
+
+def test_the_onnx_export_of_a_pruned_model_matches_pytorch(tiny, tmp_path):
+    _, model, _, _, data, _ = tiny
+    pruned = apply_plan(model, {"layers": [1], "heads": [[1, 3]], "ffn": [list(range(0, model.dims.intermediate, 2))]})
+    export_onnx(pruned, tmp_path / "m.onnx", data.test)
+    assert check_parity(pruned, tmp_path / "m.onnx", data.test, atol=1e-4)["parity_max_abs"] < 1e-4

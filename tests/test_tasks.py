@@ -1,0 +1,73 @@
+"""Every registered task (edgepipe/tasks) against the same contract, with hand-computed numbers.
+
+A task without an entry in CASES fails `test_every_task_is_tested`; each task's metric must be
+one the standalone device runner computes under the same name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgepipe.devices.standalone.runner import METRICS
+from edgepipe.tasks import TASKS, get
+
+# task -> (outputs of two models for 4 examples, labels, hand-computed expectations)
+CASES = {
+    "sequence_classification": {
+        "outputs": np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0], [5.0, -1.0]], dtype=np.float32),
+        "reference": np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0], [4.0, 0.0]], dtype=np.float32),
+        "labels": np.array([0, 1, 0, 0]),
+        # outputs' argmax 0,1,1,0 vs labels 0,1,0,0: 3 of 4; reference argmax 0,1,0,0: 4 of 4; they agree on 3 of 4
+        "metric": 0.75,
+        "reference_metric": 1.0,
+        "agreement": 0.75,
+    },
+}
+
+
+def test_every_task_is_tested():
+    assert set(TASKS) == set(CASES), "add each registered task to CASES"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_metric_agreement_and_the_int8_comparison_record(name):
+    task, case = get(name), CASES[name]
+    assert task.metric in METRICS, "the device runner must compute the task's metric under its name"
+    assert task.score(case["outputs"], case["labels"]) == pytest.approx(case["metric"])
+    assert METRICS[task.metric](case["outputs"], case["labels"]) == pytest.approx(case["metric"])
+    assert task.agreement(case["outputs"], case["reference"]) == pytest.approx(case["agreement"])
+    record = task.compare(case["outputs"], case["reference"], case["labels"])
+    assert record == pytest.approx(
+        {
+            f"test_{task.metric}": case["metric"],
+            f"fp32_test_{task.metric}": case["reference_metric"],
+            task.agreement_name: case["agreement"],
+        }
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_distillation_loss_is_zero_on_the_teachers_own_outputs_without_a_task_loss(name):
+    task, case = get(name), CASES[name]
+    z = torch.from_numpy(case["outputs"])
+    loss = task.distillation_loss(temperature=2.0, alpha=1.0)(z, z.clone(), torch.from_numpy(case["labels"]))["loss"]
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_seeded_head_is_reproducible_and_the_card_names_the_output(name):
+    task = get(name)
+    a = task.build_head(8, ["x", "y", "z"], 0.02, torch.Generator().manual_seed(3))
+    b = task.build_head(8, ["x", "y", "z"], 0.02, torch.Generator().manual_seed(3))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    card = task.card(["x", "y", "z"])
+    assert card["name"] == name and card["labels"] == ["x", "y", "z"] and card["output"] in task.output_names
+
+
+def test_an_unknown_task_is_a_config_error():
+    from edgepipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows sequence_classification"):
+        get("ranking")
