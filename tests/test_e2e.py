@@ -231,7 +231,17 @@ def test_results_added_by_edgepipe_bench_survive_a_rerun(smoke_run, tmp_path):
 
     out, cache, _ = smoke_run
     out = copy_run(out, tmp_path)
-    cmd = [str(BIN / "edgepipe"), "bench", str(out), "--device", "x86", "--bench-threads", "2", "--artifacts", "onnx_int8"]
+    cmd = [
+        str(BIN / "edgepipe"),
+        "bench",
+        str(out),
+        "--device",
+        "x86",
+        "--bench-threads",
+        "2",
+        "--artifacts",
+        "onnx_int8",
+    ]
     proc = subprocess.run([*cmd, "--runs", "3", "--warmup", "0"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
