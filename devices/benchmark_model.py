@@ -24,6 +24,7 @@ import numpy as np
 from edgepipe.devices.standalone.runner import INPUTS, METRICS, load_inputs
 from edgepipe.errors import DeviceError
 from edgepipe.measurement import Measured, Measurement
+from edgepipe.runtimes.litert import LiteRTModel
 
 _NUM = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _RUN_LINE = re.compile(
@@ -76,8 +77,6 @@ def parse_output(text: str) -> dict[str, Any]:
 
 def input_layout(model: Path) -> list[dict[str, Any]]:
     """Input names, dtypes and [1, L] shapes in runner order (sorted by name, as the standalone runner feeds them)."""
-    from edgepipe.runtimes.litert import LiteRTModel
-
     m = LiteRTModel(model)
     return [{"name": d["name"], "dtype": np.dtype(d["dtype"]), "shape": [int(x) for x in d["shape"]]} for d in m.inputs]
 

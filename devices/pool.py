@@ -16,6 +16,10 @@ from typing import Any, Protocol
 
 from edgepipe.config import AndroidConfig, BenchConfig, SshConfig
 from edgepipe.device_spec import parse_device
+from edgepipe.devices.android import open_android
+from edgepipe.devices.arm import open_arm
+from edgepipe.devices.lock import DeviceLock
+from edgepipe.devices.x86 import X86Device
 from edgepipe.errors import DeviceError
 from edgepipe.measurement import Measured, Measurement
 
@@ -31,23 +35,15 @@ def open_device(text: str, ssh: SshConfig, android: AndroidConfig) -> Device:
     """Connects now: unreachable hosts, unknown host keys and missing runtimes fail here, with one line."""
     spec = parse_device(text)
     if spec.kind == "arm":
-        from edgepipe.devices.arm import open_arm
-
         return open_arm(spec, ssh)
     if spec.kind == "android":
-        from edgepipe.devices.android import open_android
-
         return open_android(spec, android)
-    from edgepipe.devices.x86 import X86Device
-
     return X86Device()
 
 
 def open_locked(text: str, bench: BenchConfig, log: Callable[[str], None]):
     """(device, lock): the device held for this process (see lock.py), then connected with its own
     fleet settings. The caller closes the device and releases the lock."""
-    from edgepipe.devices.lock import DeviceLock
-
     lock = DeviceLock(text, bench.lock_dir, bench.device_lock_timeout_s, on_wait=log).acquire()
     try:
         log(f"connecting to {text}")

@@ -72,9 +72,9 @@ class Stages:
     the calling process, no waiting (rank-0-only work such as the budget search's estimates).
     """
 
-    def __init__(self, rundir: RunDir, progress: Progress = Silent(), dist: Dist = SINGLE):
+    def __init__(self, rundir: RunDir, progress: Progress = Silent(), dist: Dist = SINGLE, timings: dict | None = None):
         self.rundir, self.progress, self.dist = rundir, progress, dist
-        self.timings: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, dict[str, Any]] = {} if timings is None else timings  # seconds and reuse per stage
         self._lock = threading.Lock()  # device workers run stages side by side
 
     def path(self, rel: str) -> Path:

@@ -17,9 +17,11 @@ from typing import Any
 
 from edgepipe.arch.base import Architecture
 from edgepipe.devices.standalone import app_check
+from edgepipe.export.tflite_metadata import write_metadata
 from edgepipe.manifest import Artifact
 from edgepipe.model.load import Tokenizer
 from edgepipe.rundir import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
+from edgepipe.runtimes.litert import LiteRTModel
 from edgepipe.stages import Result, Stages
 from edgepipe.tasks.base import Task
 
@@ -95,8 +97,6 @@ def describe_io(
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """(runtime, inputs, outputs) as the runtime itself reports them; `role` is what each tensor means."""
     if model_file.suffix == ".tflite":
-        from edgepipe.runtimes.litert import LiteRTModel
-
         it = LiteRTModel(model_file).interpreter
         ins = sorted(
             it.get_input_details(), key=lambda d: d["name"]
@@ -173,8 +173,6 @@ def write_bundle(
     shipped = directory / model_file.name
     runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
     if tflite_metadata and runtime == "litert" and task.task_library and token_card["type"] == "bert_wordpiece":
-        from edgepipe.export.tflite_metadata import write_metadata
-
         names = {i["role"]: i["tensor"] for i in inputs}
         write_metadata(
             shipped,

@@ -45,6 +45,8 @@ import torch
 from edgepipe import runtimes
 from edgepipe.config import DistillConfig, PruneConfig, QuantizeConfig, SearchConfig
 from edgepipe.errors import BudgetError, ConfigError
+from edgepipe.export import tflite
+from edgepipe.export.onnx import export_onnx
 from edgepipe.manifest import Manifest
 from edgepipe.measurement import Measured, Measurement
 from edgepipe.model.load import Tokenizer
@@ -52,6 +54,7 @@ from edgepipe.model.surgery import apply_plan
 from edgepipe.model.task_model import TaskModel
 from edgepipe.model.train import TrainSettings, distillation_objective, fit, predict
 from edgepipe.pareto import undominated
+from edgepipe.pipeline import quantize as Q
 from edgepipe.pipeline.data import Dataset
 from edgepipe.pipeline.distill import SoftTargets
 from edgepipe.pipeline.prune import Importance, non_embedding_params, select
@@ -211,20 +214,14 @@ class Writers:
 def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit, w: Writers) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt.startswith("onnx"):
-        from edgepipe.export.onnx import export_onnx
-
         fp32 = path.with_suffix(".fp32.onnx") if fmt == "onnx_int8" else path
         export_onnx(model, fp32, train, opset=w.opset)
         if fmt == "onnx_int8":
-            from edgepipe.pipeline import quantize as Q
-
             pre = path.with_suffix(".pre.onnx")
             Q.preprocess(fp32, pre)
             reader = Q.CalibrationReader(train, w.qcfg.calibration_examples, w.seq_len)
             Q.static_int8(pre, path, reader, w.qcfg, [], path.with_suffix(".calibration.json"))
         return path
-    from edgepipe.export import tflite
-
     if fmt == "tflite_fp32":
         tflite.export_tflite_fp32(model, path, train, w.seq_len)
     else:

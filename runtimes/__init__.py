@@ -12,6 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from edgepipe.errors import ModelError
+from edgepipe.runtimes.litert import LiteRTModel
+from edgepipe.runtimes.onnxruntime import OrtModel
 from edgepipe.tokenized import TokenizedSplit
 
 SUFFIXES = (".onnx", ".ort", ".tflite")
@@ -28,12 +30,8 @@ def open_model(path: Path, threads: int = 1) -> HostModel:
     """The runtime a model file's suffix calls for (.onnx/.ort: ONNX Runtime, .tflite: LiteRT)."""
     path = Path(path)
     if path.suffix in (".onnx", ".ort"):
-        from edgepipe.runtimes.onnxruntime import OrtModel
-
         return OrtModel(path, threads)
     if path.suffix == ".tflite":
-        from edgepipe.runtimes.litert import LiteRTModel
-
         return LiteRTModel(path, threads)
     raise ModelError(f"{path.name}: unknown model format (expected {', '.join(SUFFIXES)})")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from edgepipe.config import BenchConfig
 from edgepipe.device_spec import parse_device
@@ -127,7 +126,3 @@ def benchmark(
             with lock:
                 manifest.device_sessions = driven
                 save()
-
-
-def eval_inputs_dir(stages: Stages, role: str) -> Path:
-    return stages.path(f"data/{'test' if role in ('teacher', 'student') else 'test_' + role}")

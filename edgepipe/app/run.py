@@ -26,7 +26,7 @@ from edgepipe.app.report import write_report
 from edgepipe.config import RunConfig, build_config, config_to_dict, flatten_tree, migrate
 from edgepipe.devices.pool import DevicePool
 from edgepipe.errors import BudgetError, ConfigError, ModelError, RunDirError
-from edgepipe.export import bundle, onnx, ort_format, tflite
+from edgepipe.export import bundle, onnx, ort_format, tflite, tflite_metadata
 from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
 from edgepipe.model.load import Tokenizer, teacher_source
 from edgepipe.model.task_model import TaskModel
@@ -84,7 +84,6 @@ class Run:
         manifest: Manifest | None = None,
     ):
         self.cfg, self.dir = cfg, rundir
-        self.stages = Stages(rundir, progress, dist)
         self.manifest = manifest or Manifest(
             version=edgepipe.__version__,
             config=config_to_dict(cfg),
@@ -94,8 +93,7 @@ class Run:
             models={},
             benchmarks=[],
         )
-        self.manifest.timings = self.stages.timings | self.manifest.timings
-        self.stages.timings = self.manifest.timings
+        self.stages = Stages(rundir, progress, dist, timings=self.manifest.timings)
         self._lock = threading.RLock()  # device workers update the manifest side by side
 
     @property
@@ -122,7 +120,8 @@ class Run:
         """The manifest entry of a model: size facts, its PyTorch metric, its stage report, its eval inputs."""
         model, metric = role.model, role.model.task.metric
         ev = self.stages.run(f"eval_{role.name}", evaluate.run, model=model, data=role.data, role=role.name).result
-        inputs = self.dir.path(f"data/{'test' if role.name in ('teacher', 'student') else 'test_' + role.name}")
+        # runner inputs: the teacher's ids (teacher, student), the pruned model's own (it may have its own vocabulary)
+        inputs = self.dir.path("data/test" if role.name in ("teacher", "student") else f"data/test_{role.name}")
         self.stages.run(f"eval_inputs_{inputs.name}", _save_eval_inputs, data=role.data, directory=inputs.name)
         entry = (
             model.describe(self.cfg.export.seq_len)
@@ -267,9 +266,7 @@ def preflight(cfg: RunConfig) -> None:
     if cfg.export.tflite:
         tflite.require_litert_torch(import_it=False)
         if cfg.export.tflite_metadata:
-            from edgepipe.export.tflite_metadata import require_tflite_support
-
-            require_tflite_support()
+            tflite_metadata.require_tflite_support()
 
 
 def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Progress = Silent()) -> Manifest | None:
