@@ -24,7 +24,7 @@ import torch
 from edgepipe.errors import ExportParityError, ModelError
 from edgepipe.manifest import Artifact
 from edgepipe.model.task_model import TaskModel
-from edgepipe.quiet import quiet_output
+from edgepipe.quiet import litert_environment, quiet_output
 from edgepipe.rundir import atomic_path
 from edgepipe.runtimes.litert import LiteRTModel
 from edgepipe.stages import Result, Stages
@@ -47,6 +47,7 @@ def require_litert_torch(import_it: bool = True):
         raise missing from None
     if not import_it:
         return None
+    litert_environment()  # library callers too: before the converter's bundled TensorFlow loads
     try:
         import litert_torch
     except ImportError:

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgepipe.devices.standalone import runner
 from edgepipe.errors import ModelError
+from edgepipe.quiet import native_stderr_captured
 from edgepipe.tokenized import TokenizedSplit
 
 
@@ -22,7 +23,8 @@ class LiteRTModel(runner.LiteRTModel):
         if not self.path.is_file():
             raise ModelError(f"TFLite model {self.path} does not exist; run compress-and-export first")
         try:
-            super().__init__(str(self.path), threads)
+            with native_stderr_captured():  # LiteRT's own "Created TensorFlow Lite XNNPACK delegate" line
+                super().__init__(str(self.path), threads)
         except runner.UserError as e:
             raise ModelError(
                 f"{e}; the file is corrupt or the runtime is missing (pip install 'ai-edge-litert==2.3.0')"
