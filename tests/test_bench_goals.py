@@ -1,36 +1,56 @@
-"""`python -m bench`: the goals suite on a tiny real run. Checks structure and that every ratio is computed
-from the numbers it reports; never asserts a timing."""
+"""`python -m bench` (bench/goals.py): the goals suite.
+
+Fast tier: its pure parts, and `measure()` on a copy of the fixture run with the runtimes stubbed
+(files of the manifest's sizes, latencies and accuracies set by hand), so every ratio, median and
+throughput figure is checked against a number worked out by hand, not against the code's own formula.
+End-to-end (`e2e`): the real command on a copy of a tiny real run; structure and plumbing only,
+never a timing.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
+from fixtures import MANIFEST
 
 from bench import goals
+from edgepipe.devices.remote import RUNNER
+from edgepipe.errors import EdgepipeError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_goal_status_boundaries_and_not_measured():
     assert goals.goal_status("size_ratio", 20.0) == "met" and goals.goal_status("size_ratio", 19.99) == "not met"
+    assert goals.goal_status("latency_ratio", 15.0) == "met" and goals.goal_status("latency_ratio", 14.99) == "not met"
+    assert goals.goal_status("accuracy_kept", 0.97) == "met" and goals.goal_status("accuracy_kept", 0.9699) == "not met"
     assert goals.goal_status("wall_s", 600.0) == "met" and goals.goal_status("wall_s", 600.1) == "not met"
     assert (
-        goals.goal_status("runner_overhead", 0.031) == "not met"
-        and goals.goal_status("accuracy_kept", None) == "not measured"
+        goals.goal_status("runner_overhead", 0.03) == "met" and goals.goal_status("runner_overhead", 0.031) == "not met"
     )
+    assert goals.goal_status("runner_overhead", -0.01) == "met"  # the runner measured faster than the bare loop
+    assert goals.goal_status("accuracy_kept", None) == "not measured"
+
+
+def test_goal_text():
+    assert [goals.goal_text(k) for k in goals.GOALS] == [">= 20x", ">= 15x", ">= 97%", "<= 600 s", "<= 3%"]
 
 
 def test_best_isa_prefers_the_widest_int8_path():
     assert goals.best_isa(["avx2", "avx512bw", "avx512_vnni"])["isa"] == "AVX512-VNNI"
     assert goals.best_isa(["avx2"])["isa"] == "AVX2" and goals.best_isa([]) is None
     assert goals.best_isa(["avx2", "avx512_vnni", "amx_tile", "amx_int8"])["isa"] == "AMX-INT8"
+    assert goals.best_isa(["avx2", "avx_vnni"])["isa"] == "AVX-VNNI"
+    assert goals.best_isa(["amx_tile", "avx2"])["isa"] == "AVX2"  # AMX needs both flags
 
 
 def test_atomic_write_leaves_no_temp_file(tmp_path):
@@ -38,16 +58,415 @@ def test_atomic_write_leaves_no_temp_file(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1} and os.listdir(tmp_path) == ["r.json"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_full_run):
-    return tiny_full_run[0]
+# -- measurements, runtimes stubbed --------------------------------------------------------------------
+
+
+class _Model:
+    """Stands in for runner.OnnxRuntimeModel / LiteRTModel: remembers the file and counts its latency rounds."""
+
+    runtime = "?"
+
+    def __init__(self, path: str, threads: int):
+        self.name, self.threads, self.round = Path(path).name, threads, 0
+        self.info = {"runtime": self.runtime}
+
+
+class _Ort(_Model):
+    runtime = "onnxruntime"
+
+
+class _Lite(_Model):
+    runtime = "litert"
+
+
+def _stub_latency(monkeypatch, p50s: dict[str, list[float]]) -> list[tuple]:
+    """runner.measure_latency answering each file's p50 round by round; returns the calls it saw."""
+    calls = []
+
+    def measure_latency(model, arrays, warmup, runs, batch, seq_len):
+        calls.append((model.name, arrays["from"], warmup, runs, batch, seq_len))
+        p50 = p50s[model.name][model.round]
+        model.round += 1
+        return SimpleNamespace(p50=p50), 0.0
+
+    monkeypatch.setattr(goals.rn, "measure_latency", measure_latency)
+    return calls
+
+
+def test_paired_latency_alternates_rounds_and_takes_the_median_of_per_round_ratios(monkeypatch):
+    calls = _stub_latency(monkeypatch, {"a.onnx": [10.0, 12.0, 9.0, 11.0], "b.onnx": [1.0, 0.5, 0.5, 2.0]})
+    out = goals.paired_latency(
+        lambda: _Ort("a.onnx", 1), lambda: _Ort("b.onnx", 1), {"from": "A"}, {"from": "B"}, 64, 4, 3, 20
+    )
+    # ABBA: a b | b a | a b | b a, each on its own inputs
+    assert [c[:2] for c in calls] == [
+        ("a.onnx", "A"),
+        ("b.onnx", "B"),
+        ("b.onnx", "B"),
+        ("a.onnx", "A"),
+        ("a.onnx", "A"),
+        ("b.onnx", "B"),
+        ("b.onnx", "B"),
+        ("a.onnx", "A"),
+    ]
+    assert {c[2:] for c in calls} == {(3, 20, 1, 64)}  # warmup, runs, batch 1, seq_len
+    assert out["ratio_per_round"] == [10.0, 24.0, 18.0, 5.5]
+    assert out["ratio"] == 14.0  # median of 5.5, 10, 18, 24
+    assert out["a_p50_ms"] == 10.5 and out["b_p50_ms"] == 0.75  # medians of each side
+    assert out["info_a"] == {"runtime": "onnxruntime"}
+
+
+def test_runner_overhead_is_the_median_ratio_of_runner_to_bare_p50(monkeypatch):
+    import onnxruntime
+
+    order, runner_p50, bare_p50 = [], iter([0.52, 0.50, 0.55]), iter([0.50, 0.50, 0.50])
+
+    class Session:
+        def __init__(self, path, options, providers):
+            self.path = path
+
+        def get_inputs(self):
+            return [SimpleNamespace(name="input_ids")]
+
+        def run(self, outputs, feed):
+            return None
+
+    def run(cmd, **kwargs):
+        order.append("runner")
+        out = json.dumps({"latency_ms": {"p50": next(runner_p50)}})
+        return subprocess.CompletedProcess(cmd, 0, stdout=f"a line of noise\n{out}\n", stderr="")
+
+    def from_samples(cls, samples):
+        order.append("bare")
+        return SimpleNamespace(p50=next(bare_p50))
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    monkeypatch.setattr(goals.rn, "load_inputs", lambda directory: ({}, None))
+    monkeypatch.setattr(goals.rn, "padded_batch", lambda arrays, i, batch, seq_len: {"input_ids": i, "labels": i})
+    monkeypatch.setattr(goals.rn, "ort_session_options", lambda threads: None)
+    monkeypatch.setattr(goals.rn.LatencyStats, "from_samples", classmethod(from_samples))
+    monkeypatch.setattr(goals.subprocess, "run", run)
+
+    ov = goals.runner_overhead(Path("m.onnx"), Path("inputs"), 2, 64, 3, 1, 4)
+    assert order == ["runner", "bare", "bare", "runner", "runner", "bare"]  # alternating rounds
+    assert ov["ratio_per_round"] == pytest.approx([1.04, 1.0, 1.1])  # 0.52/0.50, 0.50/0.50, 0.55/0.50
+    assert ov["ratio"] == pytest.approx(1.04) and ov["overhead"] == pytest.approx(0.04)
+    assert ov["runner_p50_ms"] == 0.52 and ov["bare_p50_ms"] == 0.5
+    assert ov["runner_cmd"] == [
+        sys.executable,
+        str(RUNNER),
+        "--model",
+        "m.onnx",
+        "--inputs",
+        "inputs",
+        "--threads",
+        "2",
+        "--warmup",
+        "1",
+        "--runs",
+        "4",
+        "--batch",
+        "1",
+        "--seq-len",
+        "64",
+        "--no-accuracy",
+    ]
+
+    monkeypatch.setattr(
+        goals.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 2, "", "runner: no such model\n")
+    )
+    with pytest.raises(RuntimeError, match="^runner failed: runner: no such model$"):
+        goals.runner_overhead(Path("m.onnx"), Path("inputs"), 1, 64, 1, 1, 4)
+
+
+# the fixture's files the goals read, with the bytes the manifest records
+FILES = {
+    "onnx/teacher.fp32.onnx": 8_000_000,
+    "onnx/pruned.int8.onnx": 500_000,
+    "tflite/pruned.int8.tflite": 400_000,
+    "tflite/teacher.fp32.tflite": 7_500_000,
+}
+
+
+@pytest.fixture
+def stub_run(tmp_path):
+    """A run dir of its own: the fixture manifest and files of the sizes it records, their sha256
+    written into the manifest copy, except the teacher's TFLite, rewritten after the run."""
+    run = tmp_path / "run"
+    raw = json.loads(MANIFEST.read_text())
+    for rel, size in FILES.items():
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        data = bytes([len(rel)]) * size
+        (run / rel).write_bytes(data)
+        for model in raw["models"].values():
+            for art in model["artifacts"].values():
+                if art["path"] == rel and rel != "tflite/teacher.fp32.tflite":
+                    art["sha256"] = hashlib.sha256(data).hexdigest()
+    (run / "manifest.json").write_text(json.dumps(raw))
+    return run
+
+
+def _args(run: Path, **kw) -> argparse.Namespace:
+    return argparse.Namespace(
+        **(
+            {"run_dir": run, "seed": 0, "quick": False, "rounds": 3, "runs": 7, "threads_all": False, "wall": False}
+            | kw
+        )
+    )
+
+
+def test_run_reads_the_artifacts_and_inputs_the_manifest_records(stub_run):
+    run = goals.Run(stub_run)
+    assert run.seq_len == 64
+    art = run.artifact("pruned", "onnx_int8")
+    assert art["bytes"] == 500_000 and art["manifest_bytes"] == 500_000 and art["matches_manifest"] is True
+    assert run.artifact("teacher", "tflite_fp32")["matches_manifest"] is False  # same size, other bytes
+    assert run.artifact("student", "onnx_fp32") == {"path": str(stub_run / "onnx/student.fp32.onnx"), "missing": True}
+    assert run.artifact("student", "tflite_int8") is None
+    assert run.inputs("pruned") == stub_run / "data/test_pruned" and run.inputs("teacher") == stub_run / "data/test"
+
+
+def test_run_seq_len_of_runs_from_before_export_seq_len(stub_run):
+    raw = json.loads((stub_run / "manifest.json").read_text())
+    del raw["config"]["export"]["seq_len"]
+    raw["config"]["bench"]["seq_len"] = 32
+    (stub_run / "manifest.json").write_text(json.dumps(raw))
+    assert goals.Run(stub_run).seq_len == 32
+
+
+def test_measure_on_a_stubbed_run(stub_run, monkeypatch):
+    # accuracy on each model's own inputs (the pruned model reads its pruned-vocabulary ids)
+    accuracy = {"teacher.fp32.onnx": 0.90, "pruned.int8.onnx": 0.882, "pruned.int8.tflite": 0.864}
+
+    def measure_accuracy(model, arrays, labels, limit=None):
+        assert arrays["from"] == ("test" if model.name.startswith("teacher") else "test_pruned")
+        assert labels == f"labels of {arrays['from']}" and limit is None  # the full split
+        return accuracy[model.name], 200, []
+
+    overhead_calls = []
+
+    def runner_overhead(*args):
+        overhead_calls.append(args)
+        return {"runner_p50_ms": 0.515, "bare_p50_ms": 0.5, "ratio": 1.03, "overhead": 0.03}
+
+    monkeypatch.setattr(goals.rn, "OnnxRuntimeModel", _Ort)
+    monkeypatch.setattr(goals.rn, "LiteRTModel", _Lite)
+    monkeypatch.setattr(goals.rn, "load_inputs", lambda d: ({"from": Path(d).name}, f"labels of {Path(d).name}"))
+    monkeypatch.setattr(goals.rn, "measure_accuracy", measure_accuracy)
+    monkeypatch.setattr(goals, "runner_overhead", runner_overhead)
+    monkeypatch.setattr(
+        goals,
+        "cpuinfo",
+        lambda: {
+            "model": "Stub CPU",
+            "logical_cpus": 2,
+            "mhz": 2000.0,
+            "mhz_source": "stub",
+            "int8_flags": ["avx2", "avx512bw", "avx512_vnni"],
+        },
+    )
+    _stub_latency(
+        monkeypatch,
+        {
+            "teacher.fp32.onnx": [10.0, 12.0, 9.0],
+            "pruned.int8.onnx": [1.0, 0.5, 0.5],
+            "teacher.fp32.tflite": [8.0, 8.0, 8.0],
+            "pruned.int8.tflite": [1.0, 0.5, 2.0],
+        },
+    )
+
+    doc = goals.measure(_args(stub_run))
+    r = doc["results"]
+    assert doc["manifest_sha256"] == hashlib.sha256((stub_run / "manifest.json").read_bytes()).hexdigest()
+    assert (doc["mode"], doc["seq_len"], doc["rounds"], doc["runs_per_round"], doc["warmup"]) == ("full", 64, 3, 7, 10)
+    assert doc["threads"] == [1] and doc["eval_limit"] is None
+    assert doc["warnings"] == ["teacher_tflite_fp32: file on disk differs from the manifest (run dir rewritten?)"]
+
+    # 1. size: 8,000,000 / 500,000 = 16x (not met), 8,000,000 / 400,000 = 20x (met, on the line)
+    assert r["size"] == {
+        "teacher_onnx_fp32_bytes": 8_000_000,
+        "goal": ">= 20x",
+        "rows": [
+            {"vs": "pruned_onnx_int8", "bytes": 500_000, "ratio": 16.0, "status": "not met"},
+            {"vs": "pruned_tflite_int8", "bytes": 400_000, "ratio": 20.0, "status": "met"},
+        ],
+    }
+    # 3. accuracy kept: 0.882 / 0.90 = 98% (met), 0.864 / 0.90 = 96% (not met)
+    acc = r["accuracy"]
+    assert acc["teacher_onnx_fp32"] == {"accuracy": 0.9, "n_eval": 200} and acc["goal"] == ">= 97%"
+    assert [(a["model"], a["accuracy"], a["n_eval"], a["status"]) for a in acc["rows"]] == [
+        ("pruned_onnx_int8", 0.882, 200, "met"),
+        ("pruned_tflite_int8", 0.864, 200, "not met"),
+    ]
+    assert [a["kept"] for a in acc["rows"]] == pytest.approx([0.98, 0.96])
+
+    (e,) = r["per_threads"]
+    # 2. latency, ONNX Runtime: rounds 10/1, 12/0.5, 9/0.5 = 10, 24, 18 -> median 18x (met)
+    ort = e["latency_onnxruntime"]
+    assert ort["ratio_per_round"] == [10.0, 24.0, 18.0] and ort["ratio"] == 18.0 and ort["status"] == "met"
+    assert (ort["a"], ort["b"], ort["a_p50_ms"], ort["b_p50_ms"]) == (
+        "teacher_onnx_fp32",
+        "pruned_onnx_int8",
+        10.0,
+        0.5,
+    )
+    # LiteRT: 8/1, 8/0.5, 8/2 = 8, 16, 4 -> median 8x (not met)
+    lite = e["latency_litert"]
+    assert lite["ratio_per_round"] == [8.0, 16.0, 4.0] and lite["ratio"] == 8.0 and lite["status"] == "not met"
+    assert lite["info_a"] == {"runtime": "litert"} and lite["b_p50_ms"] == 1.0
+    # 5. runner overhead: the pruned int8 ONNX on its own inputs, 100 runs; 3% is on the line (met)
+    assert overhead_calls == [(stub_run / "onnx/pruned.int8.onnx", stub_run / "data/test_pruned", 1, 64, 3, 10, 100)]
+    assert e["runner_overhead"]["status"] == "met"
+    # 6. throughput: 2 x 1,280,000 MACs / 0.5 ms = 5.12 GOPS; AVX512-VNNI 1 thread x 2000 MHz x 256 = 512 GOPS
+    tp = e["throughput"]
+    assert (tp["macs"], tp["ops_per_inference"], tp["p50_ms"], tp["macs_seq_len_matches"]) == (
+        1_280_000,
+        2_560_000,
+        0.5,
+        True,
+    )
+    assert tp["achieved_int8_gops"] == pytest.approx(5.12) and tp["isa_selected"] == "AVX512-VNNI"
+    assert tp["peak_int8_gops"] == pytest.approx(512.0) and tp["percent_of_peak"] == pytest.approx(1.0)
+    assert [(p["isa"], p["peak_int8_gops"], p["percent_of_peak"]) for p in tp["peaks_by_isa"]] == [
+        ("AVX512-VNNI", pytest.approx(512.0), pytest.approx(1.0)),
+        ("AVX512BW", pytest.approx(256.0), pytest.approx(2.0)),
+        ("AVX2", pytest.approx(128.0), pytest.approx(4.0)),
+    ]
+    assert r["wall"] == {"goal": "<= 600 s", "status": "not measured (pass --wall)"}
+
+
+def test_measure_without_a_teacher_onnx_names_it(stub_run):
+    (stub_run / "onnx/teacher.fp32.onnx").unlink()
+    with pytest.raises(EdgepipeError, match="has no teacher_onnx_fp32 artifact; it is needed for every goal"):
+        goals.measure(_args(stub_run))
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+def _doc(wall: dict) -> dict:
+    """A results document by hand: 1 and 2 threads, no pruned TFLite, no ISA estimate at 2 threads."""
+    return {
+        "results": {
+            "size": {
+                "teacher_onnx_fp32_bytes": 8_000_000,
+                "goal": ">= 20x",
+                "rows": [
+                    {"vs": "pruned_onnx_int8", "bytes": 400_000, "ratio": 20.0, "status": "met"},
+                    {"vs": "pruned_tflite_int8", "bytes": None, "ratio": None, "status": "not measured (missing)"},
+                ],
+            },
+            "accuracy": {
+                "teacher_onnx_fp32": {"accuracy": 0.9, "n_eval": 200},
+                "goal": ">= 97%",
+                "rows": [
+                    {"model": "pruned_onnx_int8", "accuracy": 0.882, "n_eval": 200, "kept": 0.98, "status": "met"},
+                    {"model": "pruned_tflite_int8", "accuracy": None, "kept": None, "status": "not measured (missing)"},
+                ],
+            },
+            "per_threads": [
+                {
+                    "threads": 1,
+                    "latency_onnxruntime": {"a_p50_ms": 10.0, "b_p50_ms": 0.5, "ratio": 20.0, "status": "met"},
+                    "latency_litert": {"ratio": None, "status": "not measured (missing)"},
+                    "runner_overhead": {"runner_p50_ms": 0.515, "bare_p50_ms": 0.5, "overhead": 0.03, "status": "met"},
+                    "throughput": {
+                        "achieved_int8_gops": 5.12,
+                        "isa_selected": "AVX512-VNNI",
+                        "peak_int8_gops": 512.0,
+                        "percent_of_peak": 1.0,
+                        "peaks_by_isa": [
+                            {"isa": "AVX512-VNNI", "peak_int8_gops": 512.0, "percent_of_peak": 1.0},
+                            {"isa": "AVX512BW", "peak_int8_gops": 256.0, "percent_of_peak": 2.0},
+                            {"isa": "AVX2", "peak_int8_gops": 128.0, "percent_of_peak": 4.0},
+                        ],
+                    },
+                },
+                {
+                    "threads": 2,
+                    "latency_onnxruntime": {"a_p50_ms": 6.0, "b_p50_ms": 0.4, "ratio": 15.0, "status": "met"},
+                    "latency_litert": {"a_p50_ms": 5.0, "b_p50_ms": 0.5, "ratio": 10.0, "status": "not met"},
+                    "runner_overhead": {
+                        "runner_p50_ms": 0.42,
+                        "bare_p50_ms": 0.4,
+                        "overhead": 0.05,
+                        "status": "not met",
+                    },
+                    "throughput": {"achieved_int8_gops": 6.4, "percent_of_peak": None},
+                },
+            ],
+            "wall": wall,
+        }
+    }
+
+
+def test_table_rows_of_a_hand_made_results_document():
+    rows = goals.table_rows(_doc({"goal": "<= 600 s", "status": goals.NOT_MEASURED_WALL}))
+    assert rows == [
+        ("1 size", "teacher fp32 ONNX / pruned_onnx_int8 (bytes)", "-", "20.00x", ">= 20x", "met"),
+        ("1 size", "teacher fp32 ONNX / pruned_tflite_int8 (bytes)", "-", "—", ">= 20x", "not measured (missing)"),
+        ("2 latency", "ORT teacher fp32 10.00 ms / pruned int8 0.500 ms", "1", "20.00x", ">= 15x", "met"),
+        ("2 latency", "LiteRT teacher fp32 / pruned int8", "1", "—", ">= 15x", "not measured (missing)"),
+        ("2 latency", "ORT teacher fp32 6.00 ms / pruned int8 0.400 ms", "2", "15.00x", ">= 15x", "met"),
+        ("2 latency", "LiteRT teacher fp32 5.00 ms / pruned int8 0.500 ms", "2", "10.00x", ">= 15x", "not met"),
+        ("3 accuracy kept", "pruned_onnx_int8 0.8820 / teacher fp32 0.9000 (n=200)", "-", "98.00%", ">= 97%", "met"),
+        ("3 accuracy kept", "pruned_tflite_int8 acc / teacher fp32 acc", "-", "—", ">= 97%", "not measured (missing)"),
+        ("4 wall", "compress-and-export cold / cached teacher", "all", "—", "<= 600 s", "not measured (pass --wall)"),
+        ("5 runner overhead", "runner.py p50 0.515 ms vs bare session.run 0.500 ms", "1", "+3.0%", "<= 3%", "met"),
+        ("5 runner overhead", "runner.py p50 0.420 ms vs bare session.run 0.400 ms", "2", "+5.0%", "<= 3%", "not met"),
+        (
+            "6 int8 throughput",
+            "5.1 GOPS vs est. AVX512-VNNI peak 512 GOPS (2.0% of AVX512BW, 4.0% of AVX2)",
+            "1",
+            "1.0%",
+            "no goal (estimate)",
+            "reported",
+        ),
+        ("6 int8 throughput", "6.4 GOPS achieved", "2", "—", "no goal", "peak not estimated"),
+    ]
+
+
+def test_table_rows_of_a_measured_wall():
+    run = {"peak_rss_mb_largest_process": 2048.4, "peak_rss_mb_tree_sum_sampled": 2500.0}
+    wall = {
+        "goal": "<= 600 s",
+        "cold": run | {"wall_s": 612.0, "status": "not met"},
+        "cached_teacher": run | {"wall_s": 480.4, "status": "met"},
+    }
+    rows = [row for row in goals.table_rows(_doc(wall)) if row[0] == "4 wall"]
+    assert rows == [
+        (
+            "4 wall",
+            "compress-and-export cold: peak RSS 2048 MB largest process, 2500 MB tree",
+            "all",
+            "612 s",
+            "<= 600 s",
+            "not met",
+        ),
+        (
+            "4 wall",
+            "compress-and-export cached_teacher: peak RSS 2048 MB largest process, 2500 MB tree",
+            "all",
+            "480 s",
+            "<= 600 s",
+            "met",
+        ),
+    ]
+
+
+# -- end to end --------------------------------------------------------------------------------------
 
 
 @pytest.mark.e2e
-def test_bench_quick_on_a_tiny_run(tiny_run, tmp_path):
-    out = tmp_path / "results.json"
+def test_bench_quick_on_a_tiny_run(tiny_full_run, tmp_path):
+    """The real command on a copy of the shared tiny run (nothing written into the shared one):
+    what it reports is what is on disk; the arithmetic is checked above, on numbers set by hand."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_full_run[0], run)
+    manifest_bytes = (run / "manifest.json").read_bytes()
+    out = tmp_path / "out" / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", str(tiny_run), "--quick", "--threads-all", "--out", str(out)],
+        [sys.executable, "-m", "bench", str(run), "--quick", "--threads-all", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -55,16 +474,14 @@ def test_bench_quick_on_a_tiny_run(tiny_run, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not measured (pass --wall)" in proc.stdout and "MLAS would select" in proc.stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # atomic: no temp file left
+    assert os.listdir(out.parent) == ["results.json"]  # atomic: no temp file left
+    assert (run / "manifest.json").read_bytes() == manifest_bytes  # the run dir is only read
     doc = json.loads(out.read_text())
-    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    manifest = json.loads(manifest_bytes)
 
-    assert doc["manifest_sha256"] == hashlib.sha256((tiny_run / "manifest.json").read_bytes()).hexdigest()
-    assert (
-        doc["mode"].startswith("quick")
-        and doc["seq_len"] == manifest["config"]["bench"]["seq_len"]
-        and doc["rounds"] == 1
-    )
+    assert doc["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
+    assert doc["mode"].startswith("quick") and doc["seq_len"] == manifest["config"]["export"]["seq_len"]
+    assert doc["rounds"] == 1 and doc["warnings"] == []
     assert doc["threads"] == ([1, os.cpu_count()] if os.cpu_count() > 1 else [1])
     assert {"model", "logical_cpus", "int8_flags", "load_before", "load_after"} <= doc["machine"].keys()
     assert {"python", "onnxruntime", "numpy"} <= doc["versions"].keys() and doc["isa_assumptions"]
@@ -72,55 +489,32 @@ def test_bench_quick_on_a_tiny_run(tiny_run, tmp_path):
         assert art["matches_manifest"] and Path(art["path"]).stat().st_size == art["bytes"]
     r = doc["results"]
 
-    # 1. size: exactly the ratio of the file sizes
-    t_bytes = (tiny_run / manifest["models"]["teacher"]["artifacts"]["onnx_fp32"]["path"]).stat().st_size
-    assert r["size"]["teacher_onnx_fp32_bytes"] == t_bytes and len(r["size"]["rows"]) == 2
+    teacher = manifest["models"]["teacher"]["artifacts"]["onnx_fp32"]
+    assert r["size"]["teacher_onnx_fp32_bytes"] == teacher["bytes"] == (run / teacher["path"]).stat().st_size
+    assert [row["vs"] for row in r["size"]["rows"]] == ["pruned_onnx_int8", "pruned_tflite_int8"]
     for row in r["size"]["rows"]:
-        assert row["ratio"] == t_bytes / Path(doc["artifacts"][row["vs"]]["path"]).stat().st_size
-        assert row["status"] == ("met" if row["ratio"] >= 20 else "not met")
+        assert row["bytes"] == doc["artifacts"][row["vs"]]["bytes"] and row["ratio"] > 1
+        assert row["status"] in ("met", "not met")
 
-    # 3. accuracy kept: exactly the ratio of the two accuracies it reports, on 200 (or all) examples
-    teacher_acc = r["accuracy"]["teacher_onnx_fp32"]["accuracy"]
     assert r["accuracy"]["teacher_onnx_fp32"]["n_eval"] == min(200, manifest["dataset"]["splits"]["test"]["n"])
     assert [row["model"] for row in r["accuracy"]["rows"]] == ["pruned_onnx_int8", "pruned_tflite_int8"]
     for row in r["accuracy"]["rows"]:
-        assert 0 <= row["accuracy"] <= 1 and row["kept"] == row["accuracy"] / teacher_acc
-        assert row["status"] == ("met" if row["kept"] >= 0.97 else "not met")
-
+        assert 0 <= row["accuracy"] <= 1 and row["kept"] > 0 and row["status"] in ("met", "not met")
     assert r["wall"]["status"] == "not measured (pass --wall)" and "cold" not in r["wall"]
 
     for e in r["per_threads"]:
-        # 2. latency on both runtimes: per-round ratio a/b, median over rounds
         for key in ("latency_onnxruntime", "latency_litert"):
             lat = e[key]
-            assert lat["ratio_per_round"] == [
-                a / b for a, b in zip(lat["a_p50_ms_per_round"], lat["b_p50_ms_per_round"])
-            ]
-            assert (
-                lat["ratio"] == float(np.median(lat["ratio_per_round"])) and lat["a_p50_ms"] > 0 and lat["b_p50_ms"] > 0
-            )
-            assert lat["status"] == ("met" if lat["ratio"] >= 15 else "not met")
-        assert (
-            e["latency_litert"]["info_a"]["runtime"] == "litert"
-            and e["latency_onnxruntime"]["info_b"]["runtime"] == "onnxruntime"
-        )
-        # 5. runner overhead
+            assert len(lat["ratio_per_round"]) == len(lat["a_p50_ms_per_round"]) == 1  # --quick: one round
+            assert lat["a_p50_ms"] > 0 and lat["b_p50_ms"] > 0 and lat["status"] in ("met", "not met")
+        assert e["latency_litert"]["info_a"]["runtime"] == "litert"
+        assert e["latency_onnxruntime"]["info_b"]["runtime"] == "onnxruntime"
         ov = e["runner_overhead"]
-        assert ov["ratio_per_round"] == [
-            a / b for a, b in zip(ov["runner_p50_ms_per_round"], ov["bare_p50_ms_per_round"])
-        ]
-        assert ov["overhead"] == ov["ratio"] - 1 and ov["ratio"] == float(np.median(ov["ratio_per_round"]))
         assert "--no-accuracy" in ov["runner_cmd"] and ov["runner_cmd"][1].endswith("runner.py")
-        # 6. throughput: 2 x MACs / p50 of the pruned int8 ONNX, against threads x MHz x ops/cycle
+        assert ov["runner_p50_ms"] > 0 and ov["bare_p50_ms"] > 0
         tp = e["throughput"]
-        assert (
-            tp["macs"] == manifest["models"]["pruned"]["macs"] and tp["p50_ms"] == e["latency_onnxruntime"]["b_p50_ms"]
-        )
-        assert tp["achieved_int8_gops"] == pytest.approx(2 * tp["macs"] / (tp["p50_ms"] / 1e3) / 1e9, rel=1e-12)
+        assert tp["macs"] == manifest["models"]["pruned"]["macs"]
+        assert tp["p50_ms"] == e["latency_onnxruntime"]["b_p50_ms"] and tp["achieved_int8_gops"] > 0
         if tp["percent_of_peak"] is not None:
-            row = next(x for x in doc["isa_assumptions"] if x["isa"] == tp["isa_selected"])
-            peak = e["threads"] * doc["machine"]["mhz"] * 1e6 * row["int8_ops_per_cycle_per_core"]
-            assert tp["peak_int8_gops"] == pytest.approx(peak / 1e9) and tp["percent_of_peak"] == pytest.approx(
-                100 * tp["achieved_int8_gops"] * 1e9 / peak
-            )
+            assert tp["isa_selected"] in [row["isa"] for row in doc["isa_assumptions"]]
             assert "inferred" in tp["isa_selected_note"]

@@ -1,19 +1,415 @@
-"""report.html / report.md: rendered by a real headless Chromium, offline, nothing fetched."""
+"""report.html / report.md.
+
+Fast tier: the report's tables, choices and text from the fixture manifest (tests/fixtures/README.md
+lists its numbers; every expectation below is worked out from them by hand). End-to-end (`e2e`):
+the real run's report in a real headless Chromium, offline, nothing fetched, and `edgepipe report`.
+"""
 
 from __future__ import annotations
 
 import http.server
-import json
 import re
 import shutil
 import subprocess
 import threading
 
 import pytest
+from fixtures import manifest, manifest_dict
 
 from conftest import BIN
-from edgepipe.app.report import render
+from edgepipe.app import report
+from edgepipe.app.report import (
+    device_tables,
+    ladder_rows,
+    place_labels,
+    render,
+    search_rows,
+    search_summary,
+    ship_rows,
+    shipped_choice,
+    teacher_reference,
+    write_report,
+)
+from edgepipe.config import SearchConfig
+from edgepipe.manifest import Manifest
 from edgepipe.pareto import pareto
+from edgepipe.progress import Silent
+
+ARM = "arm:pi@board"
+ARM_LABEL = "arm:pi@board (emulated: qemu-user)"
+# the fixture's own budget (config.search and search.budget)
+BUDGET = SearchConfig(max_latency_ms=1.2, max_size_mb=0.6, min_accuracy=0.865)
+
+
+@pytest.fixture(scope="module")
+def outcome():
+    """search.outcome; pipeline/search.py imports torch (seconds), so only the tests that call it pay."""
+    from edgepipe.pipeline.search import outcome
+
+    return outcome
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(1.0, 80.0), (2.0, 82.0), (1.5, 79.0), (3.0, 82.0), (0.5, 70.0), (2.0, 81.0)]
+    assert pareto(pts) == [4, 0, 1]
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """render() without matplotlib (the plots have their own tests): seconds saved per render."""
+    monkeypatch.setattr(report, "plots", lambda runs: {})
+
+
+def _without(raw: dict, **match) -> dict:
+    """The manifest dict less the benchmark rows matching every key=value given."""
+    raw["benchmarks"] = [b for b in raw["benchmarks"] if any(b[k] != v for k, v in match.items())]
+    return raw
+
+
+# -- what to ship ------------------------------------------------------------------------------------
+
+
+def test_what_to_ship_per_device_against_the_teacher_on_the_same_device():
+    assert ship_rows(manifest()) == [
+        # the search chose the pruned int8 ONNX on x86 (though the int8 TFLite is faster there):
+        # 8,000,000 / 500,000 bytes = 16x; teacher fp32 ONNX 10 ms / 1 ms = 10x; 0.855 / 0.90 = 95%
+        ["x86", "pruned/onnx_int8", "0.5", "16.0×", "1.00", "10.0× (vs onnx_fp32)", "85.5%", "95.0%"],
+        # no search on the board: the fastest bundled int8 artifact, TFLite 20 ms, against the
+        # teacher's fp32 TFLite 300 ms = 15x; 8,000,000 / 400,000 = 20x; 0.87 / 0.90 = 96.7%
+        [ARM_LABEL, "pruned/tflite_int8", "0.4", "20.0×", "20.00", "15.0× (vs tflite_fp32)", "87.0%", "96.7%"],
+    ]
+
+
+def test_without_a_search_the_fastest_bundled_int8_at_the_runs_thread_count_ships():
+    m = manifest(search=None)
+    # x86 at 2 threads ran the int8 TFLite in 0.25 ms, but the run's bench.threads is 1
+    assert shipped_choice(m, "x86").latency_ms.p50 == 0.5
+    assert ship_rows(m)[0] == [
+        "x86",
+        "pruned/tflite_int8",
+        "0.4",
+        "20.0×",
+        "0.50",
+        "16.0× (vs tflite_fp32)",  # 8 ms / 0.5 ms
+        "87.0%",
+        "96.7%",
+    ]
+
+
+def test_a_search_on_the_board_picks_its_format_there():
+    raw = manifest_dict()
+    raw["search"]["device"] = ARM
+    rows = ship_rows(Manifest.parse(raw))
+    # the board ships the searched int8 ONNX: 400 ms / 50 ms = 8x, 0.85 / 0.90 = 94.4%
+    assert rows[1] == [ARM_LABEL, "pruned/onnx_int8", "0.5", "16.0×", "50.00", "8.0× (vs onnx_fp32)", "85.0%", "94.4%"]
+    assert rows[0][1] == "pruned/tflite_int8"  # and x86 the fastest
+
+
+def test_the_runs_thread_count_decides_the_rows_compared():
+    raw = manifest_dict()
+    raw["config"]["bench"]["threads"] = 2
+    # only x86 has 2-thread rows: int8 ONNX 0.6 ms against the teacher's 6 ms
+    assert ship_rows(Manifest.parse(raw)) == [
+        ["x86", "pruned/onnx_int8", "0.5", "16.0×", "0.60", "10.0× (vs onnx_fp32)", "85.5%", "95.0%"]
+    ]
+
+
+def test_only_the_largest_evaluation_is_compared():
+    raw = manifest_dict()
+    quick = next(b for b in raw["benchmarks"] if (b["device"], b["artifact"]) == ("x86", "ort"))
+    raw["benchmarks"].append(quick | {"n_eval": 50, "latency_ms": quick["latency_ms"] | {"p50": 0.1}})
+    raw["search"] = None
+    # the ORT row on 50 examples is fastest, but it is not on the full 200
+    assert shipped_choice(Manifest.parse(raw), "x86").artifact == "tflite_int8"
+
+
+def test_teacher_reference_is_fp32_in_the_same_runtime_else_fp32_onnx():
+    m = manifest()
+    pick = shipped_choice(m, ARM)
+    ref = teacher_reference(m, pick)
+    assert (ref.artifact, ref.device, ref.latency_ms.p50) == ("tflite_fp32", ARM, 300.0)
+    raw = _without(manifest_dict(), device=ARM, model="teacher", artifact="tflite_fp32")
+    assert ship_rows(Manifest.parse(raw))[1][5] == "20.0× (vs onnx_fp32)"  # 400 ms / 20 ms
+
+
+def test_a_device_without_the_teacher_shows_no_ratio():
+    raw = _without(manifest_dict(), device=ARM, model="teacher")
+    assert ship_rows(Manifest.parse(raw))[1] == [
+        ARM_LABEL,
+        "pruned/tflite_int8",
+        "0.4",
+        "20.0×",  # sizes need no benchmark
+        "20.00",
+        "-",
+        "87.0%",
+        "-",
+    ]
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+
+def test_ladder_rows_cost_and_keep_per_step():
+    # metric (artifact): the artifact's own test_accuracy, else its first x86 benchmark
+    assert ladder_rows(manifest()) == [
+        ["teacher", "2.00", "5", "90.0%", "onnx_fp32", "8.0", "max |Δ| 1.5e-07", "90.0%"],
+        ["teacher", "2.00", "5", "90.0%", "tflite_fp32", "7.5", "max |Δ| 1.2e-07", "90.0%"],
+        ["teacher", "2.00", "5", "90.0%", "tflite_int8", "2.5", "98.0% agree", "88.0%"],
+        ["student", "1.00", "3", "88.0%", "onnx_fp32", "4.0", "max |Δ| 3.0e-07", "88.0%"],
+        ["pruned", "0.25", "1", "86.0%", "onnx_fp32", "1.0", "max |Δ| 2.1e-07", "86.0%"],
+        ["pruned", "0.25", "1", "86.0%", "onnx_int8", "0.5", "99.5% agree", "85.5%"],
+        ["pruned", "0.25", "1", "86.0%", "tflite_fp32", "0.8", "max |Δ| 1.8e-07", "86.0%"],
+        ["pruned", "0.25", "1", "86.0%", "tflite_int8", "0.4", "99.0% agree", "87.0%"],
+        ["pruned", "0.25", "1", "86.0%", "ort", "0.3", "-", "85.5%"],
+    ]
+
+
+def test_device_tables_one_per_device_emulated_ones_labelled():
+    tables = device_tables(manifest())
+    assert list(tables) == ["x86", ARM_LABEL]
+    assert len(tables["x86"]) == 12 and len(tables[ARM_LABEL]) == 9
+    # p90 = 1.2 x p50, p99 = 1.29 x p50 on every row
+    assert tables["x86"][0] == [
+        "teacher",
+        "onnx_fp32",
+        "onnxruntime 1.32.0",
+        "CPUExecutionProvider",
+        "1",
+        "10.00",
+        "12.00",
+        "12.90",
+        "90.0%",
+        "200",
+    ]
+    assert tables["x86"][11] == [
+        "pruned",
+        "tflite_int8",
+        "litert 2.3.0",
+        "XNNPACK",
+        "2",
+        "0.25",
+        "0.30",
+        "0.32",
+        "87.0%",
+        "200",
+    ]
+    assert tables[ARM_LABEL][5] == [
+        "pruned",
+        "onnx_int8",
+        "onnxruntime 1.32.0",
+        "CPUExecutionProvider",
+        "1",
+        "50.00",
+        "60.00",
+        "64.50",
+        "85.0%",
+        "200",
+    ]
+
+
+# -- the budget search -------------------------------------------------------------------------------
+
+
+def test_search_rows_mark_the_choice_and_what_the_others_miss():
+    cands, models = search_rows(manifest().search)
+    assert cands == [
+        ["L-0_h0.00_f0.60_vocab", "tflite_int8", "0.60", "0.75", "0.41", "86.0%", "", "86.0% < 86.5%"],
+        ["L-0_h0.50_f0.60_vocab", "onnx_int8", "1.10", "1.00", "0.50", "87.0%", "yes", "chosen"],
+        ["L-0_h0.50_f0.60_vocab", "tflite_int8", "0.55", "0.50", "0.40", "86.5%", "yes", "meets"],
+    ]
+    # candidate errors: ONNX |1.10 - 1.00| / 1.00 = 10%; TFLite 20% (0.60 vs 0.75) and 10% (0.55 vs 0.50)
+    assert models == [
+        ["onnx_int8", "8", "4.5% / 4.8% (n=2)", "10.0% / 10.0% (n=1)"],
+        ["tflite_int8", "8", "4.5% / 4.8% (n=2)", "15.0% / 20.0% (n=2)"],
+    ]
+
+
+def test_search_summary_states_budget_choice_and_verdict():
+    assert search_summary(manifest().search) == (
+        "Budget on x86: p50 ≤ 1.2 ms, size ≤ 0.6 MB, val accuracy ≥ 86.5%. 3 plans measured after a short "
+        "distillation (312 s, stopped: done). Chosen: L-0_h0.50_f0.60_vocab as onnx_int8. Fully trained: 1.00 ms, "
+        "0.50 MB, test accuracy 85.5%; meets the budget."
+    )
+    s = manifest().search | {"chosen": None}
+    assert search_summary(s).endswith("(312 s, stopped: done). No plan met the budget.")
+
+
+def test_search_outcome_measures_the_fully_trained_plan(outcome):
+    m = manifest()
+    written = m.search.pop("final")
+    outcome(m, BUDGET, 1, Silent())
+    # x86, 1 thread, pruned int8 ONNX: 1.0 ms, 500,000 bytes, its own val accuracy 0.865 (= the floor: met)
+    assert m.search["final"] == {
+        "latency_ms": 1.0,
+        "size_mb": 0.5,
+        "val_accuracy": 0.865,
+        "test_accuracy": 0.855,
+        "misses": {},
+        "meets_budget": True,
+    }
+    assert m.search["final"] == written  # what the fixture holds is what the code writes
+
+
+class _Log(Silent):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_search_outcome_names_every_constraint_missed(outcome):
+    m, log = manifest(), _Log()
+    outcome(m, SearchConfig(max_latency_ms=0.8, max_size_mb=0.45, min_accuracy=0.9), 1, log)
+    misses = {"latency": "1.00 ms > 0.8 ms", "size": "0.50 MB > 0.45 MB", "accuracy": "86.5% < 90%"}
+    assert m.search["final"]["misses"] == misses and m.search["final"]["meets_budget"] is False
+    assert log.lines == [
+        "[yellow]![/yellow] the fully trained plan misses the budget on x86: 1.00 ms > 0.8 ms; 0.50 MB > 0.45 MB; 86.5% < 90%"
+    ]
+    assert search_summary(m.search).endswith(
+        "test accuracy 85.5%; misses it: 1.00 ms > 0.8 ms; 0.50 MB > 0.45 MB; 86.5% < 90%."
+    )
+
+
+def test_search_outcome_reads_the_chosen_format_at_the_runs_threads(outcome):
+    m = manifest()
+    m.search["chosen"]["format"] = "tflite_int8"
+    outcome(m, BUDGET, 1, Silent())
+    # the int8 TFLite has no val accuracy of its own: the pruned model's PyTorch one (0.87)
+    assert m.search["final"] == {
+        "latency_ms": 0.5,
+        "size_mb": 0.4,
+        "val_accuracy": 0.87,
+        "test_accuracy": 0.87,
+        "misses": {},
+        "meets_budget": True,
+    }
+    m = manifest()
+    outcome(m, BUDGET, 2, Silent())
+    assert m.search["final"]["latency_ms"] == 0.6  # the 2-thread row
+    m = manifest()
+    outcome(m, BUDGET, 4, Silent())
+    assert m.search["final"] is None  # nothing measured at 4 threads
+
+
+def test_search_outcome_without_a_choice_writes_nothing(outcome):
+    m = manifest()
+    m.search["chosen"] = None
+    del m.search["final"]
+    outcome(m, BUDGET, 1, Silent())
+    assert "final" not in m.search
+    m = manifest(search=None)
+    outcome(m, BUDGET, 1, Silent())
+    assert m.search is None
+
+
+# -- the document ------------------------------------------------------------------------------------
+
+
+def test_render_writes_every_section_in_markdown_and_html(no_plots):
+    md, page, svgs = render([("fixture", manifest())])
+    assert svgs == {} and md.startswith("# edgepipe report: fixture\n")
+    headings = [
+        "## What to ship",
+        "## fixture",
+        "### Stage ladder",
+        "### Latency and accuracy on x86",
+        f"### Latency and accuracy on {ARM_LABEL}",
+        "### Budget search",
+        "## Plots",
+    ]
+    at = [md.index(f"\n{h}\n") for h in headings]
+    assert at == sorted(at)
+    assert "| x86 | pruned/onnx_int8 | 0.5 | 16.0× | 1.00 | 10.0× (vs onnx_fp32) | 85.5% | 95.0% |" in md
+    assert "| teacher | 2.00 | 5 | 90.0% | onnx_fp32 | 8.0 | max \\|Δ\\| 1.5e-07 | 90.0% |" in md
+    assert "| L-0_h0.50_f0.60_vocab | onnx_int8 | 1.10 | 1.00 | 0.50 | 87.0% | yes | chosen |" in md
+    assert "data: reviews.csv; task: sequence_classification" in md
+    # html: the same tables (ship, ladder, 2 devices, search candidates and latency models), nothing to run
+    assert page.count("<table>") == 6 and '<section class="ship"><h2>What to ship</h2>' in page
+    assert "<script" not in page and "default-src 'none'" in page
+
+
+def test_emulated_devices_are_labelled(no_plots):
+    md, page, _ = render([("run", manifest_dict())])  # a plain dict is parsed too
+    assert f"Latency and accuracy on {ARM_LABEL}" in md
+    assert (
+        f"> Emulated devices ({ARM_LABEL}): their latencies are plumbing checks, not performance numbers; "
+        "their metrics are exact." in md
+    )
+    assert 'class="warn"' in page
+    md, page, _ = render([("run", _without(manifest_dict(), device=ARM))])
+    assert "emulated" not in md and 'class="warn"' not in page
+
+
+def test_runs_side_by_side(no_plots):
+    md, _, _ = render([("a", manifest()), ("b", manifest(search=None))])
+    assert "## What to ship: a" in md and "## What to ship: b" in md and "## Runs side by side" in md
+    # x86 at 1 thread, per run and artifact: size, metric, p50
+    assert "| a | teacher | onnx_fp32 | 8.0 | 90.0% | 10.00 |" in md
+    assert "| b | pruned | ort | 0.3 | 85.5% | 0.80 |" in md
+    assert md.count("### Budget search") == 1
+
+
+def test_write_report_writes_markdown_html_and_one_svg_per_plot(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "plots", lambda runs: {"size_per_artifact": "<svg>sizes</svg>"})
+    paths = write_report(tmp_path, [("fixture", manifest())])
+    assert paths == [tmp_path / "report.md", tmp_path / "report.html"]
+    md = (tmp_path / "report.md").read_text()
+    assert "![File size per artifact.](report_files/size_per_artifact.svg)" in md
+    assert (tmp_path / "report_files" / "size_per_artifact.svg").read_text() == "<svg>sizes</svg>"
+    assert '<figure id="size_per_artifact"><svg>sizes</svg>' in (tmp_path / "report.html").read_text()
+
+
+# -- plots -------------------------------------------------------------------------------------------
+
+
+def _place(points, labels) -> tuple[list[str], list[tuple[str, str]]]:
+    """place_labels on one device's panel, drawn as plots() draws it: the labels placed, and every
+    pair of them whose drawn boxes (get_window_extent) overlap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    report._log_ms(ax)
+    texts = place_labels(ax, points, labels)
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    plt.close(fig)
+    overlaps = [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1 :] if box_a.overlaps(box_b)]
+    return [name for name, _ in boxes], overlaps
+
+
+def test_labels_of_points_that_coincide_do_not_overlap():
+    # the x86 panel: every x86 row, as plots() labels it
+    rows = [b for b in manifest().benchmarks if b.device == "x86"]
+    points = [(b.latency_ms.p50, b.score * 100) for b in rows]
+    labels = [f"{b.model}/{b.artifact}/t{b.threads}" for b in rows]
+    # the case that was drawn one over the other: fp32 ONNX and fp32 TFLite of the pruned model
+    assert points[labels.index("pruned/onnx_fp32/t1")] == points[labels.index("pruned/tflite_fp32/t1")] == (2.0, 86.0)
+    placed, overlaps = _place(points, labels)
+    assert sorted(placed) == sorted(labels) and overlaps == []
+
+
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_up_to_six_labels_on_one_point_do_not_overlap(n):
+    placed, overlaps = _place([(1.0, 85.0)] * n, [f"pruned/artifact_{i}/t1" for i in range(n)])
+    assert len(placed) == n and overlaps == []
+
+
+def test_plots_are_inline_svg_with_nothing_to_fetch():
+    raw = _without(manifest_dict(), device="x86")  # the board's 9 rows: small figures, same code
+    raw["search"] = None
+    svgs = report.plots([("fixture", Manifest.parse(raw))])
+    assert list(svgs) == ["accuracy_vs_latency", "size_per_artifact", "latency_distribution"]
+    for svg in svgs.values():
+        assert svg.startswith("<svg") and "<text" not in svg  # text drawn as paths: no font needed
+        assert not re.search(r"""(?:href|src)\s*=\s*["'](?:https?:)?//""", svg)
+
+
+# -- end to end: the real run ------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROME_FLAGS = [
@@ -29,11 +425,6 @@ CHROME_FLAGS = [
     "--dns-prefetch-disable",
     "--disable-features=NetworkTimeServiceQuerying,OptimizationHints,MediaRouter,Translate",
 ]
-
-
-def test_pareto_front_keeps_only_undominated_points():
-    pts = [(1.0, 80.0), (2.0, 82.0), (1.5, 79.0), (3.0, 82.0), (0.5, 70.0), (2.0, 81.0)]
-    assert pareto(pts) == [4, 0, 1]
 
 
 class _Trap(http.server.BaseHTTPRequestHandler):
@@ -52,6 +443,7 @@ class _Trap(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_report_renders_in_headless_chromium_and_requests_nothing(smoke_run, tmp_path):
     out, _, _ = smoke_run
@@ -94,29 +486,7 @@ def test_report_renders_in_headless_chromium_and_requests_nothing(smoke_run, tmp
     assert sum(hist[:200]) > 0.02 * img.size[0] * img.size[1]  # text, bars and lines, not a blank page
 
 
-def test_manifest_ladder_and_device_tables_in_markdown(smoke_run):
-    out, _, _ = smoke_run
-    md = (out / "report.md").read_text()
-    m = json.loads((out / "manifest.json").read_text())
-    assert "### Stage ladder" in md and "### Latency and accuracy on x86" in md
-    for role, model in m["models"].items():
-        for name in model["artifacts"]:
-            assert f"| {role} |" in md and f"| {name} |" in md
-    for fig in ("accuracy_vs_latency", "size_per_artifact", "latency_distribution"):
-        assert (out / "report_files" / f"{fig}.svg").is_file()
-
-
-def test_emulated_devices_are_labelled(smoke_run):
-    _, _, _ = smoke_run
-    m = json.loads((smoke_run[0] / "manifest.json").read_text())
-    arm = json.loads(json.dumps(m["benchmarks"][0]))
-    arm["device"], arm["device_info"] = "arm:pi@board", {"kind": "arm", "machine": "aarch64", "emulated": "qemu-user"}
-    m["benchmarks"].append(arm)
-    md, page, _ = render([("run", m)])
-    assert "Latency and accuracy on arm:pi@board (emulated: qemu-user)" in md
-    assert "plumbing checks, not performance numbers" in md and 'class="warn"' in page
-
-
+@pytest.mark.e2e
 def test_report_command_compares_runs_side_by_side(smoke_run, tmp_path):
     out, _, _ = smoke_run
     for name in ("a", "b"):
@@ -132,6 +502,8 @@ def test_report_command_compares_runs_side_by_side(smoke_run, tmp_path):
     md = (tmp_path / "cmp" / "report.md").read_text()
     assert "## Runs side by side" in md and "## a" in md and "## b" in md
     assert (tmp_path / "cmp" / "report.html").stat().st_size > 10_000
+    for fig in ("accuracy_vs_latency", "size_per_artifact", "latency_distribution"):
+        assert (tmp_path / "cmp" / "report_files" / f"{fig}.svg").is_file()
     proc = subprocess.run(
         [str(BIN / "edgepipe"), "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60
     )
