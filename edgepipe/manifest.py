@@ -189,6 +189,10 @@ class Manifest(_Open):
 
     @classmethod
     def parse(cls, raw: Any, where: str = FILE) -> Manifest:
+        if not isinstance(raw, dict):
+            raise RunDirError(
+                f"{where} is not an edgepipe manifest (a JSON object is expected); rerun compress-and-export"
+            )
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
@@ -248,7 +252,7 @@ class Manifest(_Open):
         artifact is still byte-identical; rows measured in this run win."""
         shas = {(role, name): a.sha256 for role, m in self.models.items() for name, a in m.artifacts.items()}
         for b in earlier:
-            if shas.get((b.model, b.artifact)) == b.artifact_sha256:
+            if b.artifact_sha256 is not None and shas.get((b.model, b.artifact)) == b.artifact_sha256:
                 self.upsert_benchmark(b, replace=False)
 
 

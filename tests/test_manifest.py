@@ -223,6 +223,27 @@ def test_keep_benchmarks_drops_rows_of_a_model_the_new_run_does_not_have():
     assert len(now.benchmarks) == 19 and not [b for b in now.benchmarks if b.model == "student"]
 
 
+def test_keep_benchmarks_drops_rows_that_name_no_artifact_sha():
+    """Regression: a row without artifact_sha256 (older manifests) matched an artifact this run does not have (None == None)."""
+    raw = manifest_dict()
+    raw["benchmarks"] = []
+    now = Manifest.parse(raw)  # its student has no onnx_int8
+    row = (
+        manifest()
+        .benchmarks[0]
+        .model_copy(update={"model": "student", "artifact": "onnx_int8", "artifact_sha256": None})
+    )
+    now.keep_benchmarks([row])
+    assert now.benchmarks == []
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "3"])
+def test_json_that_is_not_an_object_is_not_a_manifest(run_dir, content):
+    (run_dir / "manifest.json").write_text(content)
+    with pytest.raises(RunDirError, match=r"is not an edgepipe manifest \(a JSON object is expected\)"):
+        Manifest.load(run_dir)
+
+
 def test_earlier_benchmarks_reads_the_rows_of_the_previous_manifest(run_dir):
     rows = earlier_benchmarks(run_dir)
     assert len(rows) == 21 and rows[9].device == "arm:pi@board" and rows[9].latency_ms.p50 == 400.0

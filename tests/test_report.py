@@ -160,7 +160,7 @@ def test_ladder_rows_cost_and_keep_per_step():
         ["pruned", "0.25", "1", "86.0%", "onnx_int8", "0.5", "99.5% agree", "85.5%"],
         ["pruned", "0.25", "1", "86.0%", "tflite_fp32", "0.8", "max |Δ| 1.8e-07", "86.0%"],
         ["pruned", "0.25", "1", "86.0%", "tflite_int8", "0.4", "99.0% agree", "87.0%"],
-        ["pruned", "0.25", "1", "86.0%", "ort", "0.3", "-", "85.5%"],
+        ["pruned", "0.25", "1", "86.0%", "ort", "0.3", "100.0% agree", "85.5%"],
     ]
 
 
@@ -393,10 +393,19 @@ def test_labels_of_points_that_coincide_do_not_overlap():
     assert sorted(placed) == sorted(labels) and overlaps == []
 
 
-@pytest.mark.parametrize("n", [2, 4, 6])
-def test_up_to_six_labels_on_one_point_do_not_overlap(n):
+@pytest.mark.parametrize("n", [2, 4, 6, 12])
+def test_labels_stacked_on_one_point_do_not_overlap(n):
     placed, overlaps = _place([(1.0, 85.0)] * n, [f"pruned/artifact_{i}/t1" for i in range(n)])
     assert len(placed) == n and overlaps == []
+
+
+def test_two_runs_of_the_same_artifacts_do_not_overlap():
+    """`edgepipe report A B` on two copies of one run: every point twice, labelled run:model/artifact."""
+    rows = [b for b in manifest().benchmarks if b.device == "x86"]
+    points = [(b.latency_ms.p50, b.score * 100) for b in rows] * 2
+    labels = [f"{run}:{b.model}/{b.artifact}/t{b.threads}" for run in ("a", "b") for b in rows]
+    placed, overlaps = _place(points, labels)
+    assert sorted(placed) == sorted(labels) and overlaps == []
 
 
 def test_plots_are_inline_svg_with_nothing_to_fetch():

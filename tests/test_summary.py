@@ -60,8 +60,8 @@ def test_summary_cells_of_int8_artifacts_and_the_emulated_board():
     assert by[("onnx_int8", "x86", "1")][5:] == ["0.5", "99.5%", "x86", "1", "1.00", "1.20", "1.29", "85.5%"]
     assert by[("onnx_int8", ARM, "1")][5:] == ["0.5", "99.5%", ARM, "1", "50.00", "60.00", "64.50", "85.0%"]
     assert by[("tflite_int8", "x86", "2")][5:] == ["0.4", "99.0%", "x86", "2", "0.25", "0.30", "0.32", "87.0%"]
-    # the ORT artifact records its agreement as argmax_agreement_vs_onnx: no check cell
-    assert by[("ort", "x86", "1")][5:7] == ["0.3", "-"]
+    # the ORT artifact's check is its agreement with the int8 ONNX it was converted from
+    assert by[("ort", "x86", "1")][5:7] == ["0.3", "100.0%"]
 
 
 def test_an_artifact_without_a_benchmark_still_gets_a_row():
@@ -96,8 +96,7 @@ def test_check_cell_parity_then_agreement_then_nothing():
     m = manifest()
     assert check_cell(m.artifact("teacher", "onnx_fp32")) == "1.5e-07"
     assert check_cell(m.artifact("teacher", "tflite_int8")) == "98.0%"
-    assert check_cell(m.artifact("pruned", "ort")) == "-"
-    assert check_cell(m.artifact("pruned", "ort"), agreement="argmax_agreement_vs_onnx") == "100.0%"
+    assert check_cell(m.artifact("pruned", "ort")) == "100.0%"  # argmax_agreement_vs_onnx
 
 
 def test_bench_table_labels_an_emulated_device():

@@ -196,8 +196,15 @@ def _log_ms(ax) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-# where a point's label may go, in points from the point: right, above, below, left, further out
-OFFSETS = [(4, 3), (4, -9), (-4, 3), (-4, -9), (4, 11), (4, -17), (-4, 11), (-4, -17), (4, 19), (4, -25)]
+def label_offsets(fontsize: float, rows: int = 40) -> list[tuple[float, float]]:
+    """Where a point's label may go, in points from the point: right and left of it, one text line
+    above, below, then further out, alternating; rows a line apart so stacked labels never touch."""
+    line = fontsize * 1.5
+    out = []
+    for k in range(rows):
+        dy = 3 + line * ((k + 1) // 2) * (-1 if k % 2 else 1)
+        out += [(4, dy), (-4, dy)]
+    return out
 
 
 def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fontsize: float = 6.5) -> list:
@@ -208,15 +215,15 @@ def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fonts
     renderer = fig.canvas.get_renderer()
     placed, texts = [], []
     for (x, y), text in sorted(zip(points, labels), key=lambda t: (t[0][0], -t[0][1])):
-        for dx, dy in OFFSETS:
+        for dx, dy in label_offsets(fontsize):
             ha = "left" if dx >= 0 else "right"
             t = ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points", ha=ha)
             box = t.get_window_extent(renderer).expanded(1.02, 1.1)
             if not any(box.overlaps(b) for b in placed):
                 break
             t.remove()
-        else:
-            t = ax.annotate(text, (x, y), fontsize=fontsize, xytext=OFFSETS[0], textcoords="offset points")
+        else:  # 80 places taken around one point: the label goes on the last, overlapping, rather than nowhere
+            t = ax.annotate(text, (x, y), fontsize=fontsize, xytext=(dx, dy), textcoords="offset points", ha=ha)
             box = t.get_window_extent(renderer)
         placed.append(box)
         texts.append(t)

@@ -21,11 +21,13 @@ def _pct(v: float | None) -> str:
 
 
 def check_cell(art: Artifact, agreement: str = "argmax_agreement") -> str:
-    """An artifact's export check: parity against PyTorch (fp32), else its agreement with fp32 (int8)."""
+    """An artifact's export check: parity against PyTorch (fp32), else its agreement with its source
+    (int8 with fp32; the ORT-format model with its ONNX)."""
     if art.get("parity_max_abs") is not None:
         return f"{art.get('parity_max_abs'):.1e}"
-    if art.get(agreement) is not None:
-        return f"{art.get(agreement) * 100:.1f}%"
+    for key in (agreement, f"{agreement}_vs_onnx"):
+        if art.get(key) is not None:
+            return f"{art.get(key) * 100:.1f}%"
     return "-"
 
 
