@@ -14,6 +14,8 @@ from edgepipe.model.train import predict
 from edgepipe.runtimes.litert import LiteRTModel
 
 SEQ = 32
+# the real litert-torch conversions (fp32, then PT2E int8 + ai-edge-quantizer) take about a minute
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,6 @@ def test_device_runner_runs_tflite_with_xnnpack(converted, tmp_path):
     )
 
 
-@pytest.mark.e2e
 def test_missing_litert_torch_is_one_line_with_the_install_command(tmp_path, tiny_teacher, monkeypatch):
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     with pytest.raises(ModelError, match=r"litert-torch, which is not installed; pip install 'litert-torch==0.10.0'"):
