@@ -73,7 +73,7 @@ def parse_runner_output(name: str, model: str, res: CommandResult) -> dict[str, 
 
 
 class RemoteRunnerDevice:
-    """Benchmarks through `devices/runner.py` on the device; uploads runner and inputs once per session."""
+    """Benchmarks through `devices/standalone/runner.py` on the device; uploads runner and inputs once per session."""
 
     def __init__(self, spec: DeviceSpec, transport: Transport, python: str, timeout_s: float, info: dict[str, Any]):
         self.spec, self.transport, self.python, self.timeout_s = spec, transport, python, timeout_s

@@ -24,7 +24,7 @@ paramiko = pytest.importorskip("paramiko")
 
 REPO = Path(__file__).resolve().parents[1]
 ARM_BOARD = REPO / "tools" / "rig" / "arm_board.sh"
-RUNNER = REPO / "devices" / "runner.py"
+RUNNER = REPO / "devices" / "standalone" / "runner.py"
 
 pytestmark = pytest.mark.e2e
 

@@ -202,7 +202,7 @@ ROOT='$DEST'
 QEMU='$QEMU'
 [ -x "\$QEMU" ] || QEMU=qemu-aarch64-static
 unset PYTHONHOME QEMU_LD_PREFIX QEMU_CPU QEMU_STRACE QEMU_GUEST_BASE QEMU_RESERVED_VA
-# devices/runner.py reports this, so every number measured here is labelled as emulated
+# devices/standalone/runner.py reports this, so every number measured here is labelled as emulated
 export EDGEPIPE_EMULATED=qemu-user
 exec "\$QEMU" -cpu $QEMU_CPU_MODEL -L "\$ROOT" "\$ROOT/usr/bin/python3.11" "\$@"
 EOF
