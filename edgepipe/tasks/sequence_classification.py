@@ -24,6 +24,7 @@ class SequenceClassification(Task):
     metric = "accuracy"
     agreement_name = "argmax_agreement"
     task_library = "BertNLClassifier"
+    app_api = "MediaPipe TextClassifier"
 
     def build_head(
         self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None
