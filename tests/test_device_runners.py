@@ -92,18 +92,13 @@ def android_of(server, home: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def device_run(tmp_path_factory, tiny_teacher, sshd, phone):
-    """One compress-and-export that benchmarks int8 ONNX and TFLite on x86, the ARM board and the phone."""
-    _, endpoint = sshd
-    server, device, home = phone
-    d = tmp_path_factory.mktemp("devrun")
-    out = d / "run"
-    args = [
+def run_args(teacher: Path, csv: Path, out: Path, devices: str) -> list[str]:
+    """The device run's command line, without how the devices are reached."""
+    return [
         "--teacher",
-        str(tiny_teacher),
+        str(teacher),
         "--data",
-        str(write_sentiment_csv(d / "reviews.csv")),
+        str(csv),
         "--out",
         str(out),
         *TINY_RUN,
@@ -118,7 +113,20 @@ def device_run(tmp_path_factory, tiny_teacher, sshd, phone):
         "--set",
         "bench.warmup=1",
         "--devices",
-        f"x86,{arm_device(endpoint)},android:{device.serial}",
+        devices,
+    ]
+
+
+@pytest.fixture(scope="module")
+def device_run(tmp_path_factory, tiny_teacher, sshd, phone):
+    """One compress-and-export that benchmarks int8 ONNX and TFLite on x86, the ARM board and the phone."""
+    _, endpoint = sshd
+    server, device, home = phone
+    d = tmp_path_factory.mktemp("devrun")
+    out = d / "run"
+    devices = f"x86,{arm_device(endpoint)},android:{device.serial}"
+    args = [
+        *run_args(tiny_teacher, write_sentiment_csv(d / "reviews.csv"), out, devices),
         *arm_of(endpoint),
         *android_of(server, home),
     ]
@@ -417,30 +425,11 @@ def test_rerun_reuses_device_results_without_dialing_the_devices(device_run, tin
     _, device, _ = phone
     m = device_run[1]
     out = copy_of(device_run, tmp_path)
+    devices = f"x86,{arm_device(endpoint)},android:{device.serial}"
+    nowhere = ["--set", f"bench.ssh.identity_file={tmp_path / 'no-such-key'}", "--set", "bench.android.adb_port=1"]
     args = [
-        "--teacher",
-        str(tiny_teacher),
-        "--data",
-        m["dataset"]["source"],
-        "--out",
-        str(out),
-        *TINY_RUN,
-        "--set",
-        "quantize.targets=[pruned]",
-        "--set",
-        "bench.models=[pruned]",
-        "--set",
-        "bench.artifacts=[onnx_int8,tflite_int8]",
-        "--set",
-        "bench.runs=5",
-        "--set",
-        "bench.warmup=1",
-        "--devices",
-        f"x86,{arm_device(endpoint)},android:{device.serial}",
-        "--set",
-        f"bench.ssh.identity_file={tmp_path / 'no-such-key'}",
-        "--set",
-        "bench.android.adb_port=1",
+        *run_args(tiny_teacher, Path(m["dataset"]["source"]), out, devices),
+        *nowhere,
         "--cache-dir",
         str(device_run[0].parent / "cache"),
     ]
