@@ -53,3 +53,10 @@ class BudgetError(EdgepipeError):
     def __init__(self, message: str, report: dict | None = None):
         super().__init__(message)
         self.report = report  # what the search measured, kept in the manifest
+
+
+class BaselineError(EdgepipeError):
+    """The teacher is not clearly better than predicting without a model: distilling it would ship that."""
+
+    kind = "baseline"
+    exit_code = 9

@@ -80,6 +80,8 @@ class ModelEntry(_Open):
     vocab_size: int | None = None
     accuracy: float | None = None
     val_accuracy: float | None = None
+    # (metric - baseline) / (teacher's metric - baseline): the share of the teacher's margin kept
+    baseline_margin_kept: float | None = None
     artifacts: dict[str, Artifact] = {}
     eval_inputs: EvalInputs | None = None
 
@@ -171,6 +173,8 @@ class Manifest(_Open):
     task: dict[str, Any] | None = None  # name and metric of the task (absent before tasks were named)
     bundles: dict[str, Any] | None = None
     search: dict[str, Any] | None = None  # the budget search's report (edgepipe.pipeline.search)
+    # the task's metric without a model on the test split, and the teacher's verdict (edgepipe.pipeline.baseline)
+    baseline: dict[str, Any] | None = None
     device_sessions: dict[str, Any] | None = None  # how the devices were driven (side by side or not, seconds each)
 
     # -- reading and writing ------------------------------------------------------

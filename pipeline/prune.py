@@ -28,7 +28,16 @@ from edgepipe.errors import ConfigError
 from edgepipe.model.load import Tokenizer
 from edgepipe.model.surgery import apply_plan, shape_of
 from edgepipe.model.task_model import TaskModel, load_model, save_model
-from edgepipe.model.train import TrainSettings, batches, distillation_objective, fit, forward, predict, seed_everything
+from edgepipe.model.train import (
+    batches,
+    distillation_objective,
+    fit,
+    forward,
+    predict,
+    schedule,
+    seed_everything,
+    validation,
+)
 from edgepipe.pipeline.data import Dataset
 from edgepipe.pipeline.distill import SoftTargets
 from edgepipe.progress import Progress, Silent
@@ -158,7 +167,7 @@ def importance(
     else:
         loss_mod = student.task.distillation_loss(distill.temperature, distill.alpha)
         heads, ffn = taylor_importance(
-            student, data.train, soft_targets.logits, loss_mod, batches, distill.batch_size, seed, ctx.progress
+            student, data.transfer, soft_targets.logits, loss_mod, batches, distill.batch_size, seed, ctx.progress
         )
     return {"heads": [h.tolist() for h in heads], "ffn": [f.tolist() for f in ffn]}, []
 
@@ -253,22 +262,35 @@ def recover(
     model: TaskModel,
     soft_targets: torch.Tensor,
     train: TokenizedSplit,
+    val: TokenizedSplit,
     cfg: PruneConfig,
     distill: DistillConfig,
     seed: int,
     progress: Progress = Silent(),
 ) -> dict[str, Any]:
-    """Distil again from the teacher's soft targets so the pruned model regains accuracy."""
+    """Distil again from the teacher's soft targets (over the transfer set `train`) so the pruned
+    model regains accuracy; validated and stopped as distillation is (distill.*)."""
     if cfg.recovery_epochs == 0 and not cfg.recovery_max_steps:
         return {"steps": 0}
     loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), soft_targets)
-    settings = TrainSettings(
+    settings = schedule(
+        distill,
+        cfg.recovery_lr,
+        distill.batch_size,
         epochs=max(cfg.recovery_epochs, 1e-9),
-        lr=cfg.recovery_lr,
-        batch_size=distill.batch_size,
+        min_steps=cfg.recovery_min_steps,
         max_steps=cfg.recovery_max_steps,
     )
-    return fit(model, train, loss_fn, settings, seed=seed + 1, progress=progress, description="recover pruned")
+    return fit(
+        model,
+        train,
+        loss_fn,
+        settings,
+        seed=seed + 1,
+        progress=progress,
+        description="recover pruned",
+        validate=validation(val, distill.validation_examples),
+    )
 
 
 def run(
@@ -294,7 +316,9 @@ def run(
         vocab_dir = (
             out_dir if ctx.dist.main else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))
         )  # other ranks need the tokenizer only
-        vocab = pruned.arch.prune_vocabulary(tokenizer.hf, dataset.texts["train"], tokenizer.directory, vocab_dir)
+        vocab = pruned.arch.prune_vocabulary(
+            tokenizer.hf, dataset.texts["train"] + dataset.extra, tokenizer.directory, vocab_dir
+        )
         pruned.arch.keep_tokens(pruned.encoder, vocab.kept_ids)
         new_tokenizer = vocab.tokenizer
         test_ids = tokenizer(dataset.texts["test"], add_special_tokens=False)["input_ids"]
@@ -310,7 +334,9 @@ def run(
     before = {split: task.score(predict(pruned, data[split]), data[split].labels) for split in ("val", "test")}
     report[f"{task.metric}_before_recovery"] = before["test"]
     report[f"val_{task.metric}_before_recovery"] = before["val"]
-    report["recovery"] = recover(pruned, soft_targets.logits, data.train, prune, distill, seed, ctx.progress)
+    report["recovery"] = recover(
+        pruned, soft_targets.logits, data.transfer, data.val, prune, distill, seed, ctx.progress
+    )
     if not ctx.dist.main:
         return report, []
     files = save_model(pruned, out_dir, tokenizer_dir=None if prune.vocab else tokenizer.directory)

@@ -309,12 +309,12 @@ class SearchData:
     """What the search trains and measures with."""
 
     tokens: TokenizedData  # the student's (full-vocabulary) tokenization
-    train: TokenizedSplit
+    train: TokenizedSplit  # the transfer set: labelled training split, then texts added for distillation
     val: TokenizedSplit
     vocab_train: TokenizedSplit | None  # re-tokenized with the pruned vocabulary (None: vocab pruning not searched)
     vocab_val: TokenizedSplit | None
     kept_token_ids: list[int] | None
-    soft_targets: torch.Tensor  # teacher outputs on the training split
+    soft_targets: torch.Tensor  # teacher outputs on the transfer set (`train` here)
     latency_inputs: Path  # runner inputs with ids valid for every vocabulary size
     key: str  # hash of everything above
 
@@ -333,7 +333,7 @@ def prepare(
     kept = vocab_data = None
     if True in vocab:
         v = student.arch.prune_vocabulary(
-            tokenizer.hf, dataset.texts["train"], tokenizer.directory, ctx.path("search/vocab")
+            tokenizer.hf, dataset.texts["train"] + dataset.extra, tokenizer.directory, ctx.path("search/vocab")
         )
         kept, vocab_data = v.kept_ids, dataset.tokenize(v.tokenizer, max_length)
     rows = min(len(kept) if kept else student.dims.vocab, student.dims.vocab)
@@ -344,9 +344,9 @@ def prepare(
     )
     return SearchData(
         data,
-        data.train,
+        data.transfer,
         data.val,
-        vocab_data and vocab_data.train,
+        vocab_data and vocab_data.transfer,
         vocab_data and vocab_data.val,
         kept,
         soft_targets.logits,
@@ -679,7 +679,9 @@ def _estimate(
     loss_fn = distillation_objective(
         model.task.distillation_loss(distill.temperature, distill.alpha), data.soft_targets
     )
-    settings = TrainSettings(epochs=1.0, lr=recovery_lr, batch_size=distill.batch_size, max_steps=steps)
+    settings = TrainSettings(
+        epochs=1.0, lr=recovery_lr, batch_size=distill.batch_size, min_steps=steps, max_steps=steps
+    )
     report = fit(
         model,
         train,

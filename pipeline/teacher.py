@@ -20,12 +20,25 @@ from edgepipe.config import TeacherConfig
 from edgepipe.errors import ModelError
 from edgepipe.model.load import fingerprint, load_teacher_dir, teacher_source
 from edgepipe.model.task_model import TaskModel, load_model, save_model
-from edgepipe.model.train import TrainSettings, fit, forward
+from edgepipe.model.train import fit, forward, schedule, validation
 from edgepipe.pipeline.data import Dataset
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import sha256_file, write_json_atomic
 from edgepipe.stages import derive_key
 from edgepipe.tokenized import TokenizedSplit
+
+# what the fine-tune's result depends on (its cache key); the baseline check does not change it
+TRAINING_SETTINGS = {
+    "epochs",
+    "min_steps",
+    "max_steps",
+    "evaluations",
+    "patience",
+    "validation_examples",
+    "lr",
+    "batch_size",
+    "freeze_word_embeddings",
+}
 
 
 def labels_match(head: list[str], data: list[str]) -> bool:
@@ -41,6 +54,7 @@ def labels_match(head: list[str], data: list[str]) -> bool:
 def prepare(
     dataset: Dataset,
     train: TokenizedSplit,
+    val: TokenizedSplit,
     teacher: TeacherConfig,
     *,
     max_length: int,
@@ -68,16 +82,14 @@ def prepare(
         model.key = source_report["source_fingerprint"]
         return model.eval(), source_report | {"fine_tuned": False}
 
-    settings = TrainSettings(
-        epochs=teacher.epochs, lr=teacher.lr, batch_size=teacher.batch_size, max_steps=teacher.max_steps
-    )
+    settings = schedule(teacher, teacher.lr, teacher.batch_size)
     dist = distributed.current()
     key = derive_key(
         {
             "source": source_report["source_fingerprint"],
             "data": dataset.key,
             "max_length": max_length,
-            "train": teacher.model_dump(mode="json", exclude={"path", "finetune"}),
+            "train": teacher.model_dump(mode="json", include=TRAINING_SETTINGS),
             "seed": seed,
             "threads": threads,
             **({"processes": dist.world} if dist.active else {}),
@@ -99,7 +111,16 @@ def prepare(
     def loss_fn(m, idx, batch):
         return m.task.loss(forward(m, batch), batch["labels"])
 
-    train_report = fit(model, train, loss_fn, settings, seed=seed, progress=progress, description="fine-tune teacher")
+    train_report = fit(
+        model,
+        train,
+        loss_fn,
+        settings,
+        seed=seed,
+        progress=progress,
+        description="fine-tune teacher",
+        validate=validation(val, teacher.validation_examples),
+    )
     words.requires_grad_(True)
     if dist.main:
         _write_cache(entry, model, source, train_report)

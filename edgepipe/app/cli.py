@@ -84,6 +84,18 @@ def compress_and_export_cmd(
     data: Annotated[
         Path | None, typer.Option(help="CSV/JSONL with text,label columns (default: built-in Rotten Tomatoes)")
     ] = None,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(
+            help="texts without labels (.txt one per line, or CSV/JSONL) the student learns from the teacher on"
+        ),
+    ] = None,
+    allow_weak_teacher: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak-teacher", help="distil even when the teacher does not clearly beat the majority baseline"
+        ),
+    ] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="CI-sized run: few hundred examples, 1-layer student")] = False,
     train_threads: Annotated[
         int | None, typer.Option("--train-threads", help="torch threads for training (default: all cores)")
@@ -127,6 +139,8 @@ def compress_and_export_cmd(
             [
                 ("teacher.path", teacher),
                 ("data.path", data),
+                ("data.unlabeled", unlabeled),
+                ("teacher.require_beat_baseline", False if allow_weak_teacher else None),
                 ("threads", train_threads),
                 ("bench.threads", bench_threads),
                 ("seed", seed),

@@ -23,15 +23,15 @@ import edgepipe
 from edgepipe import distributed
 from edgepipe.app import benchmark as bench_stage
 from edgepipe.app.report import write_report
-from edgepipe.config import RunConfig, build_config, config_to_dict, flatten_tree, migrate
+from edgepipe.config import RunConfig, TeacherConfig, build_config, config_to_dict, flatten_tree, for_data_size, migrate
 from edgepipe.devices.pool import DevicePool
-from edgepipe.errors import BudgetError, ConfigError, ModelError, RunDirError
+from edgepipe.errors import BaselineError, BudgetError, ConfigError, ModelError, RunDirError
 from edgepipe.export import bundle, onnx, ort_format, tflite, tflite_metadata
 from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
 from edgepipe.model.load import Tokenizer, teacher_source
 from edgepipe.model.task_model import TaskModel
+from edgepipe.pipeline import augment, baseline, distill, evaluate, prune, quantize, search, teacher
 from edgepipe.pipeline import data as data_stage
-from edgepipe.pipeline import distill, evaluate, prune, quantize, search, teacher
 from edgepipe.progress import Progress, Silent
 from edgepipe.rundir import RunDir, sha256_file, write_bytes_atomic
 from edgepipe.stages import Record, Stages
@@ -114,6 +114,61 @@ class Run:
                 self.dir.path("config.yaml"), yaml.safe_dump(self.manifest.config, sort_keys=False).encode()
             )
 
+    # -- data and baseline --------------------------------------------------------------
+
+    def fit_to_data(self, cfg: RunConfig, dataset: data_stage.Dataset) -> RunConfig:
+        """Settings left to the data size filled in (recorded and printed), and the texts added for
+        small-data distillation (`dataset.extra`); returns the config the run trains with."""
+        n = len(dataset.texts["train"])
+        cfg, chosen = for_data_size(cfg, n)
+        self.manifest.dataset["size_defaults"] = {"train_examples": n, "chosen": chosen}
+        if chosen:
+            self.record_config(cfg)
+            self.progress.log(
+                f"note: {n} training examples: "
+                + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                + " (chosen by data size; --set any of them to override)"
+            )
+        dataset.extra, self.manifest.dataset["transfer"] = augment.transfer_texts(
+            dataset,
+            copies=cfg.distill.augment or 0,
+            max_examples=cfg.distill.transfer_max_examples,
+            unlabeled=cfg.data.unlabeled,
+            text_column=cfg.data.text_column,
+            seed=cfg.seed,
+        )
+        if dataset.extra:
+            self.progress.log(
+                f"note: the student learns from the teacher on {len(dataset.extra)} texts beside the {n} labelled ones"
+            )
+        for line in dataset.report.get("notes", []):
+            self.progress.log(f"note: {line}")
+        self.save()
+        return cfg
+
+    def check_teacher(self, model: TaskModel, tokens: TokenizedData, cfg: TeacherConfig) -> None:
+        """The teacher against the baseline on the test split: said in one line, and by default the
+        run stops here (the teacher is cached) when the teacher does not clearly beat it."""
+        base = baseline.baseline(model.task, tokens.train.labels, tokens.test.labels)
+        value = self.manifest.models["teacher"].get(model.task.metric)
+        verdict = baseline.judge(value, base, margin=cfg.baseline_margin, p_value=cfg.baseline_p_value)
+        self.manifest.baseline = base | {"teacher": verdict}
+        self.save()
+        line = baseline.teacher_line(base, verdict)
+        if verdict["beats"]:
+            self.progress.log(f"[green]✓[/green] {line}")
+            return
+        fix = (
+            f"train it longer (--set teacher.min_steps={max(2 * cfg.min_steps, 600)}), bring a fine-tuned teacher "
+            "(--teacher DIR), or add labelled data"
+        )
+        if cfg.require_beat_baseline:
+            raise BaselineError(
+                f"{line}: not clearly better than no model (margin {cfg.baseline_margin * 100:g} points, "
+                f"p < {cfg.baseline_p_value:g}); {fix}, or pass --allow-weak-teacher to distil it anyway"
+            )
+        self.progress.log(f"[yellow]![/yellow] {line}: not clearly better than no model; {fix}")
+
     # -- models -----------------------------------------------------------------------
 
     def record_model(self, role: Role, report: dict[str, Any], checkpoint: Path | None = None) -> None:
@@ -130,6 +185,9 @@ class Run:
         )
         if checkpoint is not None:
             entry["checkpoint"] = self.dir.rel(checkpoint)
+        base, teacher_entry = self.manifest.baseline, self.manifest.models.get("teacher")
+        if base and teacher_entry is not None and role.name != "teacher":
+            entry["baseline_margin_kept"] = baseline.kept(entry[metric], teacher_entry.get(metric), base)
         entry |= {"artifacts": {}, "eval_inputs": EvalInputs(path=self.dir.rel(inputs), key=role.data.key)}
         self.manifest.models[role.name] = ModelEntry.model_validate(entry)
         self.manifest.task = {"name": model.task.name, "metric": metric}
@@ -285,6 +343,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         run.record_config(cfg)
 
         dataset, run.manifest.dataset = data_stage.load_dataset(cfg.data)
+        cfg = run.fit_to_data(cfg, dataset)
         tokenizer = Tokenizer.load(teacher_source(cfg.teacher.path))
         tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
         run.save()
@@ -293,6 +352,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         t_model, t_report = teacher.prepare(
             dataset,
             tokens.train,
+            tokens.val,
             cfg.teacher,
             max_length=cfg.data.max_length,
             seed=cfg.seed,
@@ -303,6 +363,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if t_report.get("cache_hit", True) else ""))
         roles = [Role("teacher", t_model, tokens, tokenizer)]
         run.record_model(roles[0], t_report)
+        run.check_teacher(t_model, tokens, cfg.teacher)
         soft = distill.load_soft_targets(
             stages, stages.run("soft_targets", distill.soft_targets, teacher=t_model, data=tokens)
         )

@@ -70,6 +70,11 @@ class Task(ABC):
     def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
         """How often two models decide alike (1.0 = always)."""
 
+    @abstractmethod
+    def baseline(self, train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, Any]:
+        """What the metric is without a model, on the test split: {"metric": best baseline value,
+        "name": which baseline, ...}; the teacher must beat it (edgepipe.pipeline.baseline)."""
+
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         return self.scores(outputs, labels)[self.metric]
 

@@ -3,7 +3,8 @@
 Soft targets (Hinton et al. 2015):
     alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * task loss
             + hidden_weight * MSE(student hidden states, teacher hidden states)
-computed with log_softmax on both sides (stable for large logits).
+computed with log_softmax on both sides (stable for large logits). Rows labelled UNLABELED (texts
+added for distillation) count in the KL term only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edgepipe.tokenized import UNLABELED
 
 
 def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -75,7 +78,13 @@ class DistillationLoss(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         kd = soft_target_kl(student_logits, teacher_logits, self.temperature)
-        ce = F.cross_entropy(student_logits, labels)
+        labelled = labels != UNLABELED  # texts added for distillation have the teacher's outputs only
+        if bool(labelled.all()):
+            ce = F.cross_entropy(student_logits, labels)
+        elif bool(labelled.any()):
+            ce = F.cross_entropy(student_logits[labelled], labels[labelled])
+        else:
+            ce = torch.zeros((), dtype=kd.dtype)
         loss = self.alpha * kd + (1 - self.alpha) * ce
         hidden = torch.zeros((), dtype=loss.dtype)
         if self.hidden_weight > 0 and student_hidden is not None and teacher_hidden is not None:

@@ -56,6 +56,17 @@ class SequenceClassification(Task):
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return {"accuracy": float((outputs.argmax(axis=-1) == labels).mean())}
 
+    def baseline(self, train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, Any]:
+        """Always the training split's most frequent label (majority), and guessing at the training
+        split's label frequencies (stratified: expected accuracy sum_i p_train(i) * p_test(i))."""
+        k = int(max(train_labels.max(), test_labels.max())) + 1
+        prior = np.bincount(train_labels, minlength=k) / len(train_labels)
+        share = np.bincount(test_labels, minlength=k) / len(test_labels)
+        majority = int(prior.argmax())
+        rows = {"majority": float(share[majority]), "stratified": float(prior @ share)}
+        name = max(rows, key=rows.get)
+        return {"name": name, "metric": rows[name], "majority_label_id": majority, **rows}
+
     def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
         return float((outputs.argmax(axis=-1) == reference.argmax(axis=-1)).mean())
 
