@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import yaml
+from rich.markup import escape
 
 import edgepipe
 from edgepipe import distributed
@@ -285,6 +286,8 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         run.record_config(cfg)
 
         dataset, run.manifest.dataset = data_stage.load_dataset(cfg.data)
+        for n in dataset.report["notes"]:
+            progress.log(f"note: {escape(n)}")  # escaped: labels and paths may hold [brackets]
         tokenizer = Tokenizer.load(teacher_source(cfg.teacher.path))
         tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
         run.save()
