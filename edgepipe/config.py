@@ -24,10 +24,14 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    path: Path | None = Field(None, description="CSV or JSONL with text/label columns; None = built-in Rotten Tomatoes")
+    path: Path | None = Field(
+        None, description="CSV/TSV or JSONL with text/label columns; None = built-in Rotten Tomatoes"
+    )
     text_column: str = "text"
     label_column: str = "label"
-    split_column: str | None = Field(None, description="column with train/val/test per row; None = split by seed")
+    split_column: str | None = Field(
+        None, description="column with train/val/test per row; None = seeded split, stratified by label"
+    )
     val_size: float = Field(1000, gt=0, description="examples (>=1) or fraction (<1) held out for validation")
     test_size: float = Field(2000, gt=0, description="examples (>=1) or fraction (<1) held out for test")
     max_length: int = Field(64, ge=8, le=512, description="wordpiece tokens per example, [CLS]/[SEP] included")
@@ -36,6 +40,24 @@ class DataConfig(_Section):
     unlabeled: Path | None = Field(
         None, description="texts without labels (CSV/JSONL with the text column, or .txt one per line) for distillation"
     )
+    delimiter: str | None = Field(
+        None, description="CSV field separator, one character (',', ';', '|', tab as \\t); None = guessed (.tsv: tab)"
+    )
+    fold_label_case: bool = Field(False, description="lowercase labels ('Pos' and 'pos' become one class)")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, v: str | None) -> str | None:
+        """`\\t` and `tab` are accepted for a tab: a literal tab is hard to type in a shell or YAML."""
+        if v is None:
+            return None
+        v = {"\\t": "\t", "tab": "\t"}.get(v, v)
+        if len(v) != 1 or v in '"\r\n':
+            raise ValueError(
+                "must be one character other than a quote or newline, e.g. ';' or \\t for a tab "
+                "(on the command line quote a pipe: --set \"data.delimiter='|'\")"
+            )
+        return v
 
 
 class _Schedule(_Section):

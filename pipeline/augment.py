@@ -52,7 +52,7 @@ def augment(texts: list[str], copies: int, seed: int) -> list[str]:
     return out
 
 
-def read_unlabeled(path: Path, text_column: str) -> list[str]:
+def read_unlabeled(path: Path, text_column: str, delimiter: str | None = None) -> list[str]:
     """Texts of a .txt file (one per line) or a CSV/JSONL file's text column."""
     if path.suffix.lower() == ".txt":
         try:
@@ -62,17 +62,25 @@ def read_unlabeled(path: Path, text_column: str) -> list[str]:
         except UnicodeDecodeError:
             raise DataError(f"unlabeled file {path} is not UTF-8; re-save it as UTF-8") from None
         return [" ".join(line.split()) for line in lines if line.strip()]
-    rows = data_stage._read_rows(path)
-    if rows and text_column not in rows[0]:
-        columns = ", ".join(str(c) for c in rows[0] if c is not None)
+    table = data_stage.read_rows(path, delimiter, (text_column,))
+    if text_column not in table.columns:
         raise DataError(
-            f"unlabeled file {path} has no column {text_column!r} (columns: {columns}); name it like data.text_column"
+            f"unlabeled file {path} has no column {text_column!r} (columns: {', '.join(table.columns)}); "
+            "name it like data.text_column, or pass a .txt file with one text per line"
         )
-    return [" ".join(str(r.get(text_column) or "").split()) for r in rows if str(r.get(text_column) or "").strip()]
+    texts = (" ".join(str(r.get(text_column) or "").split()) for r in table.rows)
+    return [t for t in texts if t]
 
 
 def transfer_texts(
-    dataset: data_stage.Dataset, *, copies: int, max_examples: int, unlabeled: Path | None, text_column: str, seed: int
+    dataset: data_stage.Dataset,
+    *,
+    copies: int,
+    max_examples: int,
+    unlabeled: Path | None,
+    text_column: str,
+    delimiter: str | None,
+    seed: int,
 ) -> tuple[list[str], dict[str, Any]]:
     """The texts added to the labelled training split for distillation, and what was added."""
     known = {t for split in dataset.texts.values() for t in split}
@@ -80,7 +88,7 @@ def transfer_texts(
     report: dict[str, Any] = {"labelled": len(dataset.texts["train"])}
     extra: list[str] = []
     if unlabeled is not None:
-        texts = read_unlabeled(Path(unlabeled), text_column)
+        texts = read_unlabeled(Path(unlabeled), text_column, delimiter)
         fresh = list(dict.fromkeys(t for t in texts if t not in known))
         report["unlabeled"] = {
             "path": str(unlabeled),

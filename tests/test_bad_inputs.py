@@ -118,6 +118,22 @@ CASES = [
         3,
     ),
     (
+        # texts with commas in a `;`-separated file, and a column named otherwise: was a TypeError
+        "data-semicolon-wrong-column",
+        {"s.csv": "review;label\nGreat, really great;pos\nBad, bad, bad;neg\n"},
+        ["--data", "{d}/s.csv"],
+        "has no column 'text' (columns: review, label)",
+        3,
+    ),
+    (
+        "data-xlsx",
+        {"d.xlsx": b"PK\x03\x04\x14\x00\x06\x00"},
+        ["--data", "{d}/d.xlsx"],
+        "is a spreadsheet; save it as CSV UTF-8 (File > Save As) and pass the .csv",
+        3,
+    ),
+    ("data-bad-delimiter", {}, ["--set", "data.delimiter=;;"], "data.delimiter: must be one character", 2),
+    (
         "data-unknown-format",
         {"d.parquet": "x"},
         ["--data", "{d}/d.parquet"],

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import yaml
+from rich.markup import escape
 
 import edgepipe
 from edgepipe import distributed
@@ -119,6 +120,8 @@ class Run:
     def fit_to_data(self, cfg: RunConfig, dataset: data_stage.Dataset) -> RunConfig:
         """Settings left to the data size filled in (recorded and printed), and the texts added for
         small-data distillation (`dataset.extra`); returns the config the run trains with."""
+        for line in dataset.report.get("notes", []):
+            self.progress.log(f"note: {escape(line)}")  # escaped: labels and paths may hold [brackets]
         n = len(dataset.texts["train"])
         cfg, chosen = for_data_size(cfg, n)
         self.manifest.dataset["size_defaults"] = {"train_examples": n, "chosen": chosen}
@@ -135,14 +138,13 @@ class Run:
             max_examples=cfg.distill.transfer_max_examples,
             unlabeled=cfg.data.unlabeled,
             text_column=cfg.data.text_column,
+            delimiter=cfg.data.delimiter,
             seed=cfg.seed,
         )
         if dataset.extra:
             self.progress.log(
                 f"note: the student learns from the teacher on {len(dataset.extra)} texts beside the {n} labelled ones"
             )
-        for line in dataset.report.get("notes", []):
-            self.progress.log(f"note: {line}")
         self.save()
         return cfg
 
