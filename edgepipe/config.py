@@ -471,10 +471,13 @@ SMOKE: dict[str, Any] = {
     "teacher.max_steps": 30,
     "teacher.lr": 3e-4,
     "teacher.validation_examples": 100,
+    "teacher.batch_size": 32,  # CI speed over small-data quality: the settings smoke runs always had
+    "teacher.freeze_word_embeddings": True,
     "student.layers": [0],
     "distill.max_steps": 30,
     "distill.lr": 3e-4,
     "distill.validation_examples": 100,
+    "distill.batch_size": 32,
     "distill.augment": 1,
     "prune.importance_batches": 10,
     "prune.recovery_max_steps": 30,

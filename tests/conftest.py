@@ -161,6 +161,8 @@ TINY_RUN = [
     "--set",
     "distill.lr=1e-3",
     "--set",
+    "distill.batch_size=32",
+    "--set",
     "bench.runs=10",
     "--set",
     "bench.warmup=2",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgepipe.tasks.losses import DistillationLoss
+from edgepipe.tasks.losses import DistillationLoss, soft_target_kl
 
 
 def hand_kd(zs, zt, y, T, alpha):
@@ -56,3 +56,18 @@ def test_hidden_state_mse_uses_the_mask_and_projects_narrow_students():
     assert loss(logits, logits, torch.tensor([0, 1]), s, t2, mask)["hidden"].item() == pytest.approx(
         want.item(), rel=1e-5
     )
+
+
+def test_texts_without_labels_count_in_the_soft_target_term_only():
+    from edgepipe.tokenized import UNLABELED
+
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    loss = DistillationLoss(temperature=2.0, alpha=0.5)
+    labels = torch.tensor([0, 2, UNLABELED, UNLABELED])
+    mixed = loss(s, t, labels)
+    labelled_only = loss(s[:2], t[:2], labels[:2])
+    assert mixed["ce"].item() == pytest.approx(labelled_only["ce"].item())  # CE over the two labelled rows
+    assert mixed["kd"].item() == pytest.approx(soft_target_kl(s, t, 2.0).item())  # KL over all four
+    none = loss(s, t, torch.full((4,), UNLABELED))
+    assert none["ce"].item() == 0.0 and none["loss"].item() == pytest.approx(0.5 * none["kd"].item())

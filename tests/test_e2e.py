@@ -354,6 +354,43 @@ def test_user_csv_and_local_teacher(tmp_path, tiny_teacher):
     # the sentiment word decides the label: both models must have learnt it
     assert m["models"]["teacher"]["accuracy"] >= 0.9 and m["models"]["student"]["accuracy"] >= 0.9
     assert json.loads((out / "student" / "edgepipe.json").read_text())["labels"] == ["neg", "pos"]
+    # 400 training examples: small-data settings, augmented texts scored by the teacher, a baseline to beat
+    assert m["dataset"]["size_defaults"]["chosen"]["distill.augment"] == 8
+    transfer = m["dataset"]["transfer"]
+    assert transfer["labelled"] == 400 and transfer["transfer"] == 400 + transfer["augmented"]["used"] > 400
+    assert m["config"]["distill"]["augment"] == 8  # the config recorded is the one trained with
+    base = m["baseline"]
+    assert base["name"] == "majority" and 0.4 <= base["metric"] <= 0.6 and base["teacher"]["beats"]
+    assert m["models"]["pruned"]["baseline_margin_kept"] > 0.8
+    for role, report in (("teacher", "train"), ("student", "train"), ("pruned", "recovery")):
+        r = m["models"][role][report]
+        assert r["curve"] and max(v for _, v in r["curve"]) == r["best_val"]
+    assert m["models"]["pruned"]["recovery"]["planned_steps"] == 300  # the floor: 400 examples are 25 batches
+    assert "no model (majority)" in proc.stdout and "of the teacher's margin" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert "report_files/training.svg" in report and "Share of the teacher's margin kept" in report
+
+
+def test_a_teacher_no_better_than_the_baseline_stops_the_run_before_distilling(tmp_path):
+    csv = write_sentiment_csv(tmp_path / "reviews.csv")
+    teacher = make_tiny_bert(tmp_path / "t", head_labels=["neg", "pos"])  # a random head, used as is
+    out = tmp_path / "run"
+    args = [
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(csv),
+        "--out",
+        str(out),
+        *TINY_RUN,
+        "--set",
+        "teacher.finetune=never",
+    ]
+    proc = run_cli(*args, cache=tmp_path / "cache")
+    _one_line_error(proc, "not clearly better than no model")
+    assert proc.returncode == 9 and "--allow-weak-teacher" in proc.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert not m["baseline"]["teacher"]["beats"] and set(m["models"]) == {"teacher"}  # kept, and nothing distilled
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path, tiny_teacher):

@@ -23,6 +23,10 @@ CASES = {
         "metric": 0.75,
         "reference_metric": 1.0,
         "agreement": 0.75,
+        # train labels 0,0,0,1 (prior 3/4, 1/4); test labels 0,1,0,0 (3/4, 1/4): majority = label 0 -> 3/4,
+        # stratified = 3/4*3/4 + 1/4*1/4 = 10/16
+        "train_labels": np.array([0, 0, 0, 1]),
+        "baseline": {"name": "majority", "metric": 0.75, "majority": 0.75, "stratified": 0.625},
     },
 }
 
@@ -46,6 +50,13 @@ def test_metric_agreement_and_the_int8_comparison_record(name):
             task.agreement_name: case["agreement"],
         }
     )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_baseline_without_a_model_is_hand_computed(name):
+    task, case = get(name), CASES[name]
+    got = task.baseline(case["train_labels"], case["labels"])
+    assert {k: got[k] for k in case["baseline"]} == pytest.approx(case["baseline"])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -105,9 +105,25 @@ def ship_head(metric: str) -> list[str]:
 
 
 def ladder_rows(m: Manifest) -> list[list[str]]:
-    """teacher -> student -> pruned -> int8: what each step costs and keeps."""
+    """no model -> teacher -> student -> pruned -> int8: what each step costs and keeps, and each
+    metric's margin over the baseline (points)."""
     metric = m.metric
+    base = (m.baseline or {}).get("metric")
     rows = []
+    if base is not None:
+        rows.append(
+            [
+                f"no model ({m.baseline['name']} baseline)",
+                "-",
+                "-",
+                _fmt(base, ".1f", 100, "%"),
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+            ]
+        )
     for role, model in m.models.items():
         for name, art in model.artifacts.items():
             value = art.get(f"test_{metric}")
@@ -124,6 +140,7 @@ def ladder_rows(m: Manifest) -> list[list[str]]:
                     _fmt(art.bytes, ".1f", 1e-6),
                     _check(art),
                     _fmt(value, ".1f", 100, "%"),
+                    _fmt(None if value is None or base is None else value - base, "+.1f", 100),
                 ]
             )
     return rows
@@ -146,6 +163,7 @@ def ladder_head(metric: str) -> list[str]:
         "size (MB)",
         "export check",
         f"{metric} (artifact)",
+        "vs baseline (points)",
     ]
 
 
@@ -328,9 +346,70 @@ def plots(runs: Runs) -> dict[str, str]:
         ax.grid(axis="x", alpha=0.3)
         out["latency_distribution"] = _svg(fig)
     for run_name, m in runs:
+        curves = training_curves(m)
+        if curves:
+            out[f"training_{run_name}" if multi else "training"] = _svg(curves_plot(m, curves, plt))
+    for run_name, m in runs:
         if (m.search or {}).get("candidates"):
             out[f"search_{run_name}" if multi else "search"] = _svg(search_plot(m.search, plt))
     return out
+
+
+def training_curves(m: Manifest) -> dict[str, dict[str, Any]]:
+    """role -> its training report with a validation curve (teacher fine-tune, distillation, recovery)."""
+    out = {}
+    for role, model in m.models.items():
+        for key in ("train", "recovery"):
+            report = model.get(key)
+            if isinstance(report, dict) and report.get("curve"):
+                out[role] = report
+    return out
+
+
+def curves_plot(m: Manifest, curves: dict[str, dict[str, Any]], plt) -> Any:
+    """Validation metric per evaluation for each training stage; the kept checkpoint circled."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for role, report in curves.items():
+        steps, values = zip(*report["curve"])
+        (line,) = ax.plot(steps, [v * 100 for v in values], marker=".", label=role)
+        ax.plot([report["best_step"]], [report["best_val"] * 100], "o", mfc="none", ms=9, color=line.get_color())
+    base = (m.baseline or {}).get("metric")
+    if base is not None:
+        ax.axhline(base * 100, color="#888", ls="--", lw=1, label=f"{m.baseline['name']} baseline (test)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"validation {m.metric}, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def baseline_summary(m: Manifest) -> str | None:
+    """One paragraph: the baseline, the teacher's verdict, and the share of its margin each model kept."""
+    b = m.baseline
+    if not b:
+        return None
+    metric, t = m.metric, b.get("teacher", {})
+    text = (
+        f"Without a model: always '{_label(m, b.get('majority_label_id'))}' (majority) scores {b['majority'] * 100:.1f}% test {metric}, "
+        f"guessing at the training label frequencies (stratified) {b['stratified'] * 100:.1f}%."
+    )
+    if t:
+        p = f", binomial p = {t['p_value']:.2g}" if "p_value" in t else ""
+        verdict = "clearly better" if t.get("beats") else "NOT clearly better"
+        text += f" The teacher is {t['margin'] * 100:+.1f} points over it ({verdict}{p})."
+    kept = [
+        f"{role} {model.baseline_margin_kept * 100:.0f}%"
+        for role, model in m.models.items()
+        if model.baseline_margin_kept is not None
+    ]
+    if kept:
+        text += " Share of the teacher's margin kept: " + ", ".join(kept) + "."
+    return text
+
+
+def _label(m: Manifest, label_id: int | None) -> str:
+    labels = m.dataset.get("labels") or []
+    return labels[label_id] if label_id is not None and label_id < len(labels) else str(label_id)
 
 
 SEARCH_HEAD = [
@@ -563,6 +642,9 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
             "note",
         )
         doc.heading(3, "Stage ladder")
+        summary = baseline_summary(m)
+        if summary:
+            doc.para(summary)
         doc.table(ladder_head(m.metric), ladder_rows(m))
         for device, rows in device_tables(m).items():
             doc.heading(3, f"Latency and {m.metric} on {device}")
@@ -581,6 +663,11 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
         "latency_distribution": "Latency distribution per artifact and device.",
     }
     for key in svgs:
+        if key.startswith("training"):
+            captions[key] = (
+                f"Validation {metric} during training (teacher fine-tune, distillation, pruning recovery); "
+                "the circled point is the checkpoint kept; dashed: the baseline without a model."
+            )
         if key.startswith("search"):
             captions[key] = (
                 f"Budget search: estimated {metric} vs measured latency of the plans tried, with the budget lines and their Pareto front; "

@@ -189,7 +189,13 @@ class Run:
             entry["checkpoint"] = self.dir.rel(checkpoint)
         base, teacher_entry = self.manifest.baseline, self.manifest.models.get("teacher")
         if base and teacher_entry is not None and role.name != "teacher":
-            entry["baseline_margin_kept"] = baseline.kept(entry[metric], teacher_entry.get(metric), base)
+            kept = entry["baseline_margin_kept"] = baseline.kept(entry[metric], teacher_entry.get(metric), base)
+            if kept is not None:
+                mark = "[green]✓[/green]" if kept >= 0.5 else "[yellow]![/yellow]"
+                self.progress.log(
+                    f"{mark} {role.name}: test {metric} {entry[metric] * 100:.1f}%, "
+                    f"kept {kept * 100:.0f}% of the teacher's margin over the {base['name']} baseline"
+                )
         entry |= {"artifacts": {}, "eval_inputs": EvalInputs(path=self.dir.rel(inputs), key=role.data.key)}
         self.manifest.models[role.name] = ModelEntry.model_validate(entry)
         self.manifest.task = {"name": model.task.name, "metric": metric}

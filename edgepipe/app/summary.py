@@ -31,6 +31,25 @@ def check_cell(art: Artifact, agreement: str = "argmax_agreement") -> str:
     return "-"
 
 
+def baseline_caption(manifest: Manifest) -> str:
+    """The teacher's margin over the baseline and the share of it each smaller model kept."""
+    base, metric = manifest.baseline or {}, manifest.metric
+    t = base.get("teacher") or {}
+    parts = [f"{base['name']} baseline {base['metric'] * 100:.1f}% test {metric}"]
+    if t:
+        parts.append(
+            f"teacher {t['margin'] * 100:+.1f} points" + (f" (p={t['p_value']:.2g})" if "p_value" in t else "")
+        )
+    kept = [
+        f"{role} kept {m.baseline_margin_kept * 100:.0f}%"
+        for role, m in manifest.models.items()
+        if m.baseline_margin_kept is not None
+    ]
+    if kept:
+        parts.append(", ".join(kept) + " of the teacher's margin")
+    return "; ".join(parts)
+
+
 def summary_table(manifest: Manifest) -> Table:
     """The stage ladder: model facts once per model, then one row per artifact and device."""
     metric = manifest.metric
@@ -52,6 +71,11 @@ def summary_table(manifest: Manifest) -> Table:
     )
     for col in cols:
         table.add_column(col, justify="left" if col in ("model", "artifact", "device") else "right")
+    base = manifest.baseline
+    if base:
+        table.add_row(f"no model ({base['name']})", "-", "-", _pct(base["metric"]), *["-"] * (len(cols) - 4))
+        table.caption = baseline_caption(manifest)
+        table.caption_justify = "left"
     for role, m in manifest.models.items():
         first = True
         for name, art in m.artifacts.items():
