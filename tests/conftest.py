@@ -134,7 +134,7 @@ def train_tiny_classifier(directory: Path, *, seed: int, n: int, held_out: int, 
             m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b["labels"]
         )
 
-    fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, max_steps=40), seed=0)
+    fit(model, splits["train"], ce, TrainSettings(epochs=1, lr=2e-3, batch_size=32, min_steps=40, max_steps=40), seed=0)
     return model.eval(), splits
 
 

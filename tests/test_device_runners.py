@@ -548,26 +548,42 @@ def test_a_device_in_use_by_another_run_is_waited_for_then_given_up_on(device_ru
         assert p.stdout.readline().strip() == "held"
         return p
 
-    h = holder(12)  # longer than edgepipe's own start-up
-    t0 = time.monotonic()
-    proc = edgepipe(
-        "bench",
-        str(out),
-        "--device",
-        "x86",
-        "--bench-threads",
-        "5",
-        "--runs",
-        "3",
-        "--artifacts",
-        "onnx_int8",
-        "--set",
-        f"bench.lock_dir={locks}",
+    # the holder keeps the device until edgepipe says it waits for it (no race with a slow start-up)
+    h = holder(600)
+    bench = subprocess.Popen(
+        [
+            str(BIN / "edgepipe"),
+            "bench",
+            str(out),
+            "--device",
+            "x86",
+            "--bench-threads",
+            "5",
+            "--runs",
+            "3",
+            "--artifacts",
+            "onnx_int8",
+            "--set",
+            f"bench.lock_dir={locks}",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
     )
-    waited = time.monotonic() - t0
-    h.wait()
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"waiting for x86: in use by pid {h.pid}" in proc.stderr and waited > 10
+    seen = []
+    try:
+        for line in bench.stderr:
+            seen.append(line)
+            if "waiting for x86" in line:
+                break
+        assert f"waiting for x86: in use by pid {h.pid}" in "".join(seen), "".join(seen)[-2000:]
+        h.kill()
+        h.wait()
+        seen.append(bench.stderr.read())
+        assert bench.wait(timeout=600) == 0, "".join(seen)[-2000:]
+    finally:
+        h.kill()
+        bench.kill()
     h = holder(30)
     try:
         proc = edgepipe(

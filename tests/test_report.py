@@ -19,6 +19,7 @@ from fixtures import manifest, manifest_dict
 from conftest import BIN
 from edgepipe.app import report
 from edgepipe.app.report import (
+    baseline_summary,
     device_tables,
     ladder_rows,
     place_labels,
@@ -28,6 +29,7 @@ from edgepipe.app.report import (
     ship_rows,
     shipped_choice,
     teacher_reference,
+    training_curves,
     write_report,
 )
 from edgepipe.config import SearchConfig
@@ -149,19 +151,57 @@ def test_a_device_without_the_teacher_shows_no_ratio():
 # -- tables ------------------------------------------------------------------------------------------
 
 
+BASELINE = {
+    "name": "majority",
+    "metric": 0.6,
+    "majority": 0.6,
+    "stratified": 0.52,
+    "majority_label_id": 0,
+    "n_test": 200,
+    "metric_name": "accuracy",
+    "teacher": {"value": 0.9, "margin": 0.3, "p_value": 1e-20, "beats": True},
+}
+
+
 def test_ladder_rows_cost_and_keep_per_step():
     # metric (artifact): the artifact's own test_accuracy, else its first x86 benchmark
     assert ladder_rows(manifest()) == [
-        ["teacher", "2.00", "5", "90.0%", "onnx_fp32", "8.0", "max |Δ| 1.5e-07", "90.0%"],
-        ["teacher", "2.00", "5", "90.0%", "tflite_fp32", "7.5", "max |Δ| 1.2e-07", "90.0%"],
-        ["teacher", "2.00", "5", "90.0%", "tflite_int8", "2.5", "98.0% agree", "88.0%"],
-        ["student", "1.00", "3", "88.0%", "onnx_fp32", "4.0", "max |Δ| 3.0e-07", "88.0%"],
-        ["pruned", "0.25", "1", "86.0%", "onnx_fp32", "1.0", "max |Δ| 2.1e-07", "86.0%"],
-        ["pruned", "0.25", "1", "86.0%", "onnx_int8", "0.5", "99.5% agree", "85.5%"],
-        ["pruned", "0.25", "1", "86.0%", "tflite_fp32", "0.8", "max |Δ| 1.8e-07", "86.0%"],
-        ["pruned", "0.25", "1", "86.0%", "tflite_int8", "0.4", "99.0% agree", "87.0%"],
-        ["pruned", "0.25", "1", "86.0%", "ort", "0.3", "100.0% agree", "85.5%"],
+        ["teacher", "2.00", "5", "90.0%", "onnx_fp32", "8.0", "max |Δ| 1.5e-07", "90.0%", "-"],
+        ["teacher", "2.00", "5", "90.0%", "tflite_fp32", "7.5", "max |Δ| 1.2e-07", "90.0%", "-"],
+        ["teacher", "2.00", "5", "90.0%", "tflite_int8", "2.5", "98.0% agree", "88.0%", "-"],
+        ["student", "1.00", "3", "88.0%", "onnx_fp32", "4.0", "max |Δ| 3.0e-07", "88.0%", "-"],
+        ["pruned", "0.25", "1", "86.0%", "onnx_fp32", "1.0", "max |Δ| 2.1e-07", "86.0%", "-"],
+        ["pruned", "0.25", "1", "86.0%", "onnx_int8", "0.5", "99.5% agree", "85.5%", "-"],
+        ["pruned", "0.25", "1", "86.0%", "tflite_fp32", "0.8", "max |Δ| 1.8e-07", "86.0%", "-"],
+        ["pruned", "0.25", "1", "86.0%", "tflite_int8", "0.4", "99.0% agree", "87.0%", "-"],
+        ["pruned", "0.25", "1", "86.0%", "ort", "0.3", "100.0% agree", "85.5%", "-"],
     ]
+
+
+def test_the_baseline_is_the_ladders_first_row_and_every_artifact_is_measured_against_it():
+    m = manifest(baseline=BASELINE)
+    m.models["pruned"].baseline_margin_kept = (0.86 - 0.6) / (0.9 - 0.6)
+    rows = ladder_rows(m)
+    assert rows[0] == ["no model (majority baseline)", "-", "-", "60.0%", "-", "-", "-", "-", "-"]
+    assert [r[-1] for r in rows[1:4]] == ["+30.0", "+30.0", "+28.0"]  # 90 %, 90 %, 88 % against 60 %
+    text = baseline_summary(m)
+    assert (
+        "always 'neg' (majority) scores 60.0% test accuracy, guessing at the training label frequencies (stratified) 52.0%"
+        in text
+    )
+    assert "+30.0 points over it (clearly better, binomial p = 1e-20)" in text and "pruned 87%" in text
+    md, _, svgs = render([("r", m)])
+    assert "| no model (majority baseline) |" in md
+
+
+def test_training_curves_are_plotted_with_the_kept_checkpoint():
+    m = manifest()
+    m.models["teacher"].train = {"curve": [[50, 0.8], [100, 0.9], [150, 0.85]], "best_step": 100, "best_val": 0.9}
+    m.models["pruned"].recovery = {"curve": [[30, 0.7], [60, 0.8]], "best_step": 60, "best_val": 0.8}
+    assert set(training_curves(m)) == {"teacher", "pruned"}
+    md, _, svgs = render([("r", m)])
+    assert "training" in svgs and "report_files/training.svg" in md
+    assert "the circled point is the checkpoint kept" in md
 
 
 def test_device_tables_one_per_device_emulated_ones_labelled():
