@@ -140,6 +140,7 @@ def fit(
     curve: list[list[float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     stale = 0
+    validation_seconds = 0.0
     t0 = time.perf_counter()
     global_batches = (order[s : s + settings.batch_size] for s in range(0, len(order), settings.batch_size))
     for step, global_idx in enumerate(progress.track(global_batches, steps, description), 1):
@@ -155,7 +156,9 @@ def fit(
         losses.append(distributed.all_sum(float(loss.detach()) * share, dist))
         if step not in checks:
             continue
+        t_val = time.perf_counter()
         score = float(dist.broadcast(validate(model)))  # every rank keeps the same checkpoint
+        validation_seconds += time.perf_counter() - t_val
         model.train()
         curve.append([step, round(score, 6)])
         if best is None or score > best[0]:
@@ -177,7 +180,12 @@ def fit(
         **({"processes": dist.world} if dist.active else {}),
     }
     if best is not None:
-        report |= {"curve": curve, "best_step": best[1], "best_val": best[0]}
+        report |= {
+            "curve": curve,
+            "best_step": best[1],
+            "best_val": best[0],
+            "validation_seconds": round(validation_seconds, 2),  # included in `seconds`
+        }
         if len(losses) < steps:
             report["stopped_early"] = f"no better validation for {settings.patience} evaluations"
     return report
