@@ -130,3 +130,19 @@ def test_bench_table_labels_an_emulated_device():
             "200",
         ]
     ]
+
+
+def test_the_summary_starts_with_the_baseline_and_says_the_margin_kept():
+    from edgepipe.app.summary import baseline_caption
+
+    base = {"name": "majority", "metric": 0.6, "majority": 0.6, "stratified": 0.52, "n_test": 200}
+    m = manifest(baseline=base | {"teacher": {"value": 0.9, "margin": 0.3, "p_value": 1e-20, "beats": True}})
+    m.models["pruned"].baseline_margin_kept = 0.8
+    assert baseline_caption(m) == (
+        "majority baseline 60.0% test accuracy; teacher +30.0 points (p=1e-20); pruned kept 80% of the teacher's margin"
+    )
+    console = Console(width=300, record=True)
+    console.print(summary_table(m))
+    lines = console.export_text().splitlines()
+    first_row = next(line for line in lines if "no model" in line)
+    assert "no model (majority)" in first_row and "60.0%" in first_row
