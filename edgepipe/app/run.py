@@ -38,7 +38,6 @@ from edgepipe.rundir import RunDir, sha256_file, write_bytes_atomic
 from edgepipe.stages import Record, Stages
 from edgepipe.tokenized import TokenizedData
 
-
 # share of test tokens outside a pruned vocabulary worth a warning: the built-in task's 9,752
 # training texts miss 1.5 %, a 500-text trim 17.6 %, a 280-text user file 23.8 % (README)
 VOCAB_MISS_WARNING = 0.05
