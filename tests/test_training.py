@@ -176,3 +176,28 @@ def test_every_teacher_setting_is_in_the_fine_tune_cache_key_or_said_not_to_be()
 
     not_training = {"path", "finetune", "require_beat_baseline", "baseline_margin", "baseline_p_value"}
     assert set(TeacherConfig.model_fields) == TRAINING_SETTINGS | not_training
+
+
+def test_validation_does_not_change_what_is_trained():
+    """Checks run in eval mode and draw no random numbers: with the best checkpoint the last,
+    the weights equal a run without validation (dropout included)."""
+
+    def run(validate):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+
+        def loss(m, idx, b):
+            return m(b["attention_mask"].float()).pow(2).mean()
+
+        s = TrainSettings(lr=0.05, batch_size=8, epochs=1.0, min_steps=24, evaluations=4)
+        fit(model, _split(), loss, s, seed=0, validate=validate)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    calls = []
+
+    def rising(m):
+        m.eval()(torch.ones(2, 4))  # a forward in eval mode, as a real check (predict) does
+        calls.append(1)
+        return float(len(calls))
+
+    assert torch.equal(run(None), run(rising)) and len(calls) == 4
