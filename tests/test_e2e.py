@@ -35,6 +35,7 @@ def without_timings(manifest: dict) -> dict:
         for part in model.values():
             if isinstance(part, dict):
                 part.pop("seconds", None)
+                part.pop("validation_seconds", None)
     for b in m["benchmarks"]:
         for key in ("latency_ms", "latency_samples_ms", "init_ms", "first_inference_ms", "peak_rss_mb"):
             b.pop(key)
