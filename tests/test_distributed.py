@@ -25,6 +25,8 @@ ARGS = [
     "teacher.finetune=never",
     "--allow-weak-teacher",  # its head is random: distillation is what is compared, not accuracy
     "--set",
+    "distill.augment=0",  # texts without labels make each share's CE mean its own (edgepipe.model.train)
+    "--set",
     "data.val_size=100",
     "--set",
     "data.test_size=100",

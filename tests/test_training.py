@@ -84,6 +84,13 @@ def test_patience_stops_after_the_floor_only():
     assert report["best_step"] == 10 and model.w.item() == pytest.approx(seen[0])
 
 
+def test_a_tie_keeps_the_later_checkpoint_but_does_not_reset_patience():
+    model, seen, report = _fit([0.5, 0.5, 0.5, 0.5], min_steps=40, evaluations=4)
+    assert report["best_step"] == 40 and model.w.item() == pytest.approx(seen[-1])
+    _, _, report = _fit([0.5] * 8, min_steps=20, max_steps=80, evaluations=8, epochs=10.0, patience=2)
+    assert report["steps"] == 30 and report["best_step"] == 30  # two checks without a better score after step 10
+
+
 def test_without_validation_nothing_changes():
     _, seen, report = _fit([], min_steps=16)
     assert report["steps"] == 16 and "curve" not in report and seen == []

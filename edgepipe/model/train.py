@@ -8,7 +8,9 @@ nothing in training.
 Under `torchrun`/`accelerate launch` (see edgepipe.distributed) every rank draws the same
 global batches, trains on its share, and gradients are summed across ranks with each
 share's loss weighted by its size: the update is the one-process update of the same
-global batch, up to float summation order (and dropout masks, which differ per share).
+global batch, up to float summation order (and dropout masks, which differ per share, and the
+task loss's mean over labelled rows, which each share takes over its own rows when texts without
+labels are mixed in: small-data distillation).
 """
 
 from __future__ import annotations
@@ -161,10 +163,10 @@ def fit(
         validation_seconds += time.perf_counter() - t_val
         model.train()
         curve.append([step, round(score, 6)])
-        if best is None or score > best[0]:
-            best, stale = (score, step, {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
-        else:
-            stale += 1
+        # a tie keeps the later (longer trained) checkpoint, but only a better score resets patience
+        stale = 0 if best is None or score > best[0] else stale + 1
+        if best is None or score >= best[0]:
+            best = (score, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if settings.patience and stale >= settings.patience and step >= settings.min_steps and step < steps:
             break
     model.eval()
