@@ -32,16 +32,15 @@ SNIPPETS = {
     "litert": """\
 ## Load it
 
-{metadata}The raw signature: three int32 tensors `[1, {seq}]` (ids, mask, segment ids; pad
-with 0) in, float32 logits `[1, {n}]` out; tokenize with `vocab.txt` (BERT WordPiece,
-lowercase={lower}). `app_check.py` is a reference implementation (Python, numpy only).
+{metadata}The raw signature: {count} int32 tensors `[1, {seq}]` ({roles}; pad
+with the pad id) in, float32 logits `[1, {n}]` out; {tokenize}
 
 With the Interpreter API:
 
 Kotlin (Android, `com.google.ai.edge.litert:litert`):
 ```kotlin
 val interpreter = Interpreter(loadModelFile(context, "{file}"), Interpreter.Options().setNumThreads(2))
-val inputs = arrayOf(ids, mask, segments)            // IntArray(1 x {seq}) each, from vocab.txt
+val inputs = arrayOf({kotlin_arrays})            // IntArray(1 x {seq}) each, from {token_file}
 val logits = Array(1) {{ FloatArray({n}) }}
 interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to logits))
 val label = labels[logits[0].indices.maxBy {{ logits[0][it] }}]
@@ -51,7 +50,7 @@ Swift (iOS, `TensorFlowLiteSwift`):
 ```swift
 let interpreter = try Interpreter(modelPath: Bundle.main.path(forResource: "{stem}", ofType: "tflite")!)
 try interpreter.allocateTensors()
-for (i, tensor) in [ids, mask, segments].enumerated() {{   // [Int32] of length {seq}
+for (i, tensor) in [{kotlin_arrays}].enumerated() {{   // [Int32] of length {seq}
     try interpreter.copy(Data(bytes: tensor, count: tensor.count * 4), toInputAt: i)
 }}
 try interpreter.invoke()
@@ -62,10 +61,8 @@ let logits = try interpreter.output(at: 0).data.withUnsafeBytes {{ Array($0.bind
 ## Load it
 
 ORT format for ONNX Runtime Mobile (`{file}`; a reduced build takes
-`{config}`). Inputs `input_ids`, `attention_mask`, `token_type_ids`: int64
-`[1, sequence]` (up to {seq}); output `logits` float32 `[1, {n}]`. Tokenize with
-`vocab.txt` (BERT WordPiece, lowercase={lower}); `app_check.py` is a reference
-implementation (Python, numpy only).
+`{config}`). Inputs {onnx_names}: int64
+`[1, sequence]` (up to {seq}); output `logits` float32 `[1, {n}]`. {tokenize_cap}
 
 Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-android`):
 ```kotlin
@@ -74,8 +71,7 @@ val session = env.createSession(readAsset("{file}"), OrtSession.SessionOptions()
 val shape = longArrayOf(1, ids.size.toLong())
 val feeds = mapOf(
     "input_ids" to OnnxTensor.createTensor(env, LongBuffer.wrap(ids), shape),
-    "attention_mask" to OnnxTensor.createTensor(env, LongBuffer.wrap(mask), shape),
-    "token_type_ids" to OnnxTensor.createTensor(env, LongBuffer.wrap(LongArray(ids.size)), shape))
+    "attention_mask" to OnnxTensor.createTensor(env, LongBuffer.wrap(mask), shape){kotlin_segments})
 val logits = (session.run(feeds)[0].value as Array<FloatArray>)[0]
 ```
 
@@ -84,7 +80,7 @@ Swift (iOS, `onnxruntime-objc`):
 let env = try ORTEnv(loggingLevel: .warning)
 let session = try ORTSession(env: env, modelPath: Bundle.main.path(forResource: "{stem}", ofType: "ort")!, sessionOptions: nil)
 let shape: [NSNumber] = [1, NSNumber(value: ids.count)]
-let feeds = try ["input_ids": ids, "attention_mask": mask, "token_type_ids": segments].mapValues {{
+let feeds = try [{swift_feeds}].mapValues {{
     try ORTValue(tensorData: NSMutableData(data: Data(bytes: $0, count: $0.count * 8)), elementType: .int64, shape: shape) }}
 let logits = try session.run(withInputs: feeds, outputNames: ["logits"], runOptions: nil)["logits"]!
 ```
@@ -169,6 +165,20 @@ returns wrong labels.
 """
 
 
+def tokenizing(card: dict[str, Any]) -> str:
+    """The bundle README's sentence on how an app turns text into ids, by tokenizer family."""
+    if card["type"] == "bert_wordpiece":
+        return (
+            f"tokenize with `{card['vocab']}` (BERT WordPiece, lowercase={str(card.get('lowercase')).lower()}). "
+            "`app_check.py` is a reference implementation (Python, numpy only)."
+        )
+    family = {"byte_level_bpe": "byte-level BPE", "sentencepiece_unigram": "SentencePiece Unigram"}[card["type"]]
+    return (
+        f"tokenize with `{card['tokenizer_json']}` ({family}; Hugging Face `tokenizers` reads it on Android "
+        "and iOS, swift-transformers on iOS). `app_check.py` is a reference implementation (Python, numpy only)."
+    )
+
+
 def write_bundle(
     directory: Path,
     model_file: Path,
@@ -183,7 +193,7 @@ def write_bundle(
 ) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     token_card = arch.tokenizer_card(tokenizer.hf, tokenizer.directory)
-    vocab = tokenizer.directory / token_card["vocab"]
+    vocab = tokenizer.directory / token_card.get("vocab", token_card.get("tokenizer_json", "tokenizer.json"))
     files = []
     for src in (model_file, vocab, APP_CHECK, *extra_files):
         dst = directory / src.name
@@ -193,7 +203,9 @@ def write_bundle(
     write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
     shipped = directory / model_file.name
     runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
-    if tflite_metadata and runtime == "litert" and task.task_library and token_card["type"] == "bert_wordpiece":
+    # the Task Library's BERT metadata names three input tensors (ids, mask, segment ids) and a WordPiece vocab
+    wordpiece_with_segments = token_card["type"] == "bert_wordpiece" and "token_type_ids" in arch.input_names
+    if tflite_metadata and runtime == "litert" and task.task_library and wordpiece_with_segments:
         names = {i["role"]: i["tensor"] for i in inputs}
         write_metadata(
             shipped,
@@ -222,10 +234,26 @@ def write_bundle(
         "labels": labels,
     }
     write_json_atomic(directory / "model_card.json", card)
+    segments = "token_type_ids" in arch.input_names
+    tokenize = tokenizing(token_card)
     snippet = SNIPPETS[runtime].format(
         seq=seq_len,
         n=len(labels),
-        lower=str(token_card.get("lowercase")).lower(),
+        count={2: "two", 3: "three"}.get(len(arch.input_names), str(len(arch.input_names))),
+        roles=", ".join(
+            {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "segment ids"}[r] for r in arch.input_names
+        ),
+        tokenize=tokenize,
+        tokenize_cap=tokenize[0].upper() + tokenize[1:],
+        token_file=vocab.name,
+        kotlin_arrays="ids, mask, segments" if segments else "ids, mask",
+        onnx_names=", ".join(f"`{r}`" for r in arch.input_names),
+        kotlin_segments=(
+            ',\n    "token_type_ids" to OnnxTensor.createTensor(env, LongBuffer.wrap(LongArray(ids.size)), shape)'
+            if segments
+            else ""
+        ),
+        swift_feeds='"input_ids": ids, "attention_mask": mask' + (', "token_type_ids": segments' if segments else ""),
         file=model_file.name,
         stem=model_file.stem,
         config=extra_files[0].name if extra_files else "",

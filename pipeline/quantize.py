@@ -53,10 +53,12 @@ def _ort_quant():
 class CalibrationReader:
     """Feeds `n` real examples, padded to `seq_len` as in deployment, in batches."""
 
-    def __init__(self, split: TokenizedSplit, n: int, seq_len: int, batch: int = 16):
+    def __init__(self, split: TokenizedSplit, n: int, seq_len: int, batch: int = 16, model: Path | None = None):
+        """`model`: the ONNX file calibrated, whose inputs decide what is fed (DistilBERT takes no token types)."""
         if len(split) == 0:
             raise DataError("calibration data is empty; it needs real examples (quantize.calibration_examples > 0)")
-        arrays = {k: v[:n, :seq_len] for k, v in split.arrays().items() if k in INPUTS}
+        names = INPUTS if model is None else input_names(model)
+        arrays = {k: v[:n, :seq_len] for k, v in split.arrays().items() if k in names}
         vocab_ok = arrays["input_ids"].min() >= 0
         if not vocab_ok or not set(np.unique(arrays["attention_mask"])) <= {0, 1}:
             raise DataError("calibration inputs are corrupt (negative ids or a mask other than 0/1); re-tokenize them")
@@ -80,6 +82,12 @@ class CalibrationReader:
 
 
 # -- graph helpers ------------------------------------------------------------
+
+
+def input_names(path: Path) -> tuple[str, ...]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    return tuple(i.name for i in graph.input if i.name not in inits)
 
 
 def embedding_gathers(model: onnx.ModelProto, min_elements: int = 65536) -> list[onnx.NodeProto]:
@@ -254,7 +262,7 @@ def quantize(
 ) -> dict[str, Any]:
     """fp32 ONNX -> int8 ONNX at `out`; returns what was done and what it cost on `val` in the task's metric."""
     task = task or tasks.get(None)
-    reader = CalibrationReader(calibration, qcfg.calibration_examples, seq_len)
+    reader = CalibrationReader(calibration, qcfg.calibration_examples, seq_len, model=fp32)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-quant-"))
     try:
         pre, cache = work / "pre.onnx", work / "calibration.json"

@@ -219,7 +219,7 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
         if fmt == "onnx_int8":
             pre = path.with_suffix(".pre.onnx")
             Q.preprocess(fp32, pre)
-            reader = Q.CalibrationReader(train, w.qcfg.calibration_examples, w.seq_len)
+            reader = Q.CalibrationReader(train, w.qcfg.calibration_examples, w.seq_len, model=fp32)
             Q.static_int8(pre, path, reader, w.qcfg, [], path.with_suffix(".calibration.json"))
         return path
     if fmt == "tflite_fp32":

@@ -67,6 +67,8 @@ def prepare(
     source = teacher_source(teacher.path)
     model, has_head = load_teacher_dir(source)
     source_report = {"source": str(source), "source_fingerprint": fingerprint(source), "has_head": has_head}
+    if teacher.path is not None and str(source) != str(teacher.path):  # a hub id, resolved in the hub cache
+        source_report |= {"hub_id": str(teacher.path), "hub_revision": source.name}
     head_ok = has_head and labels_match(model.labels, dataset.labels)
     if has_head and not head_ok and teacher.finetune != "always":
         raise ModelError(

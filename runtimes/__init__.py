@@ -22,7 +22,9 @@ SUFFIXES = (".onnx", ".ort", ".tflite")
 class HostModel(Protocol):
     path: Path
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray: ...
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray: ...
     def predict(self, split: TokenizedSplit) -> np.ndarray: ...
 
 

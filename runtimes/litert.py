@@ -30,9 +30,14 @@ class LiteRTModel(runner.LiteRTModel):
                 f"{e}; the file is corrupt or the runtime is missing (pip install 'ai-edge-litert==2.3.0')"
             ) from None
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
         """Logits for a batch; each row is padded or trimmed to the model's fixed length."""
-        return self({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}).copy()
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            feeds["token_type_ids"] = token_type_ids
+        return self(feeds).copy()
 
     def predict(self, split: TokenizedSplit) -> np.ndarray:
         return self.run(split.input_ids, split.attention_mask, split.token_type_ids).astype(np.float32)

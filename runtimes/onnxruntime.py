@@ -32,7 +32,9 @@ class OrtModel:
             ) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         return self.session.run(None, {k: feeds[k] for k in self.input_names})[0]
 

@@ -40,6 +40,24 @@ def run_cli(*args: str, cache: Path | None = None, timeout: int = 900) -> subpro
     )
 
 
+def run_cli_in_process(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    """`compress-and-export` in this process (typer's runner): for the bad-input cases, which fail
+    before any training, without paying a new interpreter's torch + transformers import (~13 s)
+    each. Exit code, stdout and stderr as a subprocess would give them."""
+    from typer.testing import CliRunner
+
+    from edgepipe.app.cli import compress_app
+
+    env = {"EDGEPIPE_CACHE": str(cache)} if cache is not None else {}
+    result = CliRunner().invoke(compress_app, list(args), env=env, catch_exceptions=True)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, stderr)
+
+
 def make_tiny_bert(
     directory: Path,
     *,
@@ -209,3 +227,43 @@ def tiny_full_run(tmp_path_factory, tiny_teacher):
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return d / "run", csv, d / "cache"
+
+
+# every architecture besides BERT (which the other end-to-end runs use) through the whole CLI
+OTHER_ARCHITECTURES = ("distilbert", "electra", "roberta", "xlm-roberta")
+
+
+@pytest.fixture(scope="session")
+def arch_runs(tmp_path_factory):
+    """model_type -> (run dir, csv, teacher dir): one tiny `compress-and-export --teacher DIR` per
+    architecture (pruned int8 ONNX + TFLite, ORT, bundles), built on first use and shared."""
+    from tiny_models import make_tiny
+
+    done: dict[str, tuple[Path, Path, Path]] = {}
+
+    def get(model_type: str) -> tuple[Path, Path, Path]:
+        if model_type not in done:
+            d = tmp_path_factory.mktemp(f"arch-run-{model_type}")
+            teacher = make_tiny(model_type, d / "teacher")
+            csv_path = write_sentiment_csv(d / "reviews.csv")
+            args = [
+                "--teacher",
+                str(teacher),
+                "--data",
+                str(csv_path),
+                "--out",
+                str(d / "run"),
+                *TINY_RUN,
+                "--set",
+                "quantize.targets=[pruned]",
+                "--set",
+                "export.tflite_targets=[pruned]",
+                "--cache-dir",
+                str(d / "cache"),
+            ]
+            proc = run_cli(*args)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            done[model_type] = (d / "run", csv_path, teacher)
+        return done[model_type]
+
+    return get

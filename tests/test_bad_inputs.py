@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
+from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, run_cli_in_process, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +76,28 @@ CASES = [
         "teacher-gpt2",
         {"t/config.json": '{"model_type": "gpt2"}', "t/vocab.txt": "[PAD]\n[UNK]\n"},
         ["--teacher", "{d}/t"],
-        "is a 'gpt2' model; edgepipe needs a BERT-style encoder",
+        "is a decoder-only language model (model_type 'gpt2'); edgepipe compresses encoders",
+        4,
+    ),
+    (
+        "teacher-llama",
+        {"t/config.json": '{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}', "t/tokenizer.json": "{}"},
+        ["--teacher", "{d}/t"],
+        "is a decoder-only language model (model_type 'llama')",
+        4,
+    ),
+    (
+        "teacher-t5",
+        {"t/config.json": '{"model_type": "t5"}', "t/tokenizer.json": "{}"},
+        ["--teacher", "{d}/t"],
+        "is a 't5' model; edgepipe needs an encoder",
+        4,
+    ),
+    (
+        "teacher-hub-id-not-cached",
+        {},
+        ["--teacher", "nobody-here/not-a-cached-model"],
+        "--teacher nobody-here/not-a-cached-model is not a local directory and not in the Hugging Face cache",
         4,
     ),
     (
@@ -210,7 +231,7 @@ def test_compress_and_export_bad_input(tmp_path, name, files, args, needle, code
     argv = [a.replace("{d}", str(tmp_path)) for a in args]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "run")]
-    proc = run_cli(*argv, cache=tmp_path / "cache", timeout=300)
+    proc = run_cli_in_process(*argv, cache=tmp_path / "cache")
     one_line(proc, needle, code)
     assert not (tmp_path / "PWNED").exists()
 

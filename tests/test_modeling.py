@@ -65,7 +65,11 @@ def test_mean_pooling_ignores_padding(tiny_teacher):
         (lambda d: (d.mkdir(), (d / "x.txt").write_text("x")), "has no config.json"),
         (
             lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))),
-            "is a 'gpt2' model; edgepipe needs a BERT-style encoder",
+            "is a decoder-only language model (model_type 'gpt2')",
+        ),
+        (
+            lambda d: (d.mkdir(), (d / "config.json").write_text(json.dumps({"model_type": "mpnet"}))),
+            "is a 'mpnet' model; edgepipe needs an encoder (model_type bert, distilbert, electra, roberta, xlm-roberta)",
         ),
         (lambda d: (d.mkdir(), (d / "config.json").write_text("{not json")), "not JSON"),
         (

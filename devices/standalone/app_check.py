@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """App-side check of an edgepipe bundle: text in, label out, from the bundle folder alone.
 
-Does what a mobile app does - BERT WordPiece tokenization with the shipped vocab.txt and
-the settings in model_card.json, padding to the model's sequence length, one inference -
-with numpy and the runtime only (onnxruntime for .onnx/.ort, ai-edge-litert for .tflite).
+Does what a mobile app does - tokenization with the shipped tokenizer files (BERT WordPiece from
+vocab.txt; byte-level BPE and SentencePiece Unigram from tokenizer.json) and the settings in
+model_card.json, padding to the model's sequence length, one inference - with numpy and the
+runtime only (onnxruntime for .onnx/.ort, ai-edge-litert for .tflite).
 No torch, no transformers, no edgepipe: if this works, the bundle is self-sufficient.
 
     python3 app_check.py BUNDLE_DIR "a gorgeous, witty, seductive movie."
@@ -73,8 +74,8 @@ class WordPiece:
     def _basic(self, text: str) -> list[str]:
         words = []
         for word in self._clean(text).split():
-            if self.lowercase:
-                word = word.lower()
+            if self.lowercase:  # char by char, as `tokenizers` does (str.lower() turns a word-final Σ into ς)
+                word = "".join(c.lower() for c in word)
             if self.strip_accents:
                 word = "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
             current = ""
@@ -120,6 +121,232 @@ class WordPiece:
         }
 
 
+WHITESPACE = set("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
+
+
+def _letter(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "L"
+
+
+def _number(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "N"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte (what byte-level BPE pieces are spelled with)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+class ByteLevelBPE:
+    """RoBERTa's tokenizer from tokenizer.json: GPT-2's pre-tokenizer regex (written out by hand:
+    Python's `re` has no \\p{L}), bytes as printable characters, then merges by rank."""
+
+    def __init__(self, tokenizer_json: str):
+        with open(tokenizer_json, encoding="utf-8") as f:
+            j = json.load(f)
+        model = j["model"]
+        self.vocab = model["vocab"]
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        self.ranks = {pair: i for i, pair in enumerate(merges)}
+        self.add_prefix_space = bool((j.get("pre_tokenizer") or {}).get("add_prefix_space"))
+        self.byte_char = _bytes_to_unicode()
+        self.specials = _specials(j)
+
+    def split(self, text: str) -> list[str]:
+        """`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`"""
+        out, i, n = [], 0, len(text)
+        while i < n:
+            if text[i] == "'" and text[i + 1 : i + 3] in ("re", "ve", "ll"):
+                out.append(text[i : i + 3])
+                i += 3
+                continue
+            if text[i] == "'" and i + 1 < n and text[i + 1] in "stmd":
+                out.append(text[i : i + 2])
+                i += 2
+                continue
+            j = i + 1 if text[i] == " " and i + 1 < n else i
+            c = text[j]
+            if c not in WHITESPACE:
+                k = j + 1
+                if _letter(c):
+                    while k < n and _letter(text[k]):
+                        k += 1
+                elif _number(c):
+                    while k < n and _number(text[k]):
+                        k += 1
+                else:
+                    while k < n and not (text[k] in WHITESPACE or _letter(text[k]) or _number(text[k])):
+                        k += 1
+                out.append(text[i:k])
+                i = k
+                continue
+            k = i
+            while k < n and text[k] in WHITESPACE:
+                k += 1
+            if k < n and k - i > 1:
+                k -= 1  # \\s+(?!\\S): the last space goes with the word after it
+            out.append(text[i:k])
+            i = k
+        return out
+
+    def bpe(self, word: str) -> list[str]:
+        parts = list(word)
+        while len(parts) > 1:
+            ranked = [(self.ranks.get((a, b), 1 << 62), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+            rank, i = min(ranked)
+            if rank == 1 << 62:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        return parts
+
+    def ids(self, text: str) -> list[int]:
+        if self.add_prefix_space and not text.startswith(" "):
+            text = " " + text
+        out = []
+        for word in self.split(text):
+            mapped = "".join(self.byte_char[b] for b in word.encode("utf-8"))
+            out.extend(self.vocab[p] for p in self.bpe(mapped))
+        return out
+
+    def encode(self, text: str, seq_len: int) -> dict[str, np.ndarray]:
+        return _frame(self.ids(text), self.specials, seq_len)
+
+
+class Unigram:
+    """SentencePiece Unigram from tokenizer.json: the normalizer, Metaspace pre-tokenization, then
+    the most likely segmentation (Viterbi over piece log-probabilities; unknown characters fuse into
+    one <unk>), as `tokenizers` does. SentencePiece's `Precompiled` normalizer (XLM-R's) is a
+    compiled character map this reference does not reimplement: it says so instead of guessing."""
+
+    def __init__(self, tokenizer_json: str):
+        with open(tokenizer_json, encoding="utf-8") as f:
+            j = json.load(f)
+        model = j["model"]
+        self.pieces = {p: (i, score) for i, (p, score) in enumerate(model["vocab"])}
+        self.unk_id = model.get("unk_id")
+        self.max_len = max(len(p) for p in self.pieces)
+        self.unk_score = min(score for _, score in self.pieces.values()) - 10.0
+        self.normalizers = _flatten(j.get("normalizer"), "normalizers")
+        pre = _flatten(j.get("pre_tokenizer"), "pretokenizers")
+        meta = next((p for p in pre if p["type"] == "Metaspace"), {"replacement": "\u2581", "prepend_scheme": "always"})
+        self.whitespace_split = any(p["type"] == "WhitespaceSplit" for p in pre)
+        self.replacement = meta.get("replacement", "\u2581")
+        self.prepend = meta.get("prepend_scheme", "always" if meta.get("add_prefix_space", True) else "never")
+        self.specials = _specials(j)
+        bad = [
+            n["type"]
+            for n in self.normalizers
+            if n["type"] not in ("NFKC", "NFC", "NFD", "NFKD", "Lowercase", "Replace", "Strip")
+        ]
+        if bad:
+            raise SystemExit(f"app_check: the {bad[0]} normalizer has no reference here; tokenize with tokenizer.json")
+
+    def normalize(self, text: str) -> str:
+        for n in self.normalizers:
+            t = n["type"]
+            if t in ("NFKC", "NFC", "NFD", "NFKD"):
+                text = unicodedata.normalize(t, text)
+            elif t == "Lowercase":
+                text = text.lower()
+            elif t == "Strip":
+                text = text.strip()
+            elif t == "Replace":
+                import re
+
+                pattern = n["pattern"]
+                text = (
+                    re.sub(pattern["Regex"], n["content"], text)
+                    if "Regex" in pattern
+                    else text.replace(pattern["String"], n["content"])
+                )
+        return text
+
+    def words(self, text: str) -> list[str]:
+        if self.whitespace_split:
+            chunks = [c for c in "".join(" " if ch in WHITESPACE else ch for ch in text).split(" ") if c]
+        else:
+            chunks = [text] if text else []
+        out = []
+        for k, chunk in enumerate(chunks):
+            chunk = chunk.replace(" ", self.replacement)
+            if (self.prepend == "always" or (self.prepend == "first" and k == 0)) and not chunk.startswith(
+                self.replacement
+            ):
+                chunk = self.replacement + chunk
+            start = 0  # split=True: a word starts at each replacement character
+            for i in range(1, len(chunk) + 1):
+                if i == len(chunk) or chunk[i] == self.replacement:
+                    out.append(chunk[start:i])
+                    start = i
+        return out
+
+    def segment(self, word: str) -> list[int]:
+        """Viterbi; a character with no one-character piece also gets an <unk> node scored
+        min_score - 10 (`tokenizers`' kUnkPenalty), so any text has a path."""
+        n = len(word)
+        best: list[tuple[float, int, int | None]] = [(0.0, 0, None)] + [(-float("inf"), 0, None)] * n
+        for end in range(1, n + 1):
+            for start in range(max(0, end - self.max_len), end):
+                hit = self.pieces.get(word[start:end])
+                if hit is not None and best[start][0] + hit[1] > best[end][0]:
+                    best[end] = (best[start][0] + hit[1], start, hit[0])
+            if word[end - 1] not in self.pieces and best[end - 1][0] + self.unk_score > best[end][0]:
+                best[end] = (best[end - 1][0] + self.unk_score, end - 1, self.unk_id)
+        ids, end = [], n
+        while end > 0:
+            _, start, i = best[end]
+            ids.append(i)
+            end = start
+        ids.reverse()
+        fused: list[int] = []
+        for i in ids:  # consecutive unknowns are one <unk>
+            if not (i == self.unk_id and fused and fused[-1] == self.unk_id):
+                fused.append(i)
+        return fused
+
+    def ids(self, text: str) -> list[int]:
+        return [i for w in self.words(self.normalize(text)) for i in self.segment(w)]
+
+    def encode(self, text: str, seq_len: int) -> dict[str, np.ndarray]:
+        return _frame(self.ids(text), self.specials, seq_len)
+
+
+def _flatten(node: dict | None, key: str) -> list[dict]:
+    if not node:
+        return []
+    if node.get("type") == "Sequence":
+        return [x for child in node.get(key, []) for x in _flatten(child, key)]
+    return [node]
+
+
+def _specials(j: dict) -> dict[str, int]:
+    added = {t["content"]: t["id"] for t in j.get("added_tokens", [])}
+    vocab = j["model"]["vocab"]
+    lookup = (lambda t: vocab.get(t)) if isinstance(vocab, dict) else (lambda t: None)
+    return {t: added.get(t, lookup(t)) for t in ("<s>", "</s>", "<pad>")}
+
+
+def _frame(ids: list[int], specials: dict[str, int], seq_len: int) -> dict[str, np.ndarray]:
+    """<s> ids </s>, padded with <pad> (RoBERTa / XLM-R's single-sentence template)."""
+    ids = [specials["<s>"], *ids[: seq_len - 2], specials["</s>"]]
+    pad = seq_len - len(ids)
+    return {
+        "input_ids": np.array([ids + [specials["<pad>"]] * pad], dtype=np.int64),
+        "attention_mask": np.array([[1] * len(ids) + [0] * pad], dtype=np.int64),
+        "token_type_ids": np.zeros((1, seq_len), dtype=np.int64),
+    }
+
+
 class Model:
     def __init__(self, path: str):
         if path.endswith(".tflite"):
@@ -139,7 +366,7 @@ class Model:
         if self.ort is not None:
             names = [i.name for i in self.ort.get_inputs()]
             return self.ort.run(None, {n: feeds[n] for n in names})[0][0]
-        for detail, name in zip(self.inputs, ("input_ids", "attention_mask", "token_type_ids")):
+        for detail, name in zip(self.inputs, ("input_ids", "attention_mask", "token_type_ids")):  # args_0, 1, (2)
             self.tfl.set_tensor(detail["index"], feeds[name].astype(detail["dtype"]))
         self.tfl.invoke()
         out = self.tfl.get_tensor(self.output["index"])[0]
@@ -149,12 +376,21 @@ class Model:
         return out
 
 
+def load_tokenizer(directory: str, tok: dict):
+    """The reference tokenizer of the card's family."""
+    if tok["type"] == "bert_wordpiece":
+        return WordPiece(os.path.join(directory, tok["vocab"]), tok["lowercase"], tok.get("strip_accents"))
+    family = {"byte_level_bpe": ByteLevelBPE, "sentencepiece_unigram": Unigram}.get(tok["type"])
+    if family is None:
+        raise SystemExit(f"app_check: tokenizer type {tok['type']!r} is unknown to this app_check.py")
+    return family(os.path.join(directory, tok["tokenizer_json"]))
+
+
 def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:
     with open(os.path.join(directory, "model_card.json"), encoding="utf-8") as f:
         card = json.load(f)
-    tok = card["tokenizer"]
-    wordpiece = WordPiece(os.path.join(directory, tok["vocab"]), tok["lowercase"], tok.get("strip_accents"))
-    return card, wordpiece, Model(os.path.join(directory, card["model"]["file"]))
+    tokenizer = load_tokenizer(directory, card["tokenizer"])
+    return card, tokenizer, Model(os.path.join(directory, card["model"]["file"]))
 
 
 def classify(card: dict, wordpiece: WordPiece, model: Model, text: str) -> dict:

@@ -186,7 +186,8 @@ class LiteRTModel:
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         n = len(feeds["input_ids"])
-        return np.concatenate([self._one([feeds[k][i : i + 1] for k in INPUTS]) for i in range(n)])
+        names = INPUTS[: len(self.inputs)]  # a model without token types (DistilBERT) takes the first two
+        return np.concatenate([self._one([feeds[k][i : i + 1] for k in names]) for i in range(n)])
 
 
 def load_model(path: str, threads: int):

@@ -12,7 +12,7 @@ from edgepipe.arch.base import ARCHITECTURES, Architecture, Dims, EncoderOutput,
 from edgepipe.errors import ModelError
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "wordpiece"):
+    if _module.name not in ("base", "wordpiece", "bpe", "unigram", "tokenizer_json"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 

@@ -51,6 +51,22 @@ class Vocabulary:
     tokenizer: Any  # a tokenizer of the kept vocabulary, saved to the directory given
 
 
+class FirstTokenPooler(nn.Module):
+    """dense + activation over the first token: what a checkpoint's classification head computes
+    before its last projection (BERT's pooler; RoBERTa's `classifier.dense` + tanh, ELECTRA's + GELU,
+    DistilBERT's `pre_classifier` + ReLU). Owning it in the encoder lets the task keep one linear head."""
+
+    def __init__(self, hidden: int, activation: str):
+        super().__init__()
+        from transformers.activations import ACT2FN
+
+        self.dense = nn.Linear(hidden, hidden)
+        self.activation = ACT2FN[activation]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
 def select_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping rows (dim=0, output features) or columns (dim=1, input features)."""
     w = linear.weight.detach().index_select(dim, index).clone()
@@ -112,6 +128,12 @@ class Architecture(ABC):
         return {
             k.removeprefix(self.checkpoint_prefix): v for k, v in state.items() if not k.startswith(self.head_prefix)
         }
+
+    def head_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The checkpoint's final classification projection as {"weight", "bias"}, or None without one."""
+        if f"{self.head_prefix}weight" not in state:
+            return None
+        return {"weight": state[f"{self.head_prefix}weight"], "bias": state[f"{self.head_prefix}bias"]}
 
     def optional_weight(self, name: str) -> bool:
         """Tensors a checkpoint may lack without being the wrong model (buffers, an unused pooler)."""

