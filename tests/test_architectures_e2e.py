@@ -39,7 +39,10 @@ def test_the_whole_run_on_a_tiny_model_of_each_architecture(arch_runs, model_typ
     # int8 within the accuracy budget of the fp32 model, on the test split
     for name in ("onnx_int8", "tflite_int8", "ort"):
         assert arts[name]["test_accuracy"] >= models["pruned"]["accuracy"] - 0.05, name
-    assert arts["onnx_int8"]["budget_met"] and arts["onnx_int8"]["int8_embeddings"] >= 1
+    assert arts["onnx_int8"]["budget_met"]
+    # the word-embedding table goes int8 per row once it is large (>= 64k elements; tiny vocabularies stay fp32)
+    large = models["pruned"]["vocab_size"] * models["pruned"]["hidden_size"] >= 65536
+    assert (arts["onnx_int8"]["int8_embeddings"] >= 1) == large
     assert models["pruned"]["accuracy"] > m["baseline"]["metric"] + 0.2  # it learned the task
     inputs = ARCHITECTURES[model_type].input_names
     for target in ("tflite", "ort"):

@@ -164,6 +164,38 @@ def test_arm_and_android_measure_the_same_accuracy_as_x86(device_run, sshd, phon
     assert arm["onnx_int8"]["device_info"]["uname"].endswith("aarch64")
 
 
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta"])
+def test_other_architectures_measure_the_same_accuracy_on_the_board_and_the_phone(
+    arch_runs, model_type, sshd, phone, tmp_path
+):
+    """DistilBERT (two inputs) and RoBERTa (byte-level BPE, pad id 1) through `edgepipe bench` on the
+    emulated aarch64 board and phone: the same accuracy as x86 on the same test ids."""
+    _, endpoint = sshd
+    server, device, home = phone
+    out = tmp_path / "run"
+    shutil.copytree(arch_runs(model_type)[0], out, ignore=shutil.ignore_patterns("run.lock"))
+    proc = edgepipe(
+        "bench",
+        str(out),
+        "--device",
+        f"{arm_device(endpoint)},android:{device.serial}",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--artifacts",
+        "onnx_int8,tflite_int8",
+        *arm_of(endpoint),
+        *android_of(server, home),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    x86, arm, android = _by(m, "x86"), _by(m, "arm:"), _by(m, "android:")
+    for name in ("onnx_int8", "tflite_int8"):
+        assert arm[name]["accuracy"] == android[name]["accuracy"] == x86[name]["accuracy"], name
+        assert arm[name]["device_info"]["emulated"] == "qemu-user"
+
+
 def test_remote_work_dirs_are_cleaned_up(device_run, phone):
     _, _, home = phone
     assert list((home / "data/local/tmp/edgepipe").iterdir()) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, write_sentiment_csv
+from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, tiny_full_args, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -309,10 +309,12 @@ def test_corrupted_artifact_is_rebuilt_and_only_what_depends_on_it_reruns(smoke_
     assert onnx.read_bytes() == data
 
 
-def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
-    out, cache, _ = smoke_run
-    copy = copy_run(out, tmp_path)
-    proc = run_cli("--smoke", "--out", str(copy), "--set", "distill.temperature=4", cache=cache)
+def test_changed_config_reruns_what_depends_on_it(tiny_full_run, tiny_teacher, tmp_path):
+    """On the shared tiny run (int8 and TFLite of the pruned model, TFLite of the teacher too): a new
+    distillation temperature reruns the student and everything downstream of it, nothing else."""
+    run, csv, cache = tiny_full_run
+    copy = copy_run(run, tmp_path)
+    proc = run_cli(*tiny_full_args(tiny_teacher, csv, copy, cache), "--set", "distill.temperature=4")
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((copy / "manifest.json").read_text())
     rerun = {k for k, t in m["timings"].items() if not t["reused"]}
@@ -326,9 +328,7 @@ def test_changed_config_reruns_what_depends_on_it(smoke_run, tmp_path):
         "eval_pruned",
         "export_pruned_onnx_fp32",
         "bench_x86_pruned_onnx_fp32_t1_b1_s64",
-        "quantize_student_onnx_int8",
         "quantize_pruned_onnx_int8",
-        "bench_x86_student_onnx_int8_t1_b1_s64",
         "bench_x86_pruned_onnx_int8_t1_b1_s64",
         "export_pruned_tflite_fp32",
         "export_pruned_tflite_int8",
@@ -394,31 +394,19 @@ def test_a_teacher_no_better_than_the_baseline_stops_the_run_before_distilling(t
     assert not m["baseline"]["teacher"]["beats"] and set(m["models"]) == {"teacher"}  # kept, and nothing distilled
 
 
-def test_same_config_and_seed_give_identical_results(tmp_path, tiny_teacher):
-    csv = write_sentiment_csv(tmp_path / "reviews.csv")
-    manifests = []
-    for i in range(2):
-        out = tmp_path / f"run{i}"
-        proc = run_cli(
-            "--teacher",
-            str(tiny_teacher),
-            "--data",
-            str(csv),
-            "--out",
-            str(out),
-            *TINY_RUN,
-            cache=tmp_path / f"cache{i}",
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        manifests.append(json.loads((out / "manifest.json").read_text()))
-    a, b = manifests
-    for role in ("teacher", "student"):
+def test_same_config_and_seed_give_identical_results(tmp_path, tiny_teacher, tiny_full_run):
+    """The shared tiny run, run again from scratch (new run dir, new cache): the same numbers and bytes."""
+    first, csv, _ = tiny_full_run
+    out = tmp_path / "again"
+    proc = run_cli(*tiny_full_args(tiny_teacher, csv, out, tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in (first, out))
+    for role in ("teacher", "student", "pruned"):
         assert a["models"][role]["accuracy"] == b["models"][role]["accuracy"]
+    for role in ("teacher", "student"):
         assert a["models"][role]["train"]["final_loss"] == b["models"][role]["train"]["final_loss"]
-    assert (
-        a["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"]
-        == b["models"]["student"]["artifacts"]["onnx_fp32"]["sha256"]
-    )
+    for role, artifact in (("student", "onnx_fp32"), ("pruned", "onnx_fp32"), ("pruned", "onnx_int8")):
+        assert a["models"][role]["artifacts"][artifact]["sha256"] == b["models"][role]["artifacts"][artifact]["sha256"]
 
 
 def _one_line_error(proc, needle: str) -> None:
