@@ -67,6 +67,19 @@ class FirstTokenPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
+def keep_rows(embedding: nn.Embedding, token_ids: list[int], pad_token_id: int | None) -> nn.Embedding:
+    """A word-embedding table of only these rows, renumbered 0..n-1. Special tokens sort first in every
+    vocabulary edgepipe prunes, so the pad token keeps its id (RoBERTa counts positions from it)."""
+    index = torch.tensor(sorted(token_ids), dtype=torch.long)
+    moved = pad_token_id is not None and (pad_token_id >= len(index) or int(index[pad_token_id]) != pad_token_id)
+    if moved:
+        raise ValueError(f"the pad token (id {pad_token_id}) would move when pruning the vocabulary")
+    new = nn.Embedding(len(index), embedding.embedding_dim, padding_idx=pad_token_id)
+    with torch.no_grad():
+        new.weight.copy_(embedding.weight.detach()[index])
+    return new
+
+
 def select_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping rows (dim=0, output features) or columns (dim=1, input features)."""
     w = linear.weight.detach().index_select(dim, index).clone()

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, PretrainedConfig
 
 from edgepipe.arch import wordpiece
-from edgepipe.arch.base import Architecture, Dims, EncoderOutput, Vocabulary, register, select_linear
+from edgepipe.arch.base import Architecture, Dims, EncoderOutput, Vocabulary, keep_rows, register, select_linear
 
 # Added to attention scores of padded positions. HF fills with float32's minimum, which
 # makes the int8 scale of that tensor collapse (the mask is then silently dropped);
@@ -162,19 +162,10 @@ class Bert(Architecture):
         return encoder.embeddings.word_embeddings
 
     def keep_tokens(self, encoder: BertModel, token_ids: list[int]) -> None:
-        emb = encoder.embeddings.word_embeddings
-        index = torch.tensor(sorted(token_ids), dtype=torch.long)
-        pad = encoder.config.pad_token_id
-        new_pad = int((index == pad).nonzero()[0, 0]) if pad is not None and pad in index else None
-        new = nn.Embedding(len(index), emb.embedding_dim, padding_idx=new_pad)
-        with torch.no_grad():
-            new.weight.copy_(emb.weight.detach()[index])
-        encoder.embeddings.word_embeddings = new
-        encoder.config.vocab_size = len(index)
-        # special tokens sort first in every vocabulary edgepipe prunes, so they keep their ids (RoBERTa's
-        # positions are counted from pad_token_id + 1: it must not move)
-        if new_pad != pad:
-            raise ValueError(f"the pad token moved from id {pad} to {new_pad} when pruning the vocabulary")
+        encoder.embeddings.word_embeddings = keep_rows(
+            encoder.embeddings.word_embeddings, token_ids, encoder.config.pad_token_id
+        )
+        encoder.config.vocab_size = len(token_ids)
 
     @torch.no_grad()
     def project_embeddings(self, teacher: BertModel, student: BertModel, basis: torch.Tensor) -> None:

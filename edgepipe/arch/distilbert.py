@@ -18,6 +18,7 @@ from edgepipe.arch.base import (
     EncoderOutput,
     FirstTokenPooler,
     Vocabulary,
+    keep_rows,
     register,
     select_linear,
 )
@@ -111,18 +112,10 @@ class DistilBert(Architecture):
         return encoder.embeddings.word_embeddings
 
     def keep_tokens(self, encoder: DistilBertModel, token_ids: list[int]) -> None:
-        emb = encoder.embeddings.word_embeddings
-        index = torch.tensor(sorted(token_ids), dtype=torch.long)
-        if (
-            encoder.config.pad_token_id is not None
-            and int(index[encoder.config.pad_token_id]) != encoder.config.pad_token_id
-        ):
-            raise ValueError("the pad token moved when pruning the vocabulary")
-        new = nn.Embedding(len(index), emb.embedding_dim, padding_idx=encoder.config.pad_token_id)
-        with torch.no_grad():
-            new.weight.copy_(emb.weight.detach()[index])
-        encoder.embeddings.word_embeddings = new
-        encoder.config.vocab_size = len(index)
+        encoder.embeddings.word_embeddings = keep_rows(
+            encoder.embeddings.word_embeddings, token_ids, encoder.config.pad_token_id
+        )
+        encoder.config.vocab_size = len(token_ids)
 
     @torch.no_grad()
     def project_embeddings(self, teacher: DistilBertModel, student: DistilBertModel, basis: torch.Tensor) -> None:
