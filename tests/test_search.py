@@ -118,6 +118,7 @@ def search_run(smoke_run, tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.timing
 def test_search_meets_a_latency_budget_on_x86(search_run):
     out, _, budget, m = search_run
     s = m["search"]
@@ -152,6 +153,7 @@ def test_search_meets_a_latency_budget_on_x86(search_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.timing
 def test_chosen_plan_is_on_the_pareto_front_and_best_within_budget(search_run):
     s = search_run[3]["search"]
     cands = s["candidates"]
@@ -165,6 +167,7 @@ def test_chosen_plan_is_on_the_pareto_front_and_best_within_budget(search_run):
 
 
 @pytest.mark.e2e
+@pytest.mark.timing
 def test_infeasible_budget_names_the_closest_plan(search_run, tmp_path):
     src, cache, _, _ = search_run
     out = tmp_path / "run"
@@ -198,6 +201,7 @@ def test_infeasible_budget_names_the_closest_plan(search_run, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.timing
 def test_search_stops_at_its_time_budget(smoke_run, tmp_path):
     """Called as a function on the smoke run's student: a 1 s budget stops after the fewest points a fit needs and one plan."""
     import time
