@@ -13,6 +13,14 @@ from importlib import metadata
 from pathlib import Path
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+# RoBERTa / XLM-R: <s>=0 <pad>=1 </s>=2, positions counted from pad_token_id + 1, one token type
+ROBERTA_IDS = {
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+}
 
 
 def corpus(limit: int = 4000) -> list[str]:
@@ -101,27 +109,11 @@ def make_tiny(
         _save(tf.ElectraModel(config), config, directory, "ElectraModel")
     elif model_type == "roberta":
         vocab = _byte_level_bpe(directory)
-        config = tf.RobertaConfig(
-            vocab_size=vocab,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            **common,
-        )
+        config = tf.RobertaConfig(vocab_size=vocab, **ROBERTA_IDS, **common)
         _save(tf.RobertaModel(config, add_pooling_layer=False), config, directory, "RobertaModel")
     elif model_type == "xlm-roberta":
         vocab = _unigram(directory)
-        config = tf.XLMRobertaConfig(
-            vocab_size=vocab,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            **common,
-        )
+        config = tf.XLMRobertaConfig(vocab_size=vocab, **ROBERTA_IDS, **common)
         _save(tf.XLMRobertaModel(config, add_pooling_layer=False), config, directory, "XLMRobertaModel")
     else:
         raise ValueError(f"no tiny model for {model_type!r}")

@@ -31,7 +31,7 @@ def prune(tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vo
     parts = {}
     for a, b in merges:
         parts.setdefault(a + b, (a, b))
-    keep = {piece[i] for i in tokenizer_json.corpus_ids(tokenizer, texts) if i in piece}
+    keep = {piece[i] for i in tokenizer_json.corpus_ids(tokenizer, texts, j) if i in piece}
     keep |= {t for t in vocab if len(t) == 1}
     stack = list(keep)
     while stack:
@@ -49,11 +49,5 @@ def prune(tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vo
 
 
 def card(tokenizer: Any, directory: Path) -> dict[str, Any]:
-    return {
-        "type": "byte_level_bpe",
-        "tokenizer_json": "tokenizer.json",
-        "vocab_size": len(tokenizer),
-        "add_prefix_space": bool(getattr(tokenizer, "add_prefix_space", False)),
-        **tokenizer_json.special_tokens(tokenizer),
-        "segment_ids": "all zeros (single sentence)",
-    }
+    add_prefix_space = bool(getattr(tokenizer, "add_prefix_space", False))
+    return tokenizer_json.card("byte_level_bpe", tokenizer, add_prefix_space=add_prefix_space)

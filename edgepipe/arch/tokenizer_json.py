@@ -24,14 +24,14 @@ def load(tokenizer: Any) -> dict[str, Any]:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
-def corpus_ids(tokenizer: Any, texts: list[str]) -> set[int]:
-    """Ids the texts use, plus every special and added token."""
+def corpus_ids(tokenizer: Any, texts: list[str], j: dict[str, Any]) -> set[int]:
+    """Ids the texts use, plus every special and added token (`j`: the tokenizer's JSON, from `load`)."""
     used: set[int] = set()
     for start in range(0, len(texts), 1024):
         for ids in tokenizer(texts[start : start + 1024], add_special_tokens=False)["input_ids"]:
             used.update(ids)
     used.update(tokenizer.all_special_ids)
-    used.update(int(t["id"]) for t in load(tokenizer).get("added_tokens", []))
+    used.update(int(t["id"]) for t in j.get("added_tokens", []))
     return used
 
 
@@ -71,4 +71,16 @@ def save(j: dict[str, Any], source: Path, directory: Path) -> Any:
 def special_tokens(tokenizer: Any) -> dict[str, str | None]:
     return {
         name: getattr(tokenizer, f"{name}_token", None) for name in ("bos", "eos", "cls", "sep", "pad", "unk", "mask")
+    }
+
+
+def card(family: str, tokenizer: Any, **extra: Any) -> dict[str, Any]:
+    """The bundle card of a tokenizer.json family: what app_check.py (and an app) need."""
+    return {
+        "type": family,
+        "tokenizer_json": "tokenizer.json",
+        "vocab_size": len(tokenizer),
+        **extra,
+        **special_tokens(tokenizer),
+        "segment_ids": "all zeros (single sentence)",
     }

@@ -24,14 +24,14 @@ def prune(tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vo
     if model.get("type") != "Unigram":
         raise ValueError(f"expected a Unigram tokenizer.json, found {model.get('type')!r}")
     pieces: list[list[Any]] = model["vocab"]
-    keep = tokenizer_json.corpus_ids(tokenizer, texts)
+    keep = tokenizer_json.corpus_ids(tokenizer, texts, j)
     if model.get("unk_id") is not None:
         keep.add(int(model["unk_id"]))
     byte_fallback = bool(model.get("byte_fallback"))
     for i, (piece, _score) in enumerate(pieces):
         if len(piece) == 1 or (byte_fallback and BYTE_PIECE.match(piece)):
             keep.add(i)
-    kept_ids = sorted(i for i in keep if i < len(pieces)) + sorted(i for i in keep if i >= len(pieces))
+    kept_ids = sorted(keep)
     new_id = {old: new for new, old in enumerate(kept_ids)}
     model["vocab"] = [pieces[i] for i in kept_ids if i < len(pieces)]
     if model.get("unk_id") is not None:
@@ -41,10 +41,4 @@ def prune(tokenizer: Any, texts: list[str], source: Path, directory: Path) -> Vo
 
 
 def card(tokenizer: Any, directory: Path) -> dict[str, Any]:
-    return {
-        "type": "sentencepiece_unigram",
-        "tokenizer_json": "tokenizer.json",
-        "vocab_size": len(tokenizer),
-        **tokenizer_json.special_tokens(tokenizer),
-        "segment_ids": "all zeros (single sentence)",
-    }
+    return tokenizer_json.card("sentencepiece_unigram", tokenizer)

@@ -210,8 +210,7 @@ def load_tokenizer(directory: Path):
     from transformers import AutoTokenizer
 
     directory = check_model_dir(directory)
-    if not (Path(directory) / "edgepipe.json").is_file():
-        check_teacher_config(directory)
+    raw = None if (Path(directory) / "edgepipe.json").is_file() else check_teacher_config(directory)
     if not (Path(directory) / "vocab.txt").is_file() and not (Path(directory) / "tokenizer.json").is_file():
         raise ModelError(f"teacher directory {directory} has no vocab.txt or tokenizer.json; add the tokenizer files")
     try:
@@ -221,22 +220,13 @@ def load_tokenizer(directory: Path):
         raise ModelError(
             f"tokenizer in {directory} cannot be loaded ({type(e).__name__}: {first}); check vocab.txt / tokenizer.json"
         ) from None
-    rows = embedding_rows(Path(directory))
-    if rows is not None and len(tokenizer) > rows:
+    rows = raw.get("vocab_size") if raw is not None else None  # the word-embedding rows config.json declares
+    if isinstance(rows, int) and len(tokenizer) > rows:
         raise ModelError(
             f"the tokenizer in {directory} has {len(tokenizer)} tokens but the model's embedding table has {rows} rows: "
             "the tokenizer files belong to another model; copy the ones that came with the weights"
         )
     return tokenizer
-
-
-def embedding_rows(directory: Path) -> int | None:
-    """The word-embedding rows config.json declares (None for an edgepipe-saved model or no config)."""
-    cfg = directory / "config.json"
-    if (directory / "edgepipe.json").is_file() or not cfg.is_file():
-        return None
-    size = read_json(cfg).get("vocab_size")
-    return int(size) if isinstance(size, int) else None
 
 
 def fingerprint(directory: Path, names: tuple[str, ...] = MODEL_FILES) -> str:
