@@ -36,11 +36,11 @@ bench-wall: $(STAMP)
 	$(BIN)/python -m bench runs/demo --threads-all --wall --out bench/results.json
 
 # lint, then the fast tier (unit tests on tiny models, two workers, ~2 min), then the end-to-end runs
-# (marked e2e) one at a time: two xdist workers measured no faster there (1,991 s vs ~2,000 s, the
-# largest files and the shared fixtures built per worker decide), and latencies measured beside
-# another test are not comparable
+# (marked e2e) on two workers too: one run keeps one core busy (95 %), and tests/conftest.py puts each
+# shared run and the tests that read it in one xdist group, so each is built once (--dist loadfile
+# built them once per worker and measured no faster than one worker: 1,991 s vs ~2,000 s)
 test: lint test-fast
-	$(BIN)/python -m pytest -q -m e2e --durations=25
+	$(BIN)/python -m pytest -q -m e2e -n 2 --dist loadgroup --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e" -n 2 --dist loadfile --durations=10

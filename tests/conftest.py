@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -20,6 +21,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 logging.getLogger("torchao").setLevel(logging.ERROR)
 
 BIN = Path(sys.executable).parent
+
+# `make test` runs the end-to-end tier on two workers (`-n 2 --dist loadgroup`): a single run keeps one
+# core busy (user+sys 116 s of 121 s wall for the tiny full run, 95 % of one core), so two workers
+# halve the tier if each expensive shared run is built once. Each test that uses one of these is put
+# in that run's group, so one worker builds it and runs all its users; the device runner module is one
+# group too (its board, sshd and phone are module fixtures). A test may use only one of them.
+SHARED_RUN_GROUPS = {
+    "smoke_run": "smoke",
+    "tiny_full_run": "tiny-full",
+    "arch_runs": "devices",
+    "device_run": "devices",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the marks into its scheduling groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        groups = {group for fixture, group in SHARED_RUN_GROUPS.items() if fixture in item.fixturenames}
+        if item.path.name == "test_device_runners.py":
+            groups.add("devices")
+        if len(groups) > 1:
+            raise pytest.UsageError(f"{item.nodeid} uses shared runs of two groups {sorted(groups)}: one each")
+        for group in groups:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -184,6 +209,8 @@ TINY_RUN = [
     "bench.runs=10",
     "--set",
     "bench.warmup=2",
+    "--set",
+    "quantize.calibration_examples=32",  # the PT2E TFLite calibration runs one example at a time
     "--train-threads",
     "1",
 ]
@@ -218,15 +245,23 @@ def tiny_full_args(teacher: Path, csv: Path, out: Path, cache: Path) -> list[str
     ]
 
 
+class TinyFullRun(NamedTuple):
+    run: Path
+    csv: Path
+    cache: Path
+    stdout: str
+
+
 @pytest.fixture(scope="session")
-def tiny_full_run(tmp_path_factory, tiny_teacher):
-    """Shared by the goal-bench test and the kill -9 test (which compares against it)."""
+def tiny_full_run(tmp_path_factory, tiny_teacher) -> TinyFullRun:
+    """A user's CSV and local teacher through every stage: shared by the user-data checks, the
+    goal-bench test, the changed-config test and the kill -9 test (which compares against it)."""
     d = tmp_path_factory.mktemp("tiny-full")
     csv = write_sentiment_csv(d / "reviews.csv")
     args = tiny_full_args(tiny_teacher, csv, d / "run", d / "cache")
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return d / "run", csv, d / "cache"
+    return TinyFullRun(d / "run", csv, d / "cache", proc.stdout)
 
 
 # every architecture besides BERT (which the other end-to-end runs use) through the whole CLI

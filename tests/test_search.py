@@ -144,9 +144,10 @@ def test_search_meets_a_latency_budget_on_x86(search_run):
     assert lm["points"] == 8 and lm["holdout_error"]["n"] == 2 and lm["candidate_error"]["n"] == len(s["candidates"])
     for c in s["candidates"]:
         assert c["predicted_latency_ms"] > 0 and c["latency_ms"] > 0 and 0 < c["accuracy"] <= 1
-        # a sanity bound only (units, a model fitted to garbage): the predictions are timings on a shared
-        # 2-core machine, seen 54 % high on one candidate; the report carries the real error
-        assert 0.5 < c["predicted_latency_ms"] / c["latency_ms"] < 2.0
+        # a sanity bound only (units, a model fitted to garbage): the predictions are timings on a 2-core
+        # machine whose other core runs another test (make test's second worker), seen 54 % high on one
+        # candidate with that core idle; the report carries the real error
+        assert 1 / 3 < c["predicted_latency_ms"] / c["latency_ms"] < 3.0
     for g in s["grid"]:
         assert g["predicted_feasible"] == (g["predicted_latency_ms"] <= budget)
     report = (out / "report.md").read_text()
