@@ -33,6 +33,7 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "electra": lambda d: make_tiny("electra", d, seed=1),
     "roberta": lambda d: make_tiny("roberta", d, seed=1),
     "xlm-roberta": lambda d: make_tiny("xlm-roberta", d, seed=1),
+    "deberta-v2": lambda d: make_tiny("deberta-v2", d, seed=1),
 }
 
 

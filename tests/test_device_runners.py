@@ -164,12 +164,13 @@ def test_arm_and_android_measure_the_same_accuracy_as_x86(device_run, sshd, phon
     assert arm["onnx_int8"]["device_info"]["uname"].endswith("aarch64")
 
 
-@pytest.mark.parametrize("model_type", ["distilbert", "roberta"])
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2"])
 def test_other_architectures_measure_the_same_accuracy_on_the_board_and_the_phone(
     arch_runs, model_type, sshd, phone, tmp_path
 ):
-    """DistilBERT (two inputs) and RoBERTa (byte-level BPE, pad id 1) through `edgepipe bench` on the
-    emulated aarch64 board and phone: the same accuracy as x86 on the same test ids."""
+    """DistilBERT (two inputs), RoBERTa (byte-level BPE, pad id 1) and DeBERTa-v3 (relative-position
+    gathers, SentencePiece) through `edgepipe bench` on the emulated aarch64 board and phone: the same
+    accuracy as x86 on the same test ids."""
     _, endpoint = sshd
     server, device, home = phone
     out = tmp_path / "run"

@@ -66,18 +66,23 @@ def _byte_level_bpe(directory: Path, vocab_size: int = 2000) -> int:
     return len(tok)
 
 
-def _unigram(directory: Path, vocab_size: int = 2000) -> int:
+def _unigram(directory: Path, vocab_size: int = 2000, *, deberta: bool = False) -> int:
+    """XLM-R's layout (<s> <pad> </s> <unk> ... <mask>) or DeBERTa-v3's ([PAD] [CLS] [SEP] [UNK] ... [MASK]),
+    each through its own transformers tokenizer class (their normalizers and templates differ)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import XLMRobertaTokenizer
+    from transformers import DebertaV2Tokenizer, XLMRobertaTokenizer
 
+    specials, unk, mask = (
+        (["[PAD]", "[CLS]", "[SEP]", "[UNK]"], "[UNK]", "[MASK]") if deberta else (SPECIALS, "<unk>", "<mask>")
+    )
     t = Tokenizer(models.Unigram())
     t.normalizer = normalizers.NFKC()
     t.pre_tokenizer = pre_tokenizers.Metaspace()
     t.train_from_iterator(
-        corpus(1500), trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, unk_token="<unk>")
+        corpus(1500), trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=unk)
     )
-    pieces = [tuple(p) for p in json.loads(t.to_str())["model"]["vocab"]] + [("<mask>", 0.0)]
-    tok = XLMRobertaTokenizer(vocab=pieces)
+    pieces = [tuple(p) for p in json.loads(t.to_str())["model"]["vocab"]] + [(mask, 0.0)]
+    tok = DebertaV2Tokenizer(vocab=pieces) if deberta else XLMRobertaTokenizer(vocab=pieces)
     tok.save_pretrained(str(directory))
     return len(tok)
 
@@ -115,6 +120,24 @@ def make_tiny(
         vocab = _unigram(directory)
         config = tf.XLMRobertaConfig(vocab_size=vocab, **ROBERTA_IDS, **common)
         _save(tf.XLMRobertaModel(config, add_pooling_layer=False), config, directory, "XLMRobertaModel")
+    elif model_type == "deberta-v2":
+        vocab = _unigram(directory, deberta=True)
+        # DeBERTa-v3's settings: relative attention both ways over 256 log buckets, keys shared with
+        # the content projections, no absolute positions, no token types
+        config = tf.DebertaV2Config(
+            vocab_size=vocab,
+            relative_attention=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=256,
+            max_relative_positions=-1,
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            position_biased_input=False,
+            type_vocab_size=0,
+            pad_token_id=0,
+            **common,
+        )
+        _save(tf.DebertaV2Model(config), config, directory, "DebertaV2Model")
     else:
         raise ValueError(f"no tiny model for {model_type!r}")
     return directory

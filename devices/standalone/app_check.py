@@ -151,7 +151,7 @@ class ByteLevelBPE:
     """RoBERTa's tokenizer from tokenizer.json: GPT-2's pre-tokenizer regex (written out by hand:
     Python's `re` has no \\p{L}), bytes as printable characters, then merges by rank."""
 
-    def __init__(self, tokenizer_json: str):
+    def __init__(self, tokenizer_json: str, pad_token: str = "<pad>"):
         with open(tokenizer_json, encoding="utf-8") as f:
             j = json.load(f)
         model = j["model"]
@@ -160,7 +160,7 @@ class ByteLevelBPE:
         self.ranks = {pair: i for i, pair in enumerate(merges)}
         self.add_prefix_space = bool((j.get("pre_tokenizer") or {}).get("add_prefix_space"))
         self.byte_char = _bytes_to_unicode()
-        self.specials = _specials(j)
+        self.specials = _specials(j, pad_token)
 
     def split(self, text: str) -> list[str]:
         """`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`"""
@@ -228,7 +228,7 @@ class Unigram:
     one <unk>), as `tokenizers` does. SentencePiece's `Precompiled` normalizer (XLM-R's) is a
     compiled character map this reference does not reimplement: it says so instead of guessing."""
 
-    def __init__(self, tokenizer_json: str):
+    def __init__(self, tokenizer_json: str, pad_token: str = "<pad>"):
         with open(tokenizer_json, encoding="utf-8") as f:
             j = json.load(f)
         model = j["model"]
@@ -242,7 +242,7 @@ class Unigram:
         self.whitespace_split = any(p["type"] == "WhitespaceSplit" for p in pre)
         self.replacement = meta.get("replacement", "\u2581")
         self.prepend = meta.get("prepend_scheme", "always" if meta.get("add_prefix_space", True) else "never")
-        self.specials = _specials(j)
+        self.specials = _specials(j, pad_token)
         bad = [
             n["type"]
             for n in self.normalizers
@@ -258,8 +258,11 @@ class Unigram:
                 text = unicodedata.normalize(t, text)
             elif t == "Lowercase":
                 text = text.lower()
-            elif t == "Strip":
-                text = text.strip()
+            elif t == "Strip":  # DeBERTa's strips the right end only
+                if n.get("strip_left", True):
+                    text = text.lstrip()
+                if n.get("strip_right", True):
+                    text = text.rstrip()
             elif t == "Replace":
                 import re
 
@@ -329,19 +332,28 @@ def _flatten(node: dict | None, key: str) -> list[dict]:
     return [node]
 
 
-def _specials(j: dict) -> dict[str, int]:
+def _specials(j: dict, pad_token: str) -> dict[str, int]:
+    """The ids around one sentence - the post-processor's first and last special token: <s> </s> for
+    RoBERTa and XLM-R, [CLS] [SEP] for DeBERTa - and the padding id (the card names the pad token)."""
     added = {t["content"]: t["id"] for t in j.get("added_tokens", [])}
     vocab = j["model"]["vocab"]
-    lookup = (lambda t: vocab.get(t)) if isinstance(vocab, dict) else (lambda t: None)
-    return {t: added.get(t, lookup(t)) for t in ("<s>", "</s>", "<pad>")}
+    index = vocab if isinstance(vocab, dict) else {piece: i for i, (piece, _) in enumerate(vocab)}
+    specials = {"cls": added.get("<s>", index.get("<s>")), "sep": added.get("</s>", index.get("</s>"))}
+    for p in _flatten(j.get("post_processor"), "processors"):
+        if p["type"] in ("RobertaProcessing", "BertProcessing"):
+            specials = {"cls": p["cls"][1], "sep": p["sep"][1]}
+        elif p["type"] == "TemplateProcessing":
+            names = [x["SpecialToken"]["id"] for x in p["single"] if "SpecialToken" in x]
+            specials = {k: p["special_tokens"][name]["ids"][0] for k, name in (("cls", names[0]), ("sep", names[-1]))}
+    return {**specials, "pad": added.get(pad_token, index.get(pad_token))}
 
 
 def _frame(ids: list[int], specials: dict[str, int], seq_len: int) -> dict[str, np.ndarray]:
-    """<s> ids </s>, padded with <pad> (RoBERTa / XLM-R's single-sentence template)."""
-    ids = [specials["<s>"], *ids[: seq_len - 2], specials["</s>"]]
+    """cls ids sep, padded (the single-sentence template of RoBERTa, XLM-R and DeBERTa)."""
+    ids = [specials["cls"], *ids[: seq_len - 2], specials["sep"]]
     pad = seq_len - len(ids)
     return {
-        "input_ids": np.array([ids + [specials["<pad>"]] * pad], dtype=np.int64),
+        "input_ids": np.array([ids + [specials["pad"]] * pad], dtype=np.int64),
         "attention_mask": np.array([[1] * len(ids) + [0] * pad], dtype=np.int64),
         "token_type_ids": np.zeros((1, seq_len), dtype=np.int64),
     }
@@ -383,7 +395,7 @@ def load_tokenizer(directory: str, tok: dict):
     family = {"byte_level_bpe": ByteLevelBPE, "sentencepiece_unigram": Unigram}.get(tok["type"])
     if family is None:
         raise SystemExit(f"app_check: tokenizer type {tok['type']!r} is unknown to this app_check.py")
-    return family(os.path.join(directory, tok["tokenizer_json"]))
+    return family(os.path.join(directory, tok["tokenizer_json"]), tok.get("pad") or "<pad>")
 
 
 def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:

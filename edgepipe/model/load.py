@@ -44,8 +44,6 @@ DECODERS = {
 }
 # encoders users bring that have no adapter yet, and what stands in the way (README: architecture table)
 NOT_YET = {
-    "deberta-v2": "its attention fills padded positions with float32's minimum, the fill that collapses int8 "
-    "scales (measured on BERT), so it needs its own mask path first",
     "modernbert": "fused QKV and GeGLU projections, rotary positions and local attention need their own pruning "
     "and export checks",
 }
