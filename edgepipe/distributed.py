@@ -13,11 +13,16 @@ and leave once the last training stage is done.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a process group is used, not here: `edgepipe bench` records its results
+# through edgepipe.stages (which takes a Dist) and never trains, so it starts without torch.
 
 
 @dataclass(frozen=True)
@@ -35,19 +40,26 @@ class Dist:
 
     def barrier(self) -> None:
         if self.active:
+            import torch
+
             torch.distributed.barrier()
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's value on every rank (decisions that must agree, e.g. a cache hit)."""
         if not self.active:
             return obj
+        import torch
+
         box = [obj]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
     def close(self) -> None:
-        if self.active and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if self.active:
+            import torch
+
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 SINGLE = Dist()
@@ -58,6 +70,8 @@ def init_from_env() -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
+    import torch
+
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         # rank 0 may spend hours on exports and device benchmarks between training stages
@@ -67,7 +81,8 @@ def init_from_env() -> Dist:
 
 def current() -> Dist:
     """The process group the training loop should average gradients over (SINGLE when none)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    torch = sys.modules.get("torch")  # without torch loaded there is no process group
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
     return SINGLE
 
@@ -87,6 +102,8 @@ def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
     (the distillation loss has its own projection); ranks with no gradient for a parameter add zeros."""
     if not dist.active:
         return
+    import torch
+
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     torch.distributed.all_reduce(flat)
@@ -100,6 +117,8 @@ def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
 def sync_parameters(params: list[torch.nn.Parameter], dist: Dist) -> None:
     """Start every rank from rank 0's weights."""
     if dist.active:
+        import torch
+
         for p in params:
             torch.distributed.broadcast(p.data, src=0)
 
@@ -107,6 +126,8 @@ def sync_parameters(params: list[torch.nn.Parameter], dist: Dist) -> None:
 def all_sum(value: float, dist: Dist) -> float:
     if not dist.active:
         return value
+    import torch
+
     t = torch.tensor([value], dtype=torch.float64)
     torch.distributed.all_reduce(t)
     return float(t[0])

@@ -236,7 +236,7 @@ def bench_cmd(
         from edgepipe.progress import RichProgress
 
         if path.is_dir():
-            from edgepipe.app.run import bench_run
+            from edgepipe.app.record import bench_run
 
             manifest = bench_run(path, flags, RichProgress(err_console))
             out_console.print(summary_table(manifest))

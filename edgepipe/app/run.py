@@ -1,4 +1,5 @@
-"""`compress-and-export` and `edgepipe bench RUN`: the order of the stages, nothing else.
+"""`compress-and-export`: the order of the stages, nothing else (`edgepipe bench RUN`, which
+measures a finished run again, is edgepipe.app.record, the part of a run without torch).
 
 Each stage (pipeline/, export/) takes the config sections it reads as keyword inputs, and its
 key is derived from them and from its upstream results' keys (edgepipe.stages), so a changed
@@ -10,7 +11,6 @@ a run that fails later keeps what it finished.
 from __future__ import annotations
 
 import platform
-import threading
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -22,11 +22,10 @@ from rich.markup import escape
 
 import edgepipe
 from edgepipe import distributed
-from edgepipe.app import benchmark as bench_stage
-from edgepipe.app.report import write_report
-from edgepipe.config import RunConfig, TeacherConfig, build_config, config_to_dict, flatten_tree, for_data_size, migrate
+from edgepipe.app.record import RunRecord
+from edgepipe.config import RunConfig, TeacherConfig, build_config, config_to_dict, flatten_tree, for_data_size
 from edgepipe.devices.pool import DevicePool
-from edgepipe.errors import BaselineError, BudgetError, ConfigError, ModelError, RunDirError
+from edgepipe.errors import BaselineError, BudgetError
 from edgepipe.export import bundle, onnx, ort_format, tflite, tflite_metadata
 from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
 from edgepipe.model.load import Tokenizer, teacher_source
@@ -34,7 +33,7 @@ from edgepipe.model.task_model import TaskModel
 from edgepipe.pipeline import augment, baseline, distill, evaluate, prune, quantize, search, teacher
 from edgepipe.pipeline import data as data_stage
 from edgepipe.progress import Progress, Silent
-from edgepipe.rundir import RunDir, sha256_file, write_bytes_atomic
+from edgepipe.rundir import RunDir, write_bytes_atomic
 from edgepipe.stages import Record, Stages
 from edgepipe.tokenized import TokenizedData
 
@@ -77,8 +76,8 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-class Run:
-    """One invocation: the stages runner, the manifest, the devices."""
+class Run(RunRecord):
+    """One compress-and-export: the run record (manifest, stages, devices) and the ladder's stages."""
 
     def __init__(
         self,
@@ -88,8 +87,7 @@ class Run:
         dist: distributed.Dist = distributed.SINGLE,
         manifest: Manifest | None = None,
     ):
-        self.cfg, self.dir = cfg, rundir
-        self.manifest = manifest or Manifest(
+        manifest = manifest or Manifest(
             version=edgepipe.__version__,
             config=config_to_dict(cfg),
             seed=cfg.seed,
@@ -98,17 +96,7 @@ class Run:
             models={},
             benchmarks=[],
         )
-        self.stages = Stages(rundir, progress, dist, timings=self.manifest.timings)
-        self._lock = threading.RLock()  # device workers update the manifest side by side
-
-    @property
-    def progress(self) -> Progress:
-        return self.stages.progress
-
-    def save(self) -> None:
-        if self.stages.dist.main:
-            with self._lock:
-                self.manifest.save(self.dir.root)
+        super().__init__(cfg, rundir, progress, manifest, dist)
 
     def record_config(self, cfg: RunConfig) -> None:
         """The config the shipped model is trained with (after a budget search: the chosen plan's)."""
@@ -306,25 +294,6 @@ class Run:
         self.manifest.bundles = bundles
         self.save()
 
-    # -- devices ------------------------------------------------------------------------
-
-    def benchmark(self, pool: DevicePool) -> None:
-        jobs = bench_stage.jobs_of(self.manifest, self.cfg.bench)
-        bench_stage.benchmark(
-            self.stages,
-            self.manifest,
-            jobs,
-            self.cfg.bench,
-            self.cfg.measurement().model_copy(update={"metric": self.manifest.metric}),
-            pool,
-            self.save,
-        )
-
-    def finish(self) -> None:
-        """What the devices that worked measured is reported even when another failed."""
-        self.save()
-        write_report(self.dir.root, [(self.dir.root.resolve().name, self.manifest)])
-
 
 def _save_eval_inputs(ctx: Stages, *, data: TokenizedData, directory: str) -> tuple[dict[str, Any], list[Path]]:
     """The pre-tokenized test split as .npy files, what a device runner reads."""
@@ -512,42 +481,3 @@ def budget_search(
     cfg = build_config(flatten_tree(config_to_dict(cfg)), stages.dist.broadcast(overrides))
     run.record_config(cfg)
     return cfg
-
-
-def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent()) -> Manifest:
-    """`edgepipe bench RUN_DIR`: benchmark a finished run's artifacts again (other devices, threads, runs).
-
-    The run's own config is the base; `overrides` (bench.* keys) change how it is measured.
-    Artifacts are hash-checked first: a file changed since the run is refused, not measured.
-    """
-    manifest = Manifest.load(out)
-    base = migrate(flatten_tree(manifest.config))
-    overrides = dict(overrides)
-    seq = overrides.pop("bench.seq_len", None)
-    if seq is not None and seq != base.get("export.seq_len", 64):
-        raise ConfigError(
-            f"the artifacts in {out} were built for sequence length {base.get('export.seq_len', 64)}; bench.seq_len={seq} does not match. "
-            f"Rerun compress-and-export --out {out} --set export.seq_len={seq} to build them for {seq}"
-        )
-    if "bench.fleet" in overrides and "bench.devices" not in overrides:
-        base.pop("bench.devices", None)  # `--fleet` alone: the fleet's devices, not the run's
-    cfg = build_config(base, overrides, source="bench")
-    with RunDir(out) as rundir:
-        run = Run(cfg, rundir, progress, manifest=manifest)
-        for role, m in manifest.models.items():
-            if m.eval_inputs is None:
-                raise RunDirError(
-                    f"{out} was made by an older edgepipe (no eval_inputs for {role}); rerun compress-and-export"
-                )
-        for job in bench_stage.jobs_of(manifest, cfg.bench):
-            path = rundir.path(job.artifact.path)
-            if not path.is_file() or sha256_file(path) != job.artifact.sha256:
-                raise ModelError(
-                    f"{path} is missing or changed since the run (sha256 mismatch); rerun compress-and-export --out {out}"
-                )
-        try:
-            with DevicePool(cfg.bench, progress.log) as pool:
-                run.benchmark(pool)
-        finally:
-            run.finish()
-        return manifest

@@ -44,8 +44,8 @@ DECODERS = {
 }
 # encoders users bring that have no adapter yet, and what stands in the way (README: architecture table)
 NOT_YET = {
-    "modernbert": "fused QKV and GeGLU projections, rotary positions and local attention need their own pruning "
-    "and export checks",
+    "modernbert": "its pre-norm layers, fused QKV and GeGLU projections need their own pruning, "
+    "and its rotary positions and local attention their own export checks",
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 # what a run reads of a hub repository (not its other-framework weights: tf_model.h5, onnx/, ...)
