@@ -34,7 +34,7 @@ SEARCH_FLAGS = [
     "--set",
     "search.latency_points=8",
     "--set",
-    "search.candidates=2",
+    "search.candidates=3",
     "--set",
     "search.estimate_steps=20",
     "--set",
@@ -103,15 +103,33 @@ def test_search_config_is_validated():
 
 @pytest.fixture(scope="module")
 def search_run(smoke_run, tmp_path_factory):
-    """The smoke run resumed with a latency budget: 0.8x the unpruned student's int8 p50 measured in that run
-    (0.6x failed once with the machine otherwise idle: every plan tried measured 2.84 ms against 2.58 ms,
-    the budget being one measurement and the plans later ones)."""
+    """The smoke run resumed with a latency budget: 0.85x the unpruned student's int8 p50, measured by
+    `edgepipe bench` just before the search. `make test` runs this beside another test on the other
+    core, so the budget and the plans must be timed under the same load: the smoke run's own p50 (timed
+    minutes earlier, under another load) once put a plan the search measured at 1.18x the budget's
+    ratio out of reach. 0.6x failed once on an idle machine (2.84 ms against 2.58 ms)."""
+    import subprocess
+
+    from conftest import BIN
+
     src, cache, _ = smoke_run
     out = tmp_path_factory.mktemp("search") / "run"
     shutil.copytree(src, out)
+    bench = [str(BIN / "edgepipe"), "bench", str(out), "--device", "x86", "--artifacts", "onnx_int8"]
+    proc = subprocess.run(
+        [*bench, "--set", "bench.models=[student]", "--runs", "30", "--warmup", "3"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
-    student_int8 = next(b for b in manifest["benchmarks"] if b["model"] == "student" and b["artifact"] == "onnx_int8")
-    budget = round(0.8 * student_int8["latency_ms"]["p50"], 3)
+    student_int8 = next(
+        b
+        for b in manifest["benchmarks"]
+        if b["model"] == "student" and b["artifact"] == "onnx_int8" and b["latency_ms"]["n"] == 30
+    )
+    budget = round(0.85 * student_int8["latency_ms"]["p50"], 3)
     proc = run_cli(
         "--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", str(budget), *SEARCH_FLAGS, cache=cache
     )
@@ -200,7 +218,7 @@ def test_infeasible_budget_names_the_closest_plan(search_run, tmp_path):
         cache=cache,
     )
     assert proc.returncode == 8
-    assert "none of the 2 plans tried meets the budget on x86" in proc.stderr and "< 99.9%" in proc.stderr
+    assert "none of the 3 plans tried meets the budget on x86" in proc.stderr and "< 99.9%" in proc.stderr
 
 
 @pytest.mark.e2e
