@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, tiny_full_args, write_sentiment_csv
+from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, run_cli_in_process, tiny_full_args, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -398,7 +398,7 @@ def _one_line_error(proc, needle: str) -> None:
 
 
 def test_missing_teacher_dir(tmp_path):
-    proc = run_cli("--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    proc = run_cli_in_process("--teacher", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
     _one_line_error(proc, "does not exist; pass a local Hugging Face model dir to --teacher")
     assert proc.returncode == 4
 
@@ -406,7 +406,9 @@ def test_missing_teacher_dir(tmp_path):
 def test_csv_without_text_and_label_columns(tmp_path, tiny_teacher):
     f = tmp_path / "d.csv"
     f.write_text("review,stars\ngreat,5\nbad,1\n")
-    proc = run_cli("--teacher", str(tiny_teacher), "--data", str(f), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    proc = run_cli_in_process(
+        "--teacher", str(tiny_teacher), "--data", str(f), "--out", str(tmp_path / "o"), cache=tmp_path / "c"
+    )
     _one_line_error(proc, "has no column 'text', 'label' (columns: review, stars)")
     assert proc.returncode == 3
 
@@ -414,20 +416,24 @@ def test_csv_without_text_and_label_columns(tmp_path, tiny_teacher):
 def test_labels_that_do_not_match_the_teacher_head(tmp_path):
     teacher = make_tiny_bert(tmp_path / "clf", head_labels=["negative", "positive"])
     csv = write_sentiment_csv(tmp_path / "d.csv", labels=("neg", "pos"))
-    proc = run_cli("--teacher", str(teacher), "--data", str(csv), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    proc = run_cli_in_process(
+        "--teacher", str(teacher), "--data", str(csv), "--out", str(tmp_path / "o"), cache=tmp_path / "c"
+    )
     _one_line_error(proc, "teacher head has labels ['negative', 'positive'] but the data has ['neg', 'pos']")
     three = tmp_path / "three.csv"
     three.write_text("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(60)))
-    proc = run_cli("--teacher", str(teacher), "--data", str(three), "--out", str(tmp_path / "o2"), cache=tmp_path / "c")
+    proc = run_cli_in_process(
+        "--teacher", str(teacher), "--data", str(three), "--out", str(tmp_path / "o2"), cache=tmp_path / "c"
+    )
     _one_line_error(proc, "but the data has ['0', '1', '2']")
 
 
 def test_unwritable_out_and_out_that_is_a_file(tmp_path):
-    proc = run_cli("--out", "/sys/edgepipe-run", cache=tmp_path / "c")
+    proc = run_cli_in_process("--out", "/sys/edgepipe-run", cache=tmp_path / "c")
     _one_line_error(proc, "is not writable")
     f = tmp_path / "file"
     f.write_text("x")
-    proc = run_cli("--out", str(f), cache=tmp_path / "c")
+    proc = run_cli_in_process("--out", str(f), cache=tmp_path / "c")
     _one_line_error(proc, "is a file, not a directory")
 
 
