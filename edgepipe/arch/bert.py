@@ -65,6 +65,8 @@ class Bert(Architecture):
     checkpoint_prefix = "bert."
     # a checkpoint's two-layer classification head: its first layer, loaded as the encoder's pooler
     pooler_prefix: str | None = None
+    # a checkpoint's other heads (pre-training, task heads replaced by edgepipe's): not encoder weights
+    other_heads: tuple[str, ...] = ("classifier.", "lm_head.", "discriminator_predictions.", "generator_")
     scope_prefix = r"^model\.(encoder\.encoder\.|encoder\.)?"
     tokenizer_files = ("vocab.txt", *Architecture.tokenizer_files)
 
@@ -86,7 +88,7 @@ class Bert(Architecture):
         for k, v in state.items():
             if k.startswith(self.pooler_prefix):
                 out["pooler.dense." + k.removeprefix(self.pooler_prefix)] = v
-            elif not k.startswith(("classifier.", "lm_head.", "discriminator_predictions.", "generator_")):
+            elif not k.startswith(self.other_heads):
                 out[k.removeprefix(self.checkpoint_prefix)] = v
         return out
 
@@ -98,8 +100,12 @@ class Bert(Architecture):
             c.num_attention_heads,
             c.intermediate_size,
             c.vocab_size,
-            c.max_position_embeddings + c.type_vocab_size,
+            self.position_rows(c),
         )
+
+    def position_rows(self, config: PretrainedConfig) -> int:
+        """Embedding rows that are not the vocabulary: absolute positions and token types."""
+        return config.max_position_embeddings + config.type_vocab_size
 
     def dropout(self, config: PretrainedConfig) -> float:
         return config.hidden_dropout_prob

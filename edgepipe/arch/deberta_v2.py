@@ -23,11 +23,8 @@ from transformers import DebertaV2Config, DebertaV2Model
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention, scaled_size_sqrt
 
 from edgepipe.arch import unigram
-from edgepipe.arch.base import Architecture, Dims, EncoderOutput, FirstTokenPooler, Vocabulary, register, select_linear
+from edgepipe.arch.base import Architecture, EncoderOutput, FirstTokenPooler, Vocabulary, register, select_linear
 from edgepipe.arch.bert import MASK_VALUE, Bert, NoAttention
-
-# heads of a checkpoint that are not the encoder's (masked-LM and replaced-token-detection heads)
-OTHER_HEADS = ("classifier.", "lm_predictions.", "mask_predictions.", "cls.", "lm_head.")
 
 
 class AdditiveMaskAttention(DisentangledSelfAttention):
@@ -71,6 +68,7 @@ class DebertaV2(Bert):
     checkpoint_prefix = "deberta."
     head_prefix = "classifier."
     pooler_prefix = "pooler.dense."
+    other_heads = ("classifier.", "lm_predictions.", "mask_predictions.", "cls.", "lm_head.")  # MLM / RTD heads
     input_names = ("input_ids", "attention_mask")
     tokenizer_files = ("spm.model", *Architecture.tokenizer_files)
 
@@ -82,16 +80,8 @@ class DebertaV2(Bert):
             model.pooler = FirstTokenPooler(config.hidden_size, config.pooler_hidden_act)
         return model
 
-    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in state.items():
-            if k.startswith(self.pooler_prefix):
-                out["pooler.dense." + k.removeprefix(self.pooler_prefix)] = v
-            elif not k.startswith(OTHER_HEADS):
-                out[k.removeprefix(self.checkpoint_prefix)] = v
-        return out
-
-    def dims(self, config: DebertaV2Config) -> Dims:
+    def position_rows(self, config: DebertaV2Config) -> int:
+        """Absolute positions (none in v3), token types (none) and the shared relative-position table."""
         c = config
         absolute = c.max_position_embeddings if getattr(c, "position_biased_input", True) else 0
         relative = 0
@@ -99,14 +89,7 @@ class DebertaV2(Bert):
             buckets = getattr(c, "position_buckets", -1)
             span = buckets if buckets > 0 else (c.max_relative_positions if c.max_relative_positions > 0 else 0)
             relative = 2 * (span or c.max_position_embeddings)
-        return Dims(
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.num_attention_heads,
-            c.intermediate_size,
-            c.vocab_size,
-            absolute + c.type_vocab_size + relative,
-        )
+        return absolute + c.type_vocab_size + relative
 
     def encode(self, encoder, input_ids, attention_mask, token_type_ids, output_hidden_states) -> EncoderOutput:
         # the 0/1 mask as given: the model multiplies the embeddings by it and builds the pairwise mask from
