@@ -72,7 +72,7 @@ def build_student(teacher: TaskModel, cfg: StudentConfig, seed: int) -> TaskMode
     intermediate = cfg.intermediate_size or (td.intermediate * width // td.hidden)
     config = arch.resized(
         teacher.config,
-        layers=len(cfg.layers),
+        layers=list(cfg.layers),
         hidden=width,
         heads=heads,
         intermediate=intermediate,

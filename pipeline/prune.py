@@ -127,14 +127,14 @@ def magnitude_importance(model: TaskModel) -> tuple[list[np.ndarray], list[np.nd
     for layer in arch.layers(model.encoder):
         n = arch.head_count(layer)
         if n:
-            q, k, v, o = arch.attention_projections(layer)
-            w = torch.cat([q.weight, k.weight, v.weight, o.weight.T], dim=1)  # [n*d, 4*hidden]
+            q, k, v, o = arch.attention_weights(layer)
+            w = torch.cat([q, k, v, o.T], dim=1)  # [n*d, 4*hidden]
             heads.append(w.detach().reshape(n, d, -1).norm(dim=(1, 2)).numpy())
         else:
             heads.append(np.zeros(0, dtype=np.float32))
         if arch.ffn_count(layer):
-            up, down = arch.ffn_projections(layer)
-            ffn.append((up.weight.detach().norm(dim=1) * down.weight.detach().norm(dim=0)).numpy())
+            up, down = arch.ffn_weights(layer)
+            ffn.append((up.detach().norm(dim=1) * down.detach().norm(dim=0)).numpy())
         else:
             ffn.append(np.zeros(0, dtype=np.float32))
     return heads, ffn

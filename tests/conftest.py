@@ -265,7 +265,7 @@ def tiny_full_run(tmp_path_factory, tiny_teacher) -> TinyFullRun:
 
 
 # every architecture besides BERT (which the other end-to-end runs use) through the whole CLI
-OTHER_ARCHITECTURES = ("distilbert", "electra", "roberta", "xlm-roberta", "deberta-v2")
+OTHER_ARCHITECTURES = ("distilbert", "electra", "roberta", "xlm-roberta", "deberta-v2", "modernbert")
 
 
 @pytest.fixture(scope="session")

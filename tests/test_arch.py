@@ -34,6 +34,7 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "roberta": lambda d: make_tiny("roberta", d, seed=1),
     "xlm-roberta": lambda d: make_tiny("xlm-roberta", d, seed=1),
     "deberta-v2": lambda d: make_tiny("deberta-v2", d, seed=1),
+    "modernbert": lambda d: make_tiny("modernbert", d, seed=1),
 }
 
 
@@ -60,6 +61,27 @@ def test_the_model_is_its_architecture_and_reads_only_real_tokens(tiny):
     a = predict(model, t.head(8))
     b = predict(model, type(t)(ids, t.attention_mask[:8], t.token_type_ids[:8], t.labels[:8]))
     assert np.abs(a - b).max() < 1e-5
+
+
+def test_the_encoder_computes_what_transformers_computes(tiny):
+    """edgepipe's forward (its additive masks, its positions) against the transformers model's own, on
+    texts longer than ModernBERT's tiny local window: equal on every real token."""
+    from transformers import AutoModel
+
+    _, model, tokenizer, dataset, _, d = tiny
+    reference = AutoModel.from_pretrained(str(d / "model")).eval()
+    texts = dataset.texts["test"]
+    long = [" ".join(texts[i : i + 3]) for i in range(0, 24, 3)]  # 8 texts of three sentences
+    enc = tokenizer.hf(long[:6] + texts[:2], padding="max_length", truncation=True, max_length=48, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    types = enc.get("token_type_ids") if "token_type_ids" in model.input_names else None
+    with torch.no_grad():
+        ours = model.arch.encode(model.encoder, ids, mask, types, False).last_hidden
+        kwargs = {"token_type_ids": types} if types is not None else {}
+        theirs = reference(input_ids=ids, attention_mask=mask, **kwargs).last_hidden_state
+    real = mask.bool()
+    assert int(real.sum(1).max()) > 17  # longer than ModernBERT's window (8 tokens each side)
+    assert (ours[real] - theirs[real]).abs().max() < 1e-5
 
 
 def test_removed_heads_and_neurons_equal_masked_ones_and_round_trip(tiny, tmp_path):

@@ -164,7 +164,7 @@ def test_arm_and_android_measure_the_same_accuracy_as_x86(device_run, sshd, phon
     assert arm["onnx_int8"]["device_info"]["uname"].endswith("aarch64")
 
 
-@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2"])
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "modernbert"])
 def test_other_architectures_measure_the_same_accuracy_on_the_board_and_the_phone(
     arch_runs, model_type, sshd, phone, tmp_path
 ):

@@ -16,10 +16,12 @@ from edgepipe.devices.standalone import app_check
 from edgepipe.model.load import Tokenizer
 
 # an architecture of each tokenizer the references must match -> its family (XLM-R's and DeBERTa's
-# Unigram tokenizers differ in normalizer, pre-tokenizer and template: both are checked)
+# Unigram tokenizers differ in normalizer, pre-tokenizer and template, RoBERTa's and ModernBERT's BPE
+# in normalizer, template and where the special tokens sit: each is checked)
 TOKENIZERS = {
     "bert": "bert_wordpiece",
     "roberta": "byte_level_bpe",
+    "modernbert": "byte_level_bpe",
     "xlm-roberta": "sentencepiece_unigram",
     "deberta-v2": "sentencepiece_unigram",
 }
@@ -67,6 +69,7 @@ FAMILY_OF = {
     "roberta": "byte_level_bpe",
     "xlm-roberta": "sentencepiece_unigram",
     "deberta-v2": "sentencepiece_unigram",
+    "modernbert": "byte_level_bpe",
 }
 
 

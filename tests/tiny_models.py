@@ -66,6 +66,47 @@ def _byte_level_bpe(directory: Path, vocab_size: int = 2000) -> int:
     return len(tok)
 
 
+def _modernbert_bpe(directory: Path, vocab_size: int = 2000) -> dict[str, int]:
+    """ModernBERT's layout (OLMo's byte-level BPE): NFC, GPT-2 pre-tokenization, the special tokens
+    after the pieces ([UNK] [CLS] [SEP] [PAD] [MASK]), `[CLS] $A [SEP]`; returns the config's ids."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.BPE())
+    t.normalizer = normalizers.NFC()
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    t.train_from_iterator(
+        corpus(), trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    t.add_special_tokens(specials)
+    ids = {name: t.token_to_id(name) for name in specials}
+    t.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=t,
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    tok.save_pretrained(str(directory))
+    return {
+        "vocab_size": len(tok),
+        "pad_token_id": ids["[PAD]"],
+        "bos_token_id": ids["[CLS]"],
+        "cls_token_id": ids["[CLS]"],
+        "eos_token_id": ids["[SEP]"],
+        "sep_token_id": ids["[SEP]"],
+    }
+
+
 def _unigram(directory: Path, vocab_size: int = 2000, *, deberta: bool = False) -> int:
     """XLM-R's layout (<s> <pad> </s> <unk> ... <mask>) or DeBERTa-v3's ([PAD] [CLS] [SEP] [UNK] ... [MASK]),
     each through its own transformers tokenizer class (their normalizers and templates differ)."""
@@ -138,6 +179,12 @@ def make_tiny(
             **common,
         )
         _save(tf.DebertaV2Model(config), config, directory, "DebertaV2Model")
+    elif model_type == "modernbert":
+        ids = _modernbert_bpe(directory)
+        # a global layer, then a local one whose window (8 tokens each side) is shorter than the
+        # sequences, so the sliding mask matters; no biases, GeGLU, rotary: ModernBERT's defaults
+        config = tf.ModernBertConfig(**ids, **common, local_attention=16, global_attn_every_n_layers=2)
+        _save(tf.ModernBertModel(config), config, directory, "ModernBertModel")
     else:
         raise ValueError(f"no tiny model for {model_type!r}")
     return directory

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import unicodedata
 
@@ -147,9 +148,45 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+class Normalizer:
+    """tokenizer.json's normalizer: Unicode forms, Lowercase, Replace, Strip (one after another in a
+    Sequence). SentencePiece's `Precompiled` (XLM-R's) is a compiled character map this reference
+    does not reimplement: it says so instead of guessing."""
+
+    KNOWN = ("NFKC", "NFC", "NFD", "NFKD", "Lowercase", "Replace", "Strip")
+
+    def __init__(self, node: dict | None):
+        self.steps = _flatten(node, "normalizers")
+        bad = [n["type"] for n in self.steps if n["type"] not in self.KNOWN]
+        if bad:
+            raise SystemExit(f"app_check: the {bad[0]} normalizer has no reference here; tokenize with tokenizer.json")
+
+    def __call__(self, text: str) -> str:
+        for n in self.steps:
+            t = n["type"]
+            if t in ("NFKC", "NFC", "NFD", "NFKD"):
+                text = unicodedata.normalize(t, text)
+            elif t == "Lowercase":
+                text = text.lower()
+            elif t == "Strip":  # DeBERTa's strips the right end only
+                if n.get("strip_left", True):
+                    text = text.lstrip()
+                if n.get("strip_right", True):
+                    text = text.rstrip()
+            elif t == "Replace":
+                pattern = n["pattern"]
+                text = (
+                    re.sub(pattern["Regex"], n["content"], text)
+                    if "Regex" in pattern
+                    else text.replace(pattern["String"], n["content"])
+                )
+        return text
+
+
 class ByteLevelBPE:
-    """RoBERTa's tokenizer from tokenizer.json: GPT-2's pre-tokenizer regex (written out by hand:
-    Python's `re` has no \\p{L}), bytes as printable characters, then merges by rank."""
+    """RoBERTa's and ModernBERT's tokenizer from tokenizer.json: the normalizer (ModernBERT's NFC), GPT-2's
+    pre-tokenizer regex (written out by hand: Python's `re` has no \\p{L}), bytes as printable characters,
+    then merges by rank."""
 
     def __init__(self, tokenizer_json: str, pad_token: str = "<pad>"):
         with open(tokenizer_json, encoding="utf-8") as f:
@@ -161,6 +198,7 @@ class ByteLevelBPE:
         self.add_prefix_space = bool((j.get("pre_tokenizer") or {}).get("add_prefix_space"))
         self.byte_char = _bytes_to_unicode()
         self.specials = _specials(j, pad_token)
+        self.normalize = Normalizer(j.get("normalizer"))
 
     def split(self, text: str) -> list[str]:
         """`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+`"""
@@ -210,6 +248,7 @@ class ByteLevelBPE:
         return parts
 
     def ids(self, text: str) -> list[int]:
+        text = self.normalize(text)
         if self.add_prefix_space and not text.startswith(" "):
             text = " " + text
         out = []
@@ -236,43 +275,13 @@ class Unigram:
         self.unk_id = model.get("unk_id")
         self.max_len = max(len(p) for p in self.pieces)
         self.unk_score = min(score for _, score in self.pieces.values()) - 10.0
-        self.normalizers = _flatten(j.get("normalizer"), "normalizers")
         pre = _flatten(j.get("pre_tokenizer"), "pretokenizers")
         meta = next((p for p in pre if p["type"] == "Metaspace"), {"replacement": "\u2581", "prepend_scheme": "always"})
         self.whitespace_split = any(p["type"] == "WhitespaceSplit" for p in pre)
         self.replacement = meta.get("replacement", "\u2581")
         self.prepend = meta.get("prepend_scheme", "always" if meta.get("add_prefix_space", True) else "never")
         self.specials = _specials(j, pad_token)
-        bad = [
-            n["type"]
-            for n in self.normalizers
-            if n["type"] not in ("NFKC", "NFC", "NFD", "NFKD", "Lowercase", "Replace", "Strip")
-        ]
-        if bad:
-            raise SystemExit(f"app_check: the {bad[0]} normalizer has no reference here; tokenize with tokenizer.json")
-
-    def normalize(self, text: str) -> str:
-        for n in self.normalizers:
-            t = n["type"]
-            if t in ("NFKC", "NFC", "NFD", "NFKD"):
-                text = unicodedata.normalize(t, text)
-            elif t == "Lowercase":
-                text = text.lower()
-            elif t == "Strip":  # DeBERTa's strips the right end only
-                if n.get("strip_left", True):
-                    text = text.lstrip()
-                if n.get("strip_right", True):
-                    text = text.rstrip()
-            elif t == "Replace":
-                import re
-
-                pattern = n["pattern"]
-                text = (
-                    re.sub(pattern["Regex"], n["content"], text)
-                    if "Regex" in pattern
-                    else text.replace(pattern["String"], n["content"])
-                )
-        return text
+        self.normalize = Normalizer(j.get("normalizer"))
 
     def words(self, text: str) -> list[str]:
         if self.whitespace_split:

@@ -67,14 +67,36 @@ class FirstTokenPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
-def keep_rows(embedding: nn.Embedding, token_ids: list[int], pad_token_id: int | None) -> nn.Embedding:
-    """A word-embedding table of only these rows, renumbered 0..n-1. Special tokens sort first in every
-    vocabulary edgepipe prunes, so the pad token keeps its id (RoBERTa counts positions from it)."""
+class ConstantOutput(nn.Module):
+    """Stands in for an attention (or FFN) block with zero heads (neurons): what is left of it is the
+    output projection's bias (nothing, for a projection without one), added to the residual."""
+
+    def __init__(self, bias: torch.Tensor | None, returns_tuple: bool):
+        super().__init__()
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self.returns_tuple = returns_tuple
+
+    def forward(self, hidden_states, *args, **kwargs):
+        out = torch.zeros_like(hidden_states)
+        if self.bias is not None:
+            out = out + self.bias
+        return (out, None) if self.returns_tuple else out
+
+
+def keep_rows(
+    embedding: nn.Embedding, token_ids: list[int], pad_token_id: int | None, pad_may_move: bool = False
+) -> nn.Embedding:
+    """A word-embedding table of only these rows, renumbered 0..n-1. Special tokens sort first in most
+    vocabularies edgepipe prunes, so the pad token keeps its id; where a model depends on that id (RoBERTa
+    counts positions from it) a move is an error, elsewhere (`pad_may_move`: ModernBERT's specials come
+    after its 50k pieces) the new table's padding row is the pad token's new id."""
     index = torch.tensor(sorted(token_ids), dtype=torch.long)
-    moved = pad_token_id is not None and (pad_token_id >= len(index) or int(index[pad_token_id]) != pad_token_id)
-    if moved:
+    padding_idx = pad_token_id
+    if pad_token_id is not None and pad_may_move:
+        padding_idx = int((index == pad_token_id).nonzero()[0, 0]) if pad_token_id in set(token_ids) else None
+    elif pad_token_id is not None and (pad_token_id >= len(index) or int(index[pad_token_id]) != pad_token_id):
         raise ValueError(f"the pad token (id {pad_token_id}) would move when pruning the vocabulary")
-    new = nn.Embedding(len(index), embedding.embedding_dim, padding_idx=pad_token_id)
+    new = nn.Embedding(len(index), embedding.embedding_dim, padding_idx=padding_idx)
     with torch.no_grad():
         new.weight.copy_(embedding.weight.detach()[index])
     return new
@@ -132,9 +154,10 @@ class Architecture(ABC):
 
     @abstractmethod
     def resized(
-        self, config: Any, *, layers: int, hidden: int, heads: int, intermediate: int, dropout: float | None
+        self, config: Any, *, layers: list[int], hidden: int, heads: int, intermediate: int, dropout: float | None
     ) -> Any:
-        """The config of a student of this shape (everything else as the teacher's)."""
+        """The config of a student of this shape (everything else as the teacher's); `layers` are the teacher's
+        layers it is cut from, in order (an architecture whose layers differ by kind keeps their kinds)."""
 
     def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The encoder's tensors of a checkpoint, named as `build()`'s module names them."""
@@ -211,12 +234,17 @@ class Architecture(ABC):
         """The FFN's down projection (its input is the neurons' activations); None with no neurons."""
 
     @abstractmethod
-    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
-        """(query, key, value, output) of a layer with heads."""
+    def attention_weights(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
+        """(query, key, value) weights [heads x head_dim, hidden] and the output's [hidden, heads x head_dim]
+        of a layer with heads (fused projections are sliced: ModernBERT's Wqkv)."""
 
     @abstractmethod
-    def ffn_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
-        """(up, down) of a layer with FFN neurons."""
+    def ffn_weights(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(up [neurons, k x hidden], down [hidden, neurons]) of a layer with FFN neurons; a gated FFN's
+        neuron has k = 2 rows side by side (value and gate)."""
+
+    # weight matrices per FFN neuron that a token multiplies through: up + down, or up + gate + down (GLU)
+    ffn_matrices: int = 2
 
     def has_pooler(self, encoder: nn.Module) -> bool:
         return getattr(encoder, "pooler", None) is not None

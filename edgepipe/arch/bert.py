@@ -114,14 +114,14 @@ class Bert(Architecture):
         self,
         config: PretrainedConfig,
         *,
-        layers: int,
+        layers: list[int],
         hidden: int,
         heads: int,
         intermediate: int,
         dropout: float | None,
     ) -> PretrainedConfig:
         shape = {
-            "num_hidden_layers": layers,
+            "num_hidden_layers": len(layers),
             "hidden_size": hidden,
             "num_attention_heads": heads,
             "intermediate_size": intermediate,
@@ -230,12 +230,12 @@ class Bert(Architecture):
     def ffn_output(self, layer: nn.Module) -> nn.Linear | None:
         return None if isinstance(layer.output, NoFeedForward) else layer.output.dense
 
-    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    def attention_weights(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
         sa = layer.attention.self
-        return sa.query, sa.key, sa.value, layer.attention.output.dense
+        return sa.query.weight, sa.key.weight, sa.value.weight, layer.attention.output.dense.weight
 
-    def ffn_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
-        return layer.intermediate.dense, layer.output.dense
+    def ffn_weights(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        return layer.intermediate.dense.weight, layer.output.dense.weight
 
     # -- tokenizer -------------------------------------------------------------------
 

@@ -143,9 +143,9 @@ class DebertaV2(Bert):
         sa.num_attention_heads = len(heads)
         sa.all_head_size = len(heads) * d
 
-    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    def attention_weights(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
         sa = layer.attention.self
-        return sa.query_proj, sa.key_proj, sa.value_proj, layer.attention.output.dense
+        return sa.query_proj.weight, sa.key_proj.weight, sa.value_proj.weight, layer.attention.output.dense.weight
 
     # -- tokenizer -------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from transformers import DistilBertConfig, DistilBertModel
 from edgepipe.arch import wordpiece
 from edgepipe.arch.base import (
     Architecture,
+    ConstantOutput,
     Dims,
     EncoderOutput,
     FirstTokenPooler,
@@ -23,20 +24,6 @@ from edgepipe.arch.base import (
     select_linear,
 )
 from edgepipe.arch.bert import MASK_VALUE
-
-
-class ConstantOutput(nn.Module):
-    """Stands in for an attention (or FFN) block with zero heads (neurons): what is left of it is the
-    output projection's bias, added to the residual before the block's LayerNorm."""
-
-    def __init__(self, bias: torch.Tensor, returns_tuple: bool):
-        super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone())
-        self.returns_tuple = returns_tuple
-
-    def forward(self, hidden_states, *args, **kwargs):
-        out = torch.zeros_like(hidden_states) + self.bias
-        return (out, None) if self.returns_tuple else out
 
 
 @register
@@ -79,13 +66,13 @@ class DistilBert(Architecture):
         self,
         config: DistilBertConfig,
         *,
-        layers: int,
+        layers: list[int],
         hidden: int,
         heads: int,
         intermediate: int,
         dropout: float | None,
     ) -> DistilBertConfig:
-        shape = {"n_layers": layers, "dim": hidden, "n_heads": heads, "hidden_dim": intermediate}
+        shape = {"n_layers": len(layers), "dim": hidden, "n_heads": heads, "hidden_dim": intermediate}
         drop = {"dropout": dropout, "attention_dropout": dropout} if dropout is not None else {}
         return self.config(config.to_dict() | shape | drop)
 
@@ -163,12 +150,12 @@ class DistilBert(Architecture):
     def ffn_output(self, layer: nn.Module) -> nn.Linear | None:
         return None if isinstance(layer.ffn, ConstantOutput) else layer.ffn.lin2
 
-    def attention_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    def attention_weights(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
         a = layer.attention
-        return a.q_lin, a.k_lin, a.v_lin, a.out_lin
+        return a.q_lin.weight, a.k_lin.weight, a.v_lin.weight, a.out_lin.weight
 
-    def ffn_projections(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
-        return layer.ffn.lin1, layer.ffn.lin2
+    def ffn_weights(self, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        return layer.ffn.lin1.weight, layer.ffn.lin2.weight
 
     # -- tokenizer -------------------------------------------------------------------
 

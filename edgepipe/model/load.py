@@ -42,11 +42,6 @@ DECODERS = {
     "falcon",
     "smollm3",
 }
-# encoders users bring that have no adapter yet, and what stands in the way (README: architecture table)
-NOT_YET = {
-    "modernbert": "its pre-norm layers, fused QKV and GeGLU projections need their own pruning, "
-    "and its rotary positions and local attention their own export checks",
-}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 # what a run reads of a hub repository (not its other-framework weights: tf_model.h5, onnx/, ...)
 HUB_FILES = ["*.json", "*.txt", "*.safetensors", "*.model", "pytorch_model.bin"]
@@ -129,11 +124,6 @@ def check_teacher_config(directory: Path) -> dict[str, Any]:
         raise ModelError(
             f"teacher {directory} is a decoder-only language model (model_type {model_type!r}); edgepipe "
             f"compresses encoders ({', '.join(sorted(archs.ARCHITECTURES))}): pass one of those"
-        )
-    if model_type in NOT_YET:
-        raise ModelError(
-            f"teacher {directory} is a {model_type} encoder, which edgepipe does not adapt yet ({NOT_YET[model_type]}); "
-            f"supported: model_type {', '.join(sorted(archs.ARCHITECTURES))}"
         )
     if model_type not in archs.ARCHITECTURES:
         raise ModelError(

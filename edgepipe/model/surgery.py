@@ -51,6 +51,6 @@ def count_macs(arch: Architecture, encoder: nn.Module, seq_len: int, num_outputs
     for layer in arch.layers(encoder):
         width = arch.head_count(layer) * d.head_dim
         attention += 4 * seq_len * hidden * width + 2 * seq_len * seq_len * width
-        ffn += 2 * seq_len * hidden * arch.ffn_count(layer)
+        ffn += arch.ffn_matrices * seq_len * hidden * arch.ffn_count(layer)
     head = hidden * num_outputs + (hidden * hidden if arch.has_pooler(encoder) else 0)
     return {"attention": attention, "ffn": ffn, "head": head, "total": attention + ffn + head}
