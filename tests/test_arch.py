@@ -84,6 +84,28 @@ def test_the_encoder_computes_what_transformers_computes(tiny):
     assert (ours[real] - theirs[real]).abs().max() < 1e-5
 
 
+def test_a_classification_checkpoint_keeps_its_head_and_its_logits(tiny, tmp_path):
+    """The architecture's `...ForSequenceClassification` (its own head: pooler, dense + activation,
+    prediction head) saved as transformers saves it: loaded with that head, the logits transformers gives."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _, _, tokenizer, dataset, _, d = tiny
+    config = AutoConfig.from_pretrained(str(d / "model"), num_labels=2, id2label={0: "neg", 1: "pos"})
+    torch.manual_seed(0)
+    reference = AutoModelForSequenceClassification.from_config(config).eval()
+    reference.save_pretrained(str(tmp_path / "cls"))
+    model, with_head = load_teacher_dir(tmp_path / "cls")
+    assert with_head and model.labels == ["neg", "pos"] and model.pooling == "cls"
+    enc = tokenizer.hf(
+        dataset.texts["test"][:8], padding="max_length", max_length=24, truncation=True, return_tensors="pt"
+    )
+    inputs = {k: enc[k] for k in model.input_names if k in enc}
+    with torch.no_grad():
+        ours = model.eval()(*(inputs.get(k) for k in ("input_ids", "attention_mask", "token_type_ids")))
+        theirs = reference(**inputs).logits
+    assert (ours - theirs).abs().max() < 1e-5
+
+
 def test_removed_heads_and_neurons_equal_masked_ones_and_round_trip(tiny, tmp_path):
     _, model, _, _, data, _ = tiny
     d = model.dims

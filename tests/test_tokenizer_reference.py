@@ -4,11 +4,12 @@ vocabulary is pruned: 0 mismatches on >= 5,000 texts with accents, CJK, emoji an
 
 from __future__ import annotations
 
+import base64
 import random
 from pathlib import Path
 
 import pytest
-from tiny_models import corpus, make_tiny
+from tiny_models import corpus, make_tiny, nmt_nfkc_charsmap
 
 from conftest import make_tiny_bert
 from edgepipe.arch import ARCHITECTURES
@@ -38,11 +39,28 @@ SCRIPTS = [
 ]
 
 
-def texts(n_synthetic: int = 1200) -> list[str]:
+# characters that join the one before them into one grapheme cluster (combining accents, kana voicing,
+# a Devanagari vowel sign, ZWJ, an emoji skin tone, a variation selector), and bases they rarely meet
+MARKS = [chr(c) for c in range(0x300, 0x370)] + ["\u3099", "\u20d0", "\ufe0f", "\u200d", "\U0001f3fb", "\u093e"]
+BASES = [
+    chr(c)
+    for r in ((0x41, 0x7A), (0xFF01, 0xFF5E), (0x2460, 0x24FF), (0x1100, 0x11FF), (0xAC00, 0xAC40))
+    for c in range(*r)
+]
+
+
+def texts(n_synthetic: int = 1200, n_clusters: int = 600) -> list[str]:
     """The corpus (Rotten Tomatoes snippets) plus words drawn from nine scripts, digits, emoji,
-    punctuation, odd whitespace and 40-character words."""
+    punctuation, odd whitespace and 40-character words, plus texts of grapheme clusters: letters,
+    fullwidth forms, circled numbers and Hangul jamo under combining marks, CR LF."""
     rng = random.Random(0)
     out = corpus(4000)
+    for _ in range(n_clusters):
+        clusters = [
+            rng.choice(BASES + ["\r\n", "\t", " ", "\u00a0"]) + "".join(rng.choices(MARKS, k=rng.choice([0, 1, 1, 2])))
+            for _ in range(rng.randint(1, 8))
+        ]
+        out.append("".join(clusters))
     for _ in range(n_synthetic):
         words = []
         for _ in range(rng.randint(1, 8)):
@@ -111,3 +129,32 @@ def _load(directory: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+@pytest.mark.parametrize("collapse_spaces", [False, True], ids=["precompiled", "precompiled+replace"])
+def test_the_precompiled_normaliser_equals_tokenizers_per_grapheme_cluster(collapse_spaces):
+    """SentencePiece's compiled `nmt_nfkc` map, alone (transformers 5's XLM-R) and followed by
+    Replace(" {2,}", " ") (older conversions): the same normalised text as `tokenizers`, also where
+    normalising char by char would not be (composition under combining marks, a fullwidth letter
+    swallowing its mark)."""
+    from tokenizers import Regex, normalizers
+
+    charsmap = nmt_nfkc_charsmap()
+    steps = [normalizers.Precompiled(charsmap)]
+    spec = [{"type": "Precompiled", "precompiled_charsmap": base64.b64encode(charsmap).decode()}]
+    if collapse_spaces:
+        steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+        spec.append({"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "})
+    hf = normalizers.Sequence(steps)
+    ours = app_check.Normalizer({"type": "Sequence", "normalizers": spec})
+    sample = texts(n_clusters=3000)
+    assert [ours(t) for t in sample] == [hf.normalize_str(t) for t in sample]
+    char_by_char = app_check.Precompiled(spec[0]["precompiled_charsmap"])
+    differs = sum(hf.normalize_str(t) != "".join(char_by_char.transform(c) or c for c in t) for t in sample)
+    assert differs > 300  # the clusters are what is tested
+
+
+def test_a_normaliser_without_a_reference_is_named_not_guessed():
+    with pytest.raises(SystemExit) as e:
+        app_check.Normalizer({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "ByteLevel"}]})
+    assert "ByteLevel normalizer has no reference" in str(e.value) and "\n" not in str(e.value)

@@ -14,6 +14,7 @@ No torch, no transformers, no edgepipe: if this works, the bundle is self-suffic
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -148,23 +149,158 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-class Normalizer:
-    """tokenizer.json's normalizer: Unicode forms, Lowercase, Replace, Strip (one after another in a
-    Sequence). SentencePiece's `Precompiled` (XLM-R's) is a compiled character map this reference
-    does not reimplement: it says so instead of guessing."""
+# Grapheme_Cluster_Break values that Python's unicodedata cannot derive from the general category
+# (UAX #29; Other_Grapheme_Extend, Prepend, the SpacingMark exceptions), for the Precompiled normalizer
+OTHER_EXTEND = {0x09BE, 0x09D7, 0x0B3E, 0x0B57, 0x0BBE, 0x0BD7, 0x0CC2, 0x0CD5, 0x0CD6, 0x0D3E, 0x0D57, 0x0DCF}
+OTHER_EXTEND |= {0x0DDF, 0x1B35, 0x200C, 0x302E, 0x302F, 0xFF9E, 0xFF9F, 0x1133E, 0x11357, 0x114B0, 0x114BD}
+OTHER_EXTEND |= {
+    0x115AF,
+    0x11930,
+    0x1D165,
+    *range(0x1D16E, 0x1D173),
+    *range(0xE0020, 0xE0080),
+    *range(0x1F3FB, 0x1F400),
+}
+PREPEND = {*range(0x0600, 0x0606), 0x06DD, 0x070F, 0x0890, 0x0891, 0x08E2, 0x0D4E, 0x110BD, 0x110CD, 0x111C2, 0x111C3}
+PREPEND |= {0x1193F, 0x11941, 0x11A3A, *range(0x11A84, 0x11A8A), 0x11D46, 0x11F02}
+NOT_SPACING = {0x102B, 0x102C, 0x1038, *range(0x1062, 0x1065), *range(0x1067, 0x106E), 0x1083, *range(0x1087, 0x108D)}
+NOT_SPACING |= {0x108F, *range(0x109A, 0x109D), 0x1A61, 0x1A63, 0x1A64, 0xAA7B, 0xAA7D, 0x11720, 0x11721}
 
-    KNOWN = ("NFKC", "NFC", "NFD", "NFKD", "Lowercase", "Replace", "Strip")
+
+def _cluster_break(ch: str) -> str:
+    cp = ord(ch)
+    if ch == "\r" or ch == "\n":
+        return ch
+    if cp == 0x200D:
+        return "ZWJ"
+    if cp in PREPEND:
+        return "Prepend"
+    cat = unicodedata.category(ch)
+    if cat in ("Mn", "Me") or cp in OTHER_EXTEND:
+        return "Extend"
+    if cat in ("Cc", "Zl", "Zp") or cat == "Cf":
+        return "Control"
+    if (cat == "Mc" and cp not in NOT_SPACING) or cp in (0x0E33, 0x0EB3):
+        return "SpacingMark"
+    if 0x1100 <= cp <= 0x115F or 0xA960 <= cp <= 0xA97C:
+        return "L"
+    if 0x1160 <= cp <= 0x11A7 or 0xD7B0 <= cp <= 0xD7C6:
+        return "V"
+    if 0x11A8 <= cp <= 0x11FF or 0xD7CB <= cp <= 0xD7FB:
+        return "T"
+    if 0xAC00 <= cp <= 0xD7A3:
+        return "LV" if (cp - 0xAC00) % 28 == 0 else "LVT"
+    if 0x1F1E6 <= cp <= 0x1F1FF:
+        return "RI"
+    return "Other"
+
+
+def graphemes(text: str) -> list[str]:
+    """Extended grapheme clusters (UAX #29) as far as the Precompiled normalizer can tell them apart:
+    it treats a cluster of 6 UTF-8 bytes or more char by char, so the emoji ZWJ and Indic conjunct
+    rules (GB9c, GB11), which only join such long clusters, change nothing and are left out."""
+    out: list[str] = []
+    prev, run_ri = None, 0
+    for ch in text:
+        b = _cluster_break(ch)
+        join = prev is not None and (
+            (prev == "\r" and b == "\n")
+            or (
+                prev not in ("Control", "\r", "\n")
+                and b not in ("Control", "\r", "\n")
+                and (
+                    b in ("Extend", "ZWJ", "SpacingMark")
+                    or prev == "Prepend"
+                    or (prev == "L" and b in ("L", "V", "LV", "LVT"))
+                    or (prev in ("LV", "V") and b in ("V", "T"))
+                    or (prev in ("LVT", "T") and b == "T")
+                    or (prev == "RI" and b == "RI" and run_ri % 2 == 1)
+                )
+            )
+        )
+        run_ri = run_ri + 1 if b == "RI" else 0
+        if join:
+            out[-1] += ch
+        else:
+            out.append(ch)
+        prev = b
+    return out
+
+
+class Precompiled:
+    """SentencePiece's compiled normalizer (`precompiled_charsmap`: XLM-R's, mBART's, CamemBERT's
+    `nmt_nfkc`), applied as `tokenizers` applies it: a darts-clone double-array trie from UTF-8 bytes to
+    replacement strings; per grapheme cluster shorter than 6 bytes, the replacement of its *shortest*
+    matching prefix replaces the whole cluster; otherwise each character is replaced on its own
+    (or kept). Written here because no library reads the format without sentencepiece's C++ runtime."""
+
+    def __init__(self, charsmap_b64: str):
+        blob = base64.b64decode(charsmap_b64)
+        size = int.from_bytes(blob[:4], "little")
+        self.units = np.frombuffer(blob[4 : 4 + size], dtype="<u4").tolist()
+        self.normalized = blob[4 + size :]
+        self.cache: dict[str, str | None] = {}
+
+    def first_prefix_value(self, key: bytes) -> int | None:
+        units = self.units
+        unit = units[0]
+        pos = (unit >> 10) << ((unit & (1 << 9)) >> 6)
+        for c in key:
+            if c == 0:
+                return None
+            pos ^= c
+            unit = units[pos] if pos < len(units) else 0
+            if unit & ((1 << 31) | 0xFF) != c:
+                return None
+            pos ^= (unit >> 10) << ((unit & (1 << 9)) >> 6)
+            if (unit >> 8) & 1:
+                return units[pos] & ((1 << 31) - 1)
+        return None
+
+    def transform(self, chunk: str) -> str | None:
+        if chunk not in self.cache:
+            value = self.first_prefix_value(chunk.encode("utf-8"))
+            if value is None:
+                self.cache[chunk] = None
+            else:
+                end = self.normalized.index(b"\0", value)
+                self.cache[chunk] = self.normalized[value:end].decode("utf-8")
+        return self.cache[chunk]
+
+    def __call__(self, text: str) -> str:
+        out = []
+        for cluster in graphemes(text):
+            whole = self.transform(cluster) if len(cluster.encode("utf-8")) < 6 else None
+            if whole is not None:
+                out.append(whole)
+                continue
+            for ch in cluster:
+                t = self.transform(ch)
+                out.append(ch if t is None else t)
+        return "".join(out)
+
+
+class Normalizer:
+    """tokenizer.json's normalizer: Unicode forms, Lowercase, Replace, Strip, SentencePiece's
+    Precompiled (one after another in a Sequence); any other type says so instead of guessing."""
+
+    KNOWN = ("NFKC", "NFC", "NFD", "NFKD", "Lowercase", "Replace", "Strip", "Precompiled")
 
     def __init__(self, node: dict | None):
         self.steps = _flatten(node, "normalizers")
         bad = [n["type"] for n in self.steps if n["type"] not in self.KNOWN]
         if bad:
             raise SystemExit(f"app_check: the {bad[0]} normalizer has no reference here; tokenize with tokenizer.json")
+        self.precompiled = {
+            id(n): Precompiled(n["precompiled_charsmap"]) for n in self.steps if n["type"] == "Precompiled"
+        }
 
     def __call__(self, text: str) -> str:
         for n in self.steps:
             t = n["type"]
-            if t in ("NFKC", "NFC", "NFD", "NFKD"):
+            if t == "Precompiled":
+                text = self.precompiled[id(n)](text)
+            elif t in ("NFKC", "NFC", "NFD", "NFKD"):
                 text = unicodedata.normalize(t, text)
             elif t == "Lowercase":
                 text = text.lower()
@@ -264,8 +400,7 @@ class ByteLevelBPE:
 class Unigram:
     """SentencePiece Unigram from tokenizer.json: the normalizer, Metaspace pre-tokenization, then
     the most likely segmentation (Viterbi over piece log-probabilities; unknown characters fuse into
-    one <unk>), as `tokenizers` does. SentencePiece's `Precompiled` normalizer (XLM-R's) is a
-    compiled character map this reference does not reimplement: it says so instead of guessing."""
+    one <unk>), as `tokenizers` does."""
 
     def __init__(self, tokenizer_json: str, pad_token: str = "<pad>"):
         with open(tokenizer_json, encoding="utf-8") as f:
