@@ -26,11 +26,11 @@ BIN = Path(sys.executable).parent
 # core busy (user+sys 116 s of 121 s wall for the tiny full run, 95 % of one core), so two workers
 # halve the tier if each expensive shared run is built once. Each test that uses one of these is put
 # in that run's group, so one worker builds it and runs all its users; the device runner module is one
-# group too (its board, sshd and phone are module fixtures). A test may use only one of them.
+# group too, and each architecture's run is its own (~2 min each: six groups the scheduler spreads over
+# both workers). The board, sshd and phone are per-worker session fixtures. A test may use only one group.
 SHARED_RUN_GROUPS = {
     "smoke_run": "smoke",
     "tiny_full_run": "tiny-full",
-    "arch_runs": "devices",
     "device_run": "devices",
 }
 
@@ -41,6 +41,8 @@ def pytest_collection_modifyitems(items):
         groups = {group for fixture, group in SHARED_RUN_GROUPS.items() if fixture in item.fixturenames}
         if item.path.name == "test_device_runners.py":
             groups.add("devices")
+        if "arch_runs" in item.fixturenames:  # one group per architecture: its run and every test reading it
+            groups.add(f"arch-{item.callspec.params['model_type']}")
         if len(groups) > 1:
             raise pytest.UsageError(f"{item.nodeid} uses shared runs of two groups {sorted(groups)}: one each")
         for group in groups:
@@ -302,3 +304,67 @@ def arch_runs(tmp_path_factory):
         return done[model_type]
 
     return get
+
+
+# -- the emulated devices: an aarch64 board over SSH, a phone over adb (see tests/test_device_runners.py) --
+
+ROOT = Path(__file__).resolve().parents[1]
+RIG = Path(os.environ.get("EDGEPIPE_RIG_DIR", Path.home() / ".cache" / "edgepipe" / "rig"))
+
+
+@pytest.fixture(scope="session")
+def board() -> Path:
+    """The emulated aarch64 board's root (cached across runs; ~1-2 min to build cold)."""
+    dest = RIG / "arm64"
+    proc = subprocess.run(
+        ["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), str(dest)], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode == 3:
+        pytest.skip(
+            "qemu-aarch64-static is missing and cannot be installed without root: " + proc.stderr.strip()[-300:]
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sshd(board, tmp_path_factory):
+    from rig.sshd import LoopbackSshd
+
+    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"), path_prepend=[board / "bin"])
+    endpoint = server.start()
+    yield server, endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def phone(board, tmp_path_factory):
+    from rig.adbd import LoopbackAdbDevice, adb_server
+
+    home = tmp_path_factory.mktemp("phone")
+    env = {"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}
+    with adb_server() as server, LoopbackAdbDevice(env=env, cwd=str(home)) as device:
+        server.connect(device.serial)
+        yield server, device, home
+
+
+def arm_of(endpoint) -> list[str]:
+    return [
+        "--set",
+        f"bench.ssh.identity_file={endpoint.key_path}",
+        "--set",
+        f"bench.ssh.known_hosts={endpoint.known_hosts}",
+    ]
+
+
+def arm_device(endpoint) -> str:
+    return f"arm:{endpoint.user}@{endpoint.host}:{endpoint.port}"
+
+
+def android_of(server, home: Path) -> list[str]:
+    return [
+        "--set",
+        f"bench.android.adb_port={server.port}",
+        "--set",
+        f"bench.android.remote_dir={home}/data/local/tmp/edgepipe",
+    ]

@@ -13,14 +13,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import OTHER_ARCHITECTURES
+from conftest import BIN, OTHER_ARCHITECTURES, android_of, arm_device, arm_of
 from edgepipe.arch import ARCHITECTURES
 
 pytestmark = pytest.mark.e2e
 
 
+# the remote runner each architecture's run is benchmarked on. The transports (SSH, adb) and the runner are
+# the same code for every architecture; what differs is the graph the aarch64 kernels run (two or three
+# inputs, relative-position gathers, rotary and sliding-window arithmetic). Alternating covers both
+# transports; BERT runs on both (tests/test_device_runners.py).
+REMOTE_RUNNER = {
+    "distilbert": "android",
+    "electra": "arm",
+    "roberta": "arm",
+    "xlm-roberta": "android",
+    "deberta-v2": "arm",
+    "modernbert": "android",
+}
+
+
 def test_every_architecture_runs_end_to_end():
     assert set(OTHER_ARCHITECTURES) | {"bert"} == set(ARCHITECTURES), "add the architecture to OTHER_ARCHITECTURES"
+    assert set(REMOTE_RUNNER) == set(OTHER_ARCHITECTURES), "name the remote runner of each architecture"
 
 
 @pytest.mark.parametrize("model_type", OTHER_ARCHITECTURES)
@@ -82,3 +97,31 @@ def assert_app_gives_the_pipelines_labels(out: Path, m: dict, bundle: Path, card
     split = TokenizedSplit(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], arrays["labels"])
     ref = open_model(bundle / card["model"]["file"]).predict(split).argmax(1)
     assert app == ref.tolist()
+
+
+@pytest.mark.parametrize("model_type", OTHER_ARCHITECTURES)
+def test_each_architecture_measures_the_same_accuracy_on_a_remote_runner(arch_runs, model_type, sshd, phone, tmp_path):
+    """Each architecture's int8 ONNX and TFLite through `edgepipe bench` on the emulated aarch64 board
+    (SSH) or phone (adb): the same accuracy as x86 on the same test ids."""
+    out = tmp_path / "run"
+    shutil.copytree(arch_runs(model_type)[0], out, ignore=shutil.ignore_patterns("run.lock"))
+    if REMOTE_RUNNER[model_type] == "arm":
+        _, endpoint = sshd
+        device, reach, prefix = arm_device(endpoint), arm_of(endpoint), "arm:"
+    else:
+        server, phone_device, home = phone
+        device, reach, prefix = f"android:{phone_device.serial}", android_of(server, home), "android:"
+    args = ["bench", str(out), "--device", device, "--runs", "3", "--warmup", "1"]
+    proc = subprocess.run(
+        [str(BIN / "edgepipe"), *args, "--artifacts", "onnx_int8,tflite_int8", *reach],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    by = {(b["device"].startswith(prefix), b["artifact"]): b for b in m["benchmarks"]}
+    for name in ("onnx_int8", "tflite_int8"):
+        remote, x86 = by[(True, name)], by[(False, name)]
+        assert x86["device"] == "x86" and remote["accuracy"] == x86["accuracy"], name
+        assert remote["device_info"]["emulated"] == "qemu-user"

@@ -14,7 +14,6 @@ reports label them so. Accuracy is exact: int8 kernels give the same predictions
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -23,73 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TINY_RUN, run_cli, write_sentiment_csv
+from conftest import BIN, TINY_RUN, android_of, arm_device, arm_of, run_cli, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
-RIG = Path(os.environ.get("EDGEPIPE_RIG_DIR", Path.home() / ".cache" / "edgepipe" / "rig"))
 
 
 def edgepipe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "edgepipe"), *args], capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def board() -> Path:
-    """The emulated aarch64 board's root (cached across runs; ~1-2 min to build cold)."""
-    dest = RIG / "arm64"
-    proc = subprocess.run(
-        ["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), str(dest)], capture_output=True, text=True, timeout=900
-    )
-    if proc.returncode == 3:
-        pytest.skip(
-            "qemu-aarch64-static is missing and cannot be installed without root: " + proc.stderr.strip()[-300:]
-        )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dest
-
-
-@pytest.fixture(scope="module")
-def sshd(board, tmp_path_factory):
-    from rig.sshd import LoopbackSshd
-
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"), path_prepend=[board / "bin"])
-    endpoint = server.start()
-    yield server, endpoint
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def phone(board, tmp_path_factory):
-    from rig.adbd import LoopbackAdbDevice, adb_server
-
-    home = tmp_path_factory.mktemp("phone")
-    env = {"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}
-    with adb_server() as server, LoopbackAdbDevice(env=env, cwd=str(home)) as device:
-        server.connect(device.serial)
-        yield server, device, home
-
-
-def arm_of(endpoint) -> list[str]:
-    return [
-        "--set",
-        f"bench.ssh.identity_file={endpoint.key_path}",
-        "--set",
-        f"bench.ssh.known_hosts={endpoint.known_hosts}",
-    ]
-
-
-def arm_device(endpoint) -> str:
-    return f"arm:{endpoint.user}@{endpoint.host}:{endpoint.port}"
-
-
-def android_of(server, home: Path) -> list[str]:
-    return [
-        "--set",
-        f"bench.android.adb_port={server.port}",
-        "--set",
-        f"bench.android.remote_dir={home}/data/local/tmp/edgepipe",
-    ]
 
 
 def run_args(teacher: Path, csv: Path, out: Path, devices: str) -> list[str]:
@@ -162,39 +101,6 @@ def test_arm_and_android_measure_the_same_accuracy_as_x86(device_run, sshd, phon
     a = android["tflite_int8"]["device_info"]
     assert a["model"] == "edgepipe-loopback" and a["abi"] == "arm64-v8a" and a["method"] == "python runner"
     assert arm["onnx_int8"]["device_info"]["uname"].endswith("aarch64")
-
-
-@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "modernbert"])
-def test_other_architectures_measure_the_same_accuracy_on_the_board_and_the_phone(
-    arch_runs, model_type, sshd, phone, tmp_path
-):
-    """DistilBERT (two inputs), RoBERTa (byte-level BPE, pad id 1) and DeBERTa-v3 (relative-position
-    gathers, SentencePiece) through `edgepipe bench` on the emulated aarch64 board and phone: the same
-    accuracy as x86 on the same test ids."""
-    _, endpoint = sshd
-    server, device, home = phone
-    out = tmp_path / "run"
-    shutil.copytree(arch_runs(model_type)[0], out, ignore=shutil.ignore_patterns("run.lock"))
-    proc = edgepipe(
-        "bench",
-        str(out),
-        "--device",
-        f"{arm_device(endpoint)},android:{device.serial}",
-        "--runs",
-        "3",
-        "--warmup",
-        "1",
-        "--artifacts",
-        "onnx_int8,tflite_int8",
-        *arm_of(endpoint),
-        *android_of(server, home),
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    m = json.loads((out / "manifest.json").read_text())
-    x86, arm, android = _by(m, "x86"), _by(m, "arm:"), _by(m, "android:")
-    for name in ("onnx_int8", "tflite_int8"):
-        assert arm[name]["accuracy"] == android[name]["accuracy"] == x86[name]["accuracy"], name
-        assert arm[name]["device_info"]["emulated"] == "qemu-user"
 
 
 def test_remote_work_dirs_are_cleaned_up(device_run, phone):
