@@ -165,6 +165,26 @@ returns wrong labels.
 """
 
 
+def preprocessor_gap(token_card: dict[str, Any], input_names: tuple[str, ...]) -> str | None:
+    """Why MediaPipe's (and the Task Library's) BERT preprocessor cannot feed this model; None when it can.
+    What it does, from tflite-support's bert_preprocessor.cc (MediaPipe's calculator does the same): reads a
+    WordPiece or SentencePiece tokenizer from the metadata, fills exactly three tensors (ids, segment ids,
+    mask), frames the text with the literal tokens [CLS] and [SEP], pads with id 0, lowercases ASCII."""
+    if token_card["type"] == "byte_level_bpe":
+        return "their BERT preprocessor reads WordPiece or SentencePiece tokenizers, not byte-level BPE"
+    if "token_type_ids" not in input_names:
+        return "their BERT preprocessor fills three input tensors (ids, mask, segment ids); this model takes two"
+    if token_card["type"] == "sentencepiece_unigram":
+        framing = (token_card.get("cls"), token_card.get("sep"))
+        if framing != ("[CLS]", "[SEP]"):
+            return (
+                "their BERT preprocessor frames text with the literal tokens [CLS] and [SEP] and pads with id 0; "
+                f"this SentencePiece vocabulary frames with {framing[0]} and {framing[1]}"
+            )
+        return "edgepipe does not write the SentencePiece model file that their SentencePiece metadata needs"
+    return None
+
+
 def tokenizing(card: dict[str, Any]) -> str:
     """The bundle README's sentence on how an app turns text into ids, by tokenizer family."""
     if card["type"] == "bert_wordpiece":
@@ -203,9 +223,10 @@ def write_bundle(
     write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
     shipped = directory / model_file.name
     runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
-    # the Task Library's BERT metadata names three input tensors (ids, mask, segment ids) and a WordPiece vocab
-    wordpiece_with_segments = token_card["type"] == "bert_wordpiece" and "token_type_ids" in arch.input_names
-    if tflite_metadata and runtime == "litert" and task.task_library and wordpiece_with_segments:
+    gap = preprocessor_gap(token_card, arch.input_names)
+    if runtime == "litert" and task.task_library and gap is not None:
+        facts = facts | {"task_library_metadata_missing": f"no text-classifier metadata for MediaPipe: {gap}"}
+    if tflite_metadata and runtime == "litert" and task.task_library and gap is None:
         names = {i["role"]: i["tensor"] for i in inputs}
         write_metadata(
             shipped,
@@ -259,7 +280,12 @@ def write_bundle(
         config=extra_files[0].name if extra_files else "",
         metadata=TEXT_CLASSIFIER.format(file=model_file.name, stem=model_file.stem)
         if "task_library_metadata" in facts
-        else "",
+        else (
+            f"No TFLite text-classifier metadata (MediaPipe TextClassifier, Task Library BertNLClassifier): "
+            f"{facts['task_library_metadata_missing'].split(': ', 1)[1]}. Tokenize with the shipped tokenizer files.\n\n"
+            if "task_library_metadata_missing" in facts
+            else ""
+        ),
     )
     metric = facts.get(f"test_{task.metric}")
     head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (

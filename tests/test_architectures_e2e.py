@@ -15,6 +15,7 @@ import pytest
 
 from conftest import BIN, OTHER_ARCHITECTURES, android_of, arm_device, arm_of
 from edgepipe.arch import ARCHITECTURES
+from edgepipe.export.bundle import preprocessor_gap
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +67,13 @@ def test_the_whole_run_on_a_tiny_model_of_each_architecture(arch_runs, model_typ
         card = json.loads((bundle / "model_card.json").read_text())
         assert [i["role"] for i in card["inputs"]] == list(inputs)
         assert card["tokenizer"]["vocab_size"] == models["pruned"]["vocab_size"]
+        if target == "tflite":  # MediaPipe metadata where its BERT preprocessor fits, else the card says why
+            gap = preprocessor_gap(card["tokenizer"], inputs)
+            readme = (bundle / "README.md").read_text()
+            if gap is None:
+                assert card["model"]["task_library_metadata"] == "BertNLClassifier", model_type
+            else:
+                assert gap in card["model"]["task_library_metadata_missing"] and gap in readme, model_type
         assert_app_gives_the_pipelines_labels(out, m, bundle, card, tmp_path / f"{target}-texts.txt")
 
 

@@ -14,6 +14,7 @@ from tiny_models import corpus, make_tiny, nmt_nfkc_charsmap
 from conftest import make_tiny_bert
 from edgepipe.arch import ARCHITECTURES
 from edgepipe.devices.standalone import app_check
+from edgepipe.export.bundle import preprocessor_gap
 from edgepipe.model.load import Tokenizer
 
 # an architecture of each tokenizer the references must match -> its family (XLM-R's and DeBERTa's
@@ -114,6 +115,8 @@ def test_the_reference_tokenizer_gives_the_ids_of_hugging_face(family, pruned):
         hf = Tokenizer.load(directory).hf if (directory / "config.json").exists() else _load(directory)
     card = arch.tokenizer_card(hf, directory)
     assert card["type"] == name
+    # MediaPipe's BERT preprocessor: WordPiece with segment ids only (it frames with [CLS]/[SEP], pads with 0)
+    assert (preprocessor_gap(card, arch.input_names) is None) == (name == "bert_wordpiece")
     reference = app_check.load_tokenizer(str(directory), card)
     assert len(sample) >= 5000
     expected = hf(sample, add_special_tokens=False)["input_ids"]
