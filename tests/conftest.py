@@ -33,14 +33,22 @@ SHARED_RUN_GROUPS = {
     "tiny_full_run": "tiny-full",
     "device_run": "devices",
 }
+# modules whose own module-scoped fixtures are expensive: without a group, loadgroup hands their tests to
+# both workers one by one and each worker builds the fixture (measured: test_tflite's converted models
+# twice, ~40 s each; test_distributed's reference run twice, ~45 s each)
+MODULE_GROUPS = {
+    "test_device_runners.py": "devices",
+    "test_tflite.py": "tflite",
+    "test_distributed.py": "distributed",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the marks into its scheduling groups
 def pytest_collection_modifyitems(items):
     for item in items:
         groups = {group for fixture, group in SHARED_RUN_GROUPS.items() if fixture in item.fixturenames}
-        if item.path.name == "test_device_runners.py":
-            groups.add("devices")
+        if item.path.name in MODULE_GROUPS:
+            groups.add(MODULE_GROUPS[item.path.name])
         if "arch_runs" in item.fixturenames:  # one group per architecture: its run and every test reading it
             groups.add(f"arch-{item.callspec.params['model_type']}")
         if len(groups) > 1:
@@ -56,6 +64,22 @@ def cache_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("edgepipe-cache")
     os.environ["EDGEPIPE_CACHE"] = str(path)
     return path
+
+
+def app_check_answers(bundle: Path, texts: list[str], texts_file: Path) -> list[dict]:
+    """What the bundle's own `app_check.py` answers for each text ({"label", "index", "score"}), run as an
+    app would: in a fresh interpreter where torch, transformers, tokenizers and edgepipe cannot be imported."""
+    texts_file.write_text("\n".join(texts) + "\n")
+    block = (
+        "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
+    )
+    code = block + (
+        f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(texts_file)!r}]; "
+        f"runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=texts_file.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
 def run_cli(*args: str, cache: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import BIN, OTHER_ARCHITECTURES, android_of, arm_device, arm_of
+from conftest import BIN, OTHER_ARCHITECTURES, android_of, app_check_answers, arm_device, arm_of
 from edgepipe.arch import ARCHITECTURES
 from edgepipe.export.bundle import preprocessor_gap
 
@@ -87,17 +86,8 @@ def assert_app_gives_the_pipelines_labels(out: Path, m: dict, bundle: Path, card
 
     cfg = build_config(load_yaml(out / "config.yaml"))
     texts = load_dataset(cfg.data)[0].texts["test"][:60]
-    texts_file.write_text("\n".join(texts) + "\n")
-    block = (
-        "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
-    )
-    code = block + (
-        f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(texts_file)!r}]; "
-        f"runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    app = [json.loads(line)["index"] for line in proc.stdout.splitlines()]
+    answers = app_check_answers(bundle, texts, texts_file)
+    app = [a["index"] for a in answers]
     arrays = {
         k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:60]
         for k in ("input_ids", "attention_mask", "token_type_ids", "labels")

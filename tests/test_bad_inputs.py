@@ -240,7 +240,7 @@ def test_corrupt_teacher_weights(tmp_path):
     teacher = make_tiny_bert(tmp_path / "t")
     data = (teacher / "model.safetensors").read_bytes()
     (teacher / "model.safetensors").write_bytes(data[: len(data) // 3])
-    proc = run_cli(
+    proc = run_cli_in_process(
         "--teacher",
         str(teacher),
         "--data",
@@ -256,7 +256,9 @@ def test_corrupt_teacher_weights(tmp_path):
 def test_labels_outside_the_teacher_head(tmp_path):
     teacher = make_tiny_bert(tmp_path / "clf", head_labels=["negative", "positive"])
     csv = write_sentiment_csv(tmp_path / "d.csv", labels=("neg", "pos"))
-    proc = run_cli("--teacher", str(teacher), "--data", str(csv), "--out", str(tmp_path / "o"), cache=tmp_path / "c")
+    proc = run_cli_in_process(
+        "--teacher", str(teacher), "--data", str(csv), "--out", str(tmp_path / "o"), cache=tmp_path / "c"
+    )
     one_line(proc, "teacher head has labels ['negative', 'positive'] but the data has ['neg', 'pos']", 4)
 
 

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, TINY_RUN, make_tiny_bert, run_cli, run_cli_in_process, tiny_full_args, write_sentiment_csv
+from conftest import (
+    BIN,
+    TINY_RUN,
+    app_check_answers,
+    make_tiny_bert,
+    run_cli,
+    run_cli_in_process,
+    tiny_full_args,
+    write_sentiment_csv,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -106,8 +115,6 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
 @pytest.mark.parametrize("target", ["tflite", "ort"])
 def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     """Only the bundle folder, no torch/transformers/edgepipe: text in, the label edgepipe's evaluation gives out."""
-    import subprocess
-    import sys
 
     import numpy as np
 
@@ -129,17 +136,8 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
 
     cfg = build_config(load_yaml(out / "config.yaml"))
     texts = load_dataset(cfg.data)[0].texts["test"][:150]
-    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
-    block = (
-        "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
-    )
-    code = (
-        block
-        + f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(tmp_path / 'texts.txt')!r}]; runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    app = [json.loads(line)["index"] for line in proc.stdout.splitlines()]
+    answers = app_check_answers(bundle, texts, tmp_path / "texts.txt")
+    app = [a["index"] for a in answers]
 
     arrays = {
         k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:150]
@@ -159,7 +157,7 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     assert app == ref.tolist()
     # regression: the int8 TFLite used to output int8 logits, which the app check softmaxed raw (every score 1.0)
     assert [o["dtype"] for o in card["outputs"]] == ["float32"]
-    scores = np.array([json.loads(line)["score"] for line in proc.stdout.splitlines()])
+    scores = np.array([a["score"] for a in answers])
     p = np.exp(fp32 - fp32.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     agree = np.array(app) == fp32.argmax(1)
