@@ -18,9 +18,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one compute thread each (torch in this process, BLAS in
+    # the runs it starts), not two apiece fighting over both cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 logging.getLogger("torchao").setLevel(logging.ERROR)
 
 BIN = Path(sys.executable).parent
+# the built-in task at CI size, one training thread: the e2e tier runs beside another worker
+SMOKE_ARGS = ("--smoke", "--train-threads", "1")
 
 # `make test` runs the end-to-end tier on two workers (`-n 2 --dist loadgroup`): a single run keeps one
 # core busy (user+sys 116 s of 121 s wall for the tiny full run, 95 % of one core), so two workers
@@ -247,7 +253,7 @@ def smoke_run(tmp_path_factory):
     """The built-in task at CI size (`--smoke`), shared by the end-to-end and report tests."""
     out = tmp_path_factory.mktemp("smoke") / "run"
     cache = tmp_path_factory.mktemp("smoke-cache")
-    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    proc = run_cli(*SMOKE_ARGS, "--out", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, cache, proc
 

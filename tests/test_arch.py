@@ -159,3 +159,14 @@ def test_the_onnx_export_of_a_pruned_model_matches_pytorch(tiny, tmp_path):
     pruned = apply_plan(model, {"layers": [1], "heads": [[1, 3]], "ffn": [list(range(0, model.dims.intermediate, 2))]})
     export_onnx(pruned, tmp_path / "m.onnx", data.test)
     assert check_parity(pruned, tmp_path / "m.onnx", data.test, atol=1e-4)["parity_max_abs"] < 1e-4
+    # the int8 stage's word-embedding table (int8 rows, one scale each) finds this architecture's lookup
+    import onnx
+
+    from edgepipe.pipeline.quantize import quantize_embeddings
+    from edgepipe.runtimes.onnxruntime import OrtModel
+
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    assert quantize_embeddings(graph) == 1  # the word table (>= 64k elements); positions and types stay fp32
+    onnx.save(graph, str(tmp_path / "m.rows.onnx"))
+    fp32, rows = predict(pruned, data.test), OrtModel(tmp_path / "m.rows.onnx", threads=1).predict(data.test)
+    assert np.abs(rows - fp32).max() < 0.05 * np.abs(fp32).max()  # the untrained head's logits are near ties

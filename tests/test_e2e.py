@@ -11,6 +11,7 @@ import pytest
 
 from conftest import (
     BIN,
+    SMOKE_ARGS,
     TINY_RUN,
     app_check_answers,
     make_tiny_bert,
@@ -254,7 +255,7 @@ def test_rerun_reuses_every_stage_and_gives_the_same_manifest(smoke_run, tmp_pat
     out, cache, _ = smoke_run
     out = copy_run(out, tmp_path)
     first = json.loads((out / "manifest.json").read_text())
-    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    proc = run_cli(*SMOKE_ARGS, "--out", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = json.loads((out / "manifest.json").read_text())
     assert all(t["reused"] for t in second["timings"].values()), second["timings"]
@@ -287,7 +288,7 @@ def test_results_added_by_edgepipe_bench_survive_a_rerun(smoke_run, tmp_path):
         return sorted((b["model"], b["artifact"]) for b in m["benchmarks"] if b["threads"] == 2)
 
     assert two_thread_rows() == [("pruned", "onnx_int8"), ("student", "onnx_int8")]
-    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    proc = run_cli(*SMOKE_ARGS, "--out", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert two_thread_rows() == [("pruned", "onnx_int8"), ("student", "onnx_int8")]
 
@@ -298,7 +299,7 @@ def test_corrupted_artifact_is_rebuilt_and_only_what_depends_on_it_reruns(smoke_
     onnx = out / "onnx" / "student.fp32.onnx"
     data = onnx.read_bytes()
     onnx.write_bytes(data[: len(data) // 2])
-    proc = run_cli("--smoke", "--out", str(out), cache=cache)
+    proc = run_cli(*SMOKE_ARGS, "--out", str(out), cache=cache)
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads((out / "manifest.json").read_text())
     rerun = {k for k, t in m["timings"].items() if not t["reused"]}

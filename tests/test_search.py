@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import SMOKE_ARGS, run_cli
 from edgepipe.config import PruneConfig, SearchConfig, build_config
 from edgepipe.errors import ConfigError
 from edgepipe.pipeline.prune import Importance, select
@@ -131,7 +131,7 @@ def search_run(smoke_run, tmp_path_factory):
     )
     budget = round(0.85 * student_int8["latency_ms"]["p50"], 3)
     proc = run_cli(
-        "--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", str(budget), *SEARCH_FLAGS, cache=cache
+        *SMOKE_ARGS, "--out", str(out), "--device", "x86", "--max-latency-ms", str(budget), *SEARCH_FLAGS, cache=cache
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, cache, budget, json.loads((out / "manifest.json").read_text())
@@ -194,7 +194,7 @@ def test_infeasible_budget_names_the_closest_plan(search_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("run.lock"))
     proc = run_cli(
-        "--smoke", "--out", str(out), "--device", "x86", "--max-latency-ms", "0.001", *SEARCH_FLAGS, cache=cache
+        *SMOKE_ARGS, "--out", str(out), "--device", "x86", "--max-latency-ms", "0.001", *SEARCH_FLAGS, cache=cache
     )
     assert proc.returncode == 8, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if "error" in ln]
@@ -205,7 +205,7 @@ def test_infeasible_budget_names_the_closest_plan(search_run, tmp_path):
     assert m["search"]["chosen"] is None and m["search"]["grid"]  # what was measured is kept
     # an accuracy floor nothing reaches fails after the estimates, naming the constraint
     proc = run_cli(
-        "--smoke",
+        *SMOKE_ARGS,
         "--out",
         str(out),
         "--device",
