@@ -291,15 +291,15 @@ class Normalizer:
         bad = [n["type"] for n in self.steps if n["type"] not in self.KNOWN]
         if bad:
             raise SystemExit(f"app_check: the {bad[0]} normalizer has no reference here; tokenize with tokenizer.json")
-        self.precompiled = {
-            id(n): Precompiled(n["precompiled_charsmap"]) for n in self.steps if n["type"] == "Precompiled"
-        }
+        for n in self.steps:
+            if n["type"] == "Precompiled":
+                n["map"] = Precompiled(n["precompiled_charsmap"])
 
     def __call__(self, text: str) -> str:
         for n in self.steps:
             t = n["type"]
             if t == "Precompiled":
-                text = self.precompiled[id(n)](text)
+                text = n["map"](text)
             elif t in ("NFKC", "NFC", "NFD", "NFKD"):
                 text = unicodedata.normalize(t, text)
             elif t == "Lowercase":

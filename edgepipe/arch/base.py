@@ -83,6 +83,22 @@ class ConstantOutput(nn.Module):
         return (out, None) if self.returns_tuple else out
 
 
+def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the real tokens' vectors (sentence-transformers' mean pooling)."""
+    m = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+    return (hidden_states * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def emptied(block: nn.Module, kept: list[int], output: str, returns_tuple: bool, what: str) -> nn.Module | None:
+    """What stands in for an attention / FFN `block` of which nothing is `kept`: a ConstantOutput of its
+    `output` projection's bias (the block itself if it already is one); None while some of it is kept."""
+    if isinstance(block, ConstantOutput):
+        if kept:
+            raise ValueError(f"cannot restore {what} of a layer pruned to zero {what}")
+        return block
+    return None if kept else ConstantOutput(getattr(block, output).bias, returns_tuple)
+
+
 def keep_rows(
     embedding: nn.Embedding, token_ids: list[int], pad_token_id: int | None, pad_may_move: bool = False
 ) -> nn.Embedding:
@@ -90,10 +106,11 @@ def keep_rows(
     vocabularies edgepipe prunes, so the pad token keeps its id; where a model depends on that id (RoBERTa
     counts positions from it) a move is an error, elsewhere (`pad_may_move`: ModernBERT's specials come
     after its 50k pieces) the new table's padding row is the pad token's new id."""
-    index = torch.tensor(sorted(token_ids), dtype=torch.long)
+    kept = sorted(token_ids)
+    index = torch.tensor(kept, dtype=torch.long)
     padding_idx = pad_token_id
     if pad_token_id is not None and pad_may_move:
-        padding_idx = int((index == pad_token_id).nonzero()[0, 0]) if pad_token_id in set(token_ids) else None
+        padding_idx = kept.index(pad_token_id) if pad_token_id in kept else None
     elif pad_token_id is not None and (pad_token_id >= len(index) or int(index[pad_token_id]) != pad_token_id):
         raise ValueError(f"the pad token (id {pad_token_id}) would move when pruning the vocabulary")
     new = nn.Embedding(len(index), embedding.embedding_dim, padding_idx=padding_idx)
@@ -159,11 +176,23 @@ class Architecture(ABC):
         """The config of a student of this shape (everything else as the teacher's); `layers` are the teacher's
         layers it is cut from, in order (an architecture whose layers differ by kind keeps their kinds)."""
 
+    # a checkpoint's two-layer classification head: its first layer, loaded as the encoder's pooler
+    # (under `pooler_target`); None: the checkpoint has none
+    pooler_prefix: str | None = None
+    pooler_target: str = "pooler.dense."
+    # a checkpoint's other heads (pre-training heads, task heads edgepipe replaces): not encoder weights
+    other_heads: tuple[str, ...] = ()
+
     def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The encoder's tensors of a checkpoint, named as `build()`'s module names them."""
-        return {
-            k.removeprefix(self.checkpoint_prefix): v for k, v in state.items() if not k.startswith(self.head_prefix)
-        }
+        heads = (self.head_prefix, *self.other_heads)
+        out = {}
+        for k, v in state.items():
+            if self.pooler_prefix is not None and k.startswith(self.pooler_prefix):
+                out[self.pooler_target + k.removeprefix(self.pooler_prefix)] = v
+            elif not k.startswith(heads):
+                out[k.removeprefix(self.checkpoint_prefix)] = v
+        return out
 
     def head_weights(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
         """The checkpoint's final classification projection as {"weight", "bias"}, or None without one."""

@@ -63,9 +63,6 @@ class Bert(Architecture):
     model_type = "bert"
     config_class: type[PretrainedConfig] = BertConfig
     checkpoint_prefix = "bert."
-    # a checkpoint's two-layer classification head: its first layer, loaded as the encoder's pooler
-    pooler_prefix: str | None = None
-    # a checkpoint's other heads (pre-training, task heads replaced by edgepipe's): not encoder weights
     other_heads: tuple[str, ...] = ("classifier.", "lm_head.", "discriminator_predictions.", "generator_")
     scope_prefix = r"^model\.(encoder\.encoder\.|encoder\.)?"
     tokenizer_files = ("vocab.txt", *Architecture.tokenizer_files)
@@ -80,17 +77,6 @@ class Bert(Architecture):
     def build(self, config: PretrainedConfig, with_pooler: bool) -> nn.Module:
         config._attn_implementation = "sdpa"
         return BertModel(config, add_pooling_layer=with_pooler)
-
-    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.pooler_prefix is None:
-            return super().encoder_state(state)
-        out = {}
-        for k, v in state.items():
-            if k.startswith(self.pooler_prefix):
-                out["pooler.dense." + k.removeprefix(self.pooler_prefix)] = v
-            elif not k.startswith(self.other_heads):
-                out[k.removeprefix(self.checkpoint_prefix)] = v
-        return out
 
     def dims(self, config: PretrainedConfig) -> Dims:
         c = config

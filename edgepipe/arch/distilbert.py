@@ -19,6 +19,7 @@ from edgepipe.arch.base import (
     EncoderOutput,
     FirstTokenPooler,
     Vocabulary,
+    emptied,
     keep_rows,
     register,
     select_linear,
@@ -32,6 +33,8 @@ class DistilBert(Architecture):
     input_names = ("input_ids", "attention_mask")
     checkpoint_prefix = "distilbert."
     head_prefix = "classifier."
+    pooler_prefix = "pre_classifier."
+    other_heads = ("vocab_",)  # the masked-LM head
     scope_prefix = r"^model\.(encoder\.transformer\.|transformer\.)?"
     tokenizer_files = ("vocab.txt", *Architecture.tokenizer_files)
 
@@ -45,15 +48,6 @@ class DistilBert(Architecture):
         if with_pooler:
             model.pooler = FirstTokenPooler(config.dim, "relu")
         return model
-
-    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in state.items():
-            if k.startswith("pre_classifier."):
-                out["pooler.dense." + k.removeprefix("pre_classifier.")] = v
-            elif not k.startswith(("classifier.", "vocab_")):
-                out[k.removeprefix(self.checkpoint_prefix)] = v
-        return out
 
     def dims(self, config: DistilBertConfig) -> Dims:
         c = config
@@ -119,12 +113,8 @@ class DistilBert(Architecture):
 
     def keep_heads(self, layer: nn.Module, heads: list[int]) -> None:
         att = layer.attention
-        if isinstance(att, ConstantOutput):
-            if heads:
-                raise ValueError("cannot restore heads of a layer pruned to zero heads")
-            return
-        if not heads:
-            layer.attention = ConstantOutput(att.out_lin.bias, returns_tuple=True)
+        if (stand_in := emptied(att, heads, "out_lin", True, "heads")) is not None:
+            layer.attention = stand_in
             return
         d = att.attention_head_size
         index = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(heads)])
@@ -133,12 +123,8 @@ class DistilBert(Architecture):
         att.n_heads = len(heads)
 
     def keep_neurons(self, layer: nn.Module, neurons: list[int]) -> None:
-        if isinstance(layer.ffn, ConstantOutput):
-            if neurons:
-                raise ValueError("cannot restore neurons of a layer pruned to zero neurons")
-            return
-        if not neurons:
-            layer.ffn = ConstantOutput(layer.ffn.lin2.bias, returns_tuple=False)
+        if (stand_in := emptied(layer.ffn, neurons, "lin2", False, "neurons")) is not None:
+            layer.ffn = stand_in
             return
         index = torch.tensor(sorted(neurons), dtype=torch.long)
         layer.ffn.lin1 = select_linear(layer.ffn.lin1, index, 0)

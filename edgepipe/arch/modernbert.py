@@ -36,7 +36,9 @@ from edgepipe.arch.base import (
     Dims,
     EncoderOutput,
     Vocabulary,
+    emptied,
     keep_rows,
+    masked_mean,
     register,
     select_linear,
 )
@@ -58,11 +60,7 @@ class PredictionHeadPooler(nn.Module):
         self.mean = config.classifier_pooling == "mean"
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.mean:
-            m = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
-            pooled = (hidden_states * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-        else:
-            pooled = hidden_states[:, 0]
+        pooled = masked_mean(hidden_states, attention_mask) if self.mean else hidden_states[:, 0]
         return self.norm(self.act(self.dense(pooled)))
 
 
@@ -87,7 +85,8 @@ class ModernBert(Architecture):
     checkpoint_prefix = "model."
     head_prefix = "classifier."
     pooler_prefix = "head."
-    other_heads = ("classifier.", "decoder.")  # the task head (edgepipe's), the MLM decoder
+    pooler_target = "pooler."  # dense, activation and norm: the whole PredictionHeadPooler
+    other_heads = ("decoder.",)  # the masked-LM decoder
     scope_prefix = r"^model\.(encoder\.)?"
     ffn_matrices = 3
 
@@ -106,15 +105,6 @@ class ModernBert(Architecture):
         if with_pooler:
             model.pooler = PredictionHeadPooler(config)
         return model
-
-    def encoder_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in state.items():
-            if k.startswith(self.pooler_prefix):
-                out["pooler." + k.removeprefix(self.pooler_prefix)] = v
-            elif not k.startswith(self.other_heads):
-                out[k.removeprefix(self.checkpoint_prefix)] = v
-        return out
 
     def dims(self, config: ModernBertConfig) -> Dims:
         c = config
@@ -209,12 +199,8 @@ class ModernBert(Architecture):
 
     def keep_heads(self, layer: nn.Module, heads: list[int]) -> None:
         att = layer.attn
-        if isinstance(att, ConstantOutput):
-            if heads:
-                raise ValueError("cannot restore heads of a layer pruned to zero heads")
-            return
-        if not heads:
-            layer.attn = ConstantOutput(att.Wo.bias, returns_tuple=True)
+        if (stand_in := emptied(att, heads, "Wo", True, "heads")) is not None:
+            layer.attn = stand_in
             return
         d, n = att.head_dim, self.head_count(layer)
         per_head = torch.cat([torch.arange(h * d, (h + 1) * d) for h in sorted(heads)])
@@ -223,12 +209,8 @@ class ModernBert(Architecture):
 
     def keep_neurons(self, layer: nn.Module, neurons: list[int]) -> None:
         mlp = layer.mlp
-        if isinstance(mlp, ConstantOutput):
-            if neurons:
-                raise ValueError("cannot restore neurons of a layer pruned to zero neurons")
-            return
-        if not neurons:
-            layer.mlp = ConstantOutput(mlp.Wo.bias, returns_tuple=False)
+        if (stand_in := emptied(mlp, neurons, "Wo", False, "neurons")) is not None:
+            layer.mlp = stand_in
             return
         n = self.ffn_count(layer)
         index = torch.tensor(sorted(neurons), dtype=torch.long)

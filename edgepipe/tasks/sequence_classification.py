@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgepipe.arch.base import EncoderOutput
+from edgepipe.arch.base import EncoderOutput, masked_mean
 from edgepipe.tasks.base import Task, register
 from edgepipe.tasks.losses import DistillationLoss
 
@@ -40,9 +40,7 @@ class SequenceClassification(Task):
         if model.pooling == "cls":
             pooled = out.pooled
         else:
-            h = out.last_hidden
-            m = attention_mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+            pooled = masked_mean(out.last_hidden, attention_mask)
         return model.head(model.dropout(pooled))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
