@@ -27,7 +27,8 @@ class DataConfig(_Section):
     path: Path | None = Field(
         None, description="CSV/TSV or JSONL with text/label columns; None = built-in Rotten Tomatoes"
     )
-    text_column: str = "text"
+    text_column: str = Field("text", description="the text; for pairs the first text (text_a when there is no `text`)")
+    text_b_column: str = Field("text_b", description="the second text of a pair (task pair_classification)")
     label_column: str = "label"
     split_column: str | None = Field(
         None, description="column with train/val/test per row; None = seeded split, stratified by label"
@@ -380,6 +381,11 @@ class SearchConfig(_Section):
 
 
 class RunConfig(_Section):
+    task: str = Field(
+        "auto",
+        description="sequence_classification, pair_classification, ...; auto = the teacher's head's, "
+        "else the data's columns (text_a+text_b: pairs), else sequence_classification",
+    )
     seed: int = 0
     threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="torch threads for training (recorded)"

@@ -224,6 +224,10 @@ def write_bundle(
     shipped = directory / model_file.name
     runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
     gap = preprocessor_gap(token_card, arch.input_names)
+    if runtime == "litert" and task.task_library_gap:
+        facts = facts | {
+            "task_library_metadata_missing": f"no text-classifier metadata for MediaPipe: {task.task_library_gap}"
+        }
     if runtime == "litert" and task.task_library and gap is not None:
         facts = facts | {"task_library_metadata_missing": f"no text-classifier metadata for MediaPipe: {gap}"}
     if tflite_metadata and runtime == "litert" and task.task_library and gap is None:
@@ -257,6 +261,11 @@ def write_bundle(
     write_json_atomic(directory / "model_card.json", card)
     segments = "token_type_ids" in arch.input_names
     tokenize = tokenizing(token_card)
+    if task.inputs == "text_pair":
+        tokenize += (
+            " The two texts go in as one input, framed by the tokenizer's pair template and truncated "
+            "longest-first (`app_check.py`'s `Framing` does both)."
+        )
     snippet = SNIPPETS[runtime].format(
         seq=seq_len,
         n=len(labels),
@@ -291,7 +300,8 @@ def write_bundle(
     head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (
         f"Test {task.metric} {metric:.1%}. " if metric is not None else ""
     )
-    head += f'{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card["model"]["sha256"][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . "a gorgeous, witty movie"`\n\n'
+    example = '"a gorgeous, witty movie"' if task.inputs == "text" else '"the first text" "the second text"'
+    head += f"{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . {example}`\n\n"
     write_bytes_atomic(directory / "README.md", (head + snippet).encode())
     return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md")]
 

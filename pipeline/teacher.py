@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgepipe import distributed
+from edgepipe import distributed, tasks
 from edgepipe.config import TeacherConfig
 from edgepipe.errors import ModelError
 from edgepipe.model.load import fingerprint, load_teacher_dir, teacher_source
@@ -65,7 +65,7 @@ def prepare(
 ) -> tuple[TaskModel, dict[str, Any]]:
     """The task-ready teacher (its `key` set) and a report (source, fine-tune settings, cache hit)."""
     source = teacher_source(teacher.path)
-    model, has_head = load_teacher_dir(source)
+    model, has_head = load_teacher_dir(source, tasks.get(dataset.task))
     source_report = {"source": str(source), "source_fingerprint": fingerprint(source), "has_head": has_head}
     if teacher.path is not None and str(source) != str(teacher.path):  # a hub id, resolved in the hub cache
         source_report |= {"hub_id": str(teacher.path), "hub_revision": source.name}
@@ -90,6 +90,7 @@ def prepare(
         {
             "source": source_report["source_fingerprint"],
             "data": dataset.key,
+            **({"task": dataset.task} if dataset.task != tasks.DEFAULT else {}),
             "max_length": max_length,
             "train": teacher.model_dump(mode="json", include=TRAINING_SETTINGS),
             "seed": seed,

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -57,6 +57,8 @@ def pytest_collection_modifyitems(items):
             groups.add(MODULE_GROUPS[item.path.name])
         if "arch_runs" in item.fixturenames:  # one group per architecture: its run and every test reading it
             groups.add(f"arch-{item.callspec.params['model_type']}")
+        if "task_runs" in item.fixturenames:  # one group per task, likewise
+            groups.add(f"task-{item.callspec.params['task']}")
         if len(groups) > 1:
             raise pytest.UsageError(f"{item.nodeid} uses shared runs of two groups {sorted(groups)}: one each")
         for group in groups:
@@ -72,10 +74,11 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
-def app_check_answers(bundle: Path, texts: list[str], texts_file: Path) -> list[dict]:
-    """What the bundle's own `app_check.py` answers for each text ({"label", "index", "score"}), run as an
-    app would: in a fresh interpreter where torch, transformers, tokenizers and edgepipe cannot be imported."""
-    texts_file.write_text("\n".join(texts) + "\n")
+def app_check_answers(bundle: Path, texts: list, texts_file: Path) -> list[dict]:
+    """What the bundle's own `app_check.py` answers for each text (a pair: a tuple) ({"label", "index",
+    "score"}), run as an app would: in a fresh interpreter where torch, transformers, tokenizers and
+    edgepipe cannot be imported."""
+    texts_file.write_text("\n".join(t if isinstance(t, str) else "\t".join(t) for t in texts) + "\n")
     block = (
         "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
     )
@@ -183,6 +186,31 @@ def write_sentiment_csv(path: Path, n: int = 600, seed: int = 0, labels=("neg", 
         )
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["text", "label"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def write_pair_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
+    """Synthetic labelled pairs (text_a, text_b, label) whose label is the sentiment word of text_b, while
+    text_a carries a random sentiment word too: a model only gets them right by telling the two texts
+    apart (segment ids, or where [SEP] falls), so a wrongly framed pair in an app shows. Learnable in a
+    few steps; a test fixture, not a benchmark."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        y = i % 2
+        distractor = rng.choice(POSITIVE + NEGATIVE)
+        word = rng.choice(POSITIVE if y else NEGATIVE)
+        rows.append(
+            {
+                "text_a": f"{rng.choice(FILLER)} is {distractor} {rng.randint(0, 10**6)}",
+                "text_b": f"{rng.choice(FILLER)} was {word} and {rng.choice(FILLER)}",
+                "label": ("neg", "pos")[y],
+            }
+        )
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text_a", "text_b", "label"])
         w.writeheader()
         w.writerows(rows)
     return path
@@ -332,6 +360,39 @@ def arch_runs(tmp_path_factory):
             assert proc.returncode == 0, proc.stderr[-3000:]
             done[model_type] = (d / "run", csv_path, teacher)
         return done[model_type]
+
+    return get
+
+
+# the data and settings of each task's tiny run (tests/test_tasks_e2e.py); sequence classification's are
+# the architectures' and smoke runs'
+TASK_RUNS: dict[str, tuple[Any, list[str]]] = {
+    # the pair fixture's label sits in the second text: the teacher needs more steps than one-text sentiment
+    "pair_classification": (
+        write_pair_csv,
+        ["--set", "teacher.max_steps=150", "--set", "distill.max_steps=60", "--task", "pair_classification"],
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def task_runs(tmp_path_factory):
+    """task -> (run dir, data file): one tiny `compress-and-export` per task on a tiny BERT (segment ids
+    in play), pruned int8 ONNX + TFLite, ORT, bundles; built on first use and shared."""
+    done: dict[str, tuple[Path, Path]] = {}
+
+    def get(task: str) -> tuple[Path, Path]:
+        if task not in done:
+            d = tmp_path_factory.mktemp(f"task-run-{task}")
+            teacher = make_tiny_bert(d / "teacher")
+            write, extra = TASK_RUNS[task]
+            data = write(d / "data.csv")
+            args = ["--teacher", str(teacher), "--data", str(data), "--out", str(d / "run"), *TINY_RUN, *extra]
+            args += ["--set", "quantize.targets=[pruned]", "--set", "export.tflite_targets=[pruned]"]
+            proc = run_cli(*args, "--cache-dir", str(d / "cache"))
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            done[task] = (d / "run", data)
+        return done[task]
 
     return get
 

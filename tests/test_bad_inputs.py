@@ -219,6 +219,26 @@ CASES = [
     ("unknown-device", {}, ["--devices", "ios:phone"], "unknown device 'ios:phone'", 2),
     ("hostile-device", {}, ["--devices", "arm:pi@board;reboot"], "expected arm:USER@HOST", 2),
     ("bad-core-list", {}, ["--set", "bench.pin_cores=0;reboot"], "bench.pin_cores", 2),
+    ("task-unknown", {}, ["--task", "ranking"], "unknown task 'ranking'; edgepipe knows", 2),
+    ("task-not-built-yet", {}, ["--task", "token_classification"], "is not built yet in this edgepipe", 2),
+    ("pairs-on-the-built-in-data", {}, ["--task", "pair_classification"], "the built-in data has one text per row", 3),
+    (
+        "pairs-without-a-second-text",
+        {"d.csv": "text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(40))},
+        ["--data", "{d}/d.csv", "--task", "pair_classification"],
+        "needs a second text, but data file",
+        3,
+    ),
+    (
+        "pairs-with-single-unlabeled-texts",
+        {
+            "d.csv": "text_a,text_b,label\n" + "".join(f"a {i},b {i},{'xy'[i % 2]}\n" for i in range(40)),
+            "u.txt": "one more text\n",
+        },
+        ["--data", "{d}/d.csv", "--unlabeled", "{d}/u.txt"],
+        "holds single texts, but task pair_classification's examples are pairs",
+        3,
+    ),
     ("out-is-a-file", {"o": "x"}, ["--out", "{d}/o"], "is a file, not a directory", 7),
     ("out-unwritable", {}, ["--out", "/sys/edgepipe-run"], "is not writable", 7),
 ]

@@ -391,3 +391,28 @@ def test_compress_and_export_prints_the_data_notes(tmp_path, monkeypatch):
         "note: dropped 1 row with an empty label",
     ]
     assert "[pos]" in console.file.getvalue()  # in the missing-class note
+
+
+def test_pairs_are_read_deduplicated_and_framed_with_segment_ids(tmp_path):
+    """text_a,text_b,label: auto-detected as pairs; a pair (not a text) is what repeats; a row missing
+    either text is dropped and counted; BERT frames a pair [CLS] a [SEP] b [SEP] with segment ids 0, 1."""
+    rows = ["text_a,text_b,label"]
+    rows += [f"question {i},answer {i % 7},{'ab'[i % 2]}" for i in range(60)]
+    rows += ["question 0,answer 0,a", "question 0,another answer,b", "question 61,,a"]
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    ds, report = load_dataset(DataConfig(path=path, val_size=10, test_size=10))
+    assert ds.task == report["task"] == "pair_classification" and ds.pairs
+    texts = ds.texts["train"] + ds.texts["val"] + ds.texts["test"]
+    assert len(texts) == 61 and ("question 0", "another answer") in texts  # same a, other b: another pair
+    assert report["dropped"]["duplicate_text"] == 1 and report["dropped"]["empty_text"] == 1
+    assert sorted(ds.flat_texts("test")) == sorted(t for pair in ds.texts["test"] for t in pair)
+    tok = load_tokenizer(teacher_source(None))
+    split = ds.tokenize(tok, 16).test
+    a, b = ds.texts["test"][0]
+    expected = tok(a, b, max_length=16, truncation="longest_first", padding="max_length")
+    assert split.input_ids[0].tolist() == expected["input_ids"]
+    sep = tok.sep_token_id
+    ids, types = split.input_ids[0].tolist(), split.token_type_ids[0].tolist()
+    first_sep = ids.index(sep)
+    assert set(types[: first_sep + 1]) == {0} and types[first_sep + 1] == 1 and ids.count(sep) == 2

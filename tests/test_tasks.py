@@ -29,6 +29,8 @@ CASES = {
         "baseline": {"name": "majority", "metric": 0.75, "majority": 0.75, "stratified": 0.625},
     },
 }
+# a pair is framed into one input by the tokenizer; from the logits on, it is sequence classification
+CASES["pair_classification"] = CASES["sequence_classification"]
 
 
 def test_every_task_is_tested():
@@ -80,5 +82,27 @@ def test_a_seeded_head_is_reproducible_and_the_card_names_the_output(name):
 def test_an_unknown_task_is_a_config_error():
     from edgepipe.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows sequence_classification"):
+    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows pair_classification, sequence"):
         get("ranking")
+
+
+@pytest.mark.parametrize(
+    "requested, columns, teacher_task, expected",
+    [
+        ("auto", ["text", "label"], None, "sequence_classification"),
+        ("auto", ["text_a", "text_b", "label"], None, "pair_classification"),
+        # a ...ForSequenceClassification checkpoint does not say whether it read pairs: the columns do
+        ("auto", ["text_a", "text_b", "label"], "sequence_classification", "pair_classification"),
+        ("auto", ["text", "label"], "pair_classification", "pair_classification"),  # an edgepipe-saved pair model
+        ("sequence_classification", ["text_a", "text_b", "label"], None, "sequence_classification"),
+    ],
+)
+def test_the_task_is_the_one_asked_for_else_the_teachers_else_the_datas(requested, columns, teacher_task, expected):
+    from edgepipe.tasks import resolve
+
+    assert resolve(requested, columns, teacher_task).name == expected
+
+
+def test_the_card_says_how_many_texts_go_in():
+    assert get("sequence_classification").card(["a", "b"])["inputs"] == "text"
+    assert get("pair_classification").card(["a", "b"])["inputs"] == "text_pair"

@@ -9,6 +9,7 @@ No torch, no transformers, no edgepipe: if this works, the bundle is self-suffic
 
     python3 app_check.py BUNDLE_DIR "a gorgeous, witty, seductive movie."
     python3 app_check.py BUNDLE_DIR --texts texts.txt      # one text per line, prints JSON
+    python3 app_check.py BUNDLE_DIR "first text" "second text"   # a pair model (task inputs text_pair)
 """
 
 from __future__ import annotations
@@ -111,15 +112,59 @@ class WordPiece:
             start = end
         return pieces
 
-    def encode(self, text: str, seq_len: int) -> dict[str, np.ndarray]:
-        tokens = [p for w in self._basic(text) for p in self._wordpiece(w)][: seq_len - 2]
-        ids = [self.vocab["[CLS]"], *(self.vocab.get(t, self.vocab["[UNK]"]) for t in tokens), self.vocab["[SEP]"]]
-        mask = [1] * len(ids)
+    def ids(self, text: str) -> list[int]:
+        unk = self.vocab["[UNK]"]
+        return [self.vocab.get(p, unk) for w in self._basic(text) for p in self._wordpiece(w)]
+
+    @property
+    def framing(self) -> Framing:
+        cls, sep = self.vocab["[CLS]"], self.vocab["[SEP]"]
+        return Framing(
+            [(cls, 0), ("A", 0), (sep, 0)], [(cls, 0), ("A", 0), (sep, 0), ("B", 1), (sep, 1)], self.vocab["[PAD]"]
+        )
+
+    def encode(self, text: str, seq_len: int, text_b: str | None = None) -> dict[str, np.ndarray]:
+        return self.framing(self.ids(text), None if text_b is None else self.ids(text_b), seq_len)
+
+
+class Framing:
+    """Where a tokenizer's special tokens go around one text or a pair (its post-processor's templates:
+    items are (token id, type id) or ("A"/"B", type id)), truncation, padding. Truncation is
+    `tokenizers`' longest-first: the shorter text keeps all its tokens when the longer one can give up
+    enough, otherwise each keeps half of the budget (the second text the odd one)."""
+
+    def __init__(self, single: list[tuple], pair: list[tuple], pad: int):
+        self.single, self.pair, self.pad = single, pair, pad
+
+    @staticmethod
+    def fit(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+        if n_a + n_b <= budget:
+            return n_a, n_b
+        short, long_ = sorted((n_a, n_b))
+        long_ = short if short > budget else max(short, budget - short)
+        if short + long_ > budget:
+            short, long_ = budget // 2, budget // 2 + budget % 2
+        return (short, long_) if n_a <= n_b else (long_, short)
+
+    def __call__(self, a: list[int], b: list[int] | None, seq_len: int) -> dict[str, np.ndarray]:
+        template = self.single if b is None else self.pair
+        budget = seq_len - sum(1 for item, _ in template if item not in ("A", "B"))
+        if b is None:
+            parts = {"A": a[:budget]}
+        else:
+            n_a, n_b = self.fit(len(a), len(b), budget)
+            parts = {"A": a[:n_a], "B": b[:n_b]}
+        ids: list[int] = []
+        types: list[int] = []
+        for item, type_id in template:
+            chunk = parts.get(item, [item])
+            ids += chunk
+            types += [type_id] * len(chunk)
         pad = seq_len - len(ids)
         return {
-            "input_ids": np.array([ids + [self.vocab["[PAD]"]] * pad], dtype=np.int64),
-            "attention_mask": np.array([mask + [0] * pad], dtype=np.int64),
-            "token_type_ids": np.zeros((1, seq_len), dtype=np.int64),
+            "input_ids": np.array([ids + [self.pad] * pad], dtype=np.int64),
+            "attention_mask": np.array([[1] * len(ids) + [0] * pad], dtype=np.int64),
+            "token_type_ids": np.array([types + [0] * pad], dtype=np.int64),
         }
 
 
@@ -333,7 +378,7 @@ class ByteLevelBPE:
         self.ranks = {pair: i for i, pair in enumerate(merges)}
         self.add_prefix_space = bool((j.get("pre_tokenizer") or {}).get("add_prefix_space"))
         self.byte_char = _bytes_to_unicode()
-        self.specials = _specials(j, pad_token)
+        self.framing = _framing(j, pad_token)
         self.normalize = Normalizer(j.get("normalizer"))
 
     def split(self, text: str) -> list[str]:
@@ -393,8 +438,8 @@ class ByteLevelBPE:
             out.extend(self.vocab[p] for p in self.bpe(mapped))
         return out
 
-    def encode(self, text: str, seq_len: int) -> dict[str, np.ndarray]:
-        return _frame(self.ids(text), self.specials, seq_len)
+    def encode(self, text: str, seq_len: int, text_b: str | None = None) -> dict[str, np.ndarray]:
+        return self.framing(self.ids(text), None if text_b is None else self.ids(text_b), seq_len)
 
 
 class Unigram:
@@ -415,7 +460,7 @@ class Unigram:
         self.whitespace_split = any(p["type"] == "WhitespaceSplit" for p in pre)
         self.replacement = meta.get("replacement", "\u2581")
         self.prepend = meta.get("prepend_scheme", "always" if meta.get("add_prefix_space", True) else "never")
-        self.specials = _specials(j, pad_token)
+        self.framing = _framing(j, pad_token)
         self.normalize = Normalizer(j.get("normalizer"))
 
     def words(self, text: str) -> list[str]:
@@ -464,8 +509,8 @@ class Unigram:
     def ids(self, text: str) -> list[int]:
         return [i for w in self.words(self.normalize(text)) for i in self.segment(w)]
 
-    def encode(self, text: str, seq_len: int) -> dict[str, np.ndarray]:
-        return _frame(self.ids(text), self.specials, seq_len)
+    def encode(self, text: str, seq_len: int, text_b: str | None = None) -> dict[str, np.ndarray]:
+        return self.framing(self.ids(text), None if text_b is None else self.ids(text_b), seq_len)
 
 
 def _flatten(node: dict | None, key: str) -> list[dict]:
@@ -476,31 +521,41 @@ def _flatten(node: dict | None, key: str) -> list[dict]:
     return [node]
 
 
-def _specials(j: dict, pad_token: str) -> dict[str, int]:
-    """The ids around one sentence - the post-processor's first and last special token: <s> </s> for
-    RoBERTa and XLM-R, [CLS] [SEP] for DeBERTa - and the padding id (the card names the pad token)."""
+def _template(processor: dict, template: list[dict]) -> list[tuple]:
+    """A TemplateProcessing template as (id or "A"/"B", type id) items (a special token may be several ids)."""
+    out = []
+    for x in template:
+        if "Sequence" in x:
+            out.append((x["Sequence"]["id"], x["Sequence"]["type_id"]))
+        else:
+            special = x["SpecialToken"]
+            out += [(i, special["type_id"]) for i in processor["special_tokens"][special["id"]]["ids"]]
+    return out
+
+
+def _framing(j: dict, pad_token: str) -> Framing:
+    """The templates of tokenizer.json's post-processor: RobertaProcessing (RoBERTa, XLM-R:
+    <s> A </s></s> B </s>), BertProcessing, TemplateProcessing (DeBERTa-v2, ModernBERT: [CLS] A [SEP]
+    B [SEP]); without one, <s> A </s>. The padding id is the card's pad token's."""
     added = {t["content"]: t["id"] for t in j.get("added_tokens", [])}
     vocab = j["model"]["vocab"]
     index = vocab if isinstance(vocab, dict) else {piece: i for i, (piece, _) in enumerate(vocab)}
-    specials = {"cls": added.get("<s>", index.get("<s>")), "sep": added.get("</s>", index.get("</s>"))}
+    pad = added.get(pad_token, index.get(pad_token))
+    cls, sep = added.get("<s>", index.get("<s>")), added.get("</s>", index.get("</s>"))
+    single = [(cls, 0), ("A", 0), (sep, 0)]
+    pair = [(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)]
     for p in _flatten(j.get("post_processor"), "processors"):
-        if p["type"] in ("RobertaProcessing", "BertProcessing"):
-            specials = {"cls": p["cls"][1], "sep": p["sep"][1]}
+        if p["type"] == "RobertaProcessing":
+            cls, sep = p["cls"][1], p["sep"][1]
+            single = [(cls, 0), ("A", 0), (sep, 0)]
+            pair = [(cls, 0), ("A", 0), (sep, 0), (sep, 0), ("B", 0), (sep, 0)]
+        elif p["type"] == "BertProcessing":
+            cls, sep = p["cls"][1], p["sep"][1]
+            single = [(cls, 0), ("A", 0), (sep, 0)]
+            pair = [(cls, 0), ("A", 0), (sep, 0), ("B", 1), (sep, 1)]
         elif p["type"] == "TemplateProcessing":
-            names = [x["SpecialToken"]["id"] for x in p["single"] if "SpecialToken" in x]
-            specials = {k: p["special_tokens"][name]["ids"][0] for k, name in (("cls", names[0]), ("sep", names[-1]))}
-    return {**specials, "pad": added.get(pad_token, index.get(pad_token))}
-
-
-def _frame(ids: list[int], specials: dict[str, int], seq_len: int) -> dict[str, np.ndarray]:
-    """cls ids sep, padded (the single-sentence template of RoBERTa, XLM-R and DeBERTa)."""
-    ids = [specials["cls"], *ids[: seq_len - 2], specials["sep"]]
-    pad = seq_len - len(ids)
-    return {
-        "input_ids": np.array([ids + [specials["pad"]] * pad], dtype=np.int64),
-        "attention_mask": np.array([[1] * len(ids) + [0] * pad], dtype=np.int64),
-        "token_type_ids": np.zeros((1, seq_len), dtype=np.int64),
-    }
+            single, pair = _template(p, p["single"]), _template(p, p["pair"])
+    return Framing(single, pair, pad)
 
 
 class Model:
@@ -549,8 +604,8 @@ def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:
     return card, tokenizer, Model(os.path.join(directory, card["model"]["file"]))
 
 
-def classify(card: dict, wordpiece: WordPiece, model: Model, text: str) -> dict:
-    feeds = wordpiece.encode(text, card["max_sequence_length"])
+def classify(card: dict, tokenizer, model: Model, text: str, text_b: str | None = None) -> dict:
+    feeds = tokenizer.encode(text, card["max_sequence_length"], text_b)
     z = model.logits(feeds).astype(np.float64)
     p = np.exp(z - z.max())
     p /= p.sum()
@@ -558,21 +613,40 @@ def classify(card: dict, wordpiece: WordPiece, model: Model, text: str) -> dict:
     return {"label": card["labels"][k], "index": k, "score": float(p[k])}
 
 
+def pair_task(card: dict) -> bool:
+    return card.get("task", {}).get("inputs") == "text_pair"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("bundle")
     ap.add_argument("text", nargs="?")
-    ap.add_argument("--texts", help="file with one text per line; prints one JSON line per text")
+    ap.add_argument("text_b", nargs="?", help="the second text, for a pair model")
+    ap.add_argument(
+        "--texts", help="file with one text per line (pairs: the two texts separated by a tab); prints JSON lines"
+    )
     args = ap.parse_args(argv)
-    card, wordpiece, model = load_bundle(args.bundle)
+    card, tokenizer, model = load_bundle(args.bundle)
+    pairs = pair_task(card)
     if args.texts:
         with open(args.texts, encoding="utf-8") as f:
-            for line in f:
-                print(json.dumps(classify(card, wordpiece, model, line.rstrip("\n"))))
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\n")
+                if pairs:
+                    if "\t" not in line:
+                        raise SystemExit(
+                            f"app_check: {args.texts} line {n} has no tab; a pair model takes TEXT<tab>TEXT_B"
+                        )
+                    a, b = line.split("\t", 1)
+                    print(json.dumps(classify(card, tokenizer, model, a, b)))
+                else:
+                    print(json.dumps(classify(card, tokenizer, model, line)))
     elif args.text is not None:
-        print(json.dumps(classify(card, wordpiece, model, args.text)))
+        if pairs and args.text_b is None:
+            ap.error("this bundle's model takes a pair of texts: give TEXT TEXT_B")
+        print(json.dumps(classify(card, tokenizer, model, args.text, args.text_b if pairs else None)))
     else:
-        ap.error("give a text or --texts FILE")
+        ap.error("give a text (a pair: two texts) or --texts FILE")
     return 0
 
 

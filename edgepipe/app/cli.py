@@ -84,6 +84,13 @@ def compress_and_export_cmd(
     data: Annotated[
         Path | None, typer.Option(help="CSV/JSONL with text,label columns (default: built-in Rotten Tomatoes)")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="sequence_classification or pair_classification (default auto: the teacher's head, "
+            "else the data's columns: text_a,text_b,label = pairs)"
+        ),
+    ] = None,
     unlabeled: Annotated[
         Path | None,
         typer.Option(
@@ -139,6 +146,7 @@ def compress_and_export_cmd(
             [
                 ("teacher.path", teacher),
                 ("data.path", data),
+                ("task", task),
                 ("data.unlabeled", unlabeled),
                 ("teacher.require_beat_baseline", False if allow_weak_teacher else None),
                 ("threads", train_threads),

@@ -28,7 +28,7 @@ from edgepipe.devices.pool import DevicePool
 from edgepipe.errors import BaselineError, BudgetError
 from edgepipe.export import bundle, onnx, ort_format, tflite, tflite_metadata
 from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
-from edgepipe.model.load import Tokenizer, teacher_source
+from edgepipe.model.load import Tokenizer, head_task, teacher_source
 from edgepipe.model.task_model import TaskModel
 from edgepipe.pipeline import augment, baseline, distill, evaluate, prune, quantize, search, teacher
 from edgepipe.pipeline import data as data_stage
@@ -323,9 +323,10 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         stages = run.stages
         run.record_config(cfg)
 
-        dataset, run.manifest.dataset = data_stage.load_dataset(cfg.data)
+        source = teacher_source(cfg.teacher.path)
+        dataset, run.manifest.dataset = data_stage.load_dataset(cfg.data, cfg.task, head_task(source))
         cfg = run.fit_to_data(cfg, dataset)
-        tokenizer = Tokenizer.load(teacher_source(cfg.teacher.path))
+        tokenizer = Tokenizer.load(source)
         tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
         run.save()
 

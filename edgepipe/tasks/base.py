@@ -31,6 +31,14 @@ class Task(ABC):
     # the app-side API that reads it and tokenizes for the app
     task_library: str | None = None
     app_api: str | None = None
+    # why no Task Library / MediaPipe API can run this task's models (said in the TFLite bundle) when none can
+    task_library_gap: str | None = None
+    # what one example is: "text" (one text per row) or "text_pair" (two texts in one input, as
+    # the tokenizer's pair template frames them: [CLS] a [SEP] b [SEP], <s> a </s></s> b </s>, ...)
+    inputs: str = "text"
+    # the data columns that make a file this task's when `task: auto` (besides the text column);
+    # the first task (in TASKS order) whose columns all exist wins
+    signature_columns: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

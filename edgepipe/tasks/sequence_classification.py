@@ -71,6 +71,7 @@ class SequenceClassification(Task):
     def card(self, labels: list[str]) -> dict[str, Any]:
         return {
             "name": self.name,
+            "inputs": "text",
             "output": "logits",
             "postprocess": "softmax; the label is labels[argmax]",
             "labels": labels,

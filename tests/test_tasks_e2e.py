@@ -1,0 +1,101 @@
+"""Each task besides sequence classification end to end on a tiny BERT: the task named through the
+manifest and the bundle, int8 within its budget in the task's metric, the bundle's own app code
+(torch/transformers blocked) giving the runtime's answers, and the task's metric measured on an
+emulated remote device equal to the host's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, TASK_RUNS, android_of, app_check_answers, arm_device, arm_of
+from edgepipe.tasks import DEFAULT, TASKS
+
+pytestmark = pytest.mark.e2e
+
+# the remote runner each task's run is measured on (the transports are the same code; what differs is the
+# labels file and the metric the runner computes); BERT's segment ids make pairs the arm board's
+REMOTE_RUNNER = {"pair_classification": "arm"}
+
+
+def test_every_task_runs_end_to_end():
+    assert set(TASK_RUNS) | {DEFAULT} == set(TASKS), "add the task's data and settings to conftest.TASK_RUNS"
+    assert set(REMOTE_RUNNER) == set(TASK_RUNS), "name the remote runner of each task"
+
+
+def _test_examples(out: Path) -> list:
+    from edgepipe.config import build_config, load_yaml
+    from edgepipe.pipeline.data import load_dataset
+
+    cfg = build_config(load_yaml(out / "config.yaml"))
+    return load_dataset(cfg.data, cfg.task)[0].texts["test"]
+
+
+@pytest.mark.parametrize("task", sorted(TASK_RUNS))
+def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
+    out, _ = task_runs(task)
+    m = json.loads((out / "manifest.json").read_text())
+    t = TASKS[task]
+    assert m["task"] == {"name": task, "metric": t.metric} and m["dataset"]["task"] == task
+    models = m["models"]
+    assert {models[r]["task"] for r in models} == {task}
+    assert models["pruned"]["params"] < models["student"]["params"] < models["teacher"]["params"]
+    arts = models["pruned"]["artifacts"]
+    for name in ("onnx_int8", "tflite_int8", "ort"):
+        assert arts[name][f"test_{t.metric}"] >= models["pruned"][t.metric] - 0.05, name
+    assert arts["onnx_int8"]["budget_met"]
+    assert models["pruned"][t.metric] > m["baseline"]["metric"] + 0.2  # it learned the task
+    examples = _test_examples(out)[:60]
+    if t.inputs == "text_pair":
+        assert all(isinstance(e, tuple) and len(e) == 2 for e in examples)
+    for target in ("tflite", "ort"):
+        bundle = tmp_path / target
+        shutil.copytree(out / m["bundles"][target]["path"], bundle)
+        card = json.loads((bundle / "model_card.json").read_text())
+        assert card["task"]["name"] == task and card["task"]["inputs"] == t.inputs
+        if target == "tflite" and t.task_library_gap:  # no app API reads this task's models: said, not hidden
+            assert t.task_library_gap in card["model"]["task_library_metadata_missing"]
+            assert "task_library_metadata" not in card["model"]
+        answers = app_check_answers(bundle, examples, tmp_path / f"{target}-texts.txt")
+        from edgepipe.runtimes import open_model
+        from edgepipe.tokenized import TokenizedSplit
+
+        arrays = {
+            k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:60]
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        }
+        ref = open_model(bundle / card["model"]["file"]).predict(TokenizedSplit(**arrays))
+        assert [a["index"] for a in answers] == ref.argmax(1).tolist()
+
+
+@pytest.mark.parametrize("task", sorted(TASK_RUNS))
+def test_each_task_measures_the_same_metric_on_a_remote_runner(task_runs, task, sshd, phone, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(task_runs(task)[0], out, ignore=shutil.ignore_patterns("run.lock"))
+    if REMOTE_RUNNER[task] == "arm":
+        _, endpoint = sshd
+        device, reach, prefix = arm_device(endpoint), arm_of(endpoint), "arm:"
+    else:
+        server, phone_device, home = phone
+        device, reach, prefix = f"android:{phone_device.serial}", android_of(server, home), "android:"
+    args = ["bench", str(out), "--device", device, "--runs", "3", "--warmup", "1"]
+    proc = subprocess.run(
+        [str(BIN / "edgepipe"), *args, "--artifacts", "onnx_int8,tflite_int8", *reach],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    metric = TASKS[task].metric
+    by = {(b["device"].startswith(prefix), b["artifact"]): b for b in m["benchmarks"]}
+    for name in ("onnx_int8", "tflite_int8"):
+        remote, x86 = by[(True, name)], by[(False, name)]
+        assert remote["metric"] == metric and remote["metric_value"] == x86["metric_value"], name
+        assert remote["metric_value"] == m["models"]["pruned"]["artifacts"][name][f"test_{metric}"], name
+        assert remote["device_info"]["emulated"] == "qemu-user"
