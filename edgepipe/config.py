@@ -29,7 +29,8 @@ class DataConfig(_Section):
     )
     text_column: str = Field("text", description="the text; for pairs the first text (text_a when there is no `text`)")
     text_b_column: str = Field("text_b", description="the second text of a pair (task pair_classification)")
-    label_column: str = "label"
+    label_column: str = Field("label", description="the label; multi-label data: `labels` when there is no `label`")
+    label_separator: str = Field("|", min_length=1, description="between the labels of one multi-label cell")
     split_column: str | None = Field(
         None, description="column with train/val/test per row; None = seeded split, stratified by label"
     )

@@ -210,6 +210,7 @@ def write_bundle(
     arch: Architecture,
     extra_files: tuple[Path, ...] = (),
     tflite_metadata: bool = False,
+    calibration: dict[str, Any] | None = None,
 ) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     token_card = arch.tokenizer_card(tokenizer.hf, tokenizer.directory)
@@ -255,7 +256,7 @@ def write_bundle(
         "outputs": outputs,
         "max_sequence_length": seq_len,
         "tokenizer": token_card,
-        "task": task.card(labels),
+        "task": task.card(labels, calibration),
         "labels": labels,
     }
     write_json_atomic(directory / "model_card.json", card)
@@ -320,12 +321,15 @@ def run(
     arch: Architecture,
     edgepipe_version: str,
     app_check_sha256: str,
+    calibration: dict[str, Any] | None = None,
 ) -> Result:
     """The stage: `bundles/TARGET/` for the shipped role's artifact."""
     directory, model_file = ctx.path(f"bundles/{target}"), ctx.path(artifact.path)
     extra = (model_file.with_suffix(".required_operators.config"),) if target == "ort" else ()
     facts = {"precision": "int8", f"test_{task.metric}": artifact.get(f"test_{task.metric}"), "source_model": role}
-    files = write_bundle(directory, model_file, tokenizer, labels, seq_len, facts, task, arch, extra, tflite_metadata)
+    files = write_bundle(
+        directory, model_file, tokenizer, labels, seq_len, facts, task, arch, extra, tflite_metadata, calibration
+    )
     return {"path": ctx.rel(directory), "files": sorted(f.name for f in files)}, files
 
 

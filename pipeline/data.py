@@ -78,7 +78,9 @@ class Dataset:
         out = {}
         texts = dict(self.texts) | ({"extra": self.extra} if self.extra else {})
         labels = dict(self.label_ids) | (
-            {"extra": np.full(len(self.extra), UNLABELED, dtype=np.int64)} if self.extra else {}
+            {"extra": np.full((len(self.extra), *self.label_ids["train"].shape[1:]), UNLABELED, dtype=np.int64)}
+            if self.extra
+            else {}
         )
         for split in texts:
             rows = texts[split]
@@ -253,6 +255,31 @@ def _label_names(raw: list[Any]) -> tuple[list[str], list[int]]:
     names = sorted(set(as_str))
     index = {n: i for i, n in enumerate(names)}
     return names, [index[s] for s in as_str]
+
+
+def _label_sets(raw: list[str], separator: str, path: Path, task: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Multi-label cells ("news|sport") -> label names, a multi-hot matrix [rows, labels] and each row's
+    rarest label (the stratum its split is drawn by, so rare labels reach val and test)."""
+    sets = [sorted({x.strip() for x in cell.split(separator) if x.strip()}) for cell in raw]
+    names, flat_ids = _label_names([x for row in sets for x in row])
+    if len(names) < 2:
+        raise DataError(f"data file {path} has a single label ({names[0]!r}) in every row; {task} needs at least two")
+    if all(len(row) <= 1 for row in sets):
+        raise DataError(
+            f"data file {path} has one label per row, none with several ({separator!r}-separated); that is "
+            "sequence classification: pass --task sequence_classification (or set data.label_separator)"
+        )
+    targets = np.zeros((len(sets), len(names)), dtype=np.int64)
+    it = iter(flat_ids)
+    for r, row in enumerate(sets):
+        for _ in row:
+            targets[r, next(it)] = 1
+    frequency = targets.sum(axis=0)
+    strata = np.asarray(
+        [int(np.flatnonzero(row)[np.argmin(frequency[row > 0])]) if row.any() else 0 for row in targets],
+        dtype=np.int64,
+    )
+    return names, targets, strata
 
 
 def _split_sizes(n: int, cfg: DataConfig) -> tuple[int, int, str | None]:
@@ -527,6 +554,8 @@ def load_dataset(
         raise DataError(f"data file {path} has a header but no rows; add labelled examples")
     resolved = tasks.resolve(task, table.columns if cfg.path is not None else (), teacher_task)
     text_col, text_b_col = _task_columns(cfg, resolved, table, path, text_col)
+    if resolved.label_kind == "set" and label_col == "label" and "label" not in table.columns:
+        label_col = "labels"  # the multi-label data format's column name
     missing_cols = [c for c in (text_col, label_col, split_col) if c and c not in table.columns]
     if missing_cols:
         raise DataError(
@@ -541,32 +570,41 @@ def load_dataset(
         raise DataError(
             f"data file {path} has no rows with both text and label (dropped: {dropped}); check the columns' contents"
         )
-    labels, ids = _label_names(cleaned.labels)
-    if len(labels) < 2:
-        raise DataError(f"data file {path} has a single class ({labels[0]!r}); a classifier needs at least two labels")
-    ids_arr = np.asarray(ids, dtype=np.int64)
+    if resolved.label_kind == "set":
+        labels, targets, strata = _label_sets(cleaned.labels, cfg.label_separator, path, resolved.name)
+    else:
+        labels, ids = _label_names(cleaned.labels)
+        if len(labels) < 2:
+            raise DataError(
+                f"data file {path} has a single class ({labels[0]!r}); a classifier needs at least two labels"
+            )
+        targets = strata = np.asarray(ids, dtype=np.int64)
 
     note = None
     if split_col:
         order = _given_split(cleaned, split_col, path)
     else:
-        order, note = _stratified_split(ids_arr, len(labels), cfg)
+        order, note = _stratified_split(strata, len(labels), cfg)
     if cfg.train_limit is not None:
-        order["train"] = _take_per_class(order["train"], ids_arr, len(labels), cfg.train_limit)
+        order["train"] = _take_per_class(order["train"], strata, len(labels), cfg.train_limit)
 
     dataset = Dataset(
         name=name,
         sha256=sha256_file(path),
         labels=labels,
         texts={s: [cleaned.texts[i] for i in order[s]] for s in SPLITS},
-        label_ids={s: ids_arr[order[s]] for s in SPLITS},
+        label_ids={s: targets[order[s]] for s in SPLITS},
         task=resolved.name,
     )
-    splits = {
-        s: {"n": len(order[s]), "label_counts": np.bincount(dataset.label_ids[s], minlength=len(labels)).tolist()}
-        for s in SPLITS
-    }
-    counts = np.bincount(ids_arr, minlength=len(labels)).tolist()
+
+    def label_counts(rows: np.ndarray) -> list[int]:
+        """Examples per label (a text with several labels counts for each)."""
+        if rows.ndim == 2:
+            return rows.sum(axis=0).astype(int).tolist()
+        return np.bincount(rows, minlength=len(labels)).tolist()
+
+    splits = {s: {"n": len(order[s]), "label_counts": label_counts(dataset.label_ids[s])} for s in SPLITS}
+    counts = label_counts(targets)
     case_groups = _case_variants(labels)
     missing = _missing_from_splits(labels, splits)
     notes = _notes(table, cleaned, case_groups, missing)

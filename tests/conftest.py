@@ -216,6 +216,37 @@ def write_pair_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
     return path
 
 
+TOPICS = {
+    "food": ["pasta", "soup", "bread", "cheese", "curry"],
+    "music": ["guitar", "piano", "concert", "song", "drums"],
+    "sport": ["football", "tennis", "marathon", "hockey", "cycling"],
+    "travel": ["airport", "train", "hotel", "passport", "beach"],
+}
+
+
+def write_multi_label_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
+    """Synthetic `text,labels` rows: each text mentions one to three topics by a word of each, and its
+    labels are those topics, `|`-separated. Learnable in a few steps; a test fixture, not a benchmark."""
+    rng = random.Random(seed)
+    names = sorted(TOPICS)
+    rows = []
+    for _ in range(n):
+        topics = sorted(rng.sample(names, rng.choice([1, 2, 2, 3])))
+        words = [rng.choice(TOPICS[t]) for t in topics]
+        rng.shuffle(words)
+        rows.append(
+            {
+                "text": f"{rng.choice(FILLER)} with {' and '.join(words)} {rng.randint(0, 10**6)}",
+                "labels": "|".join(topics),
+            }
+        )
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["text", "labels"])
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def train_tiny_classifier(directory: Path, *, seed: int, n: int, held_out: int, seq_len: int):
     """A 2-layer BERT fine-tuned for 40 steps on the sentiment CSV: small, real, accurate."""
     import torch
@@ -372,6 +403,7 @@ TASK_RUNS: dict[str, tuple[Any, list[str]]] = {
         write_pair_csv,
         ["--set", "teacher.max_steps=150", "--set", "distill.max_steps=60", "--task", "pair_classification"],
     ),
+    "multi_label": (write_multi_label_csv, ["--set", "teacher.max_steps=300", "--set", "distill.max_steps=120"]),
 }
 
 

@@ -239,6 +239,20 @@ CASES = [
         "holds single texts, but task pair_classification's examples are pairs",
         3,
     ),
+    (
+        "multi-label-with-one-label-per-row",
+        {"d.csv": "text,labels\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(40))},
+        ["--data", "{d}/d.csv"],
+        "has one label per row, none with several ('|'-separated); that is sequence classification",
+        3,
+    ),
+    (
+        "multi-label-with-one-label-in-all-rows",
+        {"d.csv": "text,labels\n" + "".join(f"text {i},a|a\n" for i in range(40))},
+        ["--data", "{d}/d.csv"],
+        "has a single label ('a') in every row; multi_label needs at least two",
+        3,
+    ),
     ("out-is-a-file", {"o": "x"}, ["--out", "{d}/o"], "is a file, not a directory", 7),
     ("out-unwritable", {}, ["--out", "/sys/edgepipe-run"], "is not writable", 7),
 ]

@@ -416,3 +416,26 @@ def test_pairs_are_read_deduplicated_and_framed_with_segment_ids(tmp_path):
     ids, types = split.input_ids[0].tolist(), split.token_type_ids[0].tolist()
     first_sep = ids.index(sep)
     assert set(types[: first_sep + 1]) == {0} and types[first_sep + 1] == 1 and ids.count(sep) == 2
+
+
+def test_multi_label_cells_become_a_multi_hot_matrix_split_by_the_rarest_label(tmp_path):
+    """text,labels with `|` (spaces and repeats tolerated): auto-detected as multi-label; every split holds
+    the rare label (drawn by each row's rarest label); counts count a text once per label."""
+    rows = ["text,labels"]
+    for i in range(90):
+        cell = ["news|sport", "news", " sport | news |news", "weather|news"][i % 4] if i % 15 else "rare|news"
+        rows.append(f"text {i},{cell}")
+    path = tmp_path / "ml.csv"
+    path.write_text("\n".join(rows) + "\n")
+    ds, report = load_dataset(DataConfig(path=path, val_size=12, test_size=18))
+    assert ds.task == "multi_label" and report["labels"] == ["news", "rare", "sport", "weather"]
+    assert ds.label_ids["train"].shape[1] == 4 and set(np.unique(ds.label_ids["train"])) == {0, 1}
+    assert report["label_counts"] == [90, 6, 42, 20]  # news in every row; rows 0, 15, ...: rare; i % 4 == 3: weather
+    for split in ("train", "val", "test"):
+        assert report["splits"][split]["label_counts"][1] >= 1, split  # the rare label reaches every split
+    i = ds.texts["train"].index("text 2")
+    assert ds.label_ids["train"][i].tolist() == [1, 0, 1, 0]  # " sport | news |news"
+    ds.extra = ["an extra text"]
+    tokens = ds.tokenize(load_tokenizer(teacher_source(None)), 16)
+    assert tokens.transfer.labels.shape == (len(ds.texts["train"]) + 1, 4)
+    assert (tokens.transfer.labels[-1] == -1).all()  # UNLABELED in every slot: the KD term only

@@ -31,6 +31,20 @@ CASES = {
 }
 # a pair is framed into one input by the tokenizer; from the logits on, it is sequence classification
 CASES["pair_classification"] = CASES["sequence_classification"]
+CASES["multi_label"] = {
+    # 3 labels; a label is on where its output > 0: decisions 101, 010, 110, 001 vs labels 101, 010, 100, 000
+    "outputs": np.array([[1, -1, 2], [-1, 1, -1], [1, 1, -1], [-2, -1, 1]], dtype=np.float32),
+    "reference": np.array([[1, -1, 1], [-1, 1, -1], [1, -1, -1], [-1, -1, -1]], dtype=np.float32),
+    "labels": np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 0]]),
+    # TP 4, FP 2 (row 3's label 1, row 4's label 2), FN 0: micro-F1 = 8 / 10; the reference decides exactly
+    "metric": 0.8,
+    "reference_metric": 1.0,
+    "agreement": 10 / 12,  # 12 decisions, the same 2 differ
+    # train frequencies label 0: 3, label 2: 2, label 1: 1. Every text gets the top k: k=1 TP 2 FP 2 FN 2 -> 0.5;
+    # k=2 TP 3 FP 5 FN 1 -> 0.5; k=3 TP 4 FP 8 -> 0.5: a tie, the smallest k
+    "train_labels": np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0], [0, 0, 1]]),
+    "baseline": {"metric": 0.5, "k": 1},
+}
 
 
 def test_every_task_is_tested():
@@ -82,7 +96,7 @@ def test_a_seeded_head_is_reproducible_and_the_card_names_the_output(name):
 def test_an_unknown_task_is_a_config_error():
     from edgepipe.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows pair_classification, sequence"):
+    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows multi_label, pair_classification"):
         get("ranking")
 
 
@@ -94,6 +108,7 @@ def test_an_unknown_task_is_a_config_error():
         # a ...ForSequenceClassification checkpoint does not say whether it read pairs: the columns do
         ("auto", ["text_a", "text_b", "label"], "sequence_classification", "pair_classification"),
         ("auto", ["text", "label"], "pair_classification", "pair_classification"),  # an edgepipe-saved pair model
+        ("auto", ["text", "labels"], None, "multi_label"),
         ("sequence_classification", ["text_a", "text_b", "label"], None, "sequence_classification"),
     ],
 )
@@ -106,3 +121,35 @@ def test_the_task_is_the_one_asked_for_else_the_teachers_else_the_datas(requeste
 def test_the_card_says_how_many_texts_go_in():
     assert get("sequence_classification").card(["a", "b"])["inputs"] == "text"
     assert get("pair_classification").card(["a", "b"])["inputs"] == "text_pair"
+
+
+def test_multi_label_macro_f1_and_exact_match_are_hand_computed():
+    case = CASES["multi_label"]
+    got = get("multi_label").scores(case["outputs"], case["labels"])
+    # per label F1: label 0 TP 2 -> 1; label 1 TP 1 FP 1 -> 2/3; label 2 TP 1 FP 1 -> 2/3; rows 1 and 2 exact
+    assert got == pytest.approx({"micro_f1": 0.8, "macro_f1": (1 + 2 / 3 + 2 / 3) / 3, "exact_match": 0.5})
+
+
+def test_multi_label_thresholds_are_tuned_per_label_and_folded_into_the_bias():
+    """Outputs shifted per label away from 0: the tuned cut of each label separates its positives (F1 1),
+    and after the fold the model's own outputs decide right at 0."""
+    from torch import nn
+
+    from edgepipe.tasks.multi_label import best_thresholds
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(200, 3))
+    shift = np.array([2.0, -1.5, 0.7], dtype=np.float32)
+    outputs = (labels * 2 - 1).astype(np.float32) * rng.uniform(0.2, 1.0, size=(200, 3)) + shift
+    task = get("multi_label")
+    assert task.score(outputs, labels) < 0.9  # untuned, the shifted labels are wrong
+    cuts = best_thresholds(outputs, labels)
+    assert task.score(outputs - cuts, labels) == 1.0 == task.tuned_score(outputs, labels)
+    model = nn.Module()
+    model.head = nn.Linear(4, 3)
+    before = model.head.bias.detach().clone()
+    record = task.calibrate(model, outputs, labels)
+    assert torch.allclose(model.head.bias, before - torch.from_numpy(cuts))
+    assert record["threshold_logits"] == pytest.approx(cuts.tolist())
+    assert record["thresholds"] == pytest.approx((1 / (1 + np.exp(-cuts))).tolist())
+    assert task.card(["a", "b", "c"], record)["thresholds"] == dict(zip("abc", record["thresholds"]))

@@ -607,6 +607,10 @@ def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:
 def classify(card: dict, tokenizer, model: Model, text: str, text_b: str | None = None) -> dict:
     feeds = tokenizer.encode(text, card["max_sequence_length"], text_b)
     z = model.logits(feeds).astype(np.float64)
+    if card.get("task", {}).get("name") == "multi_label":  # every label whose output is above 0
+        p = 1 / (1 + np.exp(-z))
+        on = [int(k) for k in np.flatnonzero(z > 0)]
+        return {"labels": [card["labels"][k] for k in on], "indices": on, "scores": [float(p[k]) for k in on]}
     p = np.exp(z - z.max())
     p /= p.sum()
     k = int(p.argmax())

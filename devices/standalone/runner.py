@@ -9,7 +9,7 @@ Copy it to the device beside the model and the eval inputs, then:
     python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
 
 `eval/` holds input_ids.npy, attention_mask.npy, token_type_ids.npy (int64, [N, L]) and
-labels.npy ([N]). Latency runs use batch B of real examples padded to --seq-len (default:
+labels.npy ([N]; multi-label [N, labels] of 0/1). Latency runs use batch B of real examples padded to --seq-len (default:
 a TFLite model's fixed length, else L); the metric pass (--metric, the task's) runs every
 example. Flags and statistics follow TFLite's benchmark_model.
 """
@@ -36,8 +36,23 @@ def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float((outputs.argmax(axis=-1) == labels).mean())
 
 
+def _micro_f1(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-label: a label is on where its output is above 0 (the tuned thresholds are in the model)."""
+    decisions, truth = outputs > 0, labels > 0.5
+    tp = (decisions & truth).sum()
+    wrong = (decisions != truth).sum()
+    return float(2 * tp / max(1, 2 * tp + wrong))
+
+
 # The tasks' metrics by name, as edgepipe's tasks name them (edgepipe/tasks/: `Task.metric`).
-METRICS = {"accuracy": _accuracy}
+METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1}
+
+
+def predictions(outputs: np.ndarray, metric: str) -> list:
+    """Per example: the predicted class, or (multi-label) the indices of the labels that are on."""
+    if metric == "micro_f1":
+        return [np.flatnonzero(row > 0).tolist() for row in outputs]
+    return outputs.argmax(axis=-1).tolist()
 
 
 @dataclass
@@ -265,10 +280,10 @@ def model_outputs(model, arrays, n: int, batch: int = 32) -> np.ndarray:
 def measure_metric(
     model, arrays, labels, metric: str = "accuracy", limit: int | None = None
 ) -> tuple[float, int, list[int]]:
-    """(the task's metric, examples evaluated, predicted classes)."""
+    """(the task's metric, examples evaluated, predictions)."""
     n = len(labels) if limit is None else min(limit, len(labels))
     outputs = model_outputs(model, arrays, n)
-    return METRICS[metric](outputs, labels[:n]), n, outputs.argmax(axis=-1).tolist()
+    return METRICS[metric](outputs, labels[:n]), n, predictions(outputs, metric)
 
 
 def measure_accuracy(model, arrays, labels, batch: int = 32, limit: int | None = None) -> tuple[float, int, list[int]]:

@@ -389,10 +389,13 @@ def baseline_summary(m: Manifest) -> str | None:
     if not b:
         return None
     metric, t = m.metric, b.get("teacher", {})
-    text = (
-        f"Without a model: always '{_label(m, b.get('majority_label_id'))}' (majority) scores {b['majority'] * 100:.1f}% test {metric}, "
-        f"guessing at the training label frequencies (stratified) {b['stratified'] * 100:.1f}%."
-    )
+    if "majority" in b:  # one label per text
+        text = (
+            f"Without a model: always '{_label(m, b.get('majority_label_id'))}' (majority) scores {b['majority'] * 100:.1f}% test {metric}, "
+            f"guessing at the training label frequencies (stratified) {b['stratified'] * 100:.1f}%."
+        )
+    else:  # the task's own baseline (multi-label: the same k most frequent labels for every text)
+        text = f"Without a model: {b['name']} scores {b['metric'] * 100:.1f}% test {metric}."
     if t:
         p = f", binomial p = {t['p_value']:.2g}" if "p_value" in t else ""
         verdict = "clearly better" if t.get("beats") else "NOT clearly better"

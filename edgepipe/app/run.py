@@ -290,6 +290,7 @@ class Run(RunRecord):
                     arch=ship.model.arch,
                     edgepipe_version=edgepipe.__version__,
                     app_check_sha256=bundle.app_check_sha256(),
+                    **({"calibration": ship.model.calibration} if ship.model.calibration else {}),
                 ).result
         self.manifest.bundles = bundles
         self.save()

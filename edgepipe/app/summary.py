@@ -20,14 +20,17 @@ def _pct(v: float | None) -> str:
     return f"{v * 100:.1f}%" if v is not None else "-"
 
 
-def check_cell(art: Artifact, agreement: str = "argmax_agreement") -> str:
+def check_cell(art: Artifact) -> str:
     """An artifact's export check: parity against PyTorch (fp32), else its agreement with its source
-    (int8 with fp32; the ORT-format model with its ONNX)."""
+    (int8 with fp32; the ORT-format model with its ONNX) under the task's name for it
+    (`argmax_agreement`, `label_agreement`, ...)."""
     if art.get("parity_max_abs") is not None:
         return f"{art.get('parity_max_abs'):.1e}"
-    for key in (agreement, f"{agreement}_vs_onnx"):
-        if art.get(key) is not None:
-            return f"{art.get(key) * 100:.1f}%"
+    extra = art.model_extra or {}
+    for suffix in ("_agreement", "_agreement_vs_onnx"):
+        key = next((k for k in extra if k.endswith(suffix) and extra[k] is not None), None)
+        if key is not None:
+            return f"{extra[key] * 100:.1f}%"
     return "-"
 
 

@@ -52,6 +52,8 @@ class TaskModel(nn.Module):
         self.dropout = nn.Dropout(arch.dropout(encoder.config))
         self.head = self._head(head_seed)
         self.key: str | None = None
+        # decision settings tuned on validation and folded into the head (Task.calibrate); saved with the model
+        self.calibration: dict[str, Any] | None = None
 
     def _head(self, seed: int | None) -> nn.Module:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -84,6 +86,7 @@ class TaskModel(nn.Module):
         """A fresh head for these labels (seeded: reproducible init)."""
         self.labels = list(labels)
         self.head = self._head(seed)
+        self.calibration = None
         return self
 
     def num_params(self) -> int:
@@ -141,6 +144,7 @@ def save_model(
         "pooling": model.pooling,
         "encoder_config": config,
         "shape": surgery.shape_of(model.arch, model.encoder),
+        **({"calibration": model.calibration} if model.calibration else {}),
     } | (extra or {})
     write_json_atomic(directory / "edgepipe.json", meta)
     files = [weights, directory / "edgepipe.json"]
@@ -201,4 +205,5 @@ def load_model(directory: Path, key: str | None = None) -> TaskModel:
     except RuntimeError as e:
         raise ModelError(f"weights in {directory} do not match its edgepipe.json ({str(e).splitlines()[0]})") from None
     model.key = key
+    model.calibration = meta.get("calibration")
     return model

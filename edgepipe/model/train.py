@@ -172,6 +172,7 @@ def fit(
     model.eval()
     if best is not None and best[1] != len(losses):
         model.load_state_dict(best[2])
+    calibration = validate.finish(model) if isinstance(validate, Validation) else None
     tail = losses[-max(1, len(losses) // 10) :]
     report = {
         "steps": len(losses),
@@ -190,6 +191,8 @@ def fit(
         }
         if len(losses) < steps:
             report["stopped_early"] = f"no better validation for {settings.patience} evaluations"
+    if calibration is not None:
+        report["calibration"] = calibration
     return report
 
 
@@ -235,12 +238,24 @@ def schedule(section, lr: float, batch_size: int, **overrides) -> TrainSettings:
     return TrainSettings(lr=lr, batch_size=batch_size, **(fields | overrides))
 
 
-def validation(val: TokenizedSplit, examples: int) -> Validate:
+class Validation:
     """The task metric of a model on the first `examples` of the validation split (the split is
-    stratified, so its head keeps the label mix); what `fit` keeps the best checkpoint by."""
-    subset = val.head(examples)
+    stratified, so its head keeps the label mix); what `fit` keeps the best checkpoint by. With
+    decision settings to tune (multi-label thresholds), each check scores them tuned, and `finish`
+    folds the tuned ones into the kept checkpoint (Task.calibrate)."""
 
-    def validate(model: nn.Module) -> float:
-        return model.task.score(predict(model, subset), subset.labels)
+    def __init__(self, val: TokenizedSplit, examples: int):
+        self.subset = val.head(examples)
 
-    return validate
+    def __call__(self, model: nn.Module) -> float:
+        return model.task.tuned_score(predict(model, self.subset), self.subset.labels)
+
+    def finish(self, model: nn.Module) -> dict | None:
+        record = model.task.calibrate(model, predict(model, self.subset), self.subset.labels)
+        if record is not None:
+            model.calibration = record
+        return record
+
+
+def validation(val: TokenizedSplit, examples: int) -> Validation:
+    return Validation(val, examples)

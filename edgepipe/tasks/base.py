@@ -36,6 +36,8 @@ class Task(ABC):
     # what one example is: "text" (one text per row) or "text_pair" (two texts in one input, as
     # the tokenizer's pair template frames them: [CLS] a [SEP] b [SEP], <s> a </s></s> b </s>, ...)
     inputs: str = "text"
+    # what a row's label cell holds: "one" label, or a "set" of labels (`data.label_separator`-separated)
+    label_kind: str = "one"
     # the data columns that make a file this task's when `task: auto` (besides the text column);
     # the first task (in TASKS order) whose columns all exist wins
     signature_columns: tuple[str, ...] = ()
@@ -86,6 +88,17 @@ class Task(ABC):
     def score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
         return self.scores(outputs, labels)[self.metric]
 
+    def tuned_score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        """The metric once the task's decision settings are tuned on these outputs (what training keeps
+        its best checkpoint by); the metric itself for tasks with nothing to tune."""
+        return self.score(outputs, labels)
+
+    def calibrate(self, model: nn.Module, outputs: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
+        """Tune the decision settings on validation outputs and fold them into the model (so every
+        runtime, the device runner and the app decide alike from the raw outputs); returns what was
+        tuned (kept as `model.calibration`), None for tasks with nothing to tune."""
+        return None
+
     def compare(
         self, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray, split: str = "test"
     ) -> dict[str, Any]:
@@ -98,7 +111,7 @@ class Task(ABC):
         }
 
     @abstractmethod
-    def card(self, labels: list[str]) -> dict[str, Any]:
+    def card(self, labels: list[str], calibration: dict[str, Any] | None = None) -> dict[str, Any]:
         """How an app turns the model's output into an answer (the bundle's model_card `task` section)."""
 
 

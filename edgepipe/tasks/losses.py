@@ -4,7 +4,8 @@ Soft targets (Hinton et al. 2015):
     alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) * task loss
             + hidden_weight * MSE(student hidden states, teacher hidden states)
 computed with log_softmax on both sides (stable for large logits). Rows labelled UNLABELED (texts
-added for distillation) count in the KL term only.
+added for distillation) count in the KL term only. Multi-label outputs are independent sigmoids:
+their soft term is the per-label Bernoulli KL, their task loss binary cross-entropy.
 """
 
 from __future__ import annotations
@@ -47,8 +48,26 @@ class HiddenStateMSE(nn.Module):
         return torch.stack(terms).mean()
 
 
+def labelled_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Rows with a label (texts added for distillation have UNLABELED in their first label slot)."""
+    return labels.reshape(len(labels), -1)[:, 0] != UNLABELED
+
+
+def bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of independent per-label sigmoids at temperature T, averaged over
+    every (row, label): the multi-label soft-target term (zero when the student matches the teacher)."""
+    T = temperature
+    p = torch.sigmoid(teacher_logits / T)
+    log_q, log_not_q = F.logsigmoid(student_logits / T), F.logsigmoid(-student_logits / T)
+    log_p, log_not_p = F.logsigmoid(teacher_logits / T), F.logsigmoid(-teacher_logits / T)
+    kl = p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)
+    return kl.mean() * (T * T)
+
+
 class DistillationLoss(nn.Module):
-    """alpha * soft-target KL + (1 - alpha) * cross-entropy (+ hidden_weight * hidden-state MSE)."""
+    """alpha * soft-target term + (1 - alpha) * task loss on the labelled rows (+ hidden_weight *
+    hidden-state MSE). Sequence classification: softmax KL and cross-entropy; a task with other
+    outputs overrides `soft_term` and `hard_term` (MultiLabelDistillationLoss)."""
 
     def __init__(
         self,
@@ -68,6 +87,12 @@ class DistillationLoss(nn.Module):
     def project(self) -> nn.Module:
         return self.hidden.project
 
+    def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return soft_target_kl(student, teacher, self.temperature)
+
+    def hard_term(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(student, labels)
+
     def forward(
         self,
         student_logits: torch.Tensor,
@@ -77,12 +102,12 @@ class DistillationLoss(nn.Module):
         teacher_hidden: list[torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        kd = soft_target_kl(student_logits, teacher_logits, self.temperature)
-        labelled = labels != UNLABELED  # texts added for distillation have the teacher's outputs only
+        kd = self.soft_term(student_logits, teacher_logits)
+        labelled = labelled_rows(labels)  # texts added for distillation have the teacher's outputs only
         if bool(labelled.all()):
-            ce = F.cross_entropy(student_logits, labels)
+            ce = self.hard_term(student_logits, labels)
         elif bool(labelled.any()):
-            ce = F.cross_entropy(student_logits[labelled], labels[labelled])
+            ce = self.hard_term(student_logits[labelled], labels[labelled])
         else:
             ce = torch.zeros((), dtype=kd.dtype)
         loss = self.alpha * kd + (1 - self.alpha) * ce
@@ -91,3 +116,13 @@ class DistillationLoss(nn.Module):
             hidden = self.hidden(student_hidden, teacher_hidden, mask)
             loss = loss + self.hidden_weight * hidden
         return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "hidden": hidden.detach()}
+
+
+class MultiLabelDistillationLoss(DistillationLoss):
+    """Per-label soft targets (Bernoulli KL at temperature T) and per-label binary cross-entropy."""
+
+    def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return bernoulli_kl(student, teacher, self.temperature)
+
+    def hard_term(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(student, labels.to(student.dtype))

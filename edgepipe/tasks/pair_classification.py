@@ -27,8 +27,8 @@ class PairClassification(SequenceClassification):
         "model reads two texts in one input (frame them with the tokenizer's pair template, as app_check.py does)"
     )
 
-    def card(self, labels: list[str]) -> dict[str, Any]:
-        return super().card(labels) | {
+    def card(self, labels: list[str], calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+        return super().card(labels, calibration) | {
             "inputs": "text_pair",
             "framing": "the tokenizer's pair template (BERT: [CLS] a [SEP] b [SEP], segment ids 0 then 1), truncated longest-first",
         }

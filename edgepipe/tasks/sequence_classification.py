@@ -68,7 +68,7 @@ class SequenceClassification(Task):
     def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
         return float((outputs.argmax(axis=-1) == reference.argmax(axis=-1)).mean())
 
-    def card(self, labels: list[str]) -> dict[str, Any]:
+    def card(self, labels: list[str], calibration: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "name": self.name,
             "inputs": "text",
