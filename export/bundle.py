@@ -33,7 +33,7 @@ SNIPPETS = {
 ## Load it
 
 {metadata}The raw signature: {count} int32 tensors `[1, {seq}]` ({roles}; pad
-with the pad id) in, float32 logits `[1, {n}]` out; {tokenize}
+with the pad id) in, float32 {out} `[1, {n}]` out; {tokenize}
 
 With the Interpreter API:
 
@@ -41,9 +41,9 @@ Kotlin (Android, `com.google.ai.edge.litert:litert`):
 ```kotlin
 val interpreter = Interpreter(loadModelFile(context, "{file}"), Interpreter.Options().setNumThreads(2))
 val inputs = arrayOf({kotlin_arrays})            // IntArray(1 x {seq}) each, from {token_file}
-val logits = Array(1) {{ FloatArray({n}) }}
-interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to logits))
-val label = labels[logits[0].indices.maxBy {{ logits[0][it] }}]
+val {out} = Array(1) {{ FloatArray({n}) }}
+interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to {out}))
+{kotlin_answer}
 ```
 
 Swift (iOS, `TensorFlowLiteSwift`):
@@ -54,7 +54,7 @@ for (i, tensor) in [{kotlin_arrays}].enumerated() {{   // [Int32] of length {seq
     try interpreter.copy(Data(bytes: tensor, count: tensor.count * 4), toInputAt: i)
 }}
 try interpreter.invoke()
-let logits = try interpreter.output(at: 0).data.withUnsafeBytes {{ Array($0.bindMemory(to: Float32.self)) }}
+let {out} = try interpreter.output(at: 0).data.withUnsafeBytes {{ Array($0.bindMemory(to: Float32.self)) }}
 ```
 """,
     "onnxruntime": """\
@@ -62,7 +62,7 @@ let logits = try interpreter.output(at: 0).data.withUnsafeBytes {{ Array($0.bind
 
 ORT format for ONNX Runtime Mobile (`{file}`; a reduced build takes
 `{config}`). Inputs {onnx_names}: int64
-`[1, sequence]` (up to {seq}); output `logits` float32 `[1, {n}]`. {tokenize_cap}
+`[1, sequence]` (up to {seq}); output `{out}` float32 `[1, {n}]`. {tokenize_cap}
 
 Kotlin (Android, `com.microsoft.onnxruntime:onnxruntime-android`):
 ```kotlin
@@ -72,7 +72,7 @@ val shape = longArrayOf(1, ids.size.toLong())
 val feeds = mapOf(
     "input_ids" to OnnxTensor.createTensor(env, LongBuffer.wrap(ids), shape),
     "attention_mask" to OnnxTensor.createTensor(env, LongBuffer.wrap(mask), shape){kotlin_segments})
-val logits = (session.run(feeds)[0].value as Array<FloatArray>)[0]
+val {out} = (session.run(feeds)[0].value as Array<FloatArray>)[0]
 ```
 
 Swift (iOS, `onnxruntime-objc`):
@@ -82,7 +82,7 @@ let session = try ORTSession(env: env, modelPath: Bundle.main.path(forResource: 
 let shape: [NSNumber] = [1, NSNumber(value: ids.count)]
 let feeds = try [{swift_feeds}].mapValues {{
     try ORTValue(tensorData: NSMutableData(data: Data(bytes: $0, count: $0.count * 8)), elementType: .int64, shape: shape) }}
-let logits = try session.run(withInputs: feeds, outputNames: ["logits"], runOptions: nil)["logits"]!
+let {out} = try session.run(withInputs: feeds, outputNames: ["{out}"], runOptions: nil)["{out}"]!
 ```
 """,
 }
@@ -221,7 +221,8 @@ def write_bundle(
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
         files.append(dst)
-    write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
+    if labels:  # an embedding model has none
+        write_bytes_atomic(directory / "labels.txt", ("\n".join(labels) + "\n").encode())
     shipped = directory / model_file.name
     runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
     gap = preprocessor_gap(token_card, arch.input_names)
@@ -269,7 +270,9 @@ def write_bundle(
         )
     snippet = SNIPPETS[runtime].format(
         seq=seq_len,
-        n=len(labels),
+        n=outputs[0]["shape"][-1],
+        out=task.output_names[0],
+        kotlin_answer=task.kotlin_answer,
         count={2: "two", 3: "three"}.get(len(arch.input_names), str(len(arch.input_names))),
         roles=", ".join(
             {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "segment ids"}[r] for r in arch.input_names
@@ -298,13 +301,16 @@ def write_bundle(
         ),
     )
     metric = facts.get(f"test_{task.metric}")
-    head = f"# {model_file.name}\n\nLabels: {', '.join(labels)}. " + (
-        f"Test {task.metric} {metric:.1%}. " if metric is not None else ""
+    what = (
+        f"Labels: {', '.join(labels)}. "
+        if labels
+        else f"Output: {outputs[0]['shape'][-1]}-dim L2-normalised embeddings. "
     )
+    head = f"# {model_file.name}\n\n{what}" + (f"Test {task.metric} {metric:.1%}. " if metric is not None else "")
     example = '"a gorgeous, witty movie"' if task.inputs == "text" else '"the first text" "the second text"'
     head += f"{shipped.stat().st_size / 1e6:.1f} MB, sha256 `{card['model']['sha256'][:16]}…`.\n\nCheck the bundle: `python3 app_check.py . {example}`\n\n"
     write_bytes_atomic(directory / "README.md", (head + snippet).encode())
-    return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md")]
+    return files + [directory / n for n in ("labels.txt", "model_card.json", "README.md") if (directory / n).exists()]
 
 
 def run(

@@ -64,6 +64,5 @@ def run(ctx: Stages, *, role: str, onnx: Artifact, data: TokenizedData, task: Ta
     report |= {
         "max_abs_vs_onnx": float(np.abs(a - b).max()),
         f"{task.agreement_name}_vs_onnx": task.agreement(b, a),
-        f"test_{task.metric}": task.score(b, test.labels),
-    }
+    } | {f"test_{name}": value for name, value in task.scores(b, test.labels).items()}
     return report, [path, path.with_suffix(".required_operators.config")]

@@ -59,6 +59,11 @@ class Dataset:
     extra: list[str] = field(default_factory=list)
     task: str = "sequence_classification"  # the resolved task's name (edgepipe.tasks)
 
+    def set_targets(self, targets: dict[str, np.ndarray]) -> None:
+        """The teacher's outputs as every split's labels (embeddings: the student's targets and the
+        metric's reference); the texts added for distillation keep UNLABELED."""
+        self.label_ids = dict(targets)
+
     @property
     def pairs(self) -> bool:
         """Each example is two texts (a, b), tokenized with the tokenizer's pair template."""
@@ -78,12 +83,17 @@ class Dataset:
         out = {}
         texts = dict(self.texts) | ({"extra": self.extra} if self.extra else {})
         labels = dict(self.label_ids) | (
-            {"extra": np.full((len(self.extra), *self.label_ids["train"].shape[1:]), UNLABELED, dtype=np.int64)}
+            {
+                "extra": np.full(
+                    (len(self.extra), *self.label_ids["train"].shape[1:]), UNLABELED, self.label_ids["train"].dtype
+                )
+            }
             if self.extra
             else {}
         )
         for split in texts:
-            rows = texts[split]
+            rows, target = texts[split], labels[split]
+            target = target.astype(np.float32) if target.dtype.kind == "f" else target.astype(np.int64)
             pair = ([a for a, _ in rows], [b for _, b in rows]) if rows and isinstance(rows[0], tuple) else (rows,)
             enc = tokenizer(
                 *pair,
@@ -98,7 +108,7 @@ class Dataset:
                 enc["input_ids"].astype(np.int64),
                 enc["attention_mask"].astype(np.int64),
                 enc["token_type_ids"].astype(np.int64),
-                labels[split].astype(np.int64),
+                target,
             )
         return TokenizedData.of(out)
 
@@ -314,7 +324,7 @@ def _one_line(raw: Any) -> str:
 def _clean(
     rows: list[dict[str, Any]],
     text_col: str,
-    label_col: str,
+    label_col: str | None,
     split_col: str | None,
     fold_case: bool,
     text_b_col: str | None = None,
@@ -327,7 +337,7 @@ def _clean(
     out = Cleaned()
     seen: set[Any] = set()
     for row in rows:
-        raw_label = row.get(label_col)
+        raw_label = row.get(label_col) if label_col else "-"  # embeddings: no label to read
         text: Any = _one_line(row.get(text_col))
         label = "" if raw_label is None else str(raw_label).strip()
         if text_b_col is not None:
@@ -552,10 +562,12 @@ def load_dataset(
     path, name, table, (text_col, label_col, split_col) = _source(cfg)
     if not table.rows and not table.long_rows:
         raise DataError(f"data file {path} has a header but no rows; add labelled examples")
-    resolved = tasks.resolve(task, table.columns if cfg.path is not None else (), teacher_task)
+    resolved = tasks.resolve(task, table.columns if cfg.path is not None else (), teacher_task, cfg.label_column)
     text_col, text_b_col = _task_columns(cfg, resolved, table, path, text_col)
     if resolved.label_kind == "set" and label_col == "label" and "label" not in table.columns:
         label_col = "labels"  # the multi-label data format's column name
+    if resolved.label_kind == "teacher" and label_col not in table.columns:
+        label_col = None  # embeddings need no labels; a label column, when there is one, stratifies the split
     missing_cols = [c for c in (text_col, label_col, split_col) if c and c not in table.columns]
     if missing_cols:
         raise DataError(
@@ -572,6 +584,10 @@ def load_dataset(
         )
     if resolved.label_kind == "set":
         labels, targets, strata = _label_sets(cleaned.labels, cfg.label_separator, path, resolved.name)
+    elif resolved.label_kind == "teacher":  # targets come from the teacher (Dataset.set_targets)
+        classes, ids = _label_names(cleaned.labels) if label_col else ([], [0] * len(cleaned.texts))
+        strata = np.asarray(ids, dtype=np.int64)
+        labels, targets = [], np.zeros((len(strata), 0), dtype=np.float32)
     else:
         labels, ids = _label_names(cleaned.labels)
         if len(labels) < 2:
@@ -584,9 +600,9 @@ def load_dataset(
     if split_col:
         order = _given_split(cleaned, split_col, path)
     else:
-        order, note = _stratified_split(strata, len(labels), cfg)
+        order, note = _stratified_split(strata, int(strata.max()) + 1, cfg)
     if cfg.train_limit is not None:
-        order["train"] = _take_per_class(order["train"], strata, len(labels), cfg.train_limit)
+        order["train"] = _take_per_class(order["train"], strata, int(strata.max()) + 1, cfg.train_limit)
 
     dataset = Dataset(
         name=name,

@@ -47,6 +47,26 @@ def soft_targets(ctx: Stages, *, teacher: TaskModel, data: TokenizedData) -> Res
     return {"n": len(logits), "labelled": len(data.train)}, [path]
 
 
+TEACHER_TARGETS = "teacher_targets"
+
+
+def teacher_targets(ctx: Stages, *, teacher: TaskModel, data: TokenizedData) -> Result:
+    """The teacher's outputs on every split: the targets of a task whose labels are the teacher's
+    (embeddings), computed once and kept as .npy files."""
+    files = []
+    for split in ("train", "val", "test"):
+        path = ctx.path(f"{TEACHER_TARGETS}/{split}.npy")
+        out = predict(teacher, data[split], progress=ctx.progress, description=f"teacher outputs ({split})")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, out)
+        files.append(path)
+    return {split: len(data[split]) for split in ("train", "val", "test")}, files
+
+
+def load_teacher_targets(ctx: Stages) -> dict[str, np.ndarray]:
+    return {s: np.load(ctx.path(f"{TEACHER_TARGETS}/{s}.npy"), allow_pickle=False) for s in ("train", "val", "test")}
+
+
 def load_soft_targets(ctx: Stages, record: Record) -> SoftTargets:
     return SoftTargets(torch.from_numpy(np.load(ctx.path(SOFT_TARGETS), allow_pickle=False)), record.key)
 

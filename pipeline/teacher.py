@@ -69,6 +69,11 @@ def prepare(
     source_report = {"source": str(source), "source_fingerprint": fingerprint(source), "has_head": has_head}
     if teacher.path is not None and str(source) != str(teacher.path):  # a hub id, resolved in the hub cache
         source_report |= {"hub_id": str(teacher.path), "hub_revision": source.name}
+    if model.task.label_kind == "teacher":  # embeddings: the teacher's own outputs are the targets, no training
+        if not has_head:
+            model.labels = []
+        model.key = source_report["source_fingerprint"]
+        return model.eval(), source_report | {"fine_tuned": False, "pooling": model.pooling}
     head_ok = has_head and labels_match(model.labels, dataset.labels)
     if has_head and not head_ok and teacher.finetune != "always":
         raise ModelError(

@@ -247,6 +247,18 @@ def write_multi_label_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
     return path
 
 
+def write_texts_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
+    """A `text` column only (the sentiment fixture's texts): what a user embeds."""
+    tmp = write_sentiment_csv(path.with_suffix(".labelled.csv"), n=n, seed=seed)
+    with open(tmp, newline="") as f:
+        texts = [row["text"] for row in csv.DictReader(f)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text"])
+        w.writerows([t] for t in texts)
+    return path
+
+
 def train_tiny_classifier(directory: Path, *, seed: int, n: int, held_out: int, seq_len: int):
     """A 2-layer BERT fine-tuned for 40 steps on the sentiment CSV: small, real, accurate."""
     import torch
@@ -403,6 +415,7 @@ TASK_RUNS: dict[str, tuple[Any, list[str]]] = {
         write_pair_csv,
         ["--set", "teacher.max_steps=150", "--set", "distill.max_steps=60", "--task", "pair_classification"],
     ),
+    "embedding": (write_texts_csv, []),
     "multi_label": (write_multi_label_csv, ["--set", "teacher.max_steps=300", "--set", "distill.max_steps=120"]),
 }
 

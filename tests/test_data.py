@@ -439,3 +439,24 @@ def test_multi_label_cells_become_a_multi_hot_matrix_split_by_the_rarest_label(t
     tokens = ds.tokenize(load_tokenizer(teacher_source(None)), 16)
     assert tokens.transfer.labels.shape == (len(ds.texts["train"]) + 1, 4)
     assert (tokens.transfer.labels[-1] == -1).all()  # UNLABELED in every slot: the KD term only
+
+
+def test_texts_alone_are_embedding_data_and_the_built_in_labels_only_stratify():
+    """A `text`-only file is embedding data (no labels: the teacher's outputs become the targets); the
+    built-in data under --task embedding keeps its split (stratified by fresh/rotten) and no labels."""
+    builtin, _ = load_dataset(DataConfig())
+    ds, report = load_dataset(DataConfig(), "embedding")
+    assert ds.task == report["task"] == "embedding" and ds.labels == [] and report["labels"] == []
+    assert ds.texts == builtin.texts  # the same split as the classification task's
+    assert ds.label_ids["test"].shape == (2000, 0)
+    ds.set_targets({s: np.ones((len(ds.texts[s]), 3), dtype=np.float32) for s in ("train", "val", "test")})
+    tokens = ds.tokenize(load_tokenizer(teacher_source(None)), 16)
+    assert tokens.test.labels.dtype == np.float32 and tokens.test.labels.shape == (2000, 3)
+
+
+def test_a_text_only_file_is_read_as_embedding_data(tmp_path):
+    path = tmp_path / "texts.csv"
+    path.write_text("text\n" + "".join(f"sentence number {i}\n" for i in range(50)) + "sentence number 3\n")
+    ds, report = load_dataset(DataConfig(path=path, val_size=5, test_size=10))
+    assert ds.task == "embedding" and report["dropped"]["duplicate_text"] == 1
+    assert sum(len(ds.texts[s]) for s in ("train", "val", "test")) == 50

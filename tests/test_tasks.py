@@ -31,6 +31,18 @@ CASES = {
 }
 # a pair is framed into one input by the tokenizer; from the logits on, it is sequence classification
 CASES["pair_classification"] = CASES["sequence_classification"]
+CASES["embedding"] = {
+    # 4 texts in 2 dims; labels are the teacher's embeddings. Cosines to the labels: 1, 1, 0 (orthogonal), 0.6
+    "outputs": np.array([[1, 0], [0, 2], [1, 0], [0.6, 0.8]], dtype=np.float32),
+    "reference": np.array([[1, 0], [0, 1], [0, 1], [0.8, 0.6]], dtype=np.float32),
+    "labels": np.array([[1, 0], [0, 1], [0, 1], [1, 0]], dtype=np.float32),
+    "metric": (1 + 1 + 0 + 0.6) / 4,
+    "reference_metric": (1 + 1 + 1 + 0.8) / 4,
+    "agreement": (1 + 1 + 0 + 0.96) / 4,  # outputs vs reference: row 4 is 0.6*0.8 + 0.8*0.6
+    # one vector for every text: the mean training embedding (1, 1)/2, cosine 1/sqrt(2) to each axis
+    "train_labels": np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32),
+    "baseline": {"metric": 2**-0.5},
+}
 CASES["multi_label"] = {
     # 3 labels; a label is on where its output > 0: decisions 101, 010, 110, 001 vs labels 101, 010, 100, 000
     "outputs": np.array([[1, -1, 2], [-1, 1, -1], [1, 1, -1], [-2, -1, 1]], dtype=np.float32),
@@ -59,6 +71,8 @@ def test_metric_agreement_and_the_int8_comparison_record(name):
     assert METRICS[task.metric](case["outputs"], case["labels"]) == pytest.approx(case["metric"])
     assert task.agreement(case["outputs"], case["reference"]) == pytest.approx(case["agreement"])
     record = task.compare(case["outputs"], case["reference"], case["labels"])
+    assert {f"test_{k}" for k in task.scores(case["outputs"], case["labels"])} <= set(record)  # the others too
+    record = {k: record[k] for k in (f"test_{task.metric}", f"fp32_test_{task.metric}", task.agreement_name)}
     assert record == pytest.approx(
         {
             f"test_{task.metric}": case["metric"],
@@ -90,13 +104,14 @@ def test_a_seeded_head_is_reproducible_and_the_card_names_the_output(name):
     b = task.build_head(8, ["x", "y", "z"], 0.02, torch.Generator().manual_seed(3))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     card = task.card(["x", "y", "z"])
-    assert card["name"] == name and card["labels"] == ["x", "y", "z"] and card["output"] in task.output_names
+    labels = [] if task.label_kind == "teacher" else ["x", "y", "z"]  # an embedding has no labels
+    assert card["name"] == name and card["labels"] == labels and card["output"] in task.output_names
 
 
 def test_an_unknown_task_is_a_config_error():
     from edgepipe.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows multi_label, pair_classification"):
+    with pytest.raises(ConfigError, match="unknown task 'ranking'; edgepipe knows embedding, multi_label, pair_"):
         get("ranking")
 
 
@@ -109,6 +124,9 @@ def test_an_unknown_task_is_a_config_error():
         ("auto", ["text_a", "text_b", "label"], "sequence_classification", "pair_classification"),
         ("auto", ["text", "label"], "pair_classification", "pair_classification"),  # an edgepipe-saved pair model
         ("auto", ["text", "labels"], None, "multi_label"),
+        ("auto", ["text"], None, "embedding"),  # texts alone: nothing to classify
+        ("auto", ["text", "sentiment"], None, "embedding"),
+        ("auto", [], None, "sequence_classification"),  # the built-in data
         ("sequence_classification", ["text_a", "text_b", "label"], None, "sequence_classification"),
     ],
 )
@@ -153,3 +171,17 @@ def test_multi_label_thresholds_are_tuned_per_label_and_folded_into_the_bias():
     assert record["threshold_logits"] == pytest.approx(cuts.tolist())
     assert record["thresholds"] == pytest.approx((1 / (1 + np.exp(-cuts))).tolist())
     assert task.card(["a", "b", "c"], record)["thresholds"] == dict(zip("abc", record["thresholds"]))
+
+
+def test_embedding_neighbour_overlap_is_hand_computed():
+    """Each text's nearest other texts in 4 texts on a circle (angles 0, 0.1, 1.6, 1.7)."""
+    from edgepipe.tasks.embedding import neighbour_overlap
+
+    angles = np.array([0.0, 0.1, 1.6, 1.7])
+    ref = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    assert neighbour_overlap(ref, ref, k=1) == 1.0
+    # texts 1 and 3 swap places: nearest before 0-1, 1-0, 2-3, 3-2; after 0-3, 1-2, 2-1, 3-0: none kept
+    assert neighbour_overlap(ref[[0, 3, 2, 1]], ref, k=1) == 0.0
+    # k=2: before {1,2} {0,2} {3,1} {2,1}; after {3,2} {2,3} {1,3} {0,2}: kept 1, 1, 2, 1 of 2 -> 5/8
+    assert neighbour_overlap(ref[[0, 3, 2, 1]], ref, k=2) == 0.625
+    assert get("embedding").scores(ref, ref) == {"mean_cosine": pytest.approx(1.0), "top10_overlap": 1.0}

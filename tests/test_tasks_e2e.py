@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 # the remote runner each task's run is measured on (the transports are the same code; what differs is the
 # labels file and the metric the runner computes); BERT's segment ids make pairs the arm board's
-REMOTE_RUNNER = {"pair_classification": "arm", "multi_label": "android"}
+REMOTE_RUNNER = {"pair_classification": "arm", "multi_label": "android", "embedding": "arm"}
 
 
 def test_every_task_runs_end_to_end():
@@ -49,7 +49,15 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
     for name in ("onnx_int8", "tflite_int8", "ort"):
         assert arts[name][f"test_{t.metric}"] >= models["pruned"][t.metric] - 0.05, name
     assert arts["onnx_int8"]["budget_met"]
-    assert models["pruned"][t.metric] > m["baseline"]["metric"] + 0.2  # it learned the task
+    if t.label_kind == "teacher":
+        # the tiny random teacher's embeddings are all alike (mean cosine to their centroid 0.98), so the
+        # cosine says little; the search results do: a model that learned nothing keeps ~10 % of them
+        assert models["teacher"]["top10_overlap"] == 1.0
+        for name in ("onnx_int8", "tflite_int8", "ort"):
+            assert arts[name]["test_top10_overlap"] >= 0.6, name
+        assert not (out / m["bundles"]["ort"]["path"] / "labels.txt").exists()
+    else:
+        assert models["pruned"][t.metric] > m["baseline"]["metric"] + 0.2  # it learned the task
     examples = _test_examples(out)[:60]
     if t.inputs == "text_pair":
         assert all(isinstance(e, tuple) and len(e) == 2 for e in examples)
@@ -70,7 +78,13 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
             for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
         }
         ref = open_model(bundle / card["model"]["file"]).predict(TokenizedSplit(**arrays))
-        if task == "multi_label":  # every label whose output is above 0; the tuned thresholds are in the card
+        if task == "embedding":  # semantic search over the 60 texts: each one's nearest other text
+            sims = ref @ ref.T
+            np.fill_diagonal(sims, -np.inf)
+            assert [a["nearest"] for a in answers] == sims.argmax(1).tolist()
+            # L2-normalised inside the model; int8 requantizes the output (measured: norms 0.996-1.005)
+            assert all(abs(a["norm"] - 1) < 1e-2 for a in answers)
+        elif task == "multi_label":  # every label whose output is above 0; the tuned thresholds are in the card
             assert [a["indices"] for a in answers] == [np.flatnonzero(r > 0).tolist() for r in ref]
             assert set(card["task"]["thresholds"]) == set(card["labels"])
         else:
@@ -100,6 +114,8 @@ def test_each_task_measures_the_same_metric_on_a_remote_runner(task_runs, task, 
     by = {(b["device"].startswith(prefix), b["artifact"]): b for b in m["benchmarks"]}
     for name in ("onnx_int8", "tflite_int8"):
         remote, x86 = by[(True, name)], by[(False, name)]
-        assert remote["metric"] == metric and remote["metric_value"] == x86["metric_value"], name
-        assert remote["metric_value"] == m["models"]["pruned"]["artifacts"][name][f"test_{metric}"], name
+        # float metrics (mean cosine) may differ in the last digits between the aarch64 and x86 kernels
+        assert remote["metric"] == metric and remote["metric_value"] == pytest.approx(x86["metric_value"], abs=1e-4)
+        host = m["models"]["pruned"]["artifacts"][name][f"test_{metric}"]
+        assert remote["metric_value"] == pytest.approx(host, abs=1e-4), name
         assert remote["device_info"]["emulated"] == "qemu-user"

@@ -10,6 +10,7 @@ No torch, no transformers, no edgepipe: if this works, the bundle is self-suffic
     python3 app_check.py BUNDLE_DIR "a gorgeous, witty, seductive movie."
     python3 app_check.py BUNDLE_DIR --texts texts.txt      # one text per line, prints JSON
     python3 app_check.py BUNDLE_DIR "first text" "second text"   # a pair model (task inputs text_pair)
+    python3 app_check.py BUNDLE_DIR --texts texts.txt      # an embedding model: each text's nearest other text
 """
 
 from __future__ import annotations
@@ -607,6 +608,8 @@ def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:
 def classify(card: dict, tokenizer, model: Model, text: str, text_b: str | None = None) -> dict:
     feeds = tokenizer.encode(text, card["max_sequence_length"], text_b)
     z = model.logits(feeds).astype(np.float64)
+    if card.get("task", {}).get("name") == "embedding":  # L2-normalised in the model: cosine = dot product
+        return {"embedding": [float(x) for x in z]}
     if card.get("task", {}).get("name") == "multi_label":  # every label whose output is above 0
         p = 1 / (1 + np.exp(-z))
         on = [int(k) for k in np.flatnonzero(z > 0)]
@@ -615,6 +618,19 @@ def classify(card: dict, tokenizer, model: Model, text: str, text_b: str | None 
     p /= p.sum()
     k = int(p.argmax())
     return {"label": card["labels"][k], "index": k, "score": float(p[k])}
+
+
+def search(card: dict, tokenizer, model: Model, texts_file: str) -> None:
+    """Semantic search over the file's texts, as an app would run it: embed each text, then for each
+    its most similar other text by cosine (a dot product: the model's embeddings are L2-normalised)."""
+    with open(texts_file, encoding="utf-8") as f:
+        texts = [line.rstrip("\n") for line in f]
+    e = np.array([classify(card, tokenizer, model, t)["embedding"] for t in texts])
+    sims = e @ e.T
+    np.fill_diagonal(sims, -np.inf)
+    for i in range(len(texts)):
+        j = int(sims[i].argmax())
+        print(json.dumps({"nearest": j, "cosine": float(sims[i, j]), "norm": float(np.linalg.norm(e[i]))}))
 
 
 def pair_task(card: dict) -> bool:
@@ -632,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     card, tokenizer, model = load_bundle(args.bundle)
     pairs = pair_task(card)
-    if args.texts:
+    if args.texts and card.get("task", {}).get("name") == "embedding":
+        search(card, tokenizer, model, args.texts)
+    elif args.texts:
         with open(args.texts, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 line = line.rstrip("\n")

@@ -9,7 +9,7 @@ Copy it to the device beside the model and the eval inputs, then:
     python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
 
 `eval/` holds input_ids.npy, attention_mask.npy, token_type_ids.npy (int64, [N, L]) and
-labels.npy ([N]; multi-label [N, labels] of 0/1). Latency runs use batch B of real examples padded to --seq-len (default:
+labels.npy ([N]; multi-label [N, labels] of 0/1; embeddings: the teacher's [N, dims]). Latency runs use batch B of real examples padded to --seq-len (default:
 a TFLite model's fixed length, else L); the metric pass (--metric, the task's) runs every
 example. Flags and statistics follow TFLite's benchmark_model.
 """
@@ -44,14 +44,25 @@ def _micro_f1(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(2 * tp / max(1, 2 * tp + wrong))
 
 
+def _mean_cosine(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Embeddings: the mean cosine to the reference (the teacher's fp32 embeddings, shipped as labels.npy)."""
+    a, b = outputs.astype(np.float64), labels.astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    return float(((a * b).sum(-1) / norms).mean())
+
+
 # The tasks' metrics by name, as edgepipe's tasks name them (edgepipe/tasks/: `Task.metric`).
-METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1}
+METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1, "mean_cosine": _mean_cosine}
 
 
 def predictions(outputs: np.ndarray, metric: str) -> list:
     """Per example: the predicted class, or (multi-label) the indices of the labels that are on."""
     if metric == "micro_f1":
         return [np.flatnonzero(row > 0).tolist() for row in outputs]
+    if metric == "mean_cosine":  # embeddings: each text's nearest other text
+        sims = outputs @ outputs.T
+        np.fill_diagonal(sims, -np.inf)
+        return sims.argmax(axis=1).tolist()
     return outputs.argmax(axis=-1).tolist()
 
 

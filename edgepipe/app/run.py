@@ -146,6 +146,8 @@ class Run(RunRecord):
         base = baseline.baseline(model.task, tokens.train.labels, tokens.test.labels)
         value = self.manifest.models["teacher"].get(model.task.metric)
         verdict = baseline.judge(value, base, margin=cfg.baseline_margin, p_value=cfg.baseline_p_value)
+        if model.task.label_kind == "teacher":  # the teacher's outputs are the targets: it is the reference
+            verdict |= {"beats": True, "reference": True}
         self.manifest.baseline = base | {"teacher": verdict}
         self.save()
         line = baseline.teacher_line(base, verdict)
@@ -172,11 +174,8 @@ class Run(RunRecord):
         # runner inputs: the teacher's ids (teacher, student), the pruned model's own (it may have its own vocabulary)
         inputs = self.dir.path("data/test" if role.name in ("teacher", "student") else f"data/test_{role.name}")
         self.stages.run(f"eval_inputs_{inputs.name}", _save_eval_inputs, data=role.data, directory=inputs.name)
-        entry = (
-            model.describe(self.cfg.export.seq_len)
-            | {metric: ev[f"test_{metric}"], f"val_{metric}": ev[f"val_{metric}"]}
-            | report
-        )
+        scores = {k.removeprefix("test_"): v for k, v in ev.items() if k.startswith("test_")}  # the task's others too
+        entry = model.describe(self.cfg.export.seq_len) | scores | {f"val_{metric}": ev[f"val_{metric}"]} | report
         if checkpoint is not None:
             entry["checkpoint"] = self.dir.rel(checkpoint)
         base, teacher_entry = self.manifest.baseline, self.manifest.models.get("teacher")
@@ -343,7 +342,12 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
             cache_dir=cache_dir,
             progress=progress,
         )
-        progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if t_report.get("cache_hit", True) else ""))
+        cached = t_report.get("cache_hit", True) and t_report.get("fine_tuned", True)
+        progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if cached else ""))
+        if t_model.task.label_kind == "teacher":  # embeddings: the teacher's outputs are every split's targets
+            stages.run("teacher_targets", distill.teacher_targets, teacher=t_model, data=tokens)
+            dataset.set_targets(distill.load_teacher_targets(stages))
+            tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
         roles = [Role("teacher", t_model, tokens, tokenizer)]
         run.record_model(roles[0], t_report)
         run.check_teacher(t_model, tokens, cfg.teacher)

@@ -173,6 +173,11 @@ def load_teacher_dir(directory: Path, task: Task | None = None) -> tuple[TaskMod
     state = load_state(directory)
     head = arch.head_weights(state)
     with_head = head is not None
+    if with_head and task.label_kind == "teacher":
+        raise ModelError(
+            f"--task {task.name} needs a sentence encoder, but teacher {directory} has a trained classification "
+            f"head ({head['weight'].shape[0]} labels); pass the encoder without its head, or a classification task"
+        )
     if with_head:
         id2label = raw.get("id2label") or {str(i): f"LABEL_{i}" for i in range(head["weight"].shape[0])}
         labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]

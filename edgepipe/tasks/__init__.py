@@ -33,17 +33,21 @@ def get(name: str | None) -> Task:
     return TASKS[name or DEFAULT]
 
 
-def resolve(requested: str, columns: Iterable[str], teacher_task: str | None = None) -> Task:
-    """The task of a run: the one asked for, or (`auto`) the teacher's trained head's, or the one whose
-    signature columns the data file has (text_a/text_b: pairs, ...), or sequence classification."""
+def resolve(
+    requested: str, columns: Iterable[str], teacher_task: str | None = None, label_column: str = "label"
+) -> Task:
+    """The task of a run: the one asked for, or (`auto`) the teacher's trained head's, or the one the
+    data file's columns say (text_a/text_b: pairs; labels: multi-label; text alone: embeddings), or
+    sequence classification."""
     if requested != AUTO:
         return get(requested)
     if teacher_task is not None and teacher_task != DEFAULT:
         return get(teacher_task)
     have = set(columns)
-    for task in TASKS.values():
-        if task.signature_columns and set(task.signature_columns) <= have:
-            return task
+    if have:
+        for task in TASKS.values():
+            if task.matches(have, label_column):
+                return task
     return get(DEFAULT)
 
 

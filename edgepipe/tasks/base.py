@@ -31,16 +31,23 @@ class Task(ABC):
     # the app-side API that reads it and tokenizes for the app
     task_library: str | None = None
     app_api: str | None = None
+    # the bundle README's Kotlin line that turns the output into the app's answer
+    kotlin_answer: str = "val label = labels[logits[0].indices.maxBy { logits[0][it] }]"
     # why no Task Library / MediaPipe API can run this task's models (said in the TFLite bundle) when none can
     task_library_gap: str | None = None
     # what one example is: "text" (one text per row) or "text_pair" (two texts in one input, as
     # the tokenizer's pair template frames them: [CLS] a [SEP] b [SEP], <s> a </s></s> b </s>, ...)
     inputs: str = "text"
-    # what a row's label cell holds: "one" label, or a "set" of labels (`data.label_separator`-separated)
+    # what a row's label cell holds: "one" label, or a "set" of labels (`data.label_separator`-separated);
+    # "teacher": no label column, the targets are the teacher's outputs (computed after it is loaded)
     label_kind: str = "one"
     # the data columns that make a file this task's when `task: auto` (besides the text column);
     # the first task (in TASKS order) whose columns all exist wins
     signature_columns: tuple[str, ...] = ()
+
+    def matches(self, columns: set[str], label_column: str) -> bool:
+        """Whether a data file with these columns is this task's (`task: auto`)."""
+        return bool(self.signature_columns) and set(self.signature_columns) <= columns
 
     @property
     def key(self) -> str:
@@ -102,10 +109,10 @@ class Task(ABC):
     def compare(
         self, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray, split: str = "test"
     ) -> dict[str, Any]:
-        """A converted artifact against its float reference on one split: both metrics and their agreement
-        (the int8-vs-fp32 record of the quantize, TFLite and ORT-format stages)."""
-        return {
-            f"{split}_{self.metric}": self.score(outputs, labels),
+        """A converted artifact against its float reference on one split: the artifact's metrics (the
+        headline and the task's others), the reference's headline metric and their agreement (the
+        int8-vs-fp32 record of the quantize, TFLite and ORT-format stages)."""
+        return {f"{split}_{name}": value for name, value in self.scores(outputs, labels).items()} | {
             f"fp32_{split}_{self.metric}": self.score(reference, labels),
             self.agreement_name: self.agreement(outputs, reference),
         }

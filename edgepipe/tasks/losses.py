@@ -49,8 +49,8 @@ class HiddenStateMSE(nn.Module):
 
 
 def labelled_rows(labels: torch.Tensor) -> torch.Tensor:
-    """Rows with a label (texts added for distillation have UNLABELED in their first label slot)."""
-    return labels.reshape(len(labels), -1)[:, 0] != UNLABELED
+    """Rows with a label (texts added for distillation have UNLABELED in every label slot)."""
+    return (labels.reshape(len(labels), -1) != UNLABELED).any(dim=1)
 
 
 def bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

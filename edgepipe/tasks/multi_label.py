@@ -58,6 +58,7 @@ class MultiLabel(SequenceClassification):
     agreement_name = "label_agreement"
     signature_columns = ("labels",)
     label_kind = "set"
+    kotlin_answer = "val on = labels.filterIndexed { k, _ -> logits[0][k] > 0f }   // thresholds are in the bias"
     task_library = None
     app_api = None
     task_library_gap = (

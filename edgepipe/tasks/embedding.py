@@ -1,0 +1,122 @@
+"""Sentence embeddings: one L2-normalised vector per text, for on-device semantic search.
+
+The model's output is the teacher's pooling (masked mean of the last hidden states, or the [CLS]
+state) followed by L2 normalisation *inside the graph*, so an app's cosine similarity is a dot
+product and no runtime can drop the pooling. There are no labels to learn from: the targets are
+the teacher's own embeddings of every split (computed once, after the teacher is loaded), the
+teacher is used as it is (a sentence-embedding model such as the built-in all-MiniLM-L6-v2), and
+students learn 1 - cosine to the teacher's embedding. Metrics: mean cosine to the teacher's
+embeddings (headline) and retrieval agreement, the overlap of each test text's 10 nearest
+neighbours (among the test texts) with the teacher's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgepipe.arch.base import EncoderOutput, masked_mean
+from edgepipe.tasks.base import Task, register
+from edgepipe.tasks.losses import DistillationLoss
+
+NEIGHBOURS = 10
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+def nearest(embeddings: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k most cosine-similar other rows (unordered within the k)."""
+    e = embeddings.astype(np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    sims = e @ e.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argpartition(-sims, k - 1, axis=1)[:, :k]
+
+
+def neighbour_overlap(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> float:
+    """The mean share of each text's k nearest neighbours (among the same texts) that the reference's
+    k nearest neighbours also hold: 1.0 = the same search results."""
+    k = min(k, len(outputs) - 1)
+    if k < 1:
+        return 1.0
+    a, b = nearest(outputs, k), nearest(reference, k)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist())]))
+
+
+class EmbeddingDistillationLoss(DistillationLoss):
+    """1 - cosine to the teacher's embedding (the soft term and, on labelled rows, the task term:
+    an embedding's label is the teacher's embedding)."""
+
+    def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+
+    def hard_term(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.soft_term(student, labels.to(student.dtype))
+
+
+@register
+class SentenceEmbedding(Task):
+    name = "embedding"
+    metric = "mean_cosine"
+    agreement_name = "cosine_agreement"
+    output_names = ("embeddings",)
+    label_kind = "teacher"
+    kotlin_answer = "val embedding = embeddings[0]   // L2-normalised: cosine similarity = dot product"
+    task_library = None
+    app_api = None
+    task_library_gap = (
+        "MediaPipe's TextEmbedder reads text-embedder metadata that edgepipe does not write yet; tokenize with the "
+        "shipped tokenizer files (app_check.py does) and read the L2-normalised embeddings output"
+    )
+
+    def matches(self, columns: set[str], label_column: str) -> bool:
+        """Texts and no label column: nothing to classify, so the texts are to be embedded."""
+        return "text" in columns and label_column not in columns and "labels" not in columns
+
+    def build_head(self, hidden, labels, initializer_range, generator) -> nn.Module:
+        return nn.Identity()
+
+    def forward(self, model: nn.Module, out: EncoderOutput, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = out.last_hidden[:, 0] if model.pooling == "cls" else masked_mean(out.last_hidden, attention_mask)
+        # x * rsqrt(sum x^2): broadcasts without the Expand that F.normalize exports (ONNX Runtime's
+        # symbolic shape inference fails on it before int8 quantization)
+        return pooled * torch.rsqrt((pooled * pooled).sum(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (1 - F.cosine_similarity(outputs, labels.to(outputs.dtype), dim=-1)).mean()
+
+    def distillation_loss(
+        self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0
+    ) -> EmbeddingDistillationLoss:
+        return EmbeddingDistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
+
+    def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return {
+            "mean_cosine": float(cosine_rows(outputs, labels).mean()),
+            f"top{NEIGHBOURS}_overlap": neighbour_overlap(outputs, labels),
+        }
+
+    def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
+        return float(cosine_rows(outputs, reference).mean())
+
+    def baseline(self, train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, Any]:
+        """One vector for every text: the mean of the training split's (teacher) embeddings."""
+        centroid = np.broadcast_to(train_labels.mean(axis=0), test_labels.shape)
+        return {"name": "mean training embedding", "metric": float(cosine_rows(centroid, test_labels).mean())}
+
+    def card(self, labels: list[str], calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "inputs": "text",
+            "output": "embeddings",
+            "postprocess": "none: the embedding is L2-normalised inside the model, so cosine similarity = dot product",
+            "labels": [],
+        }
