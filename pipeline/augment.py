@@ -83,14 +83,15 @@ def transfer_texts(
     seed: int,
 ) -> tuple[list[str], dict[str, Any]]:
     """The texts added to the labelled training split for distillation, and what was added."""
-    if dataset.pairs:  # a transfer example would be a pair: variants of pairs are not made (yet)
+    if dataset.inputs != "text":  # a transfer example would be a pair or tagged words: not made (yet)
+        kind = {"text_pair": "pairs", "words": "tagged sentences"}[dataset.inputs]
         if unlabeled is not None:
             raise DataError(
-                f"--unlabeled {unlabeled} holds single texts, but task {dataset.task}'s examples are pairs; "
+                f"--unlabeled {unlabeled} holds single texts, but task {dataset.task}'s examples are {kind}; "
                 "drop --unlabeled for this task"
             )
         report = {"labelled": len(dataset.texts["train"])}
-        return [], report | ({"augment_skipped": "pairs: no word-level variants"} if copies else {})
+        return [], report | ({"augment_skipped": f"{kind}: no word-level variants"} if copies else {})
     known = {t for split in dataset.texts.values() for t in split}
     held_out = set(dataset.texts["val"]) | set(dataset.texts["test"])
     report: dict[str, Any] = {"labelled": len(dataset.texts["train"])}

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgepipe import tasks
 from edgepipe.config import DataConfig
-from edgepipe.errors import DataError
+from edgepipe.errors import DataError, ModelError
 from edgepipe.rundir import sha256_file, stable_hash
 from edgepipe.tasks.base import Task
 from edgepipe.tokenized import SPLITS, UNLABELED, TokenizedData, TokenizedSplit
@@ -58,6 +58,7 @@ class Dataset:
     # texts without labels the student learns from the teacher on (pipeline/augment.py)
     extra: list[str] = field(default_factory=list)
     task: str = "sequence_classification"  # the resolved task's name (edgepipe.tasks)
+    inputs: str = "text"  # what an example is: "text", "text_pair" (a, b) or "words" (a tuple of words)
 
     def set_targets(self, targets: dict[str, np.ndarray]) -> None:
         """The teacher's outputs as every split's labels (embeddings: the student's targets and the
@@ -67,10 +68,13 @@ class Dataset:
     @property
     def pairs(self) -> bool:
         """Each example is two texts (a, b), tokenized with the tokenizer's pair template."""
-        return any(isinstance(t, tuple) for t in self.texts["train"][:1])
+        return self.inputs == "text_pair"
 
     def flat_texts(self, split: str) -> list[str]:
-        """Every text of a split, both sides of each pair (what a pruned vocabulary is kept from)."""
+        """Every text of a split, both sides of each pair, a tagged sentence's words joined (what a
+        pruned vocabulary is kept from)."""
+        if self.inputs == "words":
+            return [" ".join(x) for x in self.texts[split]]
         return [t for x in self.texts[split] for t in (x if isinstance(x, tuple) else (x,))]
 
     @property
@@ -93,6 +97,9 @@ class Dataset:
         )
         for split in texts:
             rows, target = texts[split], labels[split]
+            if self.inputs == "words":
+                out[split] = _tokenize_words(tokenizer, rows, target, max_length)
+                continue
             target = target.astype(np.float32) if target.dtype.kind == "f" else target.astype(np.int64)
             pair = ([a for a, _ in rows], [b for _, b in rows]) if rows and isinstance(rows[0], tuple) else (rows,)
             enc = tokenizer(
@@ -113,8 +120,44 @@ class Dataset:
         return TokenizedData.of(out)
 
 
+def _tokenize_words(tokenizer: Any, rows: list[tuple[str, ...]], tags: Any, max_length: int) -> TokenizedSplit:
+    """Pre-split words, each word's tag on its first sub-word (the rest and the specials IGNORED);
+    words cut off by truncation lose their tags."""
+    from edgepipe.tasks.token_classification import IGNORE
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and '"ByteLevel"' in json.dumps(json.loads(backend.to_str()).get("pre_tokenizer")):
+        raise ModelError(
+            "token classification with a byte-level BPE tokenizer (RoBERTa, ModernBERT) is not supported yet: "
+            "its words need a prefix space each; use a WordPiece or SentencePiece teacher (BERT, DistilBERT, "
+            "ELECTRA, XLM-R, DeBERTa-v2)"
+        )
+    try:
+        enc = tokenizer(
+            [list(r) for r in rows],
+            is_split_into_words=True,
+            max_length=max_length,
+            truncation=True,
+            padding="max_length",
+            return_token_type_ids=True,
+            return_attention_mask=True,
+        )
+    except ValueError as e:  # e.g. a byte-level BPE tokenizer loaded without add_prefix_space
+        raise DataError(f"the tokenizer cannot take pre-split words ({str(e).splitlines()[0][:160]})") from None
+    labels = np.full((len(rows), max_length), IGNORE, dtype=np.int64)
+    for i in range(len(rows)):
+        previous = None
+        for j, w in enumerate(enc.word_ids(i)):
+            if w is not None and w != previous:
+                labels[i, j] = tags[i][w]
+            previous = w
+    arr = {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    return TokenizedSplit(arr["input_ids"], arr["attention_mask"], arr["token_type_ids"], labels)
+
+
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".ods", ".numbers")
 JSONL_KINDS = (".jsonl", ".json", ".ndjson")
+CONLL_KINDS = (".conll", ".conllu", ".iob", ".bio")
 CSV_KINDS = (".csv", ".tsv", ".txt", "")
 DELIMITERS = ",;\t|"  # what spreadsheet exports use; the sniffer picks among these only
 SNIFF_CHARS = 16_384
@@ -146,7 +189,7 @@ def read_rows(path: Path, delimiter: str | None = None, columns: tuple[str, ...]
     kind = suffixes[-2] if opener is not open and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     if kind in SPREADSHEETS:
         raise DataError(_spreadsheet_message(path))
-    if kind not in CSV_KINDS + JSONL_KINDS:
+    if kind not in CSV_KINDS + JSONL_KINDS + CONLL_KINDS:
         raise DataError(
             f"data file {path}: {kind!r} is not a supported format; convert it to .csv or .jsonl (optionally .gz/.bz2)"
         )
@@ -162,6 +205,8 @@ def read_rows(path: Path, delimiter: str | None = None, columns: tuple[str, ...]
         raise DataError(f"data file {path} is empty; it needs a header and labelled rows")
     if kind in JSONL_KINDS:
         return _read_jsonl(text, path)
+    if kind in CONLL_KINDS:
+        return _read_conll(text, path)
     default = "\t" if kind == ".tsv" else None
     return _read_csv(text, path, delimiter or default, columns)
 
@@ -205,6 +250,29 @@ def _read_jsonl(text: str, path: Path) -> Table:
             raise DataError(f"data file {path} line {n} is not a JSON object; one object per line")
         rows.append(row)
     return Table(rows, columns=list(dict.fromkeys(k for row in rows for k in row)))
+
+
+def _read_conll(text: str, path: Path) -> Table:
+    """CoNLL-style tagging: one word per line, its tag in the last column (tab- or space-separated), a
+    blank line (or one of whitespace only) between sentences; `-DOCSTART-` lines are skipped. Rows
+    come out as {"tokens": [...], "tags": [...]}, the JSONL format's."""
+    rows: list[dict[str, Any]] = []
+    words: list[str] = []
+    tags: list[str] = []
+    for n, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                rows.append({"tokens": words, "tags": tags})
+                words, tags = [], []
+            continue
+        if len(fields) < 2:
+            raise DataError(f"data file {path} line {n} has a word but no tag; CoNLL lines are WORD TAG")
+        words.append(fields[0])
+        tags.append(fields[-1])
+    if words:
+        rows.append({"tokens": words, "tags": tags})
+    return Table(rows, columns=["tokens", "tags"])
 
 
 def _read_csv(text: str, path: Path, delimiter: str | None, columns: tuple[str, ...]) -> Table:
@@ -563,6 +631,8 @@ def load_dataset(
     if not table.rows and not table.long_rows:
         raise DataError(f"data file {path} has a header but no rows; add labelled examples")
     resolved = tasks.resolve(task, table.columns if cfg.path is not None else (), teacher_task, cfg.label_column)
+    if resolved.inputs == "words":
+        return _load_tagged(cfg, resolved, path, name, table)
     text_col, text_b_col = _task_columns(cfg, resolved, table, path, text_col)
     if resolved.label_kind == "set" and label_col == "label" and "label" not in table.columns:
         label_col = "labels"  # the multi-label data format's column name
@@ -611,6 +681,7 @@ def load_dataset(
         texts={s: [cleaned.texts[i] for i in order[s]] for s in SPLITS},
         label_ids={s: targets[order[s]] for s in SPLITS},
         task=resolved.name,
+        inputs=resolved.inputs,
     )
 
     def label_counts(rows: np.ndarray) -> list[int]:
@@ -649,5 +720,109 @@ def load_dataset(
         report["classes_missing_from_splits"] = missing
     if note:
         report["note"] = note  # kept for manifests read by older tools; also in `notes`
+    dataset.report = report
+    return dataset, report
+
+
+def _load_tagged(cfg: DataConfig, task: Task, path: Path, name: str, table: Table) -> tuple[Dataset, dict[str, Any]]:
+    """Tagged sentences (JSONL {"tokens": [...], "tags": [...]} or CoNLL): checked row by row, repeats
+    dropped, tags mapped to the BIO layout (edgepipe.tasks.token_classification.layout), split by each
+    sentence's rarest entity type."""
+    from edgepipe.tasks.token_classification import layout
+
+    if cfg.path is None:
+        raise DataError(
+            f"the built-in data has no tags; pass --data FILE.jsonl with tokens and tags (or a CoNLL file) for {task.name}"
+        )
+    words_col = "tokens" if cfg.text_column == "text" else cfg.text_column
+    tags_col = "tags" if cfg.label_column == "label" else cfg.label_column
+    missing = [c for c in (words_col, tags_col) if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"task {task.name} needs columns {words_col!r} and {tags_col!r} (lists of words and their tags); data file "
+            f'{path} has {", ".join(map(str, table.columns))}: use JSONL rows {{"tokens": [...], "tags": [...]}} or CoNLL'
+        )
+    sentences: list[tuple[str, ...]] = []
+    tag_rows: list[list[str]] = []
+    dropped = {"empty_text": 0, "duplicate_text": 0}
+    seen: set[tuple[str, ...]] = set()
+    for n, row in enumerate(table.rows, 1):
+        words, tags = row.get(words_col), row.get(tags_col)
+        if not isinstance(words, list) or not isinstance(tags, list):
+            raise DataError(f"data file {path} row {n}: {words_col!r} and {tags_col!r} must be lists (JSON arrays)")
+        if len(words) != len(tags):
+            raise DataError(
+                f"data file {path} row {n} has {len(tags)} tags for {len(words)} tokens; give one tag per token"
+            )
+        words = tuple(str(w).strip() for w in words)
+        if not words or not all(words):
+            dropped["empty_text"] += 1
+            continue
+        if words in seen:
+            dropped["duplicate_text"] += 1
+            continue
+        for tag in tags:
+            if not (tag == "O" or (isinstance(tag, str) and tag[:2] in ("B-", "I-") and len(tag) > 2)):
+                raise DataError(
+                    f"data file {path} row {n} has tag {tag!r}; tags must be BIO: O, B-TYPE or I-TYPE (e.g. B-PER)"
+                )
+        seen.add(words)
+        sentences.append(words)
+        tag_rows.append([str(t) for t in tags])
+    if not sentences:
+        raise DataError(f"data file {path} has no tagged sentences; add rows with tokens and tags")
+    types = sorted({t[2:] for row in tag_rows for t in row if t != "O"})
+    if not types:
+        raise DataError(f"data file {path} has no entity tags (every tag is O); there is nothing to learn to tag")
+    names = layout(types)
+    index = {t: i for i, t in enumerate(names)}
+    ids = [[index[t] for t in row] for row in tag_rows]
+    kinds = [{(t - 1) // 2 for t in row if t} for row in ids]  # the entity types of each sentence
+    sentences_with = np.bincount([k for row in kinds for k in row], minlength=len(types))
+    # stratum: the sentence's rarest entity type (+1), 0 for a sentence without entities
+    strata = np.asarray([1 + min(row, key=lambda k: (sentences_with[k], k)) if row else 0 for row in kinds])
+    order, note = _stratified_split(strata, len(types) + 1, cfg)
+    if cfg.train_limit is not None:
+        order["train"] = _take_per_class(order["train"], strata, len(types) + 1, cfg.train_limit)
+    targets = np.empty(len(ids), dtype=object)
+    targets[:] = [tuple(r) for r in ids]
+    dataset = Dataset(
+        name=name,
+        sha256=sha256_file(path),
+        labels=names,
+        texts={s: [sentences[i] for i in order[s]] for s in SPLITS},
+        label_ids={s: targets[order[s]] for s in SPLITS},
+        task=task.name,
+        inputs="words",
+    )
+
+    def entities(rows: list[int]) -> list[int]:
+        """Entities (B- tags) per type, in layout order."""
+        c = np.zeros(len(types), dtype=np.int64)
+        for i in rows:
+            for t in ids[i]:
+                if t % 2 == 1:
+                    c[(t - 1) // 2] += 1
+        return c.tolist()
+
+    splits = {s: {"n": len(order[s]), "entity_counts": entities(order[s])} for s in SPLITS}
+    notes = [f"dropped {_count(v, 'row')} with {DROPPED_WHY[k]}" for k, v in dropped.items() if v]
+    if note:
+        notes.append(note)
+    report = {
+        "name": name,
+        "task": task.name,
+        "source": str(path),
+        "sha256": dataset.sha256,
+        "labels": names,
+        "entity_types": types,
+        "entity_counts": entities(list(range(len(ids)))),
+        "words": sum(len(x) for x in sentences),
+        "split_seed": cfg.split_seed,
+        "splits": splits,
+        "dropped": {"empty": dropped["empty_text"], **dropped},
+        "content_key": dataset.key,
+        "notes": notes,
+    }
     dataset.report = report
     return dataset, report

@@ -259,6 +259,31 @@ def write_texts_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
     return path
 
 
+NAMES = ["Anna", "José", "Zoë", "Li", "Omar", "Kenji", "Sara", "Björn"]
+SURNAMES = ["Smith", "García", "Müller", "Wang", "Haddad", "Sato"]
+CITIES = ["Paris", "Lyon", "München", "Québec", "東京", "Oslo", "Lima", "Kyiv"]
+
+
+def write_ner_jsonl(path: Path, n: int = 600, seed: int = 0) -> Path:
+    """Synthetic `{"tokens", "tags"}` rows: a person (one or two words) and a city among filler words,
+    with accents and CJK names, BIO-tagged PER and LOC. A test fixture, not a benchmark."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        person = [rng.choice(NAMES)] + ([rng.choice(SURNAMES)] if rng.random() < 0.5 else [])
+        city = rng.choice(CITIES)
+        filler = rng.choice(FILLER).split()
+        if i % 2:
+            tokens = [*person, "visited", city, "and", *filler, str(rng.randint(0, 999))]
+            tags = ["B-PER"] + ["I-PER"] * (len(person) - 1) + ["O", "B-LOC", "O"] + ["O"] * (len(filler) + 1)
+        else:
+            tokens = [*filler, "in", city, "with", *person]
+            tags = ["O"] * len(filler) + ["O", "B-LOC", "O", "B-PER"] + ["I-PER"] * (len(person) - 1)
+        rows.append(json.dumps({"tokens": tokens, "tags": tags}, ensure_ascii=False))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
 def train_tiny_classifier(directory: Path, *, seed: int, n: int, held_out: int, seq_len: int):
     """A 2-layer BERT fine-tuned for 40 steps on the sentiment CSV: small, real, accurate."""
     import torch
@@ -416,6 +441,7 @@ TASK_RUNS: dict[str, tuple[Any, list[str]]] = {
         ["--set", "teacher.max_steps=150", "--set", "distill.max_steps=60", "--task", "pair_classification"],
     ),
     "embedding": (write_texts_csv, []),
+    "token_classification": (write_ner_jsonl, ["--set", "teacher.max_steps=120", "--set", "distill.max_steps=60"]),
     "multi_label": (write_multi_label_csv, ["--set", "teacher.max_steps=300", "--set", "distill.max_steps=120"]),
 }
 
@@ -431,7 +457,7 @@ def task_runs(tmp_path_factory):
             d = tmp_path_factory.mktemp(f"task-run-{task}")
             teacher = make_tiny_bert(d / "teacher")
             write, extra = TASK_RUNS[task]
-            data = write(d / "data.csv")
+            data = write(d / ("data.jsonl" if write is write_ner_jsonl else "data.csv"))
             args = ["--teacher", str(teacher), "--data", str(data), "--out", str(d / "run"), *TINY_RUN, *extra]
             args += ["--set", "quantize.targets=[pruned]", "--set", "export.tflite_targets=[pruned]"]
             proc = run_cli(*args, "--cache-dir", str(d / "cache"))

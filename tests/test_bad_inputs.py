@@ -220,7 +220,6 @@ CASES = [
     ("hostile-device", {}, ["--devices", "arm:pi@board;reboot"], "expected arm:USER@HOST", 2),
     ("bad-core-list", {}, ["--set", "bench.pin_cores=0;reboot"], "bench.pin_cores", 2),
     ("task-unknown", {}, ["--task", "ranking"], "unknown task 'ranking'; edgepipe knows", 2),
-    ("task-not-built-yet", {}, ["--task", "token_classification"], "is not built yet in this edgepipe", 2),
     ("pairs-on-the-built-in-data", {}, ["--task", "pair_classification"], "the built-in data has one text per row", 3),
     (
         "pairs-without-a-second-text",
@@ -251,6 +250,13 @@ CASES = [
         {"d.csv": "text,labels\n" + "".join(f"text {i},a|a\n" for i in range(40))},
         ["--data", "{d}/d.csv"],
         "has a single label ('a') in every row; multi_label needs at least two",
+        3,
+    ),
+    (
+        "tags-without-tokens",
+        {"d.jsonl": "".join('{"words": ["a"], "tags": ["B-X"]}\n' for _ in range(3))},
+        ["--data", "{d}/d.jsonl", "--task", "token_classification"],
+        "needs columns 'tokens' and 'tags'",
         3,
     ),
     ("out-is-a-file", {"o": "x"}, ["--out", "{d}/o"], "is a file, not a directory", 7),

@@ -1,5 +1,6 @@
 import codecs
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -460,3 +461,43 @@ def test_a_text_only_file_is_read_as_embedding_data(tmp_path):
     ds, report = load_dataset(DataConfig(path=path, val_size=5, test_size=10))
     assert ds.task == "embedding" and report["dropped"]["duplicate_text"] == 1
     assert sum(len(ds.texts[s]) for s in ("train", "val", "test")) == 50
+
+
+def test_conll_and_jsonl_tagged_sentences_are_read_alike(tmp_path):
+    """CoNLL (word ... tag, a blank or whitespace-only line between sentences, -DOCSTART- skipped, CRLF)
+    and JSONL rows give the same sentences; tags map to the BIO layout; words' first sub-words carry them."""
+    sentences = [(["Anna", "lives", "in", "Oslo", str(i)], ["B-PER", "O", "O", "B-LOC", "O"]) for i in range(30)]
+    conll = "-DOCSTART- O\r\n\r\n" + "\t\r\n".join(
+        "".join(f"{w} NNP {t}\r\n" for w, t in zip(words, tags)) for words, tags in sentences
+    )
+    (tmp_path / "d.conll").write_text(conll)
+    (tmp_path / "d.jsonl").write_text(
+        "".join(json.dumps({"tokens": w, "tags": t}) + "\n" for w, t in sentences)
+        + json.dumps({"tokens": sentences[0][0], "tags": sentences[0][1]})  # a repeat
+        + "\n"
+    )
+    a, ra = load_dataset(DataConfig(path=tmp_path / "d.conll", val_size=5, test_size=5))
+    b, rb = load_dataset(DataConfig(path=tmp_path / "d.jsonl", val_size=5, test_size=5))
+    assert a.task == b.task == "token_classification" and a.texts == b.texts and rb["dropped"]["duplicate_text"] == 1
+    assert a.labels == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"] and ra["entity_counts"] == [30, 30]
+    split = a.tokenize(load_tokenizer(teacher_source(None)), 16).test
+    words, tags = a.texts["test"][0], a.label_ids["test"][0]
+    got = split.labels[0][split.labels[0] != -100].tolist()
+    assert got == list(tags) == [3, 0, 0, 1, 0] and len(words) == 5
+
+
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        ({"tokens": ["a", "b"], "tags": ["O"]}, "has 1 tags for 2 tokens; give one tag per token"),
+        ({"tokens": ["a"], "tags": ["PER"]}, "has tag 'PER'; tags must be BIO"),
+        ({"tokens": "a b", "tags": ["O", "O"]}, "must be lists (JSON arrays)"),
+    ],
+)
+def test_bad_tagged_rows_are_named(tmp_path, row, needle):
+    path = tmp_path / "d.jsonl"
+    good = {"tokens": ["Anna"], "tags": ["B-PER"]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match="row 2") as e:
+        load_dataset(DataConfig(path=path))
+    assert needle in str(e.value)

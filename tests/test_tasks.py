@@ -43,6 +43,24 @@ CASES["embedding"] = {
     "train_labels": np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32),
     "baseline": {"metric": 2**-0.5},
 }
+CASES["token_classification"] = {
+    # 2 sentences, 4 positions, tags O=0 B=1 I=2 (one entity type); -100 where no word starts
+    "outputs": np.array(
+        [[[5, 0, 0], [0, 5, 0], [0, 0, 5], [5, 0, 0]], [[5, 0, 0], [5, 0, 0], [5, 0, 0], [0, 0, 0]]], dtype=np.float32
+    ),
+    "reference": np.array(
+        [[[5, 0, 0], [0, 5, 0], [0, 0, 5], [5, 0, 0]], [[5, 0, 0], [5, 0, 0], [0, 5, 0], [0, 0, 0]]], dtype=np.float32
+    ),
+    "labels": np.array([[-100, 1, 2, 0], [-100, 0, 1, -100]]),
+    # words: sentence 1 B I O (predicted B I O), sentence 2 O B (predicted O O): 1 of 2 entities found, 1 found
+    # -> F1 = 2 * 1 / (1 + 2); the reference finds both
+    "metric": 2 / 3,
+    "reference_metric": 1.0,
+    "agreement": 6 / 7,  # 7 real positions (sentence 2's last is padding: zeros), one differs
+    "train_labels": np.array([[-100, 1, 0, 0], [-100, 0, 0, -100]]),
+    # tagging every word O finds no entity; 2 of the 5 test words are O
+    "baseline": {"name": "no entities", "metric": 0.0, "token_accuracy": 0.4},
+}
 CASES["multi_label"] = {
     # 3 labels; a label is on where its output > 0: decisions 101, 010, 110, 001 vs labels 101, 010, 100, 000
     "outputs": np.array([[1, -1, 2], [-1, 1, -1], [1, 1, -1], [-2, -1, 1]], dtype=np.float32),
@@ -127,6 +145,7 @@ def test_an_unknown_task_is_a_config_error():
         ("auto", ["text"], None, "embedding"),  # texts alone: nothing to classify
         ("auto", ["text", "sentiment"], None, "embedding"),
         ("auto", [], None, "sequence_classification"),  # the built-in data
+        ("auto", ["tokens", "tags"], None, "token_classification"),
         ("sequence_classification", ["text_a", "text_b", "label"], None, "sequence_classification"),
     ],
 )
@@ -185,3 +204,17 @@ def test_embedding_neighbour_overlap_is_hand_computed():
     # k=2: before {1,2} {0,2} {3,1} {2,1}; after {3,2} {2,3} {1,3} {0,2}: kept 1, 1, 2, 1 of 2 -> 5/8
     assert neighbour_overlap(ref[[0, 3, 2, 1]], ref, k=2) == 0.625
     assert get("embedding").scores(ref, ref) == {"mean_cosine": pytest.approx(1.0), "top10_overlap": 1.0}
+
+
+def test_token_classification_scores_are_hand_computed_and_spans_follow_seqeval():
+    from edgepipe.tasks.token_classification import layout, spans
+
+    assert layout(["LOC", "PER"]) == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    # B-LOC I-LOC O B-PER I-PER I-LOC(another type: a new entity) I-LOC(continues it) B-LOC(a new one)
+    assert spans([1, 2, 0, 3, 4, 2, 2, 1]) == {(0, 2, 0), (3, 5, 1), (5, 7, 0), (7, 8, 0)}
+    assert spans([2, 2, 0]) == {(0, 2, 0)}  # an I after O starts an entity (seqeval's default, lenient)
+    case = CASES["token_classification"]
+    got = get("token_classification").scores(case["outputs"], case["labels"])
+    assert got == pytest.approx(
+        {"entity_f1": 2 / 3, "entity_precision": 1.0, "entity_recall": 0.5, "token_accuracy": 0.8}
+    )

@@ -20,7 +20,12 @@ pytestmark = pytest.mark.e2e
 
 # the remote runner each task's run is measured on (the transports are the same code; what differs is the
 # labels file and the metric the runner computes); BERT's segment ids make pairs the arm board's
-REMOTE_RUNNER = {"pair_classification": "arm", "multi_label": "android", "embedding": "arm"}
+REMOTE_RUNNER = {
+    "pair_classification": "arm",
+    "multi_label": "android",
+    "embedding": "arm",
+    "token_classification": "android",
+}
 
 
 def test_every_task_runs_end_to_end():
@@ -61,6 +66,8 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
     examples = _test_examples(out)[:60]
     if t.inputs == "text_pair":
         assert all(isinstance(e, tuple) and len(e) == 2 for e in examples)
+    if t.inputs == "words":  # an app gets text: the fixture's words are what app_check's word split finds
+        examples = [" ".join(e) for e in examples]
     for target in ("tflite", "ort"):
         bundle = tmp_path / target
         shutil.copytree(out / m["bundles"][target]["path"], bundle)
@@ -78,7 +85,14 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
             for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
         }
         ref = open_model(bundle / card["model"]["file"]).predict(TokenizedSplit(**arrays))
-        if task == "embedding":  # semantic search over the 60 texts: each one's nearest other text
+        if task == "token_classification":  # each word's tag (its first sub-word's), entities as char spans
+            labels = arrays["labels"]
+            runtime = [[card["labels"][k] for k in r[y != -100].argmax(-1)] for r, y in zip(ref, labels)]
+            assert [a["tags"] for a in answers] == runtime
+            for text, a in zip(examples, answers):
+                assert all(text[e["start"] : e["end"]] == e["text"] for e in a["entities"])
+            assert sum(len(a["entities"]) for a in answers) >= 60  # every fixture sentence names a person
+        elif task == "embedding":  # semantic search over the 60 texts: each one's nearest other text
             sims = ref @ ref.T
             np.fill_diagonal(sims, -np.inf)
             assert [a["nearest"] for a in answers] == sims.argmax(1).tolist()

@@ -155,6 +155,35 @@ def test_the_reference_frames_pairs_as_hugging_face_does(family):
         assert truncated > 50  # truncation is exercised, not only padding
 
 
+def test_the_reference_tokenizes_an_apps_words_as_hugging_face_does_pre_split_words(family):
+    """Token classification: the app splits a text into words (with character offsets) and tokenizes
+    each word alone; the ids and each word's first sub-word equal `tokenizers`' `is_split_into_words`
+    (WordPiece and SentencePiece; byte-level BPE is refused for this task)."""
+    name, arch, tokenizer, d = family
+    if name == "byte_level_bpe":
+        pytest.skip("token classification refuses byte-level BPE tokenizers")
+    card = arch.tokenizer_card(tokenizer.hf, tokenizer.directory)
+    reference = app_check.load_tokenizer(str(tokenizer.directory), card)
+    sample = texts(n_synthetic=300, n_clusters=100)[3800:]  # corpus tail, scripts, clusters
+    checked = 0
+    for text in sample:
+        words = app_check.words_of(text)
+        if not words:
+            continue
+        assert all(text[a:b] == w for w, a, b in words)  # offsets point into the original text
+        enc = tokenizer.hf([w for w, _, _ in words], is_split_into_words=True, add_special_tokens=False)
+        ours, first = [], []
+        for w, _, _ in words:
+            pieces = app_check.word_pieces(reference, w)
+            first.append(len(ours) if pieces else None)  # a word of stripped marks has no token
+            ours += pieces
+        assert ours == enc["input_ids"], text
+        word_ids = enc.word_ids()
+        assert first == [word_ids.index(i) if i in word_ids else None for i in range(len(words))], text
+        checked += 1
+    assert checked > 500
+
+
 def _load(directory: Path):
     from transformers import AutoTokenizer
 

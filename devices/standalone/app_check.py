@@ -11,6 +11,7 @@ No torch, no transformers, no edgepipe: if this works, the bundle is self-suffic
     python3 app_check.py BUNDLE_DIR --texts texts.txt      # one text per line, prints JSON
     python3 app_check.py BUNDLE_DIR "first text" "second text"   # a pair model (task inputs text_pair)
     python3 app_check.py BUNDLE_DIR --texts texts.txt      # an embedding model: each text's nearest other text
+    python3 app_check.py BUNDLE_DIR "Zoë lives in Paris"   # a tagger: words, tags, entities with char offsets
 """
 
 from __future__ import annotations
@@ -606,6 +607,8 @@ def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:
 
 
 def classify(card: dict, tokenizer, model: Model, text: str, text_b: str | None = None) -> dict:
+    if card.get("task", {}).get("name") == "token_classification":
+        return tag(card, tokenizer, model, text)
     feeds = tokenizer.encode(text, card["max_sequence_length"], text_b)
     z = model.logits(feeds).astype(np.float64)
     if card.get("task", {}).get("name") == "embedding":  # L2-normalised in the model: cosine = dot product
@@ -631,6 +634,49 @@ def search(card: dict, tokenizer, model: Model, texts_file: str) -> None:
     for i in range(len(texts)):
         j = int(sims[i].argmax())
         print(json.dumps({"nearest": j, "cosine": float(sims[i, j]), "norm": float(np.linalg.norm(e[i]))}))
+
+
+WORD = re.compile(r"\w+|[^\w\s]")  # an app's words: runs of letters/digits, or one punctuation mark
+
+
+def words_of(text: str) -> list[tuple[str, int, int]]:
+    """The words of a text with their character offsets (what entity spans map back through)."""
+    return [(m.group(), m.start(), m.end()) for m in WORD.finditer(text)]
+
+
+def word_pieces(tokenizer, word: str) -> list[int]:
+    """One word's ids as `tokenizers` makes them for pre-split words (each word pre-tokenized alone;
+    byte-level BPE with a prefix space, as add_prefix_space=True does)."""
+    if isinstance(tokenizer, ByteLevelBPE):
+        return tokenizer.ids(" " + word)
+    return tokenizer.ids(word)
+
+
+def tag(card: dict, tokenizer, model: Model, text: str) -> dict:
+    """Token classification as an app runs it: split the text into words, tokenize them, tag each word by
+    its first sub-word, then turn BIO tags into entities with character offsets into the original text."""
+    seq_len = card["max_sequence_length"]
+    words = words_of(text)
+    ids, first = [], []
+    for w, _, _ in words:
+        pieces = word_pieces(tokenizer, w)
+        first.append(len(ids) if pieces else None)  # a word of marks the tokenizer strips has no token
+        ids += pieces
+    feeds = tokenizer.framing(ids, None, seq_len)
+    lead = next(i for i, (item, _) in enumerate(tokenizer.framing.single) if item == "A")  # specials before
+    kept = int(feeds["attention_mask"].sum()) - (len(tokenizer.framing.single) - 1)  # sub-words that fit
+    z = model.logits(feeds)
+    labels = card["labels"]
+    tags = [labels[int(z[lead + p].argmax())] if p is not None and p < kept else "O" for p in first]
+    entities, start, kind = [], None, ""
+    for i, t in enumerate([*tags, "O"]):
+        if start is not None and (t == "O" or t.startswith("B-") or t[2:] != kind):
+            a, b = words[start][1], words[i - 1][2]
+            entities.append({"type": kind, "start": a, "end": b, "text": text[a:b]})
+            start = None
+        if t != "O" and start is None:
+            start, kind = i, t[2:]
+    return {"words": [w for w, _, _ in words], "tags": tags, "entities": entities}
 
 
 def pair_task(card: dict) -> bool:

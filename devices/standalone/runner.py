@@ -9,7 +9,8 @@ Copy it to the device beside the model and the eval inputs, then:
     python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
 
 `eval/` holds input_ids.npy, attention_mask.npy, token_type_ids.npy (int64, [N, L]) and
-labels.npy ([N]; multi-label [N, labels] of 0/1; embeddings: the teacher's [N, dims]). Latency runs use batch B of real examples padded to --seq-len (default:
+labels.npy ([N]; multi-label [N, labels] of 0/1; embeddings: the teacher's [N, dims]; tags: [N, L], -100
+where no word starts). Latency runs use batch B of real examples padded to --seq-len (default:
 a TFLite model's fixed length, else L); the metric pass (--metric, the task's) runs every
 example. Flags and statistics follow TFLite's benchmark_model.
 """
@@ -51,14 +52,39 @@ def _mean_cosine(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(((a * b).sum(-1) / norms).mean())
 
 
+def _entity_spans(tags: list[int]) -> set:
+    """Entities as (start, end, type) from BIO tag ids laid out O = 0, B = 2i+1, I = 2i+2 (lenient IOB2)."""
+    out, start, kind = set(), None, None
+    for i, t in enumerate([*tags, 0]):
+        if start is not None and (t == 0 or t % 2 == 1 or (t - 1) // 2 != kind):
+            out.add((start, i, kind))
+            start = None
+        if t != 0 and start is None:
+            start, kind = i, (t - 1) // 2
+    return out
+
+
+def _entity_f1(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Token classification: entity-level F1 over each word's first sub-word (labels -100 elsewhere)."""
+    n = min(outputs.shape[1], labels.shape[1])
+    tp = found = wanted = 0
+    for o, y in zip(outputs[:, :n], labels[:, :n]):
+        at = y != -100
+        a, b = _entity_spans([int(t) for t in o[at].argmax(-1)]), _entity_spans([int(t) for t in y[at]])
+        tp, found, wanted = tp + len(a & b), found + len(a), wanted + len(b)
+    return 2 * tp / (found + wanted) if found + wanted else 1.0
+
+
 # The tasks' metrics by name, as edgepipe's tasks name them (edgepipe/tasks/: `Task.metric`).
-METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1, "mean_cosine": _mean_cosine}
+METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1, "mean_cosine": _mean_cosine, "entity_f1": _entity_f1}
 
 
 def predictions(outputs: np.ndarray, metric: str) -> list:
     """Per example: the predicted class, or (multi-label) the indices of the labels that are on."""
     if metric == "micro_f1":
         return [np.flatnonzero(row > 0).tolist() for row in outputs]
+    if metric == "entity_f1":  # per token: the predicted tag id
+        return outputs.argmax(axis=-1).tolist()
     if metric == "mean_cosine":  # embeddings: each text's nearest other text
         sims = outputs @ outputs.T
         np.fill_diagonal(sims, -np.inf)
@@ -284,7 +310,10 @@ def model_outputs(model, arrays, n: int, batch: int = 32) -> np.ndarray:
     for s in range(0, n, batch):
         e = min(s + batch, n)
         width = max(1, int(lengths[s:e].max()))
-        outs.append(model({k: np.ascontiguousarray(v[s:e, :width]) for k, v in arrays.items()}))
+        out = model({k: np.ascontiguousarray(v[s:e, :width]) for k, v in arrays.items()})
+        if out.ndim == 3 and out.shape[1] < arrays["input_ids"].shape[1]:  # per-token outputs: pad back
+            out = np.pad(out, ((0, 0), (0, arrays["input_ids"].shape[1] - out.shape[1]), (0, 0)))
+        outs.append(out)
     return np.concatenate(outs)
 
 

@@ -214,6 +214,8 @@ def predict(
     total = math.ceil(len(split) / batch_size)
     for idx, b in progress.track(batches(split, batch_size), total, description):
         y = forward(model, b).numpy()
+        if y.ndim == 3:  # per-token outputs of a trimmed batch: back to the split's length (zeros = padding)
+            y = np.pad(y, ((0, 0), (0, split.input_ids.shape[1] - y.shape[1]), (0, 0)))
         if out is None:
             out = np.zeros((len(split), *y.shape[1:]), dtype=np.float32)
         out[idx] = y

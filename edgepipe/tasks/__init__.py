@@ -18,18 +18,11 @@ for _module in pkgutil.iter_modules(__path__):
 
 DEFAULT = "sequence_classification"
 AUTO = "auto"
-# tasks users ask for that have no task file yet: named in the refusal instead of "unknown task"
-PLANNED = {
-    "token_classification": "JSONL {tokens, tags} or CoNLL",
-}
 
 
 def get(name: str | None) -> Task:
     if (name or DEFAULT) not in TASKS:
-        known = ", ".join(sorted(TASKS))
-        if name in PLANNED:
-            raise ConfigError(f"task {name!r} is not built yet in this edgepipe; it knows {known}")
-        raise ConfigError(f"unknown task {name!r}; edgepipe knows {known} (or auto)")
+        raise ConfigError(f"unknown task {name!r}; edgepipe knows {', '.join(sorted(TASKS))} (or auto)")
     return TASKS[name or DEFAULT]
 
 
