@@ -28,6 +28,7 @@ from edgepipe.config import DataConfig
 from edgepipe.errors import DataError, ModelError
 from edgepipe.rundir import sha256_file, stable_hash
 from edgepipe.tasks.base import Task
+from edgepipe.tasks.embedding import ProbeLabels
 from edgepipe.tokenized import SPLITS, UNLABELED, TokenizedData, TokenizedSplit
 
 DEFAULT_NAME = "rotten_tomatoes_snippets"
@@ -59,6 +60,7 @@ class Dataset:
     extra: list[str] = field(default_factory=list)
     task: str = "sequence_classification"  # the resolved task's name (edgepipe.tasks)
     inputs: str = "text"  # what an example is: "text", "text_pair" (a, b) or "words" (a tuple of words)
+    probe: ProbeLabels | None = None  # embeddings of labelled texts: the labels a linear probe is scored on
 
     def set_targets(self, targets: dict[str, np.ndarray]) -> None:
         """The teacher's outputs as every split's labels (embeddings: the student's targets and the
@@ -658,6 +660,7 @@ def load_dataset(
         classes, ids = _label_names(cleaned.labels) if label_col else ([], [0] * len(cleaned.texts))
         strata = np.asarray(ids, dtype=np.int64)
         labels, targets = [], np.zeros((len(strata), 0), dtype=np.float32)
+        probe_names = classes if len(classes) > 1 else []
     else:
         labels, ids = _label_names(cleaned.labels)
         if len(labels) < 2:
@@ -683,6 +686,8 @@ def load_dataset(
         task=resolved.name,
         inputs=resolved.inputs,
     )
+    if resolved.label_kind == "teacher" and probe_names:
+        dataset.probe = ProbeLabels(strata[order["train"]], strata[order["test"]], probe_names)
 
     def label_counts(rows: np.ndarray) -> list[int]:
         """Examples per label (a text with several labels counts for each)."""

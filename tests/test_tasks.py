@@ -218,3 +218,18 @@ def test_token_classification_scores_are_hand_computed_and_spans_follow_seqeval(
     assert got == pytest.approx(
         {"entity_f1": 2 / 3, "entity_precision": 1.0, "entity_recall": 0.5, "token_accuracy": 0.8}
     )
+
+
+def test_the_linear_probe_reads_the_signal_the_embeddings_carry():
+    from edgepipe.tasks.embedding import linear_probe
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    signal = rng.normal(size=(400, 8)).astype(np.float32)
+    signal[:, 0] += 3 * (2 * y - 1)  # class on one axis
+    assert linear_probe(signal[:300], y[:300], signal[300:], y[300:]) >= 0.95
+    noise = rng.normal(size=(400, 8)).astype(np.float32)
+    assert 0.3 < linear_probe(noise[:300], y[:300], noise[300:], y[300:]) < 0.7
+    assert linear_probe(signal[:300], y[:300], signal[300:], y[300:]) == linear_probe(
+        signal[:300], y[:300], signal[300:], y[300:]
+    )  # deterministic

@@ -87,8 +87,9 @@ def compress_and_export_cmd(
     task: Annotated[
         str | None,
         typer.Option(
-            help="sequence_classification or pair_classification (default auto: the teacher's head, "
-            "else the data's columns: text_a,text_b,label = pairs)"
+            help="sequence_classification, pair_classification, multi_label, embedding or token_classification "
+            "(default auto: the teacher's head, else the data's columns: text_a,text_b,label = pairs; "
+            "text,labels = multi-label; text alone = embedding; JSONL tokens,tags or CoNLL = token tagging)"
         ),
     ] = None,
     unlabeled: Annotated[

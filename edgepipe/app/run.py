@@ -97,6 +97,7 @@ class Run(RunRecord):
             benchmarks=[],
         )
         super().__init__(cfg, rundir, progress, manifest, dist)
+        self.probe = None  # the data's class labels when the task embeds labelled texts (linear probe)
 
     def record_config(self, cfg: RunConfig) -> None:
         """The config the shipped model is trained with (after a budget search: the chosen plan's)."""
@@ -170,7 +171,10 @@ class Run(RunRecord):
     def record_model(self, role: Role, report: dict[str, Any], checkpoint: Path | None = None) -> None:
         """The manifest entry of a model: size facts, its PyTorch metric, its stage report, its eval inputs."""
         model, metric = role.model, role.model.task.metric
-        ev = self.stages.run(f"eval_{role.name}", evaluate.run, model=model, data=role.data, role=role.name).result
+        probe = {"probe": self.probe} if self.probe is not None else {}  # embeddings of labelled texts
+        ev = self.stages.run(
+            f"eval_{role.name}", evaluate.run, model=model, data=role.data, role=role.name, **probe
+        ).result
         # runner inputs: the teacher's ids (teacher, student), the pruned model's own (it may have its own vocabulary)
         inputs = self.dir.path("data/test" if role.name in ("teacher", "student") else f"data/test_{role.name}")
         self.stages.run(f"eval_inputs_{inputs.name}", _save_eval_inputs, data=role.data, directory=inputs.name)
@@ -326,6 +330,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         source = teacher_source(cfg.teacher.path)
         dataset, run.manifest.dataset = data_stage.load_dataset(cfg.data, cfg.task, head_task(source))
         cfg = run.fit_to_data(cfg, dataset)
+        run.probe = dataset.probe
         tokenizer = Tokenizer.load(source)
         tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
         run.save()
@@ -344,16 +349,20 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         )
         cached = t_report.get("cache_hit", True) and t_report.get("fine_tuned", True)
         progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if cached else ""))
+        targets = None
         if t_model.task.label_kind == "teacher":  # embeddings: the teacher's outputs are every split's targets
-            stages.run("teacher_targets", distill.teacher_targets, teacher=t_model, data=tokens)
+            targets = stages.run("teacher_targets", distill.teacher_targets, teacher=t_model, data=tokens)
             dataset.set_targets(distill.load_teacher_targets(stages))
             tokens = dataset.tokenize(tokenizer.hf, cfg.data.max_length)
         roles = [Role("teacher", t_model, tokens, tokenizer)]
         run.record_model(roles[0], t_report)
         run.check_teacher(t_model, tokens, cfg.teacher)
-        soft = distill.load_soft_targets(
-            stages, stages.run("soft_targets", distill.soft_targets, teacher=t_model, data=tokens)
-        )
+        if targets is not None and not dataset.extra:  # the soft targets are the training split's targets
+            soft = distill.SoftTargets(torch.from_numpy(dataset.label_ids["train"]), targets.key)
+        else:
+            soft = distill.load_soft_targets(
+                stages, stages.run("soft_targets", distill.soft_targets, teacher=t_model, data=tokens)
+            )
 
         rec = stages.run(
             "distill",

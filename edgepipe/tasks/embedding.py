@@ -12,6 +12,7 @@ neighbours (among the test texts) with the teacher's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgepipe.arch.base import EncoderOutput, masked_mean
+from edgepipe.rundir import stable_hash
 from edgepipe.tasks.base import Task, register
 from edgepipe.tasks.losses import DistillationLoss
 
@@ -49,6 +51,41 @@ def neighbour_overlap(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGH
         return 1.0
     a, b = nearest(outputs, k), nearest(reference, k)
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist())]))
+
+
+@dataclass
+class ProbeLabels:
+    """Class labels of the train and test texts, when the embedded data has them (the built-in data's
+    fresh/rotten): a linear probe on the embeddings shows they still carry that signal."""
+
+    train: np.ndarray
+    test: np.ndarray
+    names: list[str]
+
+    @property
+    def key(self) -> str:
+        return stable_hash({"train": self.train.tolist(), "test": self.test.tolist(), "names": self.names})
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Test accuracy of a logistic regression fitted on the training embeddings (full-batch L-BFGS,
+    L2 1e-4, fixed init: deterministic): how much of the labels' signal the embeddings keep."""
+    x, y = torch.from_numpy(train_x.astype(np.float32)), torch.from_numpy(train_y.astype(np.int64))
+    k = int(max(train_y.max(), test_y.max())) + 1
+    w = torch.zeros(x.shape[1], k, requires_grad=True)
+    b = torch.zeros(k, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w + b, y) + 1e-4 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        pred = (torch.from_numpy(test_x.astype(np.float32)) @ w + b).argmax(-1).numpy()
+    return float((pred == test_y).mean())
 
 
 class EmbeddingDistillationLoss(DistillationLoss):
