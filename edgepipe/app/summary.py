@@ -27,8 +27,10 @@ def check_cell(art: Artifact) -> str:
     if art.get("parity_max_abs") is not None:
         return f"{art.get('parity_max_abs'):.1e}"
     extra = art.model_extra or {}
+    # the test-split agreement, not the int8 budget loop's validation tries (val_, first_try_, dynamic_...)
+    tries = ("val_", "first_try_", "dynamic_", "static_", "budget_")
     for suffix in ("_agreement", "_agreement_vs_onnx"):
-        key = next((k for k in extra if k.endswith(suffix) and extra[k] is not None), None)
+        key = next((k for k in extra if k.endswith(suffix) and not k.startswith(tries) and extra[k] is not None), None)
         if key is not None:
             return f"{extra[key] * 100:.1f}%"
     return "-"
