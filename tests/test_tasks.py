@@ -233,3 +233,12 @@ def test_the_linear_probe_reads_the_signal_the_embeddings_carry():
     assert linear_probe(signal[:300], y[:300], signal[300:], y[300:]) == linear_probe(
         signal[:300], y[:300], signal[300:], y[300:]
     )  # deterministic
+
+
+def test_sequence_classification_reports_macro_f1_beside_accuracy():
+    """Imbalanced: 9 of 10 texts are class 0 and the model always says 0: accuracy 0.9, macro-F1 shows
+    the missed class (class 0 F1 = 18/19, class 1 F1 = 0)."""
+    labels = np.array([0] * 9 + [1])
+    outputs = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (10, 1))
+    got = get("sequence_classification").scores(outputs, labels)
+    assert got == pytest.approx({"accuracy": 0.9, "macro_f1": (18 / 19 + 0) / 2})

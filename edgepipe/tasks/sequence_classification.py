@@ -52,7 +52,18 @@ class SequenceClassification(Task):
         return DistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
 
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        return {"accuracy": float((outputs.argmax(axis=-1) == labels).mean())}
+        """Accuracy, and macro-F1 beside it (the mean of each class's F1 over the classes that occur in
+        the labels or the predictions): what accuracy hides when one class dominates."""
+        pred = outputs.argmax(axis=-1)
+        f1 = []
+        for c in np.union1d(np.unique(labels), np.unique(pred)):
+            tp, fp, fn = (
+                ((pred == c) & (labels == c)).sum(),
+                ((pred == c) & (labels != c)).sum(),
+                ((pred != c) & (labels == c)).sum(),
+            )
+            f1.append(2 * tp / (2 * tp + fp + fn))
+        return {"accuracy": float((pred == labels).mean()), "macro_f1": float(np.mean(f1)) if f1 else 1.0}
 
     def baseline(self, train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, Any]:
         """Always the training split's most frequent label (majority), and guessing at the training
