@@ -103,7 +103,7 @@ class Dataset:
                 out[split] = _tokenize_words(tokenizer, rows, target, max_length)
                 continue
             target = target.astype(np.float32) if target.dtype.kind == "f" else target.astype(np.int64)
-            pair = ([a for a, _ in rows], [b for _, b in rows]) if rows and isinstance(rows[0], tuple) else (rows,)
+            pair = ([a for a, _ in rows], [b for _, b in rows]) if self.inputs == "text_pair" else (rows,)
             enc = tokenizer(
                 *pair,
                 max_length=max_length,

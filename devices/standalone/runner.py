@@ -45,14 +45,14 @@ def _micro_f1(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(2 * tp / max(1, 2 * tp + wrong))
 
 
-def _mean_cosine(outputs: np.ndarray, labels: np.ndarray) -> float:
+def mean_cosine(outputs: np.ndarray, labels: np.ndarray) -> float:
     """Embeddings: the mean cosine to the reference (the teacher's fp32 embeddings, shipped as labels.npy)."""
     a, b = outputs.astype(np.float64), labels.astype(np.float64)
     norms = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
     return float(((a * b).sum(-1) / norms).mean())
 
 
-def _entity_spans(tags: list[int]) -> set:
+def entity_spans(tags: list[int]) -> set:
     """Entities as (start, end, type) from BIO tag ids laid out O = 0, B = 2i+1, I = 2i+2 (lenient IOB2)."""
     out, start, kind = set(), None, None
     for i, t in enumerate([*tags, 0]):
@@ -70,13 +70,13 @@ def _entity_f1(outputs: np.ndarray, labels: np.ndarray) -> float:
     tp = found = wanted = 0
     for o, y in zip(outputs[:, :n], labels[:, :n]):
         at = y != -100
-        a, b = _entity_spans([int(t) for t in o[at].argmax(-1)]), _entity_spans([int(t) for t in y[at]])
+        a, b = entity_spans([int(t) for t in o[at].argmax(-1)]), entity_spans([int(t) for t in y[at]])
         tp, found, wanted = tp + len(a & b), found + len(a), wanted + len(b)
     return 2 * tp / (found + wanted) if found + wanted else 1.0
 
 
 # The tasks' metrics by name, as edgepipe's tasks name them (edgepipe/tasks/: `Task.metric`).
-METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1, "mean_cosine": _mean_cosine, "entity_f1": _entity_f1}
+METRICS = {"accuracy": _accuracy, "micro_f1": _micro_f1, "mean_cosine": mean_cosine, "entity_f1": _entity_f1}
 
 
 def predictions(outputs: np.ndarray, metric: str) -> list:

@@ -253,10 +253,10 @@ class Validation:
         return model.task.tuned_score(predict(model, self.subset), self.subset.labels)
 
     def finish(self, model: nn.Module) -> dict | None:
-        record = model.task.calibrate(model, predict(model, self.subset), self.subset.labels)
-        if record is not None:
-            model.calibration = record
-        return record
+        if not model.task.tunes_decisions:
+            return None
+        model.calibration = model.task.calibrate(model, predict(model, self.subset), self.subset.labels)
+        return model.calibration
 
 
 def validation(val: TokenizedSplit, examples: int) -> Validation:

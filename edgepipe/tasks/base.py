@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from edgepipe.arch.base import EncoderOutput
+from edgepipe.tasks.losses import DistillationLoss
 
 
 class Task(ABC):
@@ -33,6 +34,10 @@ class Task(ABC):
     app_api: str | None = None
     # the bundle README's Kotlin line that turns the output into the app's answer
     kotlin_answer: str = "val label = labels[logits[0].indices.maxBy { logits[0][it] }]"
+    # the soft-target + task loss of distillation (edgepipe.tasks.losses), built by `distillation_loss`
+    distillation_loss_class: type[DistillationLoss] = DistillationLoss
+    # whether the task has decision settings to tune on validation (`calibrate`)
+    tunes_decisions: bool = False
     # why no Task Library / MediaPipe API can run this task's models (said in the TFLite bundle) when none can
     task_library_gap: str | None = None
     # what one example is: "text" (one text per row) or "text_pair" (two texts in one input, as
@@ -68,7 +73,6 @@ class Task(ABC):
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The supervised loss (fine-tuning a teacher)."""
 
-    @abstractmethod
     def distillation_loss(
         self,
         temperature: float,
@@ -78,6 +82,7 @@ class Task(ABC):
         teacher_width: int = 0,
     ) -> nn.Module:
         """A module: (student outputs, teacher outputs, labels[, hidden states, mask]) -> {"loss": ...}."""
+        return self.distillation_loss_class(temperature, alpha, hidden_weight, student_width, teacher_width)
 
     @abstractmethod
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgepipe.arch.base import EncoderOutput, masked_mean
+from edgepipe.devices.standalone.runner import mean_cosine  # one definition: host and device agree
 from edgepipe.rundir import stable_hash
 from edgepipe.tasks.base import Task, register
 from edgepipe.tasks.losses import DistillationLoss
@@ -28,10 +29,9 @@ from edgepipe.tasks.losses import DistillationLoss
 NEIGHBOURS = 10
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cosine of matching rows: the student's loss against the teacher's embeddings."""
+    return (1 - F.cosine_similarity(a, b.to(a.dtype), dim=-1)).mean()
 
 
 def nearest(embeddings: np.ndarray, k: int) -> np.ndarray:
@@ -93,10 +93,10 @@ class EmbeddingDistillationLoss(DistillationLoss):
     an embedding's label is the teacher's embedding)."""
 
     def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+        return cosine_distance(student, teacher)
 
     def hard_term(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.soft_term(student, labels.to(student.dtype))
+        return cosine_distance(student, labels)
 
 
 @register
@@ -106,6 +106,7 @@ class SentenceEmbedding(Task):
     agreement_name = "cosine_agreement"
     output_names = ("embeddings",)
     label_kind = "teacher"
+    distillation_loss_class = EmbeddingDistillationLoss
     kotlin_answer = "val embedding = embeddings[0]   // L2-normalised: cosine similarity = dot product"
     task_library = None
     app_api = None
@@ -128,26 +129,21 @@ class SentenceEmbedding(Task):
         return pooled * torch.rsqrt((pooled * pooled).sum(dim=-1, keepdim=True).clamp_min(1e-12))
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return (1 - F.cosine_similarity(outputs, labels.to(outputs.dtype), dim=-1)).mean()
-
-    def distillation_loss(
-        self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0
-    ) -> EmbeddingDistillationLoss:
-        return EmbeddingDistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
+        return cosine_distance(outputs, labels)
 
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return {
-            "mean_cosine": float(cosine_rows(outputs, labels).mean()),
+            "mean_cosine": mean_cosine(outputs, labels),
             f"top{NEIGHBOURS}_overlap": neighbour_overlap(outputs, labels),
         }
 
     def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float:
-        return float(cosine_rows(outputs, reference).mean())
+        return mean_cosine(outputs, reference)
 
     def baseline(self, train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, Any]:
         """One vector for every text: the mean of the training split's (teacher) embeddings."""
         centroid = np.broadcast_to(train_labels.mean(axis=0), test_labels.shape)
-        return {"name": "mean training embedding", "metric": float(cosine_rows(centroid, test_labels).mean())}
+        return {"name": "mean training embedding", "metric": mean_cosine(centroid, test_labels)}
 
     def card(self, labels: list[str], calibration: dict[str, Any] | None = None) -> dict[str, Any]:
         return {

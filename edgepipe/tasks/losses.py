@@ -87,6 +87,12 @@ class DistillationLoss(nn.Module):
     def project(self) -> nn.Module:
         return self.hidden.project
 
+    def align(
+        self, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The outputs and labels the soft and task terms compare (per-token tasks pick positions)."""
+        return student, teacher, labels
+
     def soft_term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return soft_target_kl(student, teacher, self.temperature)
 
@@ -102,6 +108,7 @@ class DistillationLoss(nn.Module):
         teacher_hidden: list[torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        student_logits, teacher_logits, labels = self.align(student_logits, teacher_logits, labels)
         kd = self.soft_term(student_logits, teacher_logits)
         labelled = labelled_rows(labels)  # texts added for distillation have the teacher's outputs only
         if bool(labelled.all()):

@@ -58,6 +58,8 @@ class MultiLabel(SequenceClassification):
     agreement_name = "label_agreement"
     signature_columns = ("labels",)
     label_kind = "set"
+    distillation_loss_class = MultiLabelDistillationLoss
+    tunes_decisions = True
     kotlin_answer = "val on = labels.filterIndexed { k, _ -> logits[0][k] > 0f }   // thresholds are in the bias"
     task_library = None
     app_api = None
@@ -68,11 +70,6 @@ class MultiLabel(SequenceClassification):
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(outputs, labels.to(outputs.dtype))
-
-    def distillation_loss(
-        self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0
-    ) -> MultiLabelDistillationLoss:
-        return MultiLabelDistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
 
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         decisions, truth = outputs > 0, labels > 0.5

@@ -15,7 +15,6 @@ from torch import nn
 
 from edgepipe.arch.base import EncoderOutput, masked_mean
 from edgepipe.tasks.base import Task, register
-from edgepipe.tasks.losses import DistillationLoss
 
 
 @register
@@ -45,11 +44,6 @@ class SequenceClassification(Task):
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, labels)
-
-    def distillation_loss(
-        self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0
-    ) -> DistillationLoss:
-        return DistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
 
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Accuracy, and macro-F1 beside it (the mean of each class's F1 over the classes that occur in

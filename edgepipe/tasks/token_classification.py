@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgepipe.arch.base import EncoderOutput
+from edgepipe.devices.standalone.runner import entity_spans as spans  # one definition: host and device agree
 from edgepipe.tasks.base import register
-from edgepipe.tasks.losses import DistillationLoss, soft_target_kl
+from edgepipe.tasks.losses import DistillationLoss
 from edgepipe.tasks.sequence_classification import SequenceClassification
 
 IGNORE = -100  # not a word's first sub-word, or a special/padding token (F.cross_entropy's ignore_index)
@@ -29,19 +30,6 @@ IGNORE = -100  # not a word's first sub-word, or a special/padding token (F.cros
 def layout(types: list[str]) -> list[str]:
     """The tag names in id order: O, then B-/I- of each entity type."""
     return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-
-
-def spans(tags: list[int]) -> set[tuple[int, int, int]]:
-    """(start, end, type) of each entity in one sequence of tag ids (end exclusive)."""
-    out, start, kind = set(), None, None
-    for i, t in enumerate([*tags, 0]):
-        t = int(t)
-        if start is not None and (t == 0 or t % 2 == 1 or (t - 1) // 2 != kind):
-            out.add((start, i, kind))
-            start = None
-        if t != 0 and start is None:
-            start, kind = i, (t - 1) // 2
-    return out
 
 
 def word_tags(outputs: np.ndarray, labels: np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
@@ -58,18 +46,11 @@ def word_tags(outputs: np.ndarray, labels: np.ndarray) -> tuple[list[list[int]],
 class TokenDistillationLoss(DistillationLoss):
     """Per-token soft targets (KL at temperature T) and cross-entropy, over the words' first sub-words."""
 
-    def forward(self, student_logits, teacher_logits, labels, student_hidden=None, teacher_hidden=None, mask=None):
-        width = student_logits.shape[1]  # training batches are trimmed to their longest sequence
-        teacher_logits, labels = teacher_logits[:, :width], labels[:, :width]
+    def align(self, student, teacher, labels):
+        width = student.shape[1]  # training batches are trimmed to their longest sequence
+        teacher, labels = teacher[:, :width], labels[:, :width]
         at = labels != IGNORE
-        kd = soft_target_kl(student_logits[at], teacher_logits[at], self.temperature)
-        ce = F.cross_entropy(student_logits[at], labels[at])
-        loss = self.alpha * kd + (1 - self.alpha) * ce
-        hidden = torch.zeros((), dtype=loss.dtype)
-        if self.hidden_weight > 0 and student_hidden is not None and teacher_hidden is not None:
-            hidden = self.hidden(student_hidden, teacher_hidden, mask)
-            loss = loss + self.hidden_weight * hidden
-        return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "hidden": hidden.detach()}
+        return student[at], teacher[at], labels[at]
 
 
 @register
@@ -86,6 +67,7 @@ class TokenClassification(SequenceClassification):
         "MediaPipe and the Task Library have no token-classification (NER) task; tokenize with the shipped "
         "tokenizer files and map each word's first sub-word tag back to characters (app_check.py does)"
     )
+    distillation_loss_class = TokenDistillationLoss
     kotlin_answer = "val tags = logits[0].map { row -> labels[row.indices.maxBy { row[it] }] }   // per token"
 
     def forward(self, model: nn.Module, out: EncoderOutput, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -95,11 +77,6 @@ class TokenClassification(SequenceClassification):
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = labels[:, : outputs.shape[1]]  # the batch is trimmed to its longest sequence; the rest is IGNORE
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
-
-    def distillation_loss(
-        self, temperature, alpha, hidden_weight=0.0, student_width=0, teacher_width=0
-    ) -> TokenDistillationLoss:
-        return TokenDistillationLoss(temperature, alpha, hidden_weight, student_width, teacher_width)
 
     def scores(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         pred, true = word_tags(outputs, labels)
