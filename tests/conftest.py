@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -171,7 +172,16 @@ NEGATIVE = ["awful", "boring", "dull", "terrible", "tedious", "clumsy", "lifeles
 FILLER = ["the film", "this movie", "the plot", "its cast", "the script", "the ending", "every scene", "the score"]
 
 
-def write_sentiment_csv(path: Path, n: int = 600, seed: int = 0, labels=("neg", "pos")) -> Path:
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """A CSV with the rows' keys as its header."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def sentiment_rows(n: int = 600, seed: int = 0, labels=("neg", "pos")) -> list[dict[str, str]]:
     """Labelled sentences whose label is decided by one sentiment word: learnable in a few steps."""
     rng = random.Random(seed)
     rows = []
@@ -184,11 +194,11 @@ def write_sentiment_csv(path: Path, n: int = 600, seed: int = 0, labels=("neg", 
                 "label": labels[y],
             }
         )
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return rows
+
+
+def write_sentiment_csv(path: Path, n: int = 600, seed: int = 0, labels=("neg", "pos")) -> Path:
+    return write_rows(path, sentiment_rows(n, seed, labels))
 
 
 def write_pair_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
@@ -209,11 +219,7 @@ def write_pair_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
                 "label": ("neg", "pos")[y],
             }
         )
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text_a", "text_b", "label"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_rows(path, rows)
 
 
 TOPICS = {
@@ -240,23 +246,12 @@ def write_multi_label_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
                 "labels": "|".join(topics),
             }
         )
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["text", "labels"])
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_rows(path, rows)
 
 
 def write_texts_csv(path: Path, n: int = 600, seed: int = 0) -> Path:
     """A `text` column only (the sentiment fixture's texts): what a user embeds."""
-    tmp = write_sentiment_csv(path.with_suffix(".labelled.csv"), n=n, seed=seed)
-    with open(tmp, newline="") as f:
-        texts = [row["text"] for row in csv.DictReader(f)]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text"])
-        w.writerows([t] for t in texts)
-    return path
+    return write_rows(path, [{"text": row["text"]} for row in sentiment_rows(n, seed)])
 
 
 NAMES = ["Anna", "José", "Zoë", "Li", "Omar", "Kenji", "Sara", "Björn"]
@@ -466,6 +461,39 @@ def task_runs(tmp_path_factory):
         return done[task]
 
     return get
+
+
+def bench_int8_remotely(run: Path, runner: str, sshd, phone) -> tuple[dict, dict]:
+    """`edgepipe bench RUN` of the pruned int8 ONNX and TFLite on the emulated ARM board (`runner` "arm",
+    over SSH) or phone ("android", adb); returns the manifest and its benchmarks by (remote?, artifact)."""
+    if runner == "arm":
+        _, endpoint = sshd
+        device, reach, prefix = arm_device(endpoint), arm_of(endpoint), "arm:"
+    else:
+        server, phone_device, home = phone
+        device, reach, prefix = f"android:{phone_device.serial}", android_of(server, home), "android:"
+    args = ["bench", str(run), "--device", device, "--runs", "3", "--warmup", "1"]
+    proc = subprocess.run(
+        [str(BIN / "edgepipe"), *args, "--artifacts", "onnx_int8,tflite_int8", *reach],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = json.loads((run / "manifest.json").read_text())
+    return m, {(b["device"].startswith(prefix), b["artifact"]): b for b in m["benchmarks"]}
+
+
+def pruned_test_split(out: Path, n: int):
+    """The first `n` test examples as the pruned model's eval inputs hold them (its own token ids)."""
+    from edgepipe.tokenized import TokenizedSplit
+
+    return TokenizedSplit(
+        *(
+            np.load(out / "data" / "test_pruned" / f"{k}.npy")[:n]
+            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        )
+    )
 
 
 # -- the emulated devices: an aarch64 board over SSH, a phone over adb (see tests/test_device_runners.py) --

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import BIN, OTHER_ARCHITECTURES, android_of, app_check_answers, arm_device, arm_of
+from conftest import OTHER_ARCHITECTURES, app_check_answers, bench_int8_remotely, pruned_test_split
 from edgepipe.arch import ARCHITECTURES
 from edgepipe.export.bundle import preprocessor_gap
 
@@ -82,18 +80,12 @@ def assert_app_gives_the_pipelines_labels(out: Path, m: dict, bundle: Path, card
     from edgepipe.config import build_config, load_yaml
     from edgepipe.pipeline.data import load_dataset
     from edgepipe.runtimes import open_model
-    from edgepipe.tokenized import TokenizedSplit
 
     cfg = build_config(load_yaml(out / "config.yaml"))
     texts = load_dataset(cfg.data)[0].texts["test"][:60]
     answers = app_check_answers(bundle, texts, texts_file)
     app = [a["index"] for a in answers]
-    arrays = {
-        k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:60]
-        for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
-    }
-    split = TokenizedSplit(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], arrays["labels"])
-    ref = open_model(bundle / card["model"]["file"]).predict(split).argmax(1)
+    ref = open_model(bundle / card["model"]["file"]).predict(pruned_test_split(out, 60)).argmax(1)
     assert app == ref.tolist()
 
 
@@ -103,22 +95,7 @@ def test_each_architecture_measures_the_same_accuracy_on_a_remote_runner(arch_ru
     (SSH) or phone (adb): the same accuracy as x86 on the same test ids."""
     out = tmp_path / "run"
     shutil.copytree(arch_runs(model_type)[0], out, ignore=shutil.ignore_patterns("run.lock"))
-    if REMOTE_RUNNER[model_type] == "arm":
-        _, endpoint = sshd
-        device, reach, prefix = arm_device(endpoint), arm_of(endpoint), "arm:"
-    else:
-        server, phone_device, home = phone
-        device, reach, prefix = f"android:{phone_device.serial}", android_of(server, home), "android:"
-    args = ["bench", str(out), "--device", device, "--runs", "3", "--warmup", "1"]
-    proc = subprocess.run(
-        [str(BIN / "edgepipe"), *args, "--artifacts", "onnx_int8,tflite_int8", *reach],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    m = json.loads((out / "manifest.json").read_text())
-    by = {(b["device"].startswith(prefix), b["artifact"]): b for b in m["benchmarks"]}
+    _, by = bench_int8_remotely(out, REMOTE_RUNNER[model_type], sshd, phone)
     for name in ("onnx_int8", "tflite_int8"):
         remote, x86 = by[(True, name)], by[(False, name)]
         assert x86["device"] == "x86" and remote["accuracy"] == x86["accuracy"], name

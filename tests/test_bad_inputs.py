@@ -293,31 +293,26 @@ def test_corrupt_teacher_weights(tmp_path):
     one_line(proc, "model.safetensors", 4)
 
 
-def test_labels_outside_the_teacher_head(tmp_path):
+@pytest.mark.parametrize(
+    "args, needle, detail",
+    [
+        ([], "teacher head has labels ['negative', 'positive'] but the data has ['neg', 'pos']", ""),
+        (
+            ["--task", "embedding"],
+            "--task embedding needs a sentence encoder, but teacher",
+            "has a trained classification head (2 labels)",
+        ),
+    ],
+    ids=["labels-outside-the-head", "embedding-task-on-a-classifier"],
+)
+def test_a_teacher_with_a_classification_head_that_does_not_fit(tmp_path, args, needle, detail):
     teacher = make_tiny_bert(tmp_path / "clf", head_labels=["negative", "positive"])
     csv = write_sentiment_csv(tmp_path / "d.csv", labels=("neg", "pos"))
     proc = run_cli_in_process(
-        "--teacher", str(teacher), "--data", str(csv), "--out", str(tmp_path / "o"), cache=tmp_path / "c"
+        "--teacher", str(teacher), "--data", str(csv), *args, "--out", str(tmp_path / "o"), cache=tmp_path / "c"
     )
-    one_line(proc, "teacher head has labels ['negative', 'positive'] but the data has ['neg', 'pos']", 4)
-
-
-def test_embedding_task_on_a_teacher_with_a_classification_head(tmp_path):
-    teacher = make_tiny_bert(tmp_path / "clf", head_labels=["negative", "positive"])
-    csv = write_sentiment_csv(tmp_path / "d.csv")
-    proc = run_cli_in_process(
-        "--teacher",
-        str(teacher),
-        "--data",
-        str(csv),
-        "--task",
-        "embedding",
-        "--out",
-        str(tmp_path / "o"),
-        cache=tmp_path / "c",
-    )
-    one_line(proc, "--task embedding needs a sentence encoder, but teacher", 4)
-    assert "has a trained classification head (2 labels)" in proc.stderr
+    one_line(proc, needle, 4)
+    assert detail in proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import BIN, TASK_RUNS, android_of, app_check_answers, arm_device, arm_of
+from conftest import TASK_RUNS, app_check_answers, bench_int8_remotely, pruned_test_split
 from edgepipe.tasks import DEFAULT, TASKS
 
 pytestmark = pytest.mark.e2e
@@ -78,16 +77,11 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
             assert "task_library_metadata" not in card["model"]
         answers = app_check_answers(bundle, examples, tmp_path / f"{target}-texts.txt")
         from edgepipe.runtimes import open_model
-        from edgepipe.tokenized import TokenizedSplit
 
-        arrays = {
-            k: np.load(out / "data" / "test_pruned" / f"{k}.npy")[:60]
-            for k in ("input_ids", "attention_mask", "token_type_ids", "labels")
-        }
-        ref = open_model(bundle / card["model"]["file"]).predict(TokenizedSplit(**arrays))
+        split = pruned_test_split(out, 60)
+        ref = open_model(bundle / card["model"]["file"]).predict(split)
         if task == "token_classification":  # each word's tag (its first sub-word's), entities as char spans
-            labels = arrays["labels"]
-            runtime = [[card["labels"][k] for k in r[y != -100].argmax(-1)] for r, y in zip(ref, labels)]
+            runtime = [[card["labels"][k] for k in r[y != -100].argmax(-1)] for r, y in zip(ref, split.labels)]
             assert [a["tags"] for a in answers] == runtime
             for text, a in zip(examples, answers):
                 assert all(text[e["start"] : e["end"]] == e["text"] for e in a["entities"])
@@ -109,23 +103,8 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
 def test_each_task_measures_the_same_metric_on_a_remote_runner(task_runs, task, sshd, phone, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(task_runs(task)[0], out, ignore=shutil.ignore_patterns("run.lock"))
-    if REMOTE_RUNNER[task] == "arm":
-        _, endpoint = sshd
-        device, reach, prefix = arm_device(endpoint), arm_of(endpoint), "arm:"
-    else:
-        server, phone_device, home = phone
-        device, reach, prefix = f"android:{phone_device.serial}", android_of(server, home), "android:"
-    args = ["bench", str(out), "--device", device, "--runs", "3", "--warmup", "1"]
-    proc = subprocess.run(
-        [str(BIN / "edgepipe"), *args, "--artifacts", "onnx_int8,tflite_int8", *reach],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    m = json.loads((out / "manifest.json").read_text())
+    m, by = bench_int8_remotely(out, REMOTE_RUNNER[task], sshd, phone)
     metric = TASKS[task].metric
-    by = {(b["device"].startswith(prefix), b["artifact"]): b for b in m["benchmarks"]}
     for name in ("onnx_int8", "tflite_int8"):
         remote, x86 = by[(True, name)], by[(False, name)]
         # float metrics (mean cosine) may differ in the last digits between the aarch64 and x86 kernels
