@@ -37,6 +37,7 @@ VARIANTS = [
     {"activation_type": "int8"},
     {"per_channel": False},
     {"format": "qoperator"},
+    {"embedding": "int8"},
     {"embedding": "fp32"},
 ]
 

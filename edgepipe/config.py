@@ -154,7 +154,11 @@ class PruneConfig(_Section):
 
 class QuantizeConfig(_Section):
     enabled: bool = True
-    targets: list[Literal["pruned", "student"]] = Field(["pruned", "student"], description="models to quantize")
+    targets: list[Literal["pruned", "student"]] = Field(
+        ["pruned"],
+        description="models to quantize; the unpruned student's int8 is a comparison, not a deliverable "
+        "(its budget loop took 312 s of a 1,170 s default run): add student to measure it",
+    )
     calibration_examples: int = Field(256, gt=0, description="real training examples fed through the model")
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     activation_type: Literal["uint8", "int8"] = Field("uint8", description="uint8 activations ran 2x faster on x86")
@@ -163,7 +167,11 @@ class QuantizeConfig(_Section):
         ["all"], min_length=1, description="ops to quantize; [all] = every op ORT can (fastest on x86)"
     )
     format: Literal["qdq", "qoperator"] = "qdq"
-    embedding: Literal["int8", "fp32"] = Field("int8", description="int8 word/position tables, gathered then scaled")
+    embedding: Literal["int4", "int8", "fp32"] = Field(
+        "int4",
+        description="word/position tables: 4-bit blocks of 32 (falls back to int8 rows if it misses the budget), "
+        "int8 rows, or fp32; gathered, then scaled (ONNX and TFLite)",
+    )
     max_accuracy_drop: float = Field(0.5, ge=0, description="validation accuracy points int8 may lose vs fp32")
     min_agreement: float = Field(
         0.97, ge=0, le=1, description="int8 vs fp32 argmax agreement on validation (a lower-noise check than accuracy)"
@@ -490,6 +498,7 @@ SMOKE: dict[str, Any] = {
     "prune.recovery_max_steps": 30,
     "prune.recovery_lr": 3e-4,
     "quantize.calibration_examples": 64,
+    "quantize.targets": ["pruned", "student"],  # CI covers the opt-in comparison (seconds at this size)
     "bench.warmup": 2,
     "bench.runs": 20,
 }

@@ -37,40 +37,108 @@ def scales(path):
     }
 
 
-def test_int8_is_smaller_accurate_and_keeps_embeddings_int8(trained, tmp_path):
+# (quantize.embedding, table initializer suffix, its ONNX type, its lookup op, fp32 / int8 file size floor):
+# hidden 64, so per-row fp32 scales cost 1/16 of an int8 table (< 4x; the default model reaches 3.8x),
+# fp16 block scales 1/8 of a 4-bit one
+TABLES = {
+    "int8": ("_int8", onnx.TensorProto.INT8, "Gather", 3.2),
+    "int4": ("_int4", onnx.TensorProto.UINT8, "GatherBlockQuantized", 5.5),
+}
+
+
+@pytest.mark.parametrize("embedding", sorted(TABLES))
+def test_int8_is_smaller_accurate_and_keeps_the_embedding_table_quantized(trained, tmp_path, embedding):
     d, _, splits, fp32 = trained
+    suffix, dtype, op, ratio = TABLES[embedding]
     out = tmp_path / "int8.onnx"
-    r = quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(calibration_examples=128), seq_len=32)
+    qcfg = QuantizeConfig(calibration_examples=128, embedding=embedding)
+    r = quantize(fp32, out, splits["train"], splits["val"], qcfg, seq_len=32)
     assert r["mode"] == "static" and r["budget_met"] and r["int8_embeddings"] == 1 and r["quantized_matmuls"] > 0
-    # hidden 64: the fp32 row scales cost 1/16 of the int8 table, so < 4x; the default model reaches 3.8x
-    assert fp32.stat().st_size / out.stat().st_size > 3.2
+    assert r["embedding_bits"] == int(embedding[-1]) and r["int4_embeddings"] == (embedding == "int4")
+    assert fp32.stat().st_size / out.stat().st_size > ratio
     m = onnx.load(str(out))
-    # the table is int8 and is gathered before it is scaled: no DequantizeLinear over the whole table
-    table = next(i for i in m.graph.initializer if i.name.endswith("word_embeddings.weight_int8"))
-    assert table.data_type == onnx.TensorProto.INT8
+    # the table is quantized and is gathered before it is scaled: no DequantizeLinear over the whole table
+    table = next(i for i in m.graph.initializer if i.name.endswith(f"word_embeddings.weight{suffix}"))
+    assert table.data_type == dtype and table.dims[0] == 30522
     gather = next(n for n in m.graph.node if n.input and n.input[0] == table.name)
-    assert gather.op_type == "Gather"
+    assert gather.op_type == op
     q, f = OrtModel(out).predict(splits["test"]), OrtModel(fp32).predict(splits["test"])
     assert (q.argmax(1) == f.argmax(1)).mean() >= 0.95
     assert (q.argmax(1) == splits["test"].labels).mean() >= 0.9
 
 
-def test_onnxruntime_keeps_the_int8_gather_after_its_graph_optimizations(trained, tmp_path):
+def test_int4_blocks_decode_in_onnxruntime_to_the_values_they_encode(tmp_path):
+    """The packing (two values per byte, low nibble first, +8) read back by ORT's GatherBlockQuantized
+    equals a hand decode, and each value is within half a step of the float it came from (one step for
+    the rare value of the peak's opposite sign that the [-8, 7] range clips)."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from edgepipe.pipeline.quantize import int4_blocks
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(300, 64)).astype(np.float32)
+    table[7] = 0.0  # an all-zero row: scale 1, values 0
+    data, scale, block = int4_blocks(table)
+    assert block == 32 and data.shape == (300, 32) and scale.shape == (300, 2) and scale.dtype == np.float16
+    low, high = (data & 0x0F).astype(np.int16) - 8, (data >> 4).astype(np.int16) - 8
+    values = np.empty((300, 64), dtype=np.int16)
+    values[:, 0::2], values[:, 1::2] = low, high
+    decoded = values.reshape(300, 2, 32) * scale.astype(np.float32)[..., None]
+    assert values.min() >= -8 and values.max() <= 7
+    step = np.abs(scale.astype(np.float32))[..., None]
+    error = np.abs(decoded - table.reshape(300, 2, 32))
+    # within half a step, except values of the peak's opposite sign beyond 7 steps (clipped to 7: < 1 step)
+    clipped = values.reshape(300, 2, 32) == 7
+    assert np.all(error[~clipped] <= (step / 2 + 1e-3 * step).repeat(32, -1)[~clipped])
+    assert np.all(error <= step * 1.001) and clipped.mean() < 0.05  # 7s, clipped or not: 2 % here
+    assert int4_blocks(np.zeros((4, 40), dtype=np.float32)) is None  # no block size divides 40
+    node = helper.make_node(
+        "GatherBlockQuantized",
+        ["t", "ids", "s"],
+        ["y"],
+        domain="com.microsoft",
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=32,
+        bits=4,
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [None, 64])],
+        [numpy_helper.from_array(data, "t"), numpy_helper.from_array(scale, "s")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
+    onnx.save(model, str(tmp_path / "g.onnx"))
+    ids = np.array([0, 7, 299, 42], dtype=np.int64)
+    got = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    assert np.allclose(got.astype(np.float32), decoded.reshape(300, 64)[ids].astype(np.float16).astype(np.float32))
+    assert not got[1].any()
+
+
+@pytest.mark.parametrize("embedding", sorted(TABLES))
+def test_onnxruntime_keeps_the_quantized_gather_after_its_graph_optimizations(trained, tmp_path, embedding):
     """ORT may constant-fold `DequantizeLinear(table)` into an fp32 table; check it did not."""
     import onnxruntime as ort
 
+    suffix, dtype, op, _ = TABLES[embedding]
     _, _, splits, fp32 = trained
     out = tmp_path / "int8.onnx"
-    quantize(fp32, out, splits["train"], splits["val"], QuantizeConfig(max_accuracy_drop=100), seq_len=32)
+    qcfg = QuantizeConfig(max_accuracy_drop=100, embedding=embedding)
+    quantize(fp32, out, splits["train"], splits["val"], qcfg, seq_len=32)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
     g = onnx.load(str(tmp_path / "optimized.onnx")).graph
     inits = {i.name: i for i in g.initializer}
-    table = next(n for n in inits if n.endswith("word_embeddings.weight_int8"))
-    assert inits[table].data_type == onnx.TensorProto.INT8
-    assert [n.op_type for n in g.node if table in n.input] == ["Gather"]
+    table = next(n for n in inits if n.endswith(f"word_embeddings.weight{suffix}"))
+    assert inits[table].data_type == dtype
+    assert [n.op_type for n in g.node if table in n.input] == [op]
     big_float = [i for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT and np.prod(i.dims) >= 30522 * 64]
     assert not big_float  # no fp32 copy of the table was materialised
 
@@ -169,3 +237,14 @@ def test_bad_calibration_input_and_config():
         build_config({"quantize.calibration_examples": 0})
     with pytest.raises(ConfigError, match="entropy calibration fails on all ops"):
         build_config({"quantize.method": "entropy", "quantize.op_types": ["all"]})
+
+
+def test_a_4_bit_table_that_misses_the_budget_goes_back_to_int8_rows_before_any_layer_does(trained, tmp_path):
+    _, _, splits, fp32 = trained
+    # a budget nothing meets (built past validation: a negative drop), so every fallback is taken in order
+    fields = QuantizeConfig().model_dump() | {"max_accuracy_drop": -1.0, "max_excluded_groups": 0}
+    qcfg = QuantizeConfig.model_construct(**fields)
+    r = quantize(fp32, tmp_path / "int8.onnx", splits["train"], splits["val"], qcfg, seq_len=32)
+    assert r["embedding_fallback"].startswith("int8") and r["embedding_bits"] == 8 and not r["budget_met"]
+    m = onnx.load(str(tmp_path / "int8.onnx"))
+    assert not [n for n in m.graph.node if n.op_type == "GatherBlockQuantized"]

@@ -36,15 +36,35 @@ def test_fp32_parity_and_signature(converted):
     assert np.array_equal(m.predict(splits["test"]).argmax(1), predict(model, splits["test"]).argmax(1))
 
 
-def test_int8_is_small_accurate_and_its_embedding_table_is_int8(converted):
+def table_scales(path):
+    """(table dtype, scale tensor shape) of the model's [30522, 64] embedding table: LiteRT reports a
+    4-bit table as int8 with a separate fp16 scale tensor of one scale per block of 32."""
+    details = LiteRTModel(path).interpreter.get_tensor_details()
+    tables = [t for t in details if tuple(t["shape"]) == (30522, 64)]
+    scales = [tuple(t["shape"]) for t in details if t["name"].endswith("_scales") and t["shape"][0] == 30522]
+    return {t["dtype"] for t in tables}, scales
+
+
+def test_int8_is_small_accurate_and_its_embedding_table_is_4_bit_blocks(converted):
     _, _, splits, fp32, int8, report = converted
-    assert report["int8_embedding"] and report["calibration_examples"] == 64
-    assert fp32.stat().st_size / int8.stat().st_size > 3.2  # hidden 64: row scales cost 1/16 of the table
-    interp = LiteRTModel(int8).interpreter
-    tables = [t for t in interp.get_tensor_details() if tuple(t["shape"]) == (30522, 64)]
-    assert tables and all(t["dtype"] == np.int8 for t in tables)
+    assert report["int8_embedding"] and report["embedding_bits"] == 4 and report["calibration_examples"] == 64
+    assert fp32.stat().st_size / int8.stat().st_size > 5.5  # hidden 64: fp16 block scales cost 1/8 of the table
+    assert table_scales(int8) == ({np.int8}, [(30522, 2)])
     f, q = LiteRTModel(fp32).predict(splits["test"]), LiteRTModel(int8).predict(splits["test"])
     assert (f.argmax(1) == q.argmax(1)).mean() >= 0.95
+
+
+def test_int8_rows_and_fp32_tables_on_request(converted, tmp_path):
+    """The other `quantize.embedding` choices, applied to the fp32 model's EMBEDDING_LOOKUP (seconds)."""
+    _, _, splits, fp32, _, _ = converted
+    rows, float_table = tmp_path / "rows.tflite", tmp_path / "float.tflite"
+    assert tflite.quantize_embedding_lookup(fp32, rows, "int8", 64) == 8
+    assert tflite.quantize_embedding_lookup(fp32, float_table, "fp32", 64) is None
+    assert table_scales(rows) == ({np.int8}, []) and table_scales(float_table) == ({np.float32}, [])
+    assert fp32.stat().st_size / rows.stat().st_size > 2.8  # only the table shrinks: 7.8 of 8.2 MB, 4x
+    f, q = LiteRTModel(fp32).predict(splits["test"]), LiteRTModel(rows).predict(splits["test"])
+    assert (f.argmax(1) == q.argmax(1)).mean() >= 0.95
+    assert tflite.quantize_embedding_lookup(fp32, tmp_path / "w.tflite", "int4", 48) == 8  # 48 is not 32k
 
 
 def test_int8_tflite_respects_the_attention_mask(converted):

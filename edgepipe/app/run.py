@@ -258,7 +258,7 @@ class Run(RunRecord):
                     data=r.data,
                     fp32=fp32,
                     seq_len=seq,
-                    calibration_examples=cfg.quantize.calibration_examples,
+                    qcfg=cfg.quantize,
                 )
                 self.artifact(r.name, "tflite_int8", rec)
         self.app_artifacts(roles[-1])
