@@ -269,9 +269,16 @@ def load_inputs(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return arrays, labels
 
 
+REAL_LENGTHS = 0  # seq_len meaning "as the texts are": each batch trimmed to its longest real row
+
+
 def padded_batch(arrays: dict[str, np.ndarray], start: int, batch: int, seq_len: int) -> dict[str, np.ndarray]:
+    """Rows start.. (cycling) padded or cut to `seq_len`, or, with REAL_LENGTHS, trimmed to the longest
+    real sequence among them (what an app sending one text at a time feeds a dynamic-length model)."""
     n = len(arrays["input_ids"])
     idx = [(start + i) % n for i in range(batch)]
+    if seq_len == REAL_LENGTHS:
+        seq_len = max(1, int(arrays["attention_mask"][idx].sum(axis=1).max()))
     out = {}
     for name, a in arrays.items():
         rows = a[idx, :seq_len]
@@ -288,7 +295,9 @@ def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: 
 
 def time_runs(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -> tuple[list[float], float]:
     """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms."""
-    feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, min(runs, 64)))]
+    # fixed shapes: 64 distinct feeds suffice; real lengths: as many as runs, so the lengths are the split's
+    distinct = min(runs, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else min(runs, 64)
+    feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
     first = time.perf_counter()
     model(feeds[0])
     first = time.perf_counter() - first
