@@ -906,10 +906,11 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
             )
             continue
         others = ", ".join(f"{p['percent_of_peak']:.1f}% of {p['isa']}" for p in tp["peaks_by_isa"][1:3])
+        others = f" ({others})" if others else ""
         rows.append(
             (
                 "6 int8 throughput",
-                f"{tp['achieved_int8_gops']:.1f} GOPS vs est. {tp['isa_selected']} peak {tp['peak_int8_gops']:.0f} GOPS ({others})",
+                f"{tp['achieved_int8_gops']:.1f} GOPS vs est. {tp['isa_selected']} peak {tp['peak_int8_gops']:.0f} GOPS{others}",
                 str(e["threads"]),
                 f"{tp['percent_of_peak']:.1f}%",
                 f"{goal_text('percent_of_peak')} at batch 1 (peak is an estimate)",
