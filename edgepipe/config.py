@@ -80,6 +80,11 @@ class _Schedule(_Section):
         3, ge=1, description="stop after this many checks without a better validation metric; None = never"
     )
     validation_examples: int = Field(500, gt=0, description="validation examples each check scores")
+    group_by_length: bool = Field(
+        True,
+        description="batches of texts of similar length (shuffled groups of 50 batches sorted by length): "
+        "less padding per step",
+    )
 
 
 class TeacherConfig(_Schedule):

@@ -35,6 +35,7 @@ TRAINING_SETTINGS = {
     "evaluations",
     "patience",
     "validation_examples",
+    "group_by_length",
     "lr",
     "batch_size",
     "freeze_word_embeddings",

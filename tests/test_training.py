@@ -208,3 +208,27 @@ def test_validation_does_not_change_what_is_trained():
         return float(len(calls))
 
     assert torch.equal(run(None), run(rising)) and len(calls) == 4
+
+
+def test_length_grouped_batches_keep_the_examples_pad_less_and_follow_the_seed():
+    from edgepipe.model.train import MEGABATCH, grouped_by_length
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 64, size=1000)
+    order = np.concatenate([rng.permutation(1000), rng.permutation(1000)])[: 32 * 60]  # 60 steps of 32
+    grouped = grouped_by_length(order, lengths, 32, np.random.default_rng(1))
+    # the same examples, each run of 50 batches a reordering of its own slice: which texts meet stays random
+    assert len(grouped) == len(order)
+    step = 32 * MEGABATCH
+    for s in range(0, len(order), step):
+        assert sorted(grouped[s : s + step]) == sorted(order[s : s + step])
+
+    def padded(o):  # tokens fed when each batch is trimmed to its longest text
+        return sum(32 * lengths[o[i : i + 32]].max() for i in range(0, len(o), 32))
+
+    assert padded(grouped) < 0.7 * padded(order)  # random batches of 3-63 tokens pad to ~60
+    assert np.array_equal(grouped, grouped_by_length(order, lengths, 32, np.random.default_rng(1)))
+    assert not np.array_equal(grouped, grouped_by_length(order, lengths, 32, np.random.default_rng(2)))
+    # batch order within a run is shuffled, not longest first
+    firsts = [lengths[grouped[i : i + 32]].max() for i in range(0, step, 32)]
+    assert firsts != sorted(firsts, reverse=True)
