@@ -81,9 +81,9 @@ class _Schedule(_Section):
     )
     validation_examples: int = Field(500, gt=0, description="validation examples each check scores")
     group_by_length: bool = Field(
-        True,
-        description="batches of texts of similar length (shuffled groups of 50 batches sorted by length): "
-        "less padding per step",
+        False,
+        description="batches of texts of similar length (shuffled groups of 50 batches sorted by length): less "
+        "padding per step. Off: on the built-in task the distilled student lost 1.9 points (80.9 vs 82.8 %)",
     )
 
 

@@ -98,7 +98,9 @@ def grouped_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, r
     """`order` cut into runs of MEGABATCH batches; each run sorted by length and cut into batches,
     whose order within the run is shuffled again. Every batch then holds texts of similar length,
     so trimming it to its longest text pads little (random batches of the built-in data pad ~27
-    real tokens to ~60); which texts share a run stays random."""
+    real tokens to ~60); which texts share a run stays random. Opt-in (`group_by_length`): on the
+    built-in task the teacher kept its accuracy (82.3 vs 82.4 %) but the distilled student lost 1.9
+    points (80.9 vs 82.8 %; its validation curve peaked at step 152 of 305, then fell)."""
     step = batch_size * MEGABATCH
     out = []
     for start in range(0, len(order), step):
