@@ -225,7 +225,9 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
     if fmt == "tflite_fp32":
         tflite.export_tflite_fp32(model, path, train, w.seq_len)
     else:
-        tflite.export_tflite_int8(model, path, train, w.seq_len, w.qcfg.calibration_examples, w.qcfg.embedding)
+        tflite.export_tflite_int8(
+            model, path, train, w.seq_len, w.qcfg.calibration_examples, tflite.tflite_table(w.qcfg)
+        )
     return path
 
 

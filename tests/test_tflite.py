@@ -24,7 +24,7 @@ def converted(tmp_path_factory):
     model, splits = train_tiny_classifier(d, seed=3, n=500, held_out=100, seq_len=SEQ)
     fp32, int8 = d / "m.fp32.tflite", d / "m.int8.tflite"
     tflite.export_tflite_fp32(model, fp32, splits["test"], SEQ)
-    report = tflite.export_tflite_int8(model, int8, splits["train"], SEQ, 64)
+    report = tflite.export_tflite_int8(model, int8, splits["train"], SEQ, 64, embedding="int4")
     return d, model, splits, fp32, int8, report
 
 
