@@ -8,8 +8,8 @@ ai-edge-quantizer turns the EMBEDDING_LOOKUP table into int8 rows (or 4-bit bloc
 TFLite kernels, so no float copy of the table exists at run time. Per-row int4 lost 4 points on the
 default model (77.65 % vs 81.7 %); blocks of 32 lost none (81.75 %, 6.0 MB instead of 8.8 MB), but
 the stage writes int8 rows for `quantize.embedding: int4` until the bundle's metadata writer keeps
-block scales (`tflite_table`). A 4-bit table that misses the int8 budget on validation goes back to
-int8 rows.
+block scales (`tflite_table`); shipping 4-bit tables then also needs the ONNX side's budget
+fallback to int8 rows.
 
 Shapes are static, `[1, seq_len]`, and inputs are int32, as the TFLite Task Library's
 BERT classifier expects; the app pads to `seq_len` (the runner does the same).
@@ -312,22 +312,10 @@ def run_int8(
     seq_len: int,
     qcfg: QuantizeConfig,
 ) -> Result:
-    """The stage: `tflite/ROLE.int8.tflite`, held to the int8 budget on validation (a 4-bit table that
-    misses it goes back to int8 rows), then compared with the fp32 TFLite on the test split."""
+    """The stage: `tflite/ROLE.int8.tflite`, compared with the fp32 TFLite on the test split."""
     path, source = ctx.path(f"tflite/{role}.int8.tflite"), ctx.path(fp32.path)
     task = model.task
     report = export_tflite_int8(model, path, data.train, seq_len, qcfg.calibration_examples, tflite_table(qcfg))
-    if report["embedding_bits"] == 4:
-        reference = LiteRTModel(source).predict(data.val)
-        base = task.score(reference, data.val.labels)
-        out = LiteRTModel(path).predict(data.val)
-        score, agree = task.score(out, data.val.labels), task.agreement(out, reference)
-        report |= {f"val_{task.metric}": score, "val_agreement": agree}
-        if (base - score) * 100 > qcfg.max_accuracy_drop or agree < qcfg.min_agreement:
-            report = export_tflite_int8(model, path, data.train, seq_len, qcfg.calibration_examples, "int8")
-            report["embedding_fallback"] = (
-                f"int8 (4-bit tables: val {task.metric} {score:.4f} vs fp32 {base:.4f}, agreement {agree:.4f})"
-            )
     report |= {"seq_len": seq_len} | task.compare(
         LiteRTModel(path).predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels
     )
