@@ -399,14 +399,14 @@ def wall_run(out_dir: Path, cache: Path, extra: list[str]) -> dict[str, Any]:
     }
 
 
-def usual_int8_route(teacher_fp32: Path, out: Path) -> dict[str, Any]:
-    """The peer, built once per teacher file: ONNX Runtime's dynamic int8 quantizer with its default
-    operator set (MatMul, Gather, Attention, ...) and per-channel weights, on the teacher's ONNX."""
+def usual_int8_route(teacher_fp32: Path, digest: str, out: Path) -> dict[str, Any]:
+    """The peer, built once per teacher file (`digest`, its sha256): ONNX Runtime's dynamic int8
+    quantizer with its default operator set (MatMul, Gather, Attention, ...) and per-channel weights,
+    on the teacher's ONNX."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edgepipe.quiet import quiet_root_logger
 
-    digest = sha256_file(teacher_fp32)
     if not out.is_file():  # `out` is named by the teacher's hash
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp, quiet_root_logger():
@@ -508,7 +508,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     print("bench: the usual int8 route (ORT dynamic int8 of the teacher)", file=sys.stderr, flush=True)
     teacher_sha = arts["teacher_onnx_fp32"]["sha256"]
     peer_path = args.cache / f"{PEER}.{teacher_sha[:16]}.onnx"  # the run dir is only read
-    arts[PEER] = usual_int8_route(Path(arts["teacher_onnx_fp32"]["path"]), peer_path)
+    arts[PEER] = usual_int8_route(Path(arts["teacher_onnx_fp32"]["path"]), teacher_sha, peer_path)
     have[PEER] = True
     teacher_in, pruned_in = run.inputs("teacher"), run.inputs("pruned")
     t_arrays, t_labels = rn.load_inputs(str(teacher_in))
@@ -581,48 +581,33 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for threads in threads_list:
         entry: dict[str, Any] = {"threads": threads}
         print(f"bench: latency at {threads} thread(s)", file=sys.stderr, flush=True)
-        ort_pair = paired_latency(
-            lambda t=threads: rn.OnnxRuntimeModel(arts["teacher_onnx_fp32"]["path"], t),
-            lambda t=threads: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], t),
-            t_arrays,
-            p_arrays,
-            seq_len,
-            rounds,
-            warmup,
-            runs,
-        )
-        ort_pair.update(
-            a="teacher_onnx_fp32", b="pruned_onnx_int8", status=goal_status("latency_ratio", ort_pair["ratio"])
-        )
-        entry["latency_onnxruntime"] = ort_pair
-        peer_pair = paired_latency(
-            lambda t=threads: rn.OnnxRuntimeModel(arts[PEER]["path"], t),
-            lambda t=threads: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], t),
-            t_arrays,
-            p_arrays,
-            seq_len,
-            rounds,
-            warmup,
-            runs,
-        )
-        peer_pair.update(a=PEER, b="pruned_onnx_int8", status=goal_status("peer_latency_ratio", peer_pair["ratio"]))
-        entry["latency_vs_peer"] = peer_pair
-        # real lengths: each test text at its own length, batch 1 (ONNX takes any length; the split's
-        # first `runs` texts, in the same order for both models)
-        real = {}
-        for key, a in (("teacher_onnx_fp32", "teacher_onnx_fp32"), ("peer", PEER)):
+
+        def vs_pruned_onnx(a: str, length: int, n: int, t: int = threads) -> dict[str, Any]:
+            """ONNX artifact `a` (on the teacher's inputs) against the pruned int8 ONNX, paired rounds."""
             pair = paired_latency(
-                lambda t=threads, a=a: rn.OnnxRuntimeModel(arts[a]["path"], t),
-                lambda t=threads: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], t),
+                lambda: rn.OnnxRuntimeModel(arts[a]["path"], t),
+                lambda: rn.OnnxRuntimeModel(arts["pruned_onnx_int8"]["path"], t),
                 t_arrays,
                 p_arrays,
-                rn.REAL_LENGTHS,
+                length,
                 rounds,
                 warmup,
-                max(runs, 200),
+                n,
             )
-            pair.update(a=a, b="pruned_onnx_int8")
-            real[key] = pair
+            return pair | {"a": a, "b": "pruned_onnx_int8"}
+
+        ort_pair = vs_pruned_onnx("teacher_onnx_fp32", seq_len, runs)
+        ort_pair["status"] = goal_status("latency_ratio", ort_pair["ratio"])
+        entry["latency_onnxruntime"] = ort_pair
+        peer_pair = vs_pruned_onnx(PEER, seq_len, runs)
+        peer_pair["status"] = goal_status("peer_latency_ratio", peer_pair["ratio"])
+        entry["latency_vs_peer"] = peer_pair
+        # real lengths: each test text at its own length, batch 1 (ONNX takes any length; the split's
+        # first texts, in the same order for both models)
+        real = {
+            key: vs_pruned_onnx(a, rn.REAL_LENGTHS, max(runs, 200))
+            for key, a in (("teacher_onnx_fp32", "teacher_onnx_fp32"), ("peer", PEER))
+        }
         lengths = t_arrays["attention_mask"][: max(runs, 200)].sum(axis=1)
         real["lengths"] = {"n": int(len(lengths)), "median": float(np.median(lengths)), "max": int(lengths.max())}
         real["litert"] = "not measured: TFLite inputs are fixed [1, export.seq_len] (length buckets not built yet)"

@@ -290,8 +290,8 @@ def test_measure_on_a_stubbed_run(stub_run, monkeypatch):
     monkeypatch.setattr(goals, "runner_overhead", runner_overhead)
     peer_calls = []
 
-    def usual_int8_route(teacher, out):
-        peer_calls.append((teacher, out))
+    def usual_int8_route(teacher, digest, out):
+        peer_calls.append((teacher, digest, out))
         return {"path": str(stub_run / "peer.onnx"), "bytes": 2_000_000, "sha256": "p"}
 
     monkeypatch.setattr(goals, "usual_int8_route", usual_int8_route)
@@ -384,9 +384,10 @@ def test_measure_on_a_stubbed_run(stub_run, monkeypatch):
     ]
     assert r["wall"] == {"goal": "cold <= 480 s, cached teacher <= 240 s", "status": "not measured (pass --wall)"}
     # the peer: built from the teacher's file, into the cache dir under the teacher's hash (the run dir is read only)
-    ((teacher, out),) = peer_calls
+    ((teacher, digest, out),) = peer_calls
     assert teacher == stub_run / "onnx/teacher.fp32.onnx" and out.parent == stub_run.parent / "cache"
-    assert out.name == f"usual_int8_route.{doc['artifacts']['teacher_onnx_fp32']['sha256'][:16]}.onnx"
+    assert digest == doc["artifacts"]["teacher_onnx_fp32"]["sha256"]
+    assert out.name == f"usual_int8_route.{digest[:16]}.onnx"
     # 2,000,000 / 500,000 = 4x (not met); 0.882 - 0.8825 = -0.05 points (not met: equal or better)
     assert r["size"]["peer"] | {"ratio": 4.0} == r["size"]["peer"] and r["size"]["peer"]["status"] == "not met"
     assert r["accuracy"]["peer"]["pruned_onnx_int8_minus_peer_points"] == pytest.approx(-0.05)
