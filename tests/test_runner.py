@@ -120,3 +120,12 @@ def test_x86_device_runs_the_runner_pinned(exported):
     _, path, eval_dir, _, _ = exported
     r = x86.benchmark(path, eval_dir, Measurement(runs=5, warmup=1, pin_cores="0"))
     assert r.device == "x86" and r.device_info["pinned_cores"] == "0" and r.latency_ms.n == 5
+
+
+def test_peak_rss_is_the_runners_own_not_its_parents():
+    """A runner started by a big process (compress-and-export holds ~2 GB) reports its own peak memory:
+    Linux keeps the parent's high-water mark in ru_maxrss across fork + exec, VmHWM starts afresh."""
+    ballast = np.ones(400 * 1024 * 1024 // 8)  # 400 MB resident in this process
+    code = f"import runpy; print(runpy.run_path({str(RUNNER)!r})['peak_rss_mb']())"
+    own = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 5 < own < 200 and ballast.sum() > 0
