@@ -27,6 +27,7 @@ import torch
 
 from edgepipe.config import QuantizeConfig
 from edgepipe.errors import ExportParityError, ModelError
+from edgepipe.export.pt2e import float_only
 from edgepipe.manifest import Artifact
 from edgepipe.model.task_model import TaskModel
 from edgepipe.quiet import litert_environment, quiet_output
@@ -116,7 +117,7 @@ def export_tflite_int8(
     n = min(n_calibration, len(calibration))
     with _quiet(), torch.no_grad():
         exported = torch.export.export(module, args).module()
-        quantizer = _float_only(pq.PT2EQuantizer)().set_global(
+        quantizer = float_only(pq.PT2EQuantizer)().set_global(
             pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         )
         prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
@@ -134,31 +135,6 @@ def export_tflite_int8(
         "int8_embedding": bits is not None,
         "embedding_bits": bits,
     }
-
-
-def _float_only(quantizer_class: type) -> type:
-    """The PT2E quantizer, with annotations kept on float tensors only. It annotates every add and mul,
-    integer index arithmetic too (DeBERTa's relative positions, `relative_pos + att_span`), and its
-    observers cannot take int64: calibration failed with "histogram_cpu not implemented for 'Long'"
-    (measured on the tiny DeBERTa-v3). Integers are indices here, never activations to quantize."""
-
-    def is_float(node: Any) -> bool:
-        val = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
-        return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
-
-    class FloatOnly(quantizer_class):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = super().annotate(model)
-            for node in model.graph.nodes:
-                annotation = node.meta.get("quantization_annotation")
-                if annotation is None:
-                    continue
-                annotation.input_qspec_map = {n: q for n, q in annotation.input_qspec_map.items() if is_float(n)}
-                if not is_float(node):
-                    annotation.output_qspec = None
-            return model
-
-    return FloatOnly
 
 
 INT4_BLOCK = 32
