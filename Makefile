@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	# MediaPipe's TextClassifier, what the TFLite bundle points apps at (tests run it on the bundle); its
 	# declared deps add opencv-contrib and sounddevice, which text tasks never import: --no-deps + headless opencv
 	$(BIN)/python -m pip install --quiet --no-deps mediapipe==1.2.3 opencv-python-headless==5.0.0.93
+	# ExecuTorch (.pte export and its Python runtime): its declared deps add coremltools, pandas, hydra and
+	# more that neither lowering to XNNPACK nor running a .pte imports: --no-deps + ruamel.yaml (measured)
+	$(BIN)/python -m pip install --quiet --no-deps executorch==1.5.1 ruamel.yaml==0.19.1
 	@ldconfig -p | grep -q libusb-1.0 || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q libusb-1.0-0 || { apt-get update -q && apt-get install -y -q libusb-1.0-0; }; } >/dev/null 2>&1; } \
 	  || echo "note: install libusb-1.0-0 for TFLite metadata, or run with --set export.tflite_metadata=false"
 	touch $(STAMP)

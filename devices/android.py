@@ -145,6 +145,12 @@ class BenchmarkModelDevice:
         return self.workdir
 
     def benchmark(self, model: Path, inputs: Path, measurement: Measurement) -> Measured:
+        if model.suffix == ".pte":  # ExecuTorch's own benchmark binary is not published for Android either
+            raise DeviceError(
+                f"{self.transport.name}: {model.name} needs python3 with torch and executorch on the device "
+                "(benchmark_model runs .tflite only, and edgepipe takes no ExecuTorch runner binary yet); "
+                "limit bench.artifacts to tflite_*"
+            )
         if model.suffix != ".tflite":
             raise DeviceError(
                 f"{self.transport.name}: {model.name} needs python3 + onnxruntime on the device (benchmark_model runs .tflite only); "

@@ -21,12 +21,14 @@ from edgepipe.export.tflite_metadata import write_metadata
 from edgepipe.manifest import Artifact
 from edgepipe.model.load import Tokenizer
 from edgepipe.rundir import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
+from edgepipe.runtimes.executorch import ExecuTorchModel
 from edgepipe.runtimes.litert import LiteRTModel
 from edgepipe.stages import Result, Stages
 from edgepipe.tasks.base import Task
 
 APP_CHECK = Path(app_check.__file__)
-TARGETS = {"tflite": "tflite_int8", "ort": "ort"}  # bundle -> the shipped model's artifact it packs
+# bundle -> the shipped model's artifact it packs
+TARGETS = {"tflite": "tflite_int8", "ort": "ort", "executorch": "executorch_int8"}
 
 SNIPPETS = {
     "litert": """\
@@ -85,6 +87,34 @@ let feeds = try [{swift_feeds}].mapValues {{
 let {out} = try session.run(withInputs: feeds, outputNames: ["{out}"], runOptions: nil)["{out}"]!
 ```
 """,
+    "executorch": """\
+## Load it
+
+ExecuTorch program (`{file}`, lowered to the XNNPACK backend: link ExecuTorch's XNNPACK backend and
+its quantized kernels). Inputs {onnx_names}: int64 `[batch, sequence]` (batch up to {max_batch},
+sequence 2 to {seq}: send each text at its own length, no padding needed); output `{out}` float32
+`[batch, {n}]`. {tokenize_cap}
+
+Kotlin (Android, `org.pytorch:executorch-android`):
+```kotlin
+val module = Module.load(File(context.filesDir, "{file}").absolutePath)
+val shape = longArrayOf(1, ids.size.toLong())
+val outputs = module.forward(
+    EValue.from(Tensor.fromBlob(ids, shape)),                   // LongArray from {token_file}
+    EValue.from(Tensor.fromBlob(mask, shape)){kotlin_segments_et})
+val {out} = outputs[0].toTensor().dataAsFloatArray
+{kotlin_answer}
+```
+
+Swift (iOS, Swift package `executorch`, products `executorch`, `backend_xnnpack`, `kernels_quantized`):
+```swift
+import ExecuTorch
+let module = Module(filePath: Bundle.main.path(forResource: "{stem}", ofType: "pte")!)
+let shape = [1, ids.count]
+let outputs = try module.forward([{swift_tensors}])
+let {out}: [Float] = outputs[0].tensor()!.scalars()
+```
+""",
 }
 
 
@@ -113,6 +143,16 @@ def describe_io(
             "litert",
             [tensor(d, r) for d, r in zip(ins, input_names)],
             [tensor(d, r) for d, r in zip(outs, output_names)],
+        )
+    if model_file.suffix == ".pte":
+        m = ExecuTorchModel(model_file)
+        meta = m.program.metadata("forward")
+        shape = [f"batch<={m.max_batch}", f"sequence<={m.max_seq}"]
+        out = list(meta.output_tensor_meta(0).sizes())
+        return (
+            "executorch",
+            [{"tensor": name, "role": name, "dtype": "int64", "shape": shape} for name in m.names],
+            [{"tensor": output_names[0], "role": output_names[0], "dtype": "float32", "shape": ["batch", *out[1:]]}],
         )
     import onnxruntime as ort
 
@@ -288,6 +328,11 @@ def write_bundle(
             else ""
         ),
         swift_feeds='"input_ids": ids, "attention_mask": mask' + (', "token_type_ids": segments' if segments else ""),
+        kotlin_segments_et=(",\n    EValue.from(Tensor.fromBlob(LongArray(ids.size), shape))" if segments else ""),
+        swift_tensors=", ".join(
+            f"Tensor<Int64>({v}, shape: shape)" for v in (["ids", "mask", "segments"] if segments else ["ids", "mask"])
+        ),
+        max_batch=inputs[0]["shape"][0].split("<=")[-1] if runtime == "executorch" else 1,
         file=model_file.name,
         stem=model_file.stem,
         config=extra_files[0].name if extra_files else "",

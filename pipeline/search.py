@@ -45,7 +45,7 @@ import torch
 from edgepipe import runtimes
 from edgepipe.config import DistillConfig, PruneConfig, QuantizeConfig, SearchConfig
 from edgepipe.errors import BudgetError, ConfigError
-from edgepipe.export import tflite
+from edgepipe.export import executorch, tflite
 from edgepipe.export.onnx import export_onnx
 from edgepipe.manifest import Manifest
 from edgepipe.measurement import Measured, Measurement
@@ -222,6 +222,15 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
             reader = Q.CalibrationReader(train, w.qcfg.calibration_examples, w.seq_len, model=fp32)
             Q.static_int8(pre, path, reader, w.qcfg, [], path.with_suffix(".calibration.json"))
         return path
+    if fmt.startswith("executorch"):
+        executorch.require_executorch()
+        if fmt == "executorch_fp32":
+            program = executorch.exported_program(executorch.signature_module(model, None), model, train, w.seq_len)
+        else:
+            bits = executorch.table_bits(w.qcfg.embedding, model.dims.hidden)
+            _, program = executorch.int8_program(model, train, w.seq_len, w.qcfg.calibration_examples, bits)
+        executorch.lower(program, path)
+        return path
     if fmt == "tflite_fp32":
         tflite.export_tflite_fp32(model, path, train, w.seq_len)
     else:
@@ -232,7 +241,7 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
 
 
 def _suffix(fmt: str) -> str:
-    return ".onnx" if fmt.startswith("onnx") else ".tflite"
+    return {"onnx": ".onnx", "tflite": ".tflite", "executorch": ".pte"}[fmt.split("_")[0]]
 
 
 # -- budget checks ------------------------------------------------------------

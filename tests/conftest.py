@@ -46,6 +46,7 @@ SHARED_RUN_GROUPS = {
 MODULE_GROUPS = {
     "test_device_runners.py": "devices",
     "test_tflite.py": "tflite",
+    "test_executorch.py": "executorch",
     "test_distributed.py": "distributed",
 }
 
@@ -77,12 +78,12 @@ def cache_dir(tmp_path_factory) -> Path:
 
 def app_check_answers(bundle: Path, texts: list, texts_file: Path) -> list[dict]:
     """What the bundle's own `app_check.py` answers for each text (a pair: a tuple) ({"label", "index",
-    "score"}), run as an app would: in a fresh interpreter where torch, transformers, tokenizers and
-    edgepipe cannot be imported."""
+    "score"}), run as an app would: in a fresh interpreter where transformers, tokenizers, edgepipe and
+    torch cannot be imported (torch can for a .pte bundle: ExecuTorch's Python bindings need it)."""
     texts_file.write_text("\n".join(t if isinstance(t, str) else "\t".join(t) for t in texts) + "\n")
-    block = (
-        "import sys; [sys.modules.__setitem__(k, None) for k in ('torch', 'transformers', 'tokenizers', 'edgepipe')]; "
-    )
+    pte = any(p.suffix == ".pte" for p in bundle.iterdir())
+    blocked = ("transformers", "tokenizers", "edgepipe") + (() if pte else ("torch",))
+    block = f"import sys; [sys.modules.__setitem__(k, None) for k in {blocked!r}]; "
     code = block + (
         f"import runpy; sys.argv = ['app_check', {str(bundle)!r}, '--texts', {str(texts_file)!r}]; "
         f"runpy.run_path({str(bundle / 'app_check.py')!r}, run_name='__main__')"
@@ -334,6 +335,8 @@ TINY_RUN = [
     "bench.warmup=2",
     "--set",
     "quantize.calibration_examples=32",  # the PT2E TFLite calibration runs one example at a time
+    "--set",
+    "export.executorch=false",  # the default, stated: ~1 min of lowering per run; the smoke run covers it
     "--train-threads",
     "1",
 ]

@@ -357,6 +357,30 @@ def test_missing_runtime_on_the_board_is_named(device_run, sshd, tmp_path):
     assert "onnxruntime is not installed on this device; install it with `pip install onnxruntime`" in proc.stderr
 
 
+def test_pte_on_a_board_without_executorch_is_refused_in_one_line(device_run, sshd, tmp_path):
+    """The emulated board has no ExecuTorch (PyPI's aarch64 torch 2.13.0 is a CUDA build that cannot import
+    without NVIDIA's libraries): the runner on the board names what a .pte needs."""
+    from edgepipe.config import AndroidConfig, SshConfig
+    from edgepipe.devices.pool import open_device
+    from edgepipe.errors import DeviceError
+    from edgepipe.measurement import Measurement
+
+    out, _ = device_run
+    program = tmp_path / "program.pte"
+    program.write_bytes(b"\x00" * 64)  # the runner stops at the missing runtime, before reading the file
+    _, endpoint = sshd
+    ssh = SshConfig(identity_file=endpoint.key_path, known_hosts=endpoint.known_hosts)
+    board = open_device(arm_device(endpoint), ssh, AndroidConfig())
+    try:
+        with pytest.raises(DeviceError) as e:
+            board.benchmark(program, out / "data" / "test_pruned", Measurement(runs=1, warmup=0))
+    finally:
+        board.close()
+    assert "executorch is not installed on this device; .pte models need torch and the ExecuTorch runtime" in str(
+        e.value
+    ) and "\n" not in str(e.value)
+
+
 def test_rerun_reuses_device_results_without_dialing_the_devices(device_run, tiny_teacher, sshd, phone, tmp_path):
     """Finished device benchmarks are stages like any other: a resumed run never dials the devices again.
     The rerun's connection settings lead nowhere (a missing key, no adb server): dialing would fail it."""

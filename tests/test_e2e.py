@@ -93,9 +93,19 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert tf["parity_max_abs"] < 1e-4 and tf["bytes"] / tq["bytes"] >= 3.5 and tq["int8_embedding"]
     assert abs(tq["test_accuracy"] - tq["fp32_test_accuracy"]) < 0.03 and tq["argmax_agreement"] >= 0.95
     assert tq["fp32_test_accuracy"] == pytest.approx(p["accuracy"], abs=1 / 400 + 1e-9)
-    assert len(m["benchmarks"]) == 8
+    ef, eq, e4 = (p["artifacts"][f"executorch_{v}"] for v in ("fp32", "int8", "8da4w"))
+    assert ef["parity_max_abs"] < 1e-4 and ef["delegate"] == "XNNPACK" and ef["max_seq_len"] == 64
+    assert ef["bytes"] / eq["bytes"] >= 3.5 and eq["embedding_bits"] in (4, 8) and eq["tries"]
+    # 200 validation rows: one point is two texts, so the budget is recorded, not assumed met
+    within = eq["val_drop_points"] <= eq["budget_points"] and eq["val_agreement"] >= eq["budget_min_agreement"]
+    assert eq["budget_met"] == within
+    assert abs(eq["test_accuracy"] - eq["fp32_test_accuracy"]) < 0.03 and eq["argmax_agreement"] >= 0.95
+    assert eq["fp32_test_accuracy"] == pytest.approx(p["accuracy"], abs=1 / 400 + 1e-9)
+    assert e4["bytes"] < eq["bytes"] and e4["int4_linears"] > 0 and e4["argmax_agreement"] >= 0.9
+    assert len(m["benchmarks"]) == 11
+    runtimes = {"tflite": "litert", "executorch": "executorch"}
     for b in m["benchmarks"]:
-        runtime = "litert" if b["artifact"].startswith("tflite") else "onnxruntime"  # .onnx and .ort
+        runtime = runtimes.get(b["artifact"].split("_")[0], "onnxruntime")  # .onnx and .ort
         assert b.keys() >= CONTRACT_BENCH_KEYS and b["device"] == "x86" and b["runtime"] == runtime
         assert {"p50", "p90", "p99", "mean", "std", "n"} <= b["latency_ms"].keys() and b["latency_ms"]["n"] == 20
         # the runtime's accuracy on the device equals PyTorch's (same inputs, parity ~1e-6)
@@ -113,9 +123,10 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert not leaked, leaked
 
 
-@pytest.mark.parametrize("target", ["tflite", "ort"])
+@pytest.mark.parametrize("target", ["tflite", "ort", "executorch"])
 def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
-    """Only the bundle folder, no torch/transformers/edgepipe: text in, the label edgepipe's evaluation gives out."""
+    """Only the bundle folder, no transformers/edgepipe (no torch but ExecuTorch's): text in, the label
+    edgepipe's evaluation gives out."""
 
     import numpy as np
 
@@ -131,8 +142,9 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     assert card["labels"] == m["dataset"]["labels"] == (bundle / "labels.txt").read_text().split()
     assert card["tokenizer"]["vocab_size"] == m["models"]["pruned"]["vocab_size"] and card["max_sequence_length"] == 64
     assert [i["role"] for i in card["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
-    if target == "ort":
-        assert card["model"]["sha256"] == m["models"]["pruned"]["artifacts"]["ort"]["sha256"]
+    if target in ("ort", "executorch"):
+        shipped = {"ort": "ort", "executorch": "executorch_int8"}[target]
+        assert card["model"]["sha256"] == m["models"]["pruned"]["artifacts"][shipped]["sha256"]
     assert "Kotlin" in (bundle / "README.md").read_text() and "Swift" in (bundle / "README.md").read_text()
 
     cfg = build_config(load_yaml(out / "config.yaml"))
@@ -150,6 +162,13 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
 
         ref = LiteRTModel(bundle / card["model"]["file"]).predict(split).argmax(1)
         fp32 = LiteRTModel(out / m["models"]["pruned"]["artifacts"]["tflite_fp32"]["path"]).predict(split)
+    elif target == "executorch":
+        from edgepipe.runtimes.executorch import ExecuTorchModel
+
+        assert card["model"]["runtime"] == "executorch" and card["inputs"][0]["shape"] == ["batch<=64", "sequence<=64"]
+        assert "Module.load" in (bundle / "README.md").read_text()
+        ref = ExecuTorchModel(bundle / card["model"]["file"]).predict(split).argmax(1)
+        fp32 = ExecuTorchModel(out / m["models"]["pruned"]["artifacts"]["executorch_fp32"]["path"]).predict(split)
     else:
         from edgepipe.runtimes.onnxruntime import OrtModel
 
@@ -242,6 +261,34 @@ def test_quant_variants_bench_runs_on_a_run_dir(smoke_run, tmp_path):
         r["size_ratio"] > 3 and r["latency_ratio"] > 0 and 0 <= r["agreement"] <= 1 for r in rows
     )
     assert "latency vs fp32" in proc.stdout
+
+
+def test_formats_bench_measures_the_four_shipped_formats_side_by_side(smoke_run, tmp_path):
+    import subprocess
+    import sys
+
+    out, _, _ = smoke_run
+    res = tmp_path / "formats.json"
+    args = ["--rounds", "2", "--runs", "3", "--threads", "1", "--out", str(res)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.formats", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(res.read_text())
+    m = json.loads((out / "manifest.json").read_text())
+    assert list(r["formats"]) == ["onnx_int8", "tflite_int8", "executorch_int8", "executorch_8da4w"]
+    for name, row in r["formats"].items():
+        art = m["models"]["pruned"]["artifacts"][name]
+        # the runner's metric on the test split equals what the stage that wrote the artifact measured
+        assert row["bytes"] == art["bytes"] and row["device_metric"] == pytest.approx(art["test_accuracy"], abs=1e-9)
+        t1 = row["threads_1"]
+        assert t1["rounds"] == 2 and 0 < t1["p50_ms"] <= t1["p90_ms"] and t1["peak_rss_mb"] > 0
+    assert r["formats"]["executorch_int8"]["runtime"] == "executorch" and r["not_in_run"] == []
+    assert "| executorch_8da4w |" in proc.stdout
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:

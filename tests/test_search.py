@@ -92,6 +92,10 @@ def test_search_config_is_validated():
         build_config({"search.heads": [0.5, 1.0]})
     with pytest.raises(ConfigError, match="search.formats .*tflite_int8.* are not produced"):
         build_config({"search.max_latency_ms": 1, "export.tflite": False, "search.formats": ["tflite_int8"]})
+    with pytest.raises(ConfigError, match=r"search.formats \['executorch_int8'\] .*export.executorch"):
+        build_config({"search.max_latency_ms": 1, "search.formats": ["executorch_int8"]})
+    pte = {"search.max_latency_ms": 1, "search.formats": ["executorch_int8"], "export.executorch": True}
+    assert build_config(pte).search.formats == ["executorch_int8"]
     with pytest.raises(ConfigError, match="needs prune.enabled"):
         build_config({"search.max_latency_ms": 1, "prune.enabled": False})
     with pytest.raises(ConfigError, match="search.device arm:pi@board is not in bench.devices"):

@@ -4,8 +4,9 @@
 Does what a mobile app does - tokenization with the shipped tokenizer files (BERT WordPiece from
 vocab.txt; byte-level BPE and SentencePiece Unigram from tokenizer.json) and the settings in
 model_card.json, padding to the model's sequence length, one inference - with numpy and the
-runtime only (onnxruntime for .onnx/.ort, ai-edge-litert for .tflite).
-No torch, no transformers, no edgepipe: if this works, the bundle is self-sufficient.
+runtime only (onnxruntime for .onnx/.ort, ai-edge-litert for .tflite, ExecuTorch's Python runtime
+for .pte, whose bindings need torch; an app links ExecuTorch's C++ runtime instead).
+No transformers, no edgepipe (and no torch but ExecuTorch's): if this works, the bundle is self-sufficient.
 
     python3 app_check.py BUNDLE_DIR "a gorgeous, witty, seductive movie."
     python3 app_check.py BUNDLE_DIR --texts texts.txt      # one text per line, prints JSON
@@ -562,20 +563,33 @@ def _framing(j: dict, pad_token: str) -> Framing:
 
 class Model:
     def __init__(self, path: str):
-        if path.endswith(".tflite"):
+        self.ort = self.tfl = self.method = None
+        if path.endswith(".pte"):
+            import executorch.kernels.quantized  # noqa: F401  (the quantized embedding kernels)
+            import torch
+            from executorch.runtime import Runtime
+
+            self.torch = torch
+            self.program = Runtime.get().load_program(path)  # kept: its methods point into it
+            self.method = self.program.load_method("forward")
+            self.n_inputs = self.program.metadata("forward").num_inputs()
+        elif path.endswith(".tflite"):
             from ai_edge_litert.interpreter import Interpreter
 
             self.tfl = Interpreter(path, num_threads=1)
             self.tfl.allocate_tensors()
             self.inputs = sorted(self.tfl.get_input_details(), key=lambda d: d["name"])
             self.output = self.tfl.get_output_details()[0]
-            self.ort = None
         else:
             import onnxruntime as ort
 
             self.ort = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
     def logits(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.method is not None:
+            names = ("input_ids", "attention_mask", "token_type_ids")[: self.n_inputs]
+            tensors = [self.torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.int64)) for n in names]
+            return self.method.execute(tensors)[0].numpy()[0]
         if self.ort is not None:
             names = [i.name for i in self.ort.get_inputs()]
             return self.ort.run(None, {n: feeds[n] for n in names})[0][0]

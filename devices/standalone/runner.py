@@ -2,8 +2,8 @@
 """edgepipe device-side benchmark runner: latency and accuracy of one model, as one JSON object.
 
 Standalone on purpose: it needs only numpy and the runtime (onnxruntime for .onnx/.ort,
-ai-edge-litert for .tflite), never torch
-or edgepipe, so the same file runs on a laptop, an ARM board or a phone with Python.
+ai-edge-litert for .tflite; ExecuTorch's Python runtime for .pte, which needs torch), never
+edgepipe, so the same file runs on a laptop, an ARM board or a phone with Python.
 Copy it to the device beside the model and the eval inputs, then:
 
     python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
@@ -252,6 +252,67 @@ class LiteRTModel:
         return np.concatenate([self._one([feeds[k][i : i + 1] for k in names]) for i in range(n)])
 
 
+class ExecuTorchModel:
+    """An ExecuTorch .pte through `executorch.runtime`. Its Python bindings need torch on the device
+    (an app links the C++ runtime instead). Programs take any batch and sequence up to the bounds
+    they were exported with: longer batches run in chunks, longer rows are cut to the bound."""
+
+    def __init__(self, path: str, threads: int):
+        try:
+            import executorch.kernels.quantized  # noqa: F401  (the quantized embedding kernels' registration)
+            import torch
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+            from executorch.version import __version__
+        except ImportError:
+            raise UserError(
+                "executorch is not installed on this device; .pte models need torch and the ExecuTorch runtime: "
+                "pip install torch==2.13.0 && pip install --no-deps executorch==1.5.1"
+            ) from None
+        self.torch = torch
+        with open(path, "rb") as f:
+            data = f.read()
+        head = data[:8]
+        if head[4:6] != b"ET":  # the flatbuffer's file identifier: "ET" and a two-digit schema version
+            raise UserError(f"model {path} is not an ExecuTorch program (no ET header); re-export it")
+        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's thread pool is process-wide
+        try:
+            # the Program must outlive its methods (they point into it): kept on self
+            self.program = Runtime.get().load_program(path)
+            self.method = self.program.load_method("forward")
+            meta = self.program.metadata("forward")
+        except (RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            if "0x:14" in first:  # Error::OperatorMissing
+                raise UserError(
+                    f"model {path} needs an operator this ExecuTorch runtime ({__version__}) does not have ({first}); "
+                    "use the runtime it was exported for, or re-export it with this one"
+                ) from None
+            raise UserError(
+                f"model {path} cannot be loaded by ExecuTorch {__version__} ({first}); the file is truncated, "
+                f"corrupt or from an incompatible ExecuTorch version (schema {head[4:8].decode(errors='replace')}): "
+                "re-export it with the runtime's version"
+            ) from None
+        inputs = [meta.input_tensor_meta(i).sizes() for i in range(meta.num_inputs())]
+        self.names = INPUTS[: len(inputs)]
+        self.max_batch, self.max_seq = int(inputs[0][0]), int(inputs[0][1])
+        self.info = {
+            "runtime": "executorch",
+            "runtime_version": __version__,
+            "delegate": "XNNPACK" if b"XnnpackBackend" in data else "none (portable kernels)",
+        }
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        n, outs = len(feeds["input_ids"]), []
+        for s in range(0, n, self.max_batch):
+            tensors = [
+                self.torch.from_numpy(np.ascontiguousarray(feeds[k][s : s + self.max_batch, : self.max_seq], np.int64))
+                for k in self.names
+            ]
+            outs.append(self.method.execute(tensors)[0].numpy())
+        return np.concatenate(outs)
+
+
 def load_model(path: str, threads: int):
     if not os.path.isfile(path):
         raise UserError(f"model file {path} does not exist")
@@ -259,7 +320,9 @@ def load_model(path: str, threads: int):
         return OnnxRuntimeModel(path, threads)
     if path.endswith(".tflite"):
         return LiteRTModel(path, threads)
-    raise UserError(f"model {path}: unknown format (expected .onnx, .ort or .tflite)")
+    if path.endswith(".pte"):
+        return ExecuTorchModel(path, threads)
+    raise UserError(f"model {path}: unknown format (expected .onnx, .ort, .tflite or .pte)")
 
 
 def load_inputs(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:

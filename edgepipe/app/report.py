@@ -20,7 +20,7 @@ from edgepipe.pareto import pareto
 from edgepipe.rundir import write_bytes_atomic
 
 Runs = list[tuple[str, Manifest]]
-SHIPPABLE = ("tflite_int8", "ort", "onnx_int8")  # what the app bundles pack, best-supported first
+SHIPPABLE = ("tflite_int8", "ort", "onnx_int8", "executorch_int8")  # what the app bundles pack, best-supported first
 
 
 def _fmt(v: Any, spec: str = ".2f", scale: float = 1.0, suffix: str = "") -> str:
@@ -54,7 +54,7 @@ def shipped_choice(m: Manifest, device: str) -> Benchmark | None:
 
 def teacher_reference(m: Manifest, pick: Benchmark) -> Benchmark | None:
     """The teacher measured the same way: same device and threads, fp32 in the same runtime when there is one."""
-    same = "tflite_fp32" if pick.artifact.startswith("tflite") else "onnx_fp32"
+    same = {"tflite": "tflite_fp32", "executorch": "executorch_fp32"}.get(pick.artifact.split("_")[0], "onnx_fp32")
     rows = [b for b in m.benchmarks if b.device == pick.device and b.model == "teacher" and b.threads == pick.threads]
     return next((b for name in (same, "onnx_fp32") for b in rows if b.artifact == name), None)
 

@@ -26,7 +26,7 @@ from edgepipe.app.record import RunRecord
 from edgepipe.config import RunConfig, TeacherConfig, build_config, config_to_dict, flatten_tree, for_data_size
 from edgepipe.devices.pool import DevicePool
 from edgepipe.errors import BaselineError, BudgetError
-from edgepipe.export import bundle, onnx, ort_format, tflite, tflite_metadata
+from edgepipe.export import bundle, executorch, onnx, ort_format, tflite, tflite_metadata
 from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
 from edgepipe.model.load import Tokenizer, head_task, teacher_source
 from edgepipe.model.task_model import TaskModel
@@ -71,7 +71,17 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "onnx": onnx_lib.__version__,
         "onnxruntime": onnxruntime.__version__,
-        **{name: version(name) for name in ("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "tflite-support")},
+        **{
+            name: version(name)
+            for name in (
+                "litert-torch",
+                "ai-edge-litert",
+                "ai-edge-quantizer",
+                "tflite-support",
+                "executorch",
+                "torchao",
+            )
+        },
         "train_threads": cfg.threads,
     }
 
@@ -261,7 +271,39 @@ class Run(RunRecord):
                     qcfg=cfg.quantize,
                 )
                 self.artifact(r.name, "tflite_int8", rec)
+        for r in roles:
+            if cfg.export.executorch and r.name in cfg.export.executorch_targets:
+                self.executorch(r)
         self.app_artifacts(roles[-1])
+
+    def executorch(self, r: Role) -> None:
+        """`.pte` programs of one role: fp32 (checked against PyTorch), then each quantized variant."""
+        cfg = self.cfg
+        rec = self.stages.run(
+            f"export_{r.name}_executorch_fp32",
+            executorch.run_fp32,
+            role=r.name,
+            model=r.model,
+            data=r.data,
+            seq_len=cfg.export.seq_len,
+            parity_atol=cfg.export.parity_atol,
+        )
+        fp32 = self.artifact(r.name, "executorch_fp32", rec)
+        for variant in cfg.export.executorch_variants:
+            if variant == "fp32" or (variant == "int8" and not cfg.quantize.enabled):
+                continue
+            rec = self.stages.run(
+                f"export_{r.name}_executorch_{variant}",
+                executorch.run_quantized,
+                role=r.name,
+                variant=variant,
+                model=r.model,
+                data=r.data,
+                fp32=fp32,
+                seq_len=cfg.export.seq_len,
+                qcfg=cfg.quantize,
+            )
+            self.artifact(r.name, f"executorch_{variant}", rec)
 
     def app_artifacts(self, ship: Role) -> None:
         """ORT-format model for ORT Mobile and one app bundle per target, for the shipped model."""
@@ -310,6 +352,8 @@ def preflight(cfg: RunConfig) -> None:
         tflite.require_litert_torch(import_it=False)
         if cfg.export.tflite_metadata:
             tflite_metadata.require_tflite_support()
+    if cfg.export.executorch:
+        executorch.require_executorch(import_it=False)
 
 
 def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Progress = Silent()) -> Manifest | None:
