@@ -250,7 +250,11 @@ def check_parity(model: TaskModel, path: Path, split: TokenizedSplit, atol: floa
         raise ExportParityError(
             f"ExecuTorch export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); report a bug"
         )
-    return {"parity_max_abs": diff, "parity_examples": len(sub), model.task.agreement_name: 1.0}
+    return {
+        "parity_max_abs": diff,
+        "parity_examples": len(sub),
+        model.task.agreement_name: model.task.agreement(got, ref),
+    }
 
 
 def sensitivity(
@@ -357,6 +361,23 @@ def export_int8(
     )
 
 
+def budget_record(
+    task: Task, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray, qcfg: QuantizeConfig
+) -> dict[str, Any]:
+    """A quantized program against its fp32 program on validation, in the int8 budget's terms."""
+    score, base, agree = task.score(outputs, labels), task.score(reference, labels), task.agreement(outputs, reference)
+    drop = (base - score) * 100
+    return {
+        f"fp32_val_{task.metric}": base,
+        f"val_{task.metric}": score,
+        "val_agreement": agree,
+        "val_drop_points": round(drop, 4),
+        "budget_points": qcfg.max_accuracy_drop,
+        "budget_min_agreement": qcfg.min_agreement,
+        "budget_met": drop <= qcfg.max_accuracy_drop and agree >= qcfg.min_agreement,
+    }
+
+
 def run_fp32(
     ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, seq_len: int, parity_atol: float
 ) -> Result:
@@ -383,10 +404,17 @@ def run_quantized(
     path, source, task = ctx.path(f"executorch/{role}.{variant}.pte"), ctx.path(fp32.path), model.task
     if variant == "int8":
         report = export_int8(model, path, data, source, seq_len, qcfg, task, ctx.progress)
-    else:
+    else:  # no fallback here: the budget is checked and recorded (8da4w is the int4 choice, int8 the safe one)
         bits = table_bits(qcfg.embedding, model.dims.hidden)
         program, counts = int4_program(model, data.test, seq_len, bits)
         report = counts | lower(program, path) | {"embedding_bits": bits, "group_size": GROUP}
+        report |= budget_record(
+            task,
+            ExecuTorchModel(path).predict(data.val),
+            ExecuTorchModel(source).predict(data.val),
+            data.val.labels,
+            qcfg,
+        )
         report["quantizer"] = (
             "torchao Int8DynamicActivationIntxWeightConfig (int4 weights in groups of 32; int8 per-channel "
             "where the input width is not a multiple of 32)"

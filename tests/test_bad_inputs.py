@@ -321,7 +321,7 @@ def test_a_teacher_with_a_classification_head_that_does_not_fit(tmp_path, args, 
         ("trunc.onnx", "onnx-half", "cannot be loaded by onnxruntime"),
         ("garbage.onnx", b"not a model", "cannot be loaded by onnxruntime"),
         ("trunc.tflite", "tflite-half", "cannot be loaded by LiteRT"),
-        ("model.pt", b"x", "unknown format (expected .onnx, .ort or .tflite)"),
+        ("model.pt", b"x", "unknown format (expected .onnx, .ort, .tflite or .pte)"),
     ],
 )
 def test_bench_refuses_corrupt_or_truncated_models(smoke_run, tmp_path, name, content, needle):

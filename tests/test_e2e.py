@@ -102,6 +102,9 @@ def test_smoke_run_writes_the_manifest_contract(smoke_run):
     assert abs(eq["test_accuracy"] - eq["fp32_test_accuracy"]) < 0.03 and eq["argmax_agreement"] >= 0.95
     assert eq["fp32_test_accuracy"] == pytest.approx(p["accuracy"], abs=1 / 400 + 1e-9)
     assert e4["bytes"] < eq["bytes"] and e4["int4_linears"] > 0 and e4["argmax_agreement"] >= 0.9
+    assert e4["budget_met"] == (
+        e4["val_drop_points"] <= e4["budget_points"] and e4["val_agreement"] >= e4["budget_min_agreement"]
+    )
     assert len(m["benchmarks"]) == 11
     runtimes = {"tflite": "litert", "executorch": "executorch"}
     for b in m["benchmarks"]:

@@ -205,3 +205,13 @@ def test_the_budget_search_builds_pte_candidates_with_the_stage_writers(lowered,
     assert built.suffix == ".pte" and built.stat().st_size < paths["fp32"].stat().st_size / 4
     f, q = ExecuTorchModel(paths["fp32"]).predict(data.test), ExecuTorchModel(built).predict(data.test)
     assert (f.argmax(1) == q.argmax(1)).mean() >= 0.95
+
+
+def test_the_runner_finds_the_delegate_across_read_chunks(tmp_path):
+    """The delegate check reads a program in chunks (its size must not count in the runner's peak memory)."""
+    path = tmp_path / "m.pte"
+    for offset in (0, 5, 9, 10, 50):  # around the 10-byte chunk border
+        path.write_bytes(b"HEADERxx" + b"." * offset + b"XnnpackBackend" + b"." * 7)
+        assert runner._scan(str(path), b"XnnpackBackend", chunk=10) == (b"HEADERxx", True)
+    path.write_bytes(b"HEADERxx" + b"XnnpackBackenX" * 3)
+    assert runner._scan(str(path), b"XnnpackBackend", chunk=10) == (b"HEADERxx", False)

@@ -89,7 +89,11 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
         elif task == "embedding":  # semantic search over the 60 texts: each one's nearest other text
             sims = ref @ ref.T
             np.fill_diagonal(sims, -np.inf)
-            assert [a["nearest"] for a in answers] == sims.argmax(1).tolist()
+            nearest = np.array([a["nearest"] for a in answers])
+            # the same search results up to numerical ties: the app runs one text at a time, the runtime a
+            # batch, and int8 kernels differ by batch size (a tie at index 23 flipped on an AVX-512 VNNI Xeon)
+            assert (nearest == sims.argmax(1)).mean() >= 0.9
+            assert np.all(sims[np.arange(len(nearest)), nearest] >= sims.max(1) - 5e-3)
             # L2-normalised inside the model; int8 requantizes the output (measured: norms 0.996-1.005)
             assert all(abs(a["norm"] - 1) < 1e-2 for a in answers)
         elif task == "multi_label":  # every label whose output is above 0; the tuned thresholds are in the card

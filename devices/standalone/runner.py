@@ -252,6 +252,20 @@ class LiteRTModel:
         return np.concatenate([self._one([feeds[k][i : i + 1] for k in names]) for i in range(n)])
 
 
+def _scan(path: str, needle: bytes, chunk: int = 1 << 20) -> tuple[bytes, bool]:
+    """A file's first 8 bytes and whether `needle` occurs in it, read in chunks: reading the whole
+    program would count its size in the runner's peak memory."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0)
+        tail, found = b"", False
+        while not found and (block := f.read(chunk)):
+            window = tail + block
+            found = needle in window
+            tail = window[-len(needle) + 1 :]
+    return head, found
+
+
 class ExecuTorchModel:
     """An ExecuTorch .pte through `executorch.runtime`. Its Python bindings need torch on the device
     (an app links the C++ runtime instead). Programs take any batch and sequence up to the bounds
@@ -270,9 +284,7 @@ class ExecuTorchModel:
                 "pip install torch==2.13.0 && pip install --no-deps executorch==1.5.1"
             ) from None
         self.torch = torch
-        with open(path, "rb") as f:
-            data = f.read()
-        head = data[:8]
+        head, delegated = _scan(path, b"XnnpackBackend")
         if head[4:6] != b"ET":  # the flatbuffer's file identifier: "ET" and a two-digit schema version
             raise UserError(f"model {path} is not an ExecuTorch program (no ET header); re-export it")
         portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's thread pool is process-wide
@@ -299,7 +311,7 @@ class ExecuTorchModel:
         self.info = {
             "runtime": "executorch",
             "runtime_version": __version__,
-            "delegate": "XNNPACK" if b"XnnpackBackend" in data else "none (portable kernels)",
+            "delegate": "XNNPACK" if delegated else "none (portable kernels)",
         }
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
