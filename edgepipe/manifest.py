@@ -104,6 +104,8 @@ class Benchmark(_Open):
     init_ms: float | None = None
     first_inference_ms: float | None = None
     peak_rss_mb: float | None = None
+    warmup_ms: list[float] | None = None  # each warm-up run, in order: the warm-up curve
+    memory: dict[str, Any] | None = None  # peak RSS, RSS before/after load, PSS/USS: runner.memory_report
     model: str
     artifact: str
     artifact_sha256: str | None = None
@@ -127,6 +129,8 @@ class Benchmark(_Open):
         "init_ms",
         "first_inference_ms",
         "peak_rss_mb",
+        "warmup_ms",
+        "memory",
         "metric",
         "metric_value",
     )

@@ -76,6 +76,12 @@ def test_runner_reports_stats_and_the_same_accuracy_as_the_host(exported):
     lat = r["latency_ms"]
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert r["runtime"] == "onnxruntime" and r["machine"] == "x86_64" and r["peak_rss_mb"] > 0
+    # memory: which figure is which, from this process's /proc files (Linux)
+    mem = r["memory"]
+    assert mem["peak_rss_mb"] == r["peak_rss_mb"] >= mem["rss_end_mb"] >= mem["pss_end_mb"] >= mem["uss_end_mb"] > 0
+    assert mem["load_increase_mb"] == pytest.approx(mem["rss_after_load_mb"] - mem["rss_before_load_mb"])
+    assert mem["load_increase_mb"] > 0  # onnxruntime's import and the session
+    assert len(r["warmup_ms"]) == 2 and all(x > 0 for x in r["warmup_ms"])  # the warm-up curve, run by run
 
 
 def test_runner_needs_only_numpy_and_the_runtime(exported):
@@ -129,3 +135,28 @@ def test_peak_rss_is_the_runners_own_not_its_parents():
     code = f"import runpy; print(runpy.run_path({str(RUNNER)!r})['peak_rss_mb']())"
     own = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 5 < own < 200 and ballast.sum() > 0
+
+
+def test_memory_without_smaps_is_not_available_never_made_up(monkeypatch):
+    """An OS without /proc/self/smaps_rollup (macOS, old kernels): the runner says so, and keeps only the
+    peak it can read."""
+    import builtins
+
+    runner = runpy_runner()
+    real_open = builtins.open
+
+    def no_smaps(path, *args, **kwargs):
+        if str(path).endswith("smaps_rollup"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_smaps)
+    assert runner["memory_now"]() is None
+    report = runner["memory_report"](None, None, None)
+    assert report["smaps"] == "not available on this OS" and "pss_end_mb" not in report and report["peak_rss_mb"] > 0
+
+
+def runpy_runner() -> dict:
+    import runpy
+
+    return runpy.run_path(str(RUNNER))

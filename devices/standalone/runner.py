@@ -164,6 +164,40 @@ def peak_rss_mb() -> float:
         return float("nan")
 
 
+def memory_now() -> dict[str, float] | None:
+    """This process's resident memory now, MB: rss, pss (shared pages split among their users) and uss
+    (private pages only: what the process alone costs) from /proc/self/smaps_rollup (Linux >= 4.14,
+    Android); None where the OS has no such file (no figure is made up)."""
+    fields = {"Rss:": "rss_mb", "Pss:": "pss_mb", "Private_Clean:": "uss_mb", "Private_Dirty:": "uss_mb"}
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in fields:
+                    key = fields[parts[0]]
+                    out[key] = out.get(key, 0.0) + int(parts[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return out if {"rss_mb", "pss_mb", "uss_mb"} <= out.keys() else None
+
+
+def memory_report(before: dict | None, loaded: dict | None, end: dict | None) -> dict:
+    """Which figure is which: peak RSS (VmHWM), resident memory before and after loading the model and
+    the load's increase, PSS/USS at the end of the timed runs; "not available" where the OS says nothing."""
+    report: dict = {"peak_rss_mb": peak_rss_mb(), "source": "/proc/self/smaps_rollup, /proc/self/status VmHWM"}
+    if before is None or loaded is None or end is None:
+        return report | {"source": "getrusage ru_maxrss", "smaps": "not available on this OS"}
+    return report | {
+        "rss_before_load_mb": before["rss_mb"],
+        "rss_after_load_mb": loaded["rss_mb"],
+        "load_increase_mb": loaded["rss_mb"] - before["rss_mb"],
+        "rss_end_mb": end["rss_mb"],
+        "pss_end_mb": end["pss_mb"],
+        "uss_end_mb": end["uss_mb"],
+    }
+
+
 def ort_session_options(threads: int):
     """Sequential, fixed intra-op threads, no spinning (spinning threads were ~2x slower on a busy CPU)."""
     import onnxruntime as ort
@@ -378,8 +412,11 @@ def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: 
     return LatencyStats.from_samples(samples), first_ms
 
 
-def time_runs(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -> tuple[list[float], float]:
-    """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms."""
+def time_runs(
+    model, arrays, warmup: int, runs: int, batch: int, seq_len: int, warmup_ms: list[float] | None = None
+) -> tuple[list[float], float]:
+    """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms;
+    `warmup_ms`, when given, receives each warm-up run's time (the warm-up curve)."""
     # fixed shapes: 64 distinct feeds suffice; real lengths: as many as runs, so the lengths are the split's
     distinct = min(runs, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else min(runs, 64)
     feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
@@ -387,7 +424,10 @@ def time_runs(model, arrays, warmup: int, runs: int, batch: int, seq_len: int) -
     model(feeds[0])
     first = time.perf_counter() - first
     for i in range(warmup):
+        t0 = time.perf_counter()
         model(feeds[i % len(feeds)])
+        if warmup_ms is not None:
+            warmup_ms.append((time.perf_counter() - t0) * 1e3)
     samples = []
     for i in range(runs):
         f = feeds[i % len(feeds)]
@@ -453,9 +493,11 @@ def main(argv: list[str] | None = None) -> int:
             or (args.seq_len is not None and args.seq_len < 1)
         ):
             raise UserError("--threads, --runs, --batch, --seq-len must be >= 1 and --warmup >= 0")
+        before = memory_now()
         t0 = time.perf_counter()
         model = load_model(args.model, args.threads)
         init_ms = (time.perf_counter() - t0) * 1e3
+        loaded = memory_now()
         arrays, labels = load_inputs(args.inputs)
         fixed = getattr(model, "seq_len", None)
         if fixed is not None and args.seq_len not in (None, fixed):
@@ -463,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"model {os.path.basename(args.model)} takes sequences of {fixed} tokens (TFLite shapes are fixed); --seq-len {args.seq_len} does not match"
             )
         seq_len = fixed or args.seq_len or arrays["input_ids"].shape[1]
-        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, seq_len)
+        warmup_ms: list[float] = []
+        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, seq_len, warmup_ms)
+        end = memory_now()
         stats = LatencyStats.from_samples(samples)
         result = {
             "model": os.path.basename(args.model),
@@ -475,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "init_ms": init_ms,
             "first_inference_ms": first_ms,
+            "warmup_ms": [round(x, 4) for x in warmup_ms],
             "latency_ms": asdict(stats),
             "latency_samples_ms": [round(x * 1e3, 4) for x in samples],
             "metric": args.metric,
@@ -495,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
             emulated=emulator(),
             python=platform.python_version(),
             numpy=np.__version__,
-            peak_rss_mb=peak_rss_mb(),
+            memory=memory_report(before, loaded, end),  # peak: over the whole run, metric pass included
         )
+        result["peak_rss_mb"] = result["memory"]["peak_rss_mb"]
     except UserError as e:
         print(f"runner: {e}", file=sys.stderr)
         return 2
