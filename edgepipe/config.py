@@ -191,6 +191,11 @@ class QuantizeConfig(_Section):
             )
         return self
 
+    def within_budget(self, drop_points: float, agreement: float) -> bool:
+        """The int8 budget, in one place. A drop is the difference of two rates: 1 text of 200 is
+        0.50000000000004 points in floating point, so it is compared with a 1e-9 tolerance."""
+        return drop_points <= self.max_accuracy_drop + 1e-9 and agreement >= self.min_agreement - 1e-12
+
 
 class ExportConfig(_Section):
     seq_len: int = Field(

@@ -308,7 +308,7 @@ def export_int8(
         return task.score(out, data.val.labels), task.agreement(out, fp32_val), info
 
     def within(score: float, agree: float) -> bool:
-        return (base - score) * 100 <= qcfg.max_accuracy_drop and agree >= qcfg.min_agreement
+        return qcfg.within_budget((base - score) * 100, agree)
 
     kept: list[str] = []
     score, agree, info = attempt(kept, bits)
@@ -374,7 +374,7 @@ def budget_record(
         "val_drop_points": round(drop, 4),
         "budget_points": qcfg.max_accuracy_drop,
         "budget_min_agreement": qcfg.min_agreement,
-        "budget_met": drop <= qcfg.max_accuracy_drop and agree >= qcfg.min_agreement,
+        "budget_met": qcfg.within_budget(drop, agree),
     }
 
 

@@ -335,7 +335,7 @@ def quantize(
             return task.score(logits, val.labels), task.agreement(logits, fp32_val), info
 
         def within(acc: float, agree: float) -> bool:
-            return (base - acc) * 100 <= qcfg.max_accuracy_drop and agree >= qcfg.min_agreement
+            return qcfg.within_budget((base - acc) * 100, agree)
 
         acc, agree, info = attempt([])
         excluded: list[str] = []

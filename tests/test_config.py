@@ -123,3 +123,12 @@ def test_moved_keys_keep_working_with_a_note():
         "bench.seq_len is now export.seq_len (the sequence length the artifacts are built for); the old key still works"
     ]
     assert "seq_len" not in cfg.bench.model_dump() and build_config({"export.seq_len": 32}) == cfg
+
+
+def test_the_int8_budget_takes_one_text_of_two_hundred_at_half_a_point():
+    """Drops are differences of rates: (0.655 - 0.65) * 100 is 0.5000000000000004 in floating point."""
+    from edgepipe.config import QuantizeConfig
+
+    q = QuantizeConfig(max_accuracy_drop=0.5, min_agreement=0.97)
+    assert (0.655 - 0.65) * 100 > 0.5 and q.within_budget((0.655 - 0.65) * 100, 0.97)
+    assert not q.within_budget(0.51, 0.99) and not q.within_budget(0.0, 0.9699)
