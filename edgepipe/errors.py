@@ -60,3 +60,16 @@ class BaselineError(EdgepipeError):
 
     kind = "baseline"
     exit_code = 9
+
+
+def require_installed(module: str, missing: EdgepipeError) -> None:
+    """Raises `missing` unless `module` can be found, without importing it (the optional exporters' imports
+    cost seconds and log noise; a broken parent package makes `find_spec` itself raise)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise missing

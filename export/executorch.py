@@ -26,7 +26,6 @@ loop keeps node groups fp32. When nothing meets the budget the closest try ships
 from __future__ import annotations
 
 import copy
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from edgepipe.config import QuantizeConfig
-from edgepipe.errors import ExportParityError, ModelError
+from edgepipe.errors import ExportParityError, ModelError, require_installed
 from edgepipe.export.onnx import _Outputs
 from edgepipe.export.pt2e import float_only
 from edgepipe.manifest import Artifact
@@ -62,11 +61,7 @@ def require_executorch(import_it: bool = True) -> None:
     missing = ModelError(
         f"ExecuTorch export needs executorch, which is not installed; {INSTALL}, or --set export.executorch=false"
     )
-    try:
-        if importlib.util.find_spec("executorch") is None:
-            raise missing
-    except (ImportError, ValueError):
-        raise missing from None
+    require_installed("executorch", missing)
     if import_it:
         try:
             with quiet_output(), native_stderr_captured():

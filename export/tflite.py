@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from edgepipe.config import QuantizeConfig
-from edgepipe.errors import ExportParityError, ModelError
+from edgepipe.errors import ExportParityError, ModelError, require_installed
 from edgepipe.export.pt2e import float_only
 from edgepipe.manifest import Artifact
 from edgepipe.model.task_model import TaskModel
@@ -41,16 +41,10 @@ INSTALL = "pip install 'litert-torch==0.10.0' 'ai-edge-litert==2.3.0' 'ai-edge-q
 
 def require_litert_torch(import_it: bool = True):
     """`import_it=False` only checks that it is installed (importing it costs seconds and log noise)."""
-    import importlib.util
-
     missing = ModelError(
         f"TFLite export needs litert-torch, which is not installed; {INSTALL}, or --set export.tflite=false"
     )
-    try:
-        if importlib.util.find_spec("litert_torch") is None:
-            raise missing
-    except (ImportError, ValueError):
-        raise missing from None
+    require_installed("litert_torch", missing)
     if not import_it:
         return None
     litert_environment()  # library callers too: before the converter's bundled TensorFlow loads

@@ -10,10 +10,11 @@ import numpy as np
 from edgepipe.devices.standalone import runner
 from edgepipe.errors import ModelError
 from edgepipe.quiet import native_stderr_captured
+from edgepipe.runtimes.runner_backed import NamedFeeds
 from edgepipe.tokenized import TokenizedSplit
 
 
-class ExecuTorchModel(runner.ExecuTorchModel):
+class ExecuTorchModel(NamedFeeds, runner.ExecuTorchModel):
     def __init__(self, path: Path, threads: int = 1):
         self.path = Path(path)
         if not self.path.is_file():
@@ -23,14 +24,6 @@ class ExecuTorchModel(runner.ExecuTorchModel):
                 super().__init__(str(self.path), threads)
         except runner.UserError as e:
             raise ModelError(str(e)) from None
-
-    def run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
-    ) -> np.ndarray:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            feeds["token_type_ids"] = token_type_ids
-        return self(feeds).copy()
 
     def predict(self, split: TokenizedSplit) -> np.ndarray:
         """Outputs for every example, in batches of 32 padded to the split's full length (as an app would)."""

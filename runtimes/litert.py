@@ -14,10 +14,11 @@ import numpy as np
 from edgepipe.devices.standalone import runner
 from edgepipe.errors import ModelError
 from edgepipe.quiet import native_stderr_captured
+from edgepipe.runtimes.runner_backed import NamedFeeds
 from edgepipe.tokenized import TokenizedSplit
 
 
-class LiteRTModel(runner.LiteRTModel):
+class LiteRTModel(NamedFeeds, runner.LiteRTModel):
     def __init__(self, path: Path, threads: int = 1):
         self.path = Path(path)
         if not self.path.is_file():
@@ -29,15 +30,6 @@ class LiteRTModel(runner.LiteRTModel):
             raise ModelError(
                 f"{e}; the file is corrupt or the runtime is missing (pip install 'ai-edge-litert==2.3.0')"
             ) from None
-
-    def run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Logits for a batch; each row is padded or trimmed to the model's fixed length."""
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            feeds["token_type_ids"] = token_type_ids
-        return self(feeds).copy()
 
     def predict(self, split: TokenizedSplit) -> np.ndarray:
         return self.run(split.input_ids, split.attention_mask, split.token_type_ids).astype(np.float32)
