@@ -35,12 +35,12 @@ import torch
 from torch import nn
 
 from edgepipe.config import QuantizeConfig
-from edgepipe.errors import ExportParityError, ModelError, require_installed
+from edgepipe.errors import ModelError, require_installed
 from edgepipe.export.onnx import _Outputs
+from edgepipe.export.parity import check_parity
 from edgepipe.export.pt2e import float_only
 from edgepipe.manifest import Artifact
 from edgepipe.model.task_model import TaskModel
-from edgepipe.model.train import predict
 from edgepipe.progress import Progress, Silent
 from edgepipe.quiet import native_stderr_captured, quiet_output
 from edgepipe.rundir import atomic_path
@@ -235,23 +235,6 @@ def lower(program, path: Path) -> dict[str, Any]:
     return {"delegate": "XNNPACK", "xnnpack_partitions": delegated, "portable_ops": portable}
 
 
-def check_parity(model: TaskModel, path: Path, split: TokenizedSplit, atol: float, n: int = 64) -> dict[str, Any]:
-    """fp32 .pte vs PyTorch, max abs output difference on `n` real examples (padded as deployed)."""
-    sub = split.head(n)
-    ref = predict(model, sub)
-    got = ExecuTorchModel(path).predict(sub)
-    diff = float(np.abs(ref - got).max())
-    if not np.isfinite(diff) or diff > atol:
-        raise ExportParityError(
-            f"ExecuTorch export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); report a bug"
-        )
-    return {
-        "parity_max_abs": diff,
-        "parity_examples": len(sub),
-        model.task.agreement_name: model.task.agreement(got, ref),
-    }
-
-
 def sensitivity(
     model: TaskModel,
     groups: dict[str, str],
@@ -380,7 +363,8 @@ def run_fp32(
     require_executorch()
     path = ctx.path(f"executorch/{role}.fp32.pte")
     info = lower(exported_program(signature_module(model, None), model, data.test, seq_len), path)
-    return check_parity(model, path, data.test, parity_atol) | info | {"max_seq_len": seq_len}, [path]
+    parity = check_parity(model, path, data.test, parity_atol)
+    return parity | info | {"max_seq_len": seq_len}, [path]
 
 
 def run_quantized(

@@ -10,16 +10,13 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from edgepipe.errors import ExportParityError
+from edgepipe.export.parity import check_parity
 from edgepipe.model.task_model import TaskModel
-from edgepipe.model.train import batches, predict
+from edgepipe.model.train import batches
 from edgepipe.rundir import atomic_path
-from edgepipe.runtimes.onnxruntime import OrtModel
 from edgepipe.stages import Result, Stages
 from edgepipe.tokenized import TokenizedData, TokenizedSplit
 
@@ -58,26 +55,11 @@ def export_onnx(model: TaskModel, path: Path, example: TokenizedSplit, opset: in
         program.save(str(tmp), external_data=False)
 
 
-def check_parity(model: TaskModel, path: Path, split: TokenizedSplit, atol: float, n: int = 64) -> dict[str, Any]:
-    """Max abs output difference ORT vs PyTorch on `n` real examples, padded as in deployment."""
-    sub = split.head(n)
-    ref = predict(model, sub)
-    got = OrtModel(path, threads=1).predict(sub)
-    diff = float(np.abs(ref - got).max())
-    if not np.isfinite(diff) or diff > atol:
-        raise ExportParityError(
-            f"ONNX export {path.name} differs from PyTorch by {diff:.2e} (allowed {atol:.0e}); "
-            "raise export.parity_atol only if you accept that, or report a bug"
-        )
-    return {
-        "parity_max_abs": diff,
-        "parity_examples": len(sub),
-        model.task.agreement_name: model.task.agreement(got, ref),
-    }
-
-
 def run(ctx: Stages, *, role: str, model: TaskModel, data: TokenizedData, opset: int, parity_atol: float) -> Result:
     """The stage: `onnx/ROLE.fp32.onnx`, written only if it matches PyTorch."""
     path = ctx.path(f"onnx/{role}.fp32.onnx")
     export_onnx(model, path, data.test, opset=opset)
-    return check_parity(model, path, data.test, parity_atol) | {"opset": opset}, [path]
+    parity = check_parity(
+        model, path, data.test, parity_atol, "raise export.parity_atol only if you accept that, or report a bug"
+    )
+    return parity | {"opset": opset}, [path]

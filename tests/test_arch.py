@@ -17,7 +17,8 @@ from tiny_models import make_tiny
 from conftest import make_tiny_bert, write_sentiment_csv
 from edgepipe.arch import ARCHITECTURES
 from edgepipe.config import DataConfig, StudentConfig
-from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.export.onnx import export_onnx
+from edgepipe.export.parity import check_parity
 from edgepipe.model.load import Tokenizer, load_teacher_dir
 from edgepipe.model.surgery import apply_plan, count_macs, shape_of
 from edgepipe.model.task_model import load_model, save_model

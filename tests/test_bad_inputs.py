@@ -424,3 +424,20 @@ def test_disk_full_while_writing_an_artifact_keeps_what_was_finished(tmp_path):
         assert "eval_inputs_test.json" in finished
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused_in_one_line():
+    import numpy as np
+
+    from edgepipe.errors import ExportParityError
+    from edgepipe.export.parity import parity_record
+
+    ref = np.zeros((4, 2), np.float32)
+    assert parity_record(ref, ref + 1e-6, 1e-4, "ONNX export m.onnx", "report a bug") == {
+        "parity_max_abs": pytest.approx(1e-6),
+        "parity_examples": 4,
+    }
+    for got in (ref + 0.5, ref * np.nan):
+        with pytest.raises(ExportParityError) as e:
+            parity_record(ref, got, 1e-4, "ONNX export m.onnx", "report a bug")
+        assert "\n" not in str(e.value) and str(e.value).startswith("ONNX export m.onnx differs from PyTorch by ")

@@ -8,7 +8,8 @@ from conftest import make_tiny_bert, write_sentiment_csv
 from edgepipe.arch import wordpiece
 from edgepipe.config import DataConfig, PruneConfig, build_config
 from edgepipe.errors import ConfigError
-from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.export.onnx import export_onnx
+from edgepipe.export.parity import check_parity
 from edgepipe.model.load import load_teacher_dir, load_tokenizer
 from edgepipe.model.surgery import apply_plan, count_macs
 from edgepipe.model.task_model import load_model, save_model

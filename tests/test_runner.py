@@ -11,7 +11,8 @@ from edgepipe.config import DataConfig
 from edgepipe.devices import x86
 from edgepipe.devices.remote import RUNNER
 from edgepipe.devices.standalone.runner import LatencyStats
-from edgepipe.export.onnx import check_parity, export_onnx
+from edgepipe.export.onnx import export_onnx
+from edgepipe.export.parity import check_parity
 from edgepipe.measurement import Measurement
 from edgepipe.model.load import load_teacher_dir, load_tokenizer
 from edgepipe.pipeline.data import load_dataset
