@@ -20,6 +20,7 @@ from edgepipe.errors import DeviceError
 from edgepipe.measurement import Measured, Measurement
 
 RUNNER = Path(__file__).parent / "standalone" / "runner.py"
+SENSORS = RUNNER.with_name("sensors.py")  # the runner imports it from its own folder
 INPUT_FILES = ("input_ids.npy", "attention_mask.npy", "token_type_ids.npy", "labels.npy")
 
 
@@ -88,7 +89,8 @@ class RemoteRunnerDevice:
     def _work(self) -> str:
         if self.workdir is None:
             self.workdir = self.transport.make_workdir()
-            self.transport.push(RUNNER, posixpath.join(self.workdir, "runner.py"))
+            for script in (RUNNER, SENSORS):
+                self.transport.push(script, posixpath.join(self.workdir, script.name))
         return self.workdir
 
     def _upload_inputs(self, inputs: Path) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgepipe.device_spec import parse_device
 from edgepipe.errors import ConfigError
-from edgepipe.measurement import Measurement
+from edgepipe.measurement import EnergySettings, Measurement, ThermalSettings
 
 
 class _Section(BaseModel):
@@ -297,6 +297,8 @@ class BenchConfig(_Section):
         None, pattern=r"^[0-9]+([,-][0-9]+)*$", description="taskset core list for the runner, e.g. '0' or '4-7'"
     )
     accuracy: bool = Field(True, description="also measure accuracy on the eval inputs (false: latency only)")
+    thermal: ThermalSettings = ThermalSettings()
+    energy: EnergySettings = EnergySettings()
     ssh: SshConfig = SshConfig()
     android: AndroidConfig = AndroidConfig()
     fleet: list[FleetDevice] = Field(

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 
 from edgepipe.errors import RunDirError
-from edgepipe.measurement import Latency, Measured
+from edgepipe.measurement import Conditions, EnergyRecord, Latency, Measured, ThermalRecord
 from edgepipe.rundir import write_json_atomic
 
 FILE = "manifest.json"
@@ -106,6 +106,9 @@ class Benchmark(_Open):
     peak_rss_mb: float | None = None
     warmup_ms: list[float] | None = None  # each warm-up run, in order: the warm-up curve
     memory: dict[str, Any] | None = None  # peak RSS, RSS before/after load, PSS/USS: runner.memory_report
+    conditions: Conditions | None = None  # governor, frequencies, cores, load, charging, screen
+    thermal: ThermalRecord | None = None  # heat before/after, cool-down, throttled flag
+    energy: EnergyRecord | None = None  # mJ per inference where the device measures power
     model: str
     artifact: str
     artifact_sha256: str | None = None
@@ -131,6 +134,9 @@ class Benchmark(_Open):
         "peak_rss_mb",
         "warmup_ms",
         "memory",
+        "conditions",
+        "thermal",
+        "energy",
         "metric",
         "metric_value",
     )

@@ -13,6 +13,32 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ThermalSettings(BaseModel):
+    """Heat: a cool-down before each artifact and the margin that flags a run as taken hot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cool_below_c: float | None = Field(
+        None, description="wait before each artifact until the device's hottest sensor reads below this; None: no wait"
+    )
+    cool_timeout_s: float = Field(300, ge=0, description="give up waiting after this long (warn, measure, flag)")
+    warm_margin_c: float = Field(
+        5.0, ge=0, description="flag a result whose device ended warmer than it started by more than this"
+    )
+
+
+class EnergySettings(BaseModel):
+    """Energy: power sampled during the timed runs, where the device has a sensor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_hz: float = Field(10.0, ge=0, description="power readings per second during the timed runs; 0: off")
+    idle_s: float = Field(1.0, ge=0, description="seconds of idle power sampled before loading the model")
+    external_meter: bool = Field(
+        False, description="an external meter powers the device: battery readings stay valid while it is plugged in"
+    )
+
+
 class Measurement(BaseModel):
     """The settings a measurement depends on: stage keys hash exactly these."""
 
@@ -29,6 +55,8 @@ class Measurement(BaseModel):
     pin_cores: str | None = None
     accuracy: bool = Field(True, description="also evaluate the task's metric on the eval inputs")
     metric: str = Field("accuracy", description="the task's metric, computed by the runner on the device")
+    thermal: ThermalSettings = ThermalSettings()
+    energy: EnergySettings = EnergySettings()
 
     def to_argv(self) -> list[str]:
         """The runner's flags (after `runner.py --model M --inputs D`)."""
@@ -36,6 +64,10 @@ class Measurement(BaseModel):
         argv += ["--batch", str(self.batch), "--metric", self.metric] + (
             ["--seq-len", str(self.seq_len)] if self.seq_len else []
         )
+        if self.thermal.cool_below_c is not None:
+            argv += ["--cool-below", str(self.thermal.cool_below_c), "--cool-timeout", str(self.thermal.cool_timeout_s)]
+        argv += ["--warm-margin", str(self.thermal.warm_margin_c), "--energy-hz", str(self.energy.sample_hz)]
+        argv += ["--idle-s", str(self.energy.idle_s)] + (["--external-meter"] if self.energy.external_meter else [])
         if not self.accuracy:
             argv += ["--no-accuracy"]
         elif self.max_eval:
@@ -65,6 +97,61 @@ class Latency(BaseModel):
     n: int = 0
 
 
+class Conditions(BaseModel):
+    """What else decides a number, read on the device by the runner (devices/standalone/sensors.py);
+    "not available (why)" where the device does not say."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cores_used: list[int] | str | None = None
+    governors: list[str] | str | None = None
+    cpufreq: dict[str, Any] | str | None = None
+    load_avg: list[float] | str | None = None
+    load_avg_end: list[float] | str | None = None
+    power: dict[str, Any] | None = None  # {"charging": bool | None, "external_power": [...], "source": ...}
+    screen: str | None = None
+
+    @property
+    def charging(self) -> bool | None:
+        return (self.power or {}).get("charging")
+
+
+class ThermalRecord(BaseModel):
+    """The device's heat around one artifact's timed runs, and whether the run was taken hot."""
+
+    model_config = ConfigDict(extra="allow")
+
+    throttled: bool | None = None  # None: no sensor could tell
+    reasons: list[str] = []
+    warmed_c: float | str | None = None
+    warm_margin_c: float | None = None
+    cool_down: dict[str, Any] | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    @property
+    def max_after_c(self) -> float | None:
+        value = (self.after or {}).get("max_c")
+        return float(value) if isinstance(value, int | float) else None
+
+
+class EnergyRecord(BaseModel):
+    """Energy per inference from power sampled during the timed runs; `valid: false` says why not to use it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    valid: bool = False
+    reason: str | None = None
+    source: str | None = None
+    mj_per_inference: float | None = None
+    mj_per_inference_above_idle: float | None = None
+    mean_power_mw: float | None = None
+    idle_power_mw: float | None = None
+    sample_hz_requested: float | None = None
+    sample_hz_achieved: float | str | None = None
+    samples: int | None = None
+
+
 class Measured(BaseModel):
     """One device measurement of one model file; unknown keys (a newer runner's) are kept."""
 
@@ -89,6 +176,15 @@ class Measured(BaseModel):
     first_inference_ms: float | None = None
     peak_rss_mb: float | None = None
     emulated: str | None = None
+    conditions: Conditions | None = None
+    thermal: ThermalRecord | None = None
+    energy: EnergyRecord | None = None
+
+    def heat_warning(self) -> str | None:
+        """One line when this result was taken hot (the cool-down timed out, throttling, warming)."""
+        if self.thermal is None or not self.thermal.throttled:
+            return None
+        return f"measured hot, flagged in the manifest: {'; '.join(self.thermal.reasons)}"
 
     def get_extra(self, key: str) -> Any:
         """A runner key without a field of its own (machine, cpu, cpu_count, python, ...)."""

@@ -49,7 +49,7 @@ def without_timings(manifest: dict) -> dict:
     for b in m["benchmarks"]:
         for key in ("latency_ms", "latency_samples_ms", "init_ms", "first_inference_ms", "peak_rss_mb"):
             b.pop(key)
-        for key in ("warmup_ms", "memory"):  # measured, like the latencies (absent in rows of older runners)
+        for key in ("warmup_ms", "memory", "conditions", "thermal", "energy"):  # measured, like the latencies
             b.pop(key, None)
     return m
 

@@ -13,6 +13,8 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 # RoBERTa / XLM-R: <s>=0 <pad>=1 </s>=2, positions counted from pad_token_id + 1, one token type
 ROBERTA_IDS = {
@@ -215,3 +217,62 @@ def make_tiny(
     else:
         raise ValueError(f"no tiny model for {model_type!r}")
     return directory
+
+
+def tiny_classifier(path: Path, vocab: int = 50, dim: int = 8, seed: int = 0) -> None:
+    """Masked mean of token+type embeddings, then a linear head: [N, L] int64 x3 -> logits [N, 2]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=dim).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(vocab, dim)).astype(np.float32), "tok_emb"),
+        numpy_helper.from_array(rng.normal(size=(2, dim)).astype(np.float32), "type_emb"),
+        numpy_helper.from_array(np.stack([w, -w], axis=1), "w_out"),  # logits (z, -z): balanced classes
+        numpy_helper.from_array(np.zeros(2, np.float32), "b_out"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["tok_emb", "input_ids"], ["tok"]),
+        helper.make_node("Gather", ["type_emb", "token_type_ids"], ["typ"]),
+        helper.make_node("Add", ["tok", "typ"], ["h"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+        helper.make_node("Mul", ["h", "mask3"], ["hm"]),
+        helper.make_node("ReduceSum", ["hm", "axis1"], ["sum"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
+        helper.make_node("Div", ["sum", "count"], ["pooled"]),
+        helper.make_node("ReduceMean", ["h", "axis1"], ["plain_mean"], keepdims=0),  # unmasked, a small extra term
+        helper.make_node("Add", ["pooled", "plain_mean"], ["feat"]),
+        helper.make_node("MatMul", ["feat", "w_out"], ["mm"]),
+        helper.make_node("Add", ["mm", "b_out"], ["logits"]),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["N", "L"])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_cls", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgepipe-test")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def eval_set(directory: Path, n: int = 48, length: int = 12, vocab: int = 50, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, length + 1, size=n)
+    mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(1, vocab, size=(n, length)).astype(np.int64) * mask
+    types = ((np.arange(length)[None, :] >= lengths[:, None] // 2) * mask).astype(np.int64)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, a in {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": types,
+        "labels": rng.integers(0, 2, size=n),
+    }.items():
+        np.save(directory / f"{name}.npy", a)

@@ -4,7 +4,8 @@
 Standalone on purpose: it needs only numpy and the runtime (onnxruntime for .onnx/.ort,
 ai-edge-litert for .tflite; ExecuTorch's Python runtime for .pte, which needs torch), never
 edgepipe, so the same file runs on a laptop, an ARM board or a phone with Python.
-Copy it to the device beside the model and the eval inputs, then:
+Copy it to the device with sensors.py (conditions, heat, energy; standard library only) beside the
+model and the eval inputs, then:
 
     python3 runner.py --model model.onnx --inputs eval/ --threads 1 --warmup 10 --runs 100
 
@@ -18,6 +19,7 @@ example. Flags and statistics follow TFLite's benchmark_model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -29,6 +31,11 @@ try:
     import numpy as np
 except ImportError:
     sys.exit("runner: numpy is not installed on this device; install it with `pip install numpy`")
+
+try:
+    from . import sensors  # imported as edgepipe.devices.standalone.runner (the host adapters)
+except ImportError:
+    import sensors  # run as a script, sensors.py beside it
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -413,10 +420,18 @@ def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: 
 
 
 def time_runs(
-    model, arrays, warmup: int, runs: int, batch: int, seq_len: int, warmup_ms: list[float] | None = None
+    model,
+    arrays,
+    warmup: int,
+    runs: int,
+    batch: int,
+    seq_len: int,
+    warmup_ms: list[float] | None = None,
+    during_timed=None,
 ) -> tuple[list[float], float]:
     """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms;
-    `warmup_ms`, when given, receives each warm-up run's time (the warm-up curve)."""
+    `warmup_ms`, when given, receives each warm-up run's time (the warm-up curve); `during_timed`, a
+    context manager around the timed runs only (the power sampler)."""
     # fixed shapes: 64 distinct feeds suffice; real lengths: as many as runs, so the lengths are the split's
     distinct = min(runs, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else min(runs, 64)
     feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
@@ -429,11 +444,12 @@ def time_runs(
         if warmup_ms is not None:
             warmup_ms.append((time.perf_counter() - t0) * 1e3)
     samples = []
-    for i in range(runs):
-        f = feeds[i % len(feeds)]
-        t0 = time.perf_counter()
-        model(f)
-        samples.append(time.perf_counter() - t0)
+    with during_timed or contextlib.nullcontext():
+        for i in range(runs):
+            f = feeds[i % len(feeds)]
+            t0 = time.perf_counter()
+            model(f)
+            samples.append(time.perf_counter() - t0)
     return samples, first * 1e3
 
 
@@ -483,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-accuracy", action="store_true", help="latency only: skip the metric pass")
     ap.add_argument("--predictions", action="store_true", help="include per-example predicted labels")
     ap.add_argument("--output", help="also write the JSON here")
+    ap.add_argument("--cool-below", type=float, default=None, help="first wait until the device reads below C degrees")
+    ap.add_argument("--cool-timeout", type=float, default=300.0, help="seconds the cool-down may take at most")
+    ap.add_argument("--warm-margin", type=float, default=5.0, help="flag the run if it warmed the device by more (C)")
+    ap.add_argument("--energy-hz", type=float, default=10.0, help="power readings per second in the timed runs; 0: off")
+    ap.add_argument("--idle-s", type=float, default=1.0, help="seconds of idle power sampled before loading")
+    ap.add_argument("--external-meter", action="store_true", help="keep battery energy valid while plugged in")
     args = ap.parse_args(argv)
     try:
         if (
@@ -493,6 +515,17 @@ def main(argv: list[str] | None = None) -> int:
             or (args.seq_len is not None and args.seq_len < 1)
         ):
             raise UserError("--threads, --runs, --batch, --seq-len must be >= 1 and --warmup >= 0")
+        if args.energy_hz < 0 or args.idle_s < 0 or args.cool_timeout < 0 or args.warm_margin < 0:
+            raise UserError("--energy-hz, --idle-s, --cool-timeout and --warm-margin must be >= 0")
+        cool = (
+            sensors.cool_down(args.cool_below, args.cool_timeout)
+            if args.cool_below is not None
+            else {"note": "no cool-down asked (bench.thermal.cool_below_c)"}
+        )
+        conditions = sensors.conditions()
+        power = sensors.power_source() if args.energy_hz > 0 else None
+        idle = sensors.sample_idle(power[1], args.idle_s, args.energy_hz) if power and args.idle_s > 0 else None
+        thermal_before = sensors.thermal_snapshot()
         before = memory_now()
         t0 = time.perf_counter()
         model = load_model(args.model, args.threads)
@@ -506,8 +539,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         seq_len = fixed or args.seq_len or arrays["input_ids"].shape[1]
         warmup_ms: list[float] = []
-        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, seq_len, warmup_ms)
+        sampler = sensors.PowerSampler(power[1], args.energy_hz) if power else None
+        samples, first_ms = time_runs(
+            model, arrays, args.warmup, args.runs, args.batch, seq_len, warmup_ms, during_timed=sampler
+        )
         end = memory_now()
+        thermal_after = sensors.thermal_snapshot()
         stats = LatencyStats.from_samples(samples)
         result = {
             "model": os.path.basename(args.model),
@@ -543,6 +580,40 @@ def main(argv: list[str] | None = None) -> int:
             memory=memory_report(before, loaded, end),  # peak: over the whole run, metric pass included
         )
         result["peak_rss_mb"] = result["memory"]["peak_rss_mb"]
+        meminfo = sensors.dumpsys_meminfo(os.getpid())  # Android only: the OS's own view of this process
+        if meminfo is not None:
+            result["memory"]["dumpsys_meminfo"] = meminfo
+        result["conditions"] = conditions | {"load_avg_end": sensors.conditions()["load_avg"]}
+        result["thermal"] = {"cool_down": cool, "before": thermal_before, "after": thermal_after} | (
+            sensors.thermal_verdict(thermal_before, thermal_after, args.warm_margin)
+        )
+        if args.cool_below is not None and cool.get("reached") is False:
+            result["thermal"]["throttled"] = True  # measured hot, on purpose: the user asked for a cooler start
+            result["thermal"]["reasons"].append(
+                f"cool-down did not reach {args.cool_below:.1f} C in {args.cool_timeout:.0f} s (ended at {cool['end_c']} C)"
+            )
+        result["energy"] = (
+            sensors.energy_report(
+                power[0],
+                args.energy_hz,
+                sampler,
+                idle,
+                sum(samples),
+                args.runs,
+                conditions["power"]["charging"],
+                args.external_meter,
+            )
+            if power
+            else {
+                "valid": False,
+                "reason": sensors.NA
+                + (
+                    " (no hwmon power rail or battery current/voltage)"
+                    if args.energy_hz > 0
+                    else " (bench.energy.sample_hz is 0)"
+                ),
+            }
+        )
     except UserError as e:
         print(f"runner: {e}", file=sys.stderr)
         return 2

@@ -57,9 +57,12 @@ def _measure(
     what = f"benchmark {role} {name} on {device.text}"
     if device.side_by_side:  # one live progress bar at a time: workers log lines instead
         ctx.progress.log(f"{what} …")
-        return device.pool.get(device.text).benchmark(model, eval_dir, measurement).to_dict(), []
-    for _ in ctx.progress.track([None], 1, what):
         result = device.pool.get(device.text).benchmark(model, eval_dir, measurement)
+    else:
+        for _ in ctx.progress.track([None], 1, what):
+            result = device.pool.get(device.text).benchmark(model, eval_dir, measurement)
+    if (warning := result.heat_warning()) is not None:
+        ctx.progress.log(f"warning: {role} {name} on {device.text} {warning}")
     return result.to_dict(), []
 
 

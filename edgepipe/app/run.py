@@ -218,59 +218,62 @@ class Run(RunRecord):
 
     # -- exports ------------------------------------------------------------------------
 
+    def produce(self, stage: str, role: Role, name: str, entry, **settings) -> Artifact:
+        """Runs one export stage of a role (resumed from its record when done) and files its artifact."""
+        return self.artifact(role.name, name, self.stages.run(stage, entry, role=role.name, **settings))
+
     def export(self, roles: list[Role]) -> None:
-        cfg, stages = self.cfg, self.stages
-        seq = cfg.export.seq_len
+        cfg = self.cfg
+        seq, atol = cfg.export.seq_len, cfg.export.parity_atol
         for r in roles:
-            rec = stages.run(
+            self.produce(
                 f"export_{r.name}_onnx_fp32",
+                r,
+                "onnx_fp32",
                 onnx.run,
-                role=r.name,
                 model=r.model,
                 data=r.data,
                 opset=cfg.export.opset,
-                parity_atol=cfg.export.parity_atol,
+                parity_atol=atol,
             )
-            self.artifact(r.name, "onnx_fp32", rec)
         for r in roles:
             if cfg.quantize.enabled and r.name in cfg.quantize.targets:
-                fp32 = self.manifest.artifact(r.name, "onnx_fp32")
-                rec = stages.run(
+                self.produce(
                     f"quantize_{r.name}_onnx_int8",
+                    r,
+                    "onnx_int8",
                     quantize.run,
-                    role=r.name,
-                    fp32=fp32,
+                    fp32=self.manifest.artifact(r.name, "onnx_fp32"),
                     data=r.data,
                     qcfg=cfg.quantize,
                     seq_len=seq,
                     task=r.model.task,
                     arch=r.model.arch,
                 )
-                self.artifact(r.name, "onnx_int8", rec)
         for r in roles:
             if cfg.export.tflite and r.name in cfg.export.tflite_targets:
                 tflite.require_litert_torch()
-                rec = stages.run(
+                fp32 = self.produce(
                     f"export_{r.name}_tflite_fp32",
+                    r,
+                    "tflite_fp32",
                     tflite.run_fp32,
-                    role=r.name,
                     model=r.model,
                     data=r.data,
                     seq_len=seq,
-                    parity_atol=cfg.export.parity_atol,
+                    parity_atol=atol,
                 )
-                fp32 = self.artifact(r.name, "tflite_fp32", rec)
-                rec = stages.run(
+                self.produce(
                     f"export_{r.name}_tflite_int8",
+                    r,
+                    "tflite_int8",
                     tflite.run_int8,
-                    role=r.name,
                     model=r.model,
                     data=r.data,
                     fp32=fp32,
                     seq_len=seq,
                     qcfg=cfg.quantize,
                 )
-                self.artifact(r.name, "tflite_int8", rec)
         for r in roles:
             if cfg.export.executorch and r.name in cfg.export.executorch_targets:
                 self.executorch(r)
@@ -279,23 +282,24 @@ class Run(RunRecord):
     def executorch(self, r: Role) -> None:
         """`.pte` programs of one role: fp32 (checked against PyTorch), then each quantized variant."""
         cfg = self.cfg
-        rec = self.stages.run(
+        fp32 = self.produce(
             f"export_{r.name}_executorch_fp32",
+            r,
+            "executorch_fp32",
             executorch.run_fp32,
-            role=r.name,
             model=r.model,
             data=r.data,
             seq_len=cfg.export.seq_len,
             parity_atol=cfg.export.parity_atol,
         )
-        fp32 = self.artifact(r.name, "executorch_fp32", rec)
         for variant in cfg.export.executorch_variants:
             if variant == "fp32" or (variant == "int8" and not cfg.quantize.enabled):
                 continue
-            rec = self.stages.run(
+            self.produce(
                 f"export_{r.name}_executorch_{variant}",
+                r,
+                f"executorch_{variant}",
                 executorch.run_quantized,
-                role=r.name,
                 variant=variant,
                 model=r.model,
                 data=r.data,
@@ -303,7 +307,6 @@ class Run(RunRecord):
                 seq_len=cfg.export.seq_len,
                 qcfg=cfg.quantize,
             )
-            self.artifact(r.name, f"executorch_{variant}", rec)
 
     def app_artifacts(self, ship: Role) -> None:
         """ORT-format model for ORT Mobile and one app bundle per target, for the shipped model."""
