@@ -365,6 +365,9 @@ class SearchConfig(_Section):
         None, gt=0, description="p50 latency budget on search.device (bench threads/batch/seq)"
     )
     max_size_mb: float | None = Field(None, gt=0, description="artifact size budget in MB (1e6 bytes)")
+    max_memory_mb: float | None = Field(
+        None, gt=0, description="peak RSS budget on search.device, MB: the runner process's VmHWM, interpreter included"
+    )
     min_accuracy: float | None = Field(
         None, ge=0, le=1, description="validation accuracy floor, a fraction (0.8 = 80%)"
     )
@@ -390,7 +393,9 @@ class SearchConfig(_Section):
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.max_latency_ms, self.max_size_mb, self.min_accuracy))
+        return any(
+            v is not None for v in (self.max_latency_ms, self.max_size_mb, self.max_memory_mb, self.min_accuracy)
+        )
 
     @field_validator("heads", "ffn")
     @classmethod

@@ -62,6 +62,13 @@ class BaselineError(EdgepipeError):
     exit_code = 9
 
 
+class ComparisonError(EdgepipeError):
+    """Two runs' numbers cannot be compared (nothing in common, or measured under different conditions)."""
+
+    kind = "compare"
+    exit_code = 10
+
+
 def require_installed(module: str, missing: EdgepipeError) -> None:
     """Raises `missing` unless `module` can be found, without importing it (the optional exporters' imports
     cost seconds and log noise; a broken parent package makes `find_spec` itself raise)."""

@@ -32,7 +32,10 @@ class EnergySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sample_hz: float = Field(10.0, ge=0, description="power readings per second during the timed runs; 0: off")
+    sample_hz: float = Field(10.0, ge=0, description="power readings per second; 0: no energy figure")
+    seconds: float = Field(
+        3.0, ge=0, description="back-to-back inferences this long, after the timed runs, where power can be read"
+    )
     idle_s: float = Field(1.0, ge=0, description="seconds of idle power sampled before loading the model")
     external_meter: bool = Field(
         False, description="an external meter powers the device: battery readings stay valid while it is plugged in"
@@ -67,6 +70,7 @@ class Measurement(BaseModel):
         if self.thermal.cool_below_c is not None:
             argv += ["--cool-below", str(self.thermal.cool_below_c), "--cool-timeout", str(self.thermal.cool_timeout_s)]
         argv += ["--warm-margin", str(self.thermal.warm_margin_c), "--energy-hz", str(self.energy.sample_hz)]
+        argv += ["--energy-s", str(self.energy.seconds)]
         argv += ["--idle-s", str(self.energy.idle_s)] + (["--external-meter"] if self.energy.external_meter else [])
         if not self.accuracy:
             argv += ["--no-accuracy"]
@@ -110,6 +114,7 @@ class Conditions(BaseModel):
     load_avg_end: list[float] | str | None = None
     power: dict[str, Any] | None = None  # {"charging": bool | None, "external_power": [...], "source": ...}
     screen: str | None = None
+    sensors: str | None = None  # "device", or "simulated (...)" on the test rig
 
     @property
     def charging(self) -> bool | None:
@@ -150,6 +155,9 @@ class EnergyRecord(BaseModel):
     sample_hz_requested: float | None = None
     sample_hz_achieved: float | str | None = None
     samples: int | None = None
+    wall_s: float | None = None  # how long the model ran back to back while power was read
+    inferences: int | None = None
+    sensors: str | None = None  # "device", or "simulated (...)" on the test rig
 
 
 class Measured(BaseModel):

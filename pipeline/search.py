@@ -255,6 +255,9 @@ def misses(row: dict[str, Any], s: SearchConfig, latency_key: str, accuracy_key:
         out["latency"] = f"{lat:.2f} ms > {s.max_latency_ms:g} ms"
     if s.max_size_mb is not None and size > s.max_size_mb:
         out["size"] = f"{size:.2f} MB > {s.max_size_mb:g} MB"
+    memory = row.get("peak_rss_mb")  # measured only: the grid's predictions have none
+    if s.max_memory_mb is not None and memory is not None and memory > s.max_memory_mb:
+        out["memory"] = f"peak RSS {memory:.0f} MB > {s.max_memory_mb:g} MB"
     acc = row.get(accuracy_key) if accuracy_key else None
     if s.min_accuracy is not None and acc is not None and acc < s.min_accuracy:
         out["accuracy"] = f"{acc * 100:.1f}% < {s.min_accuracy * 100:g}%"
@@ -268,6 +271,8 @@ def overshoot(row: dict[str, Any], s: SearchConfig, latency_key: str, accuracy_k
         total += max(0.0, row[latency_key] / s.max_latency_ms - 1)
     if s.max_size_mb is not None:
         total += max(0.0, row["size_mb"] / s.max_size_mb - 1)
+    if s.max_memory_mb is not None and row.get("peak_rss_mb") is not None:
+        total += max(0.0, row["peak_rss_mb"] / s.max_memory_mb - 1)
     if s.min_accuracy is not None and accuracy_key and row.get(accuracy_key) is not None:
         total += max(0.0, (s.min_accuracy - row[accuracy_key]) / s.min_accuracy)
     return total
@@ -420,7 +425,13 @@ def _candidate(
         finally:
             shutil.rmtree(path.parent, ignore_errors=True)
         rows.append(
-            {"format": fmt, "accuracy": score, "latency_ms": result.latency_ms.p50, "size_mb": round(size / 1e6, 3)}
+            {
+                "format": fmt,
+                "accuracy": score,
+                "latency_ms": result.latency_ms.p50,
+                "size_mb": round(size / 1e6, 3),
+                "peak_rss_mb": result.peak_rss_mb,
+            }
         )
     return {
         "pytorch_val_accuracy": float(report["val_accuracy"]),
@@ -454,7 +465,7 @@ def search(
     report: dict[str, Any] = {
         "device": device,
         "metric": student.task.metric,
-        "budget": {k: getattr(s, k) for k in ("max_latency_ms", "max_size_mb", "min_accuracy")},
+        "budget": {k: getattr(s, k) for k in ("max_latency_ms", "max_size_mb", "max_memory_mb", "min_accuracy")},
         "space": s.model_dump(include={"formats", "layers_removed", "heads", "ffn", "vocab"}),
         "bench": measured,
         "features": list(FEATURES),
@@ -620,6 +631,7 @@ def search(
                     "predicted_size_mb": g["size_mb"],
                     "latency_ms": a["latency_ms"],
                     "size_mb": a["size_mb"],
+                    "peak_rss_mb": a.get("peak_rss_mb"),  # absent in candidates recorded before memory budgets
                     "accuracy": a["accuracy"],
                     "pytorch_val_accuracy": r["pytorch_val_accuracy"],
                     "_plan": plan,
@@ -725,6 +737,7 @@ def outcome(manifest: Manifest, search: SearchConfig, threads: int, progress: Pr
     row = {
         "latency_ms": bench[0].latency_ms.p50,
         "size_mb": round(art.bytes / 1e6, 3),
+        "peak_rss_mb": bench[0].peak_rss_mb,
         "val_accuracy": val,
         "test_accuracy": art.get(f"test_{metric}"),
     }

@@ -521,21 +521,49 @@ def board() -> Path:
 
 
 @pytest.fixture(scope="session")
-def sshd(board, tmp_path_factory):
+def board_sensors(tmp_path_factory):
+    """The emulated board's simulated sysfs: thermal zones with a passive trip point, an INA219 power rail
+    on hwmon, cpufreq; it heats while a runner works there (tests/rig/fake_sensors.py)."""
+    from rig.fake_sensors import SensorModel, SimulatedSensors
+
+    with SimulatedSensors(tmp_path_factory.mktemp("board-sys"), SensorModel(battery=False)) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def phone_sensors(tmp_path_factory):
+    """The loopback phone's simulated sysfs and dumpsys: a battery on USB power (as a phone on adb is)."""
+    from rig.fake_sensors import SensorModel, SimulatedSensors
+
+    with SimulatedSensors(tmp_path_factory.mktemp("phone-sys"), SensorModel(charging=True)) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def sshd(board, board_sensors, tmp_path_factory):
     from rig.sshd import LoopbackSshd
 
-    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"), path_prepend=[board / "bin"])
+    server = LoopbackSshd(
+        tmp_path_factory.mktemp("sshd"),
+        path_prepend=[board / "bin"],
+        env={"EDGEPIPE_SENSORS_ROOT": str(board_sensors.root)},
+    )
     endpoint = server.start()
     yield server, endpoint
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def phone(board, tmp_path_factory):
+def phone(board, phone_sensors, tmp_path_factory):
     from rig.adbd import LoopbackAdbDevice, adb_server
 
     home = tmp_path_factory.mktemp("phone")
-    env = {"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}
+    tools = phone_sensors.write_dumpsys(tmp_path_factory.mktemp("phone-bin")).parent
+    env = {
+        "PATH": f"{tools}:{board / 'bin'}:/usr/bin:/bin",
+        "HOME": str(home),
+        "EDGEPIPE_SENSORS_ROOT": str(phone_sensors.root),
+    }
     with adb_server() as server, LoopbackAdbDevice(env=env, cwd=str(home)) as device:
         server.connect(device.serial)
         yield server, device, home

@@ -51,6 +51,8 @@ def run_args(teacher: Path, csv: Path, out: Path, devices: str) -> list[str]:
         "bench.runs=5",
         "--set",
         "bench.warmup=1",
+        "--set",
+        "bench.energy.seconds=1",  # energy's own phase, shorter than the default 3 s
         "--devices",
         devices,
     ]
@@ -101,6 +103,52 @@ def test_arm_and_android_measure_the_same_accuracy_as_x86(device_run, sshd, phon
     a = android["tflite_int8"]["device_info"]
     assert a["model"] == "edgepipe-loopback" and a["abi"] == "arm64-v8a" and a["method"] == "python runner"
     assert arm["onnx_int8"]["device_info"]["uname"].endswith("aarch64")
+
+
+def test_rig_rows_carry_conditions_heat_energy_and_android_meminfo(device_run):
+    """The board and the phone serve simulated sysfs / dumpsys (tests/rig/fake_sensors.py), labelled so."""
+    _, m = device_run
+    arm, android, x86 = _by(m, "arm:")["onnx_int8"], _by(m, "android:")["onnx_int8"], _by(m, "x86")["onnx_int8"]
+    for row in (arm, android):
+        assert row["conditions"]["governors"] == ["schedutil"] and row["conditions"]["sensors"].startswith("simulated")
+        assert set(row["conditions"]["cpufreq"]) == {"cpu0", "cpu1"}
+        before, after = row["thermal"]["before"], row["thermal"]["after"]
+        assert before["zones_c"] and after["max_c"] >= 25.0 and row["thermal"]["throttled"] in (True, False)
+        assert after["problems"] == ["unplugged-ntc:2: unreadable ('-274000')"]  # the broken zone, named, left out
+        assert row["energy"]["samples"] >= 2 and row["energy"]["mj_per_inference"] > 0
+    # the board's INA219 rail: valid while the board is on mains; the phone's battery on USB: kept, invalid
+    assert arm["energy"]["source"] == "hwmon ina219 power1_input" and arm["energy"]["valid"] is True
+    assert (
+        arm["conditions"]["power"]["charging"] is None and arm["conditions"]["screen"] == "not available"
+    )  # no supply
+    assert android["energy"]["source"].startswith("battery") and android["energy"]["valid"] is False
+    assert "USB-powered" in android["energy"]["reason"] and android["conditions"]["power"]["charging"] is True
+    assert android["conditions"]["screen"] == "on" and android["thermal"]["after"]["android"]["status"] in (0, 1)
+    meminfo = android["memory"]["dumpsys_meminfo"]
+    assert meminfo["total_pss_mb"] > 1 and meminfo["source"].startswith("dumpsys meminfo ")
+    assert x86["conditions"]["sensors"] == "device" and "dumpsys_meminfo" not in x86["memory"]
+
+
+def test_cool_down_and_throttled_flag_on_the_board(device_run, sshd, board_sensors, tmp_path):
+    """A board still hot from earlier work is waited for; a run that warms it past the margin is flagged,
+    with a one-line warning, and its numbers are kept."""
+    out = copy_of(device_run, tmp_path)
+    _, endpoint = sshd
+    board_sensors.heat_to(55.0)
+    proc = edgepipe(
+        "bench", str(out), "--device", arm_device(endpoint), "--runs", "20", "--warmup", "0",
+        "--artifacts", "onnx_int8", "--cool-below", "40",
+        "--set", "bench.thermal.warm_margin_c=0.5", "--set", "bench.accuracy=false", *arm_of(endpoint),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(b for b in json.loads((out / "manifest.json").read_text())["benchmarks"] if b["latency_ms"]["n"] == 20)
+    cool = row["thermal"]["cool_down"]
+    assert cool["threshold_c"] == 40.0 and cool["start_c"] >= 40.0 and cool["reached"] is True
+    assert cool["end_c"] < 40.0 and cool["waited_s"] > 0.5
+    assert row["thermal"]["throttled"] is True and row["thermal"]["warmed_c"] > 0.5
+    said = " ".join(proc.stderr.split())  # the console wraps long lines at its width
+    assert said.count("measured hot") == 1 and "warning: pruned onnx_int8 on arm:" in said
+    assert "measured hot, flagged in the manifest: " in said and "warmed by" in said
 
 
 def test_remote_work_dirs_are_cleaned_up(device_run, phone):

@@ -220,6 +220,12 @@ def test_device_tables_one_per_device_emulated_ones_labelled():
         "12.90",
         "90.0%",
         "200",
+        "150",  # load ms, first run ms, peak RSS MB; no PSS, energy or heat in the fixture's (older) rows
+        "30.00",
+        "650",
+        "-",
+        "n/a",
+        "n/a",
     ]
     assert tables["x86"][11] == [
         "pruned",
@@ -232,6 +238,12 @@ def test_device_tables_one_per_device_emulated_ones_labelled():
         "0.32",
         "87.0%",
         "200",
+        "150",
+        "0.75",
+        "650",
+        "-",
+        "n/a",
+        "n/a",
     ]
     assert tables[ARM_LABEL][5] == [
         "pruned",
@@ -244,7 +256,74 @@ def test_device_tables_one_per_device_emulated_ones_labelled():
         "64.50",
         "85.0%",
         "200",
+        "4000",
+        "150.00",
+        "210",
+        "-",
+        "n/a",
+        "n/a",
     ]
+
+
+def _with_conditions(m: Manifest, artifact: str, device: str, governor: str, **thermal) -> None:
+    """Gives one row what a runner with sensors records (the fixture's rows predate them)."""
+    from edgepipe.measurement import Conditions, EnergyRecord, ThermalRecord
+
+    row = next(b for b in m.benchmarks if b.artifact == artifact and b.device == device and b.model == "pruned")
+    row.conditions = Conditions(
+        cores_used=[0, 1], governors=[governor], load_avg=[0.5, 0.4, 0.3], power={"charging": False}, sensors="device"
+    )
+    row.thermal = ThermalRecord(
+        throttled=bool(thermal.get("reasons")),
+        reasons=thermal.get("reasons", []),
+        before={"max_c": 41.0},
+        after={"max_c": thermal.get("after", 43.5)},
+        cool_down={"threshold_c": 45.0, "reached": True, "waited_s": 2.0},
+    )
+    row.energy = EnergyRecord(
+        valid=True,
+        source="hwmon ina219 power1_input",
+        mj_per_inference=12.5,
+        mean_power_mw=2500.0,
+        sample_hz_achieved=9.8,
+    )
+    row.memory = {"pss_end_mb": 48.4}
+
+
+def test_heat_energy_and_conditions_show_and_differing_conditions_are_flagged(no_plots):
+    m = manifest()
+    _with_conditions(m, "onnx_int8", ARM, "performance")
+    assert device_tables(m)[ARM_LABEL][5][13:] == ["48", "12.5", "ok"]  # PSS, mJ / inference, heat
+    md, _, _ = render([("run", m)])
+    assert f"### Heat, energy and conditions on {ARM_LABEL}" in md
+    assert (
+        "| pruned | onnx_int8 | reached < 45 C after 2.0 s | 41.0 -> 43.5 | - | "
+        "12.5 mJ, 2500 mW, 9.8 Hz (hwmon ina219 power1_input) | performance | 0,1 | no | 0.50 | device |" in md
+    )
+    assert "differing conditions" not in md and "measured hot" not in md
+    _with_conditions(m, "tflite_int8", ARM, "schedutil", reasons=["warmed by 9.0 C (margin 5.0 C)"], after=50.0)
+    md, _, _ = render([("run", m)])
+    assert (
+        "> Measured under differing conditions (governors: performance / schedutil): compare these rows with care."
+        in md
+    )
+    assert "> 1 row(s) measured hot" in md and "| warmed by 9.0 C (margin 5.0 C) |" in md
+    assert device_tables(m)[ARM_LABEL][7][15] == "HOT"
+
+
+def test_the_pareto_plot_warns_when_its_points_differ_in_conditions(monkeypatch):
+    m = manifest()
+    _with_conditions(m, "onnx_int8", "x86", "performance")
+    _with_conditions(m, "tflite_int8", "x86", "powersave", reasons=["Android thermal status 2 (moderate)"])
+    titles = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **kw: titles.append(t) or real(ax, t, **kw))
+    report.plots([("run", m)])
+    x86 = next(t for t in titles if t.startswith("x86"))
+    assert "WARNING: conditions differ: governors: performance / powersave; 1 measured hot (x)" in x86
+    assert not any("WARNING" in t for t in titles if t.startswith("arm"))
 
 
 # -- the budget search -------------------------------------------------------------------------------
@@ -253,10 +332,10 @@ def test_device_tables_one_per_device_emulated_ones_labelled():
 def test_search_rows_mark_the_choice_and_what_the_others_miss():
     cands, models = search_rows(manifest().search)
     assert cands == [
-        ["L-0_h0.00_f0.60_vocab", "tflite_int8", "0.60", "0.75", "0.41", "86.0%", "", "86.0% < 86.5%"],
-        ["L-0_h0.50_f0.60_vocab", "onnx_int8", "1.10", "1.00", "0.50", "87.0%", "yes", "chosen"],
-        ["L-0_h0.50_f0.60_vocab", "tflite_int8", "0.55", "0.50", "0.40", "86.5%", "yes", "meets"],
-    ]
+        ["L-0_h0.00_f0.60_vocab", "tflite_int8", "0.60", "0.75", "0.41", "-", "86.0%", "", "86.0% < 86.5%"],
+        ["L-0_h0.50_f0.60_vocab", "onnx_int8", "1.10", "1.00", "0.50", "-", "87.0%", "yes", "chosen"],
+        ["L-0_h0.50_f0.60_vocab", "tflite_int8", "0.55", "0.50", "0.40", "-", "86.5%", "yes", "meets"],
+    ]  # no peak RSS: the fixture's search predates memory budgets
     # candidate errors: ONNX |1.10 - 1.00| / 1.00 = 10%; TFLite 20% (0.60 vs 0.75) and 10% (0.55 vs 0.50)
     assert models == [
         ["onnx_int8", "8", "4.5% / 4.8% (n=2)", "10.0% / 10.0% (n=1)"],
@@ -282,6 +361,7 @@ def test_search_outcome_measures_the_fully_trained_plan(outcome):
     assert m.search["final"] == {
         "latency_ms": 1.0,
         "size_mb": 0.5,
+        "peak_rss_mb": 650.0,
         "val_accuracy": 0.865,
         "test_accuracy": 0.855,
         "misses": {},
@@ -300,15 +380,18 @@ class _Log(Silent):
 
 def test_search_outcome_names_every_constraint_missed(outcome):
     m, log = manifest(), _Log()
-    outcome(m, SearchConfig(max_latency_ms=0.8, max_size_mb=0.45, min_accuracy=0.9), 1, log)
-    misses = {"latency": "1.00 ms > 0.8 ms", "size": "0.50 MB > 0.45 MB", "accuracy": "86.5% < 90%"}
+    budget = SearchConfig(max_latency_ms=0.8, max_size_mb=0.45, max_memory_mb=600, min_accuracy=0.9)
+    outcome(m, budget, 1, log)
+    misses = {
+        "latency": "1.00 ms > 0.8 ms",
+        "size": "0.50 MB > 0.45 MB",
+        "memory": "peak RSS 650 MB > 600 MB",  # the benchmark row's VmHWM
+        "accuracy": "86.5% < 90%",
+    }
     assert m.search["final"]["misses"] == misses and m.search["final"]["meets_budget"] is False
-    assert log.lines == [
-        "[yellow]![/yellow] the fully trained plan misses the budget on x86: 1.00 ms > 0.8 ms; 0.50 MB > 0.45 MB; 86.5% < 90%"
-    ]
-    assert search_summary(m.search).endswith(
-        "test accuracy 85.5%; misses it: 1.00 ms > 0.8 ms; 0.50 MB > 0.45 MB; 86.5% < 90%."
-    )
+    said = "1.00 ms > 0.8 ms; 0.50 MB > 0.45 MB; peak RSS 650 MB > 600 MB; 86.5% < 90%"
+    assert log.lines == [f"[yellow]![/yellow] the fully trained plan misses the budget on x86: {said}"]
+    assert search_summary(m.search).endswith(f"test accuracy 85.5%; misses it: {said}.")
 
 
 def test_search_outcome_reads_the_chosen_format_at_the_runs_threads(outcome):
@@ -319,6 +402,7 @@ def test_search_outcome_reads_the_chosen_format_at_the_runs_threads(outcome):
     assert m.search["final"] == {
         "latency_ms": 0.5,
         "size_mb": 0.4,
+        "peak_rss_mb": 650.0,
         "val_accuracy": 0.87,
         "test_accuracy": 0.87,
         "misses": {},
@@ -362,7 +446,7 @@ def test_render_writes_every_section_in_markdown_and_html(no_plots):
     assert at == sorted(at)
     assert "| x86 | pruned/onnx_int8 | 0.5 | 16.0× | 1.00 | 10.0× (vs onnx_fp32) | 85.5% | 95.0% |" in md
     assert "| teacher | 2.00 | 5 | 90.0% | onnx_fp32 | 8.0 | max \\|Δ\\| 1.5e-07 | 90.0% |" in md
-    assert "| L-0_h0.50_f0.60_vocab | onnx_int8 | 1.10 | 1.00 | 0.50 | 87.0% | yes | chosen |" in md
+    assert "| L-0_h0.50_f0.60_vocab | onnx_int8 | 1.10 | 1.00 | 0.50 | - | 87.0% | yes | chosen |" in md
     assert "data: reviews.csv; task: sequence_classification" in md
     # html: the same tables (ship, ladder, 2 devices, search candidates and latency models), nothing to run
     assert page.count("<table>") == 6 and '<section class="ship"><h2>What to ship</h2>' in page

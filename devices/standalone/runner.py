@@ -19,7 +19,6 @@ example. Flags and statistics follow TFLite's benchmark_model.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -34,8 +33,9 @@ except ImportError:
 
 try:
     from . import sensors  # imported as edgepipe.devices.standalone.runner (the host adapters)
-except ImportError:
-    import sensors  # run as a script, sensors.py beside it
+except ImportError:  # run as a script (or through runpy): sensors.py lies beside it
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import sensors
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -420,18 +420,10 @@ def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: 
 
 
 def time_runs(
-    model,
-    arrays,
-    warmup: int,
-    runs: int,
-    batch: int,
-    seq_len: int,
-    warmup_ms: list[float] | None = None,
-    during_timed=None,
+    model, arrays, warmup: int, runs: int, batch: int, seq_len: int, warmup_ms: list[float] | None = None
 ) -> tuple[list[float], float]:
     """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms;
-    `warmup_ms`, when given, receives each warm-up run's time (the warm-up curve); `during_timed`, a
-    context manager around the timed runs only (the power sampler)."""
+    `warmup_ms`, when given, receives each warm-up run's time (the warm-up curve)."""
     # fixed shapes: 64 distinct feeds suffice; real lengths: as many as runs, so the lengths are the split's
     distinct = min(runs, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else min(runs, 64)
     feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
@@ -444,13 +436,28 @@ def time_runs(
         if warmup_ms is not None:
             warmup_ms.append((time.perf_counter() - t0) * 1e3)
     samples = []
-    with during_timed or contextlib.nullcontext():
-        for i in range(runs):
-            f = feeds[i % len(feeds)]
-            t0 = time.perf_counter()
-            model(f)
-            samples.append(time.perf_counter() - t0)
+    for i in range(runs):
+        f = feeds[i % len(feeds)]
+        t0 = time.perf_counter()
+        model(f)
+        samples.append(time.perf_counter() - t0)
     return samples, first * 1e3
+
+
+def sustained_runs(model, arrays, batch: int, seq_len: int, seconds: float, sampler) -> tuple[int, float]:
+    """Back-to-back inferences for `seconds` while `sampler` reads the power source: (inferences, wall s).
+    Apart from the timed runs: a fuel gauge updates about once a second, so energy needs seconds of work
+    however few timed runs were asked for, and the sampler thread must not touch the latency figures."""
+    distinct = min(64, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else 64
+    feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
+    n = 0
+    with sampler:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds or n == 0:
+            model(feeds[n % len(feeds)])
+            n += 1
+        wall = time.perf_counter() - t0
+    return n, wall
 
 
 def model_outputs(model, arrays, n: int, batch: int = 32) -> np.ndarray:
@@ -502,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cool-below", type=float, default=None, help="first wait until the device reads below C degrees")
     ap.add_argument("--cool-timeout", type=float, default=300.0, help="seconds the cool-down may take at most")
     ap.add_argument("--warm-margin", type=float, default=5.0, help="flag the run if it warmed the device by more (C)")
-    ap.add_argument("--energy-hz", type=float, default=10.0, help="power readings per second in the timed runs; 0: off")
+    ap.add_argument("--energy-hz", type=float, default=10.0, help="power readings per second; 0: no energy figure")
+    ap.add_argument("--energy-s", type=float, default=3.0, help="seconds of back-to-back inferences for energy")
     ap.add_argument("--idle-s", type=float, default=1.0, help="seconds of idle power sampled before loading")
     ap.add_argument("--external-meter", action="store_true", help="keep battery energy valid while plugged in")
     args = ap.parse_args(argv)
@@ -515,8 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             or (args.seq_len is not None and args.seq_len < 1)
         ):
             raise UserError("--threads, --runs, --batch, --seq-len must be >= 1 and --warmup >= 0")
-        if args.energy_hz < 0 or args.idle_s < 0 or args.cool_timeout < 0 or args.warm_margin < 0:
-            raise UserError("--energy-hz, --idle-s, --cool-timeout and --warm-margin must be >= 0")
+        if min(args.energy_hz, args.energy_s, args.idle_s, args.cool_timeout, args.warm_margin) < 0:
+            raise UserError("--energy-hz, --energy-s, --idle-s, --cool-timeout and --warm-margin must be >= 0")
         cool = (
             sensors.cool_down(args.cool_below, args.cool_timeout)
             if args.cool_below is not None
@@ -539,12 +547,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         seq_len = fixed or args.seq_len or arrays["input_ids"].shape[1]
         warmup_ms: list[float] = []
-        sampler = sensors.PowerSampler(power[1], args.energy_hz) if power else None
-        samples, first_ms = time_runs(
-            model, arrays, args.warmup, args.runs, args.batch, seq_len, warmup_ms, during_timed=sampler
-        )
+        samples, first_ms = time_runs(model, arrays, args.warmup, args.runs, args.batch, seq_len, warmup_ms)
         end = memory_now()
-        thermal_after = sensors.thermal_snapshot()
+        thermal_after = sensors.thermal_snapshot()  # what the latencies were measured in
+        if power:
+            sampler = sensors.PowerSampler(power[1], args.energy_hz)
+            inferences, energy_wall = sustained_runs(model, arrays, args.batch, seq_len, args.energy_s, sampler)
         stats = LatencyStats.from_samples(samples)
         result = {
             "model": os.path.basename(args.model),
@@ -598,8 +606,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.energy_hz,
                 sampler,
                 idle,
-                sum(samples),
-                args.runs,
+                energy_wall,
+                inferences,
                 conditions["power"]["charging"],
                 args.external_meter,
             )

@@ -1,13 +1,13 @@
 """What a device says about itself while the runner measures on it: the conditions (CPU governor and
 frequencies of the cores used, affinity, load, power source, screen), heat (thermal zones and their
 passive trip points, x86 throttle counters, Android's thermal status, battery temperature), energy
-(an hwmon power rail, else the battery's current x voltage, sampled during the timed runs) and, on
+(an hwmon power rail, else the battery's current x voltage, sampled while the model runs back to back) and, on
 Android, `dumpsys meminfo` for the runner's process.
 
 Standard library only: it travels with runner.py to every device. Every figure names its source; a
 sensor that is absent or reads garbage is reported as "not available (why)", never as a number.
 Sysfs is read under $EDGEPIPE_SENSORS_ROOT (default "/"); the test rig points it at a simulated tree
-that heats while a runner works (tools/rig/fake_sensors.py) - numbers from there are labelled emulated.
+that heats while a runner works (tests/rig/fake_sensors.py) - numbers from there are labelled emulated.
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ PLAUSIBLE_C = (-40.0, 150.0)  # a zone outside this reads garbage (a disconnecte
 
 def sys_path(*parts: str) -> str:
     return os.path.join(os.environ.get("EDGEPIPE_SENSORS_ROOT", "/"), "sys", *parts)
+
+
+def provenance() -> str:
+    """Stamped on every sensor figure: the device's own files, or the test rig's simulation of them."""
+    root = os.environ.get("EDGEPIPE_SENSORS_ROOT", "/")
+    return "device" if os.path.abspath(root) == "/" else f"simulated (EDGEPIPE_SENSORS_ROOT={root})"
 
 
 def read_text(path: str) -> str | None:
@@ -149,6 +155,7 @@ def conditions() -> dict:
         "load_avg": load,
         "power": charging_state(supplies),
         "screen": screen_state(),
+        "sensors": provenance(),
     }
 
 
@@ -222,7 +229,7 @@ def battery_temperature() -> float | None:
 def thermal_snapshot() -> dict:
     """The device's thermal state now; `max_c` is what a cool-down waits on."""
     temps, trips, problems = thermal_zones()
-    snap: dict = {"zones_c": temps, "passive_trip_c": trips}
+    snap: dict = {"zones_c": temps, "passive_trip_c": trips, "sensors": provenance()}
     android = android_thermal()
     if android is not None:
         snap["android"] = android
@@ -328,8 +335,8 @@ def _battery_watts(micro_amps: float | None, micro_volts: float | None) -> float
 
 
 class PowerSampler:
-    """Reads the power source every 1/hz s on a thread while the timed runs go on (the runtimes release
-    the GIL while they compute; one sysfs read costs microseconds)."""
+    """Reads the power source every 1/hz s on a thread while the model runs (the runtimes release the
+    GIL while they compute; one sysfs read costs microseconds)."""
 
     def __init__(self, read, hz: float):
         self.read, self.period = read, 1.0 / hz
@@ -367,37 +374,38 @@ def energy_report(
     hz: float,
     run: PowerSampler,
     idle: PowerSampler | None,
-    timed_s: float,
+    wall_s: float,
     inferences: int,
     charging: bool | None,
     external_meter: bool,
 ) -> dict:
-    """mJ per inference = mean power during the timed runs (W) x their wall time (s) / inferences x 1000;
+    """mJ per inference = mean power while the model ran back to back (W) x that wall time (s) / inferences
+    x 1000 (an inference: one call, of the measurement's batch);
     `above_idle` subtracts the idle device's mean power sampled before the model was loaded. A battery
     reading on a charging / USB-powered device is recorded but marked invalid (the charger, not the
     battery, feeds the model) unless the user declared an external meter."""
-    record: dict = {"source": source, "sample_hz_requested": hz, "samples": len(run.samples)}
+    record: dict = {"source": source, "sensors": provenance(), "sample_hz_requested": hz, "samples": len(run.samples)}
     if run.bad:
         record["unreadable_samples"] = run.bad
     if len(run.samples) < 2:
         return record | {
             "valid": False,
-            "reason": f"{len(run.samples)} readable samples in {timed_s:.2f} s of timed runs; raise bench.runs or bench.energy.sample_hz",
+            "reason": f"{len(run.samples)} readable samples in {wall_s:.2f} s; raise bench.energy.seconds or bench.energy.sample_hz",
         }
     times = [t for t, _ in run.samples]
     mean_w = sum(w for _, w in run.samples) / len(run.samples)
     record |= {
         "sample_hz_achieved": round((len(times) - 1) / (times[-1] - times[0]), 2) if times[-1] > times[0] else NA,
         "mean_power_mw": round(mean_w * 1e3, 3),
-        "timed_s": round(timed_s, 4),
+        "wall_s": round(wall_s, 4),
         "inferences": inferences,
-        "mj_per_inference": mean_w * timed_s / inferences * 1e3,
+        "mj_per_inference": mean_w * wall_s / inferences * 1e3,
     }
     if idle is not None and idle.samples:
         idle_w = sum(w for _, w in idle.samples) / len(idle.samples)
         record |= {
             "idle_power_mw": round(idle_w * 1e3, 3),
-            "mj_per_inference_above_idle": (mean_w - idle_w) * timed_s / inferences * 1e3,
+            "mj_per_inference_above_idle": (mean_w - idle_w) * wall_s / inferences * 1e3,
         }
     battery = source.startswith("battery")
     if battery and charging and not external_meter:

@@ -128,6 +128,12 @@ def compress_and_export_cmd(
     max_size_mb: Annotated[
         float | None, typer.Option("--max-size-mb", help="budget: artifact size in MB; turns the plan search on")
     ] = None,
+    max_memory_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--max-memory-mb", help="budget: peak RSS in MB on --device (the runner's VmHWM); turns the plan search on"
+        ),
+    ] = None,
     min_accuracy: Annotated[
         float | None, typer.Option("--min-accuracy", help="budget: validation accuracy floor, a fraction (0.8)")
     ] = None,
@@ -158,6 +164,7 @@ def compress_and_export_cmd(
                 ("search.device", device),
                 ("search.max_latency_ms", max_latency_ms),
                 ("search.max_size_mb", max_size_mb),
+                ("search.max_memory_mb", max_memory_mb),
                 ("search.min_accuracy", min_accuracy),
             ],
             set_,
@@ -189,9 +196,19 @@ def compress_and_export_cmd(
 
 
 def bench_cmd(
-    path: Annotated[
-        Path, typer.Argument(help="a run directory (its artifacts) or one model file (.onnx/.ort/.tflite)")
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="a run directory (its artifacts) or one model file (.onnx/.ort/.tflite/.pte); with --compare, two run directories"
+        ),
     ],
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="compare two runs' measurements, pair by pair, refusing pairs taken under different conditions",
+        ),
+    ] = False,
     device: Annotated[
         list[str] | None,
         typer.Option("--device", "-d", help="x86, arm:USER@HOST[:PORT], android[:SERIAL]; repeat or comma-separate"),
@@ -212,6 +229,10 @@ def bench_cmd(
     artifacts: Annotated[
         str | None, typer.Option(help="comma-separated artifact names, e.g. onnx_int8,tflite_int8")
     ] = None,
+    cool_below: Annotated[
+        float | None,
+        typer.Option("--cool-below", help="before each artifact, wait until the device reads below this many C"),
+    ] = None,
     fleet: Annotated[
         Path | None, typer.Option("--fleet", help="YAML list of devices with their connection settings and tags")
     ] = None,
@@ -223,6 +244,14 @@ def bench_cmd(
     """Benchmark a finished run (or one model file) on devices; results go into the run's manifest.json."""
     offline_environment()
     try:
+        if compare:
+            _compare(paths)
+            return
+        if len(paths) != 1:
+            raise ConfigError(
+                f"edgepipe bench takes one run directory or model file ({len(paths)} given); to compare two runs add --compare"
+            )
+        path = paths[0]
         bench_threads = _renamed("--threads", "--bench-threads", threads, bench_threads)
         flags = _flag_layer(
             [
@@ -233,6 +262,7 @@ def bench_cmd(
                 ("bench.max_eval", max_eval),
                 ("bench.pin_cores", pin_cores),
                 ("bench.artifacts", artifacts.split(",") if artifacts else None),
+                ("bench.thermal.cool_below_c", cool_below),
                 ("bench.fleet", load_fleet(fleet) if fleet else None),
             ],
             set_,
@@ -269,6 +299,62 @@ def bench_cmd(
         out_console.print_json(data=[r.to_dict() for r in results])
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)
+
+
+def _compare(paths: list[Path]) -> None:
+    from rich.table import Table
+
+    from edgepipe.app.compare import compare
+    from edgepipe.app.report import load_run
+
+    if len(paths) != 2:
+        raise ConfigError(
+            f"--compare takes two run directories ({len(paths)} given): edgepipe bench --compare RUN_A RUN_B"
+        )
+    (name_a, a), (name_b, b) = (load_run(p) for p in paths)
+    if name_a == name_b:
+        name_a, name_b = str(paths[0]), str(paths[1])
+    matched, median = compare(a, b, name_a, name_b)
+    table = Table(title=f"edgepipe bench --compare: A = {name_a}, B = {name_b}", title_justify="left")
+    for col in (
+        "device",
+        "model",
+        "artifact",
+        "threads",
+        "p50 ms A",
+        "p50 ms B",
+        "B / A",
+        "metric A",
+        "metric B",
+        "peak RSS MB A / B",
+        "mJ A / B",
+        "comparable",
+    ):
+        table.add_column(col, justify="left" if col in ("device", "model", "artifact", "comparable") else "right")
+
+    def cell(v, spec=".2f", scale=1.0):
+        return "-" if v is None else f"{v * scale:{spec}}"
+
+    def mj(row):
+        e = row.energy
+        return (
+            "-" if e is None or e.mj_per_inference is None else f"{e.mj_per_inference:.3g}" + ("" if e.valid else "*")
+        )
+
+    for p in matched:
+        table.add_row(
+            p.a.device_label, p.a.model, p.a.artifact, str(p.a.threads),
+            cell(p.a.latency_ms.p50), cell(p.b.latency_ms.p50), cell(p.ratio, ".2f"),
+            cell(p.a.score, ".1f", 100), cell(p.b.score, ".1f", 100),
+            f"{cell(p.a.peak_rss_mb, '.0f')} / {cell(p.b.peak_rss_mb, '.0f')}", f"{mj(p.a)} / {mj(p.b)}",
+            "yes" if p.comparable else "NO: " + "; ".join(p.problems),
+        )  # fmt: skip
+    table.caption = (
+        f"median p50 B / A over the {sum(p.comparable for p in matched)} comparable pairs: {median:.2f}"
+        f" ({sum(not p.comparable for p in matched)} pairs left out); * energy marked invalid by the device"
+    )
+    table.caption_justify = "left"
+    out_console.print(table)
 
 
 def report_cmd(

@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from edgepipe import conditions
 from edgepipe.app.summary import check_cell
 from edgepipe.manifest import ROLES, Benchmark, Manifest
 from edgepipe.pareto import pareto
@@ -168,13 +169,43 @@ def ladder_head(metric: str) -> list[str]:
 
 
 def device_head(metric: str) -> list[str]:
-    return ["model", "artifact", "runtime", "delegate", "threads", "p50 ms", "p90 ms", "p99 ms", metric, "n eval"]
+    return [
+        "model",
+        "artifact",
+        "runtime",
+        "delegate",
+        "threads",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        metric,
+        "n eval",
+        "load ms",
+        "first run ms",
+        "peak RSS MB",
+        "PSS MB",
+        "mJ / inference",
+        "heat",
+    ]
+
+
+def _energy(b: Benchmark) -> str:
+    e = b.energy
+    if e is None or e.mj_per_inference is None:
+        return "n/a"
+    return f"{e.mj_per_inference:.3g}" + ("" if e.valid else " (invalid)")
+
+
+def _heat(b: Benchmark) -> str:
+    if b.thermal is None or b.thermal.throttled is None:
+        return "n/a"
+    return "HOT" if b.thermal.throttled else "ok"
 
 
 def device_tables(m: Manifest) -> dict[str, list[list[str]]]:
     tables: dict[str, list[list[str]]] = {}
     for b in m.benchmarks:
-        lat = b.latency_ms
+        lat, mem = b.latency_ms, b.memory or {}
         tables.setdefault(b.device_label, []).append(
             [
                 b.model,
@@ -187,9 +218,78 @@ def device_tables(m: Manifest) -> dict[str, list[list[str]]]:
                 _fmt(lat.p99),
                 _fmt(b.score, ".1f", 100, "%"),
                 str(b.n_eval),
+                _fmt(b.init_ms, ".0f"),
+                _fmt(b.first_inference_ms),
+                _fmt(b.peak_rss_mb, ".0f"),
+                _fmt(mem.get("pss_end_mb", (mem.get("dumpsys_meminfo") or {}).get("total_pss_mb")), ".0f"),
+                _energy(b),
+                _heat(b),
             ]
         )
     return tables
+
+
+CONDITIONS_HEAD = [
+    "model",
+    "artifact",
+    "cool-down",
+    "max C before -> after",
+    "taken hot because",
+    "energy",
+    "governor",
+    "cores",
+    "charging",
+    "load avg",
+    "sensors",
+]
+
+
+def _cool(b: Benchmark) -> str:
+    cool = (b.thermal.cool_down or {}) if b.thermal else {}
+    if "threshold_c" not in cool:
+        return "none asked"
+    if cool.get("reached") is None:
+        return "n/a (no thermal sensor)"
+    return (
+        f"{'reached' if cool['reached'] else 'NOT reached'} < {cool['threshold_c']:g} C after {cool['waited_s']:.1f} s"
+    )
+
+
+def conditions_rows(m: Manifest, device: str) -> list[list[str]]:
+    """The heat / energy / conditions panel of one device: the facts that decide whether a row can be trusted."""
+    rows = []
+    for b in m.benchmarks:
+        if b.device_label != device or b.conditions is None:
+            continue
+        t, e, c = b.thermal, b.energy, b.conditions
+        before, after = ((t.before or {}).get("max_c"), (t.after or {}).get("max_c")) if t else (None, None)
+        temps = (
+            f"{before:.1f} -> {after:.1f}"
+            if isinstance(before, int | float) and isinstance(after, int | float)
+            else "n/a (no thermal sensor)"
+        )
+        if e is not None and e.mj_per_inference is not None:
+            energy = f"{e.mj_per_inference:.3g} mJ, {e.mean_power_mw:.0f} mW, {e.sample_hz_achieved} Hz ({e.source})"
+            energy += "" if e.valid else f"; INVALID: {e.reason}"
+        else:
+            energy = (e.reason if e is not None else None) or "n/a"
+        load = c.load_avg if isinstance(c.load_avg, list) else None
+        rows.append(
+            [
+                b.model,
+                b.artifact,
+                _cool(b),
+                temps,
+                "; ".join(conditions.hot(b)) or ("-" if t is not None and t.throttled is False else "n/a"),
+                energy,
+                ",".join(c.governors) if isinstance(c.governors, list) else "n/a",
+                ",".join(map(str, c.cores_used)) if isinstance(c.cores_used, list) else "n/a",
+                {True: "yes", False: "no", None: "n/a"}[c.charging],
+                f"{load[0]:.2f}" if load else "n/a",
+                c.sensors or "n/a",
+            ]
+        )
+    return rows
 
 
 # -- plots -------------------------------------------------------------------------------------
@@ -263,7 +363,7 @@ def plots(runs: Runs) -> dict[str, str]:
     if devices:
         fig, axes = plt.subplots(1, len(devices), figsize=(5.2 * len(devices), 4), squeeze=False)
         for ax, device in zip(axes[0], devices):
-            pts, labels = [], []
+            pts, labels, rows = [], [], []
             # metrics on different numbers of examples are not comparable: plot the largest evaluation
             n_max = max((b.n_eval or 0 for _, m in runs for b in m.benchmarks if b.device_label == device), default=0)
             for run_name, m in runs:
@@ -275,12 +375,23 @@ def plots(runs: Runs) -> dict[str, str]:
                         and b.n_eval == n_max
                     ):
                         pts.append((b.latency_ms.p50, b.score * 100))
+                        rows.append(b)
                         label = f"{b.model}/{b.artifact}/t{b.threads}"
                         labels.append(f"{run_name}:{label}" if multi else label)
             if not pts:
                 continue
             front = pareto(pts)
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, color="#888")
+            hot_pts = [p for p, r in zip(pts, rows) if conditions.hot(r)]
+            if hot_pts:
+                ax.scatter(
+                    [p[0] for p in hot_pts],
+                    [p[1] for p in hot_pts],
+                    s=70,
+                    marker="x",
+                    color="#ff7f0e",
+                    label="measured hot",
+                )
             ax.plot(
                 [pts[i][0] for i in front],
                 [pts[i][1] for i in front],
@@ -292,7 +403,14 @@ def plots(runs: Runs) -> dict[str, str]:
             _log_ms(ax)
             ax.set_xlabel("p50 latency, ms (log)")
             ax.set_ylabel(f"test {metric}, %")
-            ax.set_title(f"{device}\n{metric} on {n_max} test examples", fontsize=9)
+            mixed = conditions.differences(rows)
+            title = f"{device}\n{metric} on {n_max} test examples"
+            if mixed or hot_pts:
+                title += "\nWARNING: " + "; ".join(
+                    (["conditions differ: " + "; ".join(mixed)] if mixed else [])
+                    + ([f"{len(hot_pts)} measured hot (x)"] if hot_pts else [])
+                )
+            ax.set_title(title, fontsize=8 if mixed or hot_pts else 9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower right")
             place_labels(ax, pts, labels)
@@ -421,6 +539,7 @@ SEARCH_HEAD = [
     "predicted ms",
     "measured ms",
     "size (MB)",
+    "peak RSS MB",
     "val metric (estimate)",
     "Pareto",
     "budget",
@@ -444,6 +563,7 @@ def search_rows(search: dict[str, Any]) -> tuple[list[list[str]], list[list[str]
                 _fmt(c["predicted_latency_ms"]),
                 _fmt(c["latency_ms"]),
                 _fmt(c["size_mb"]),
+                _fmt(c.get("peak_rss_mb"), ".0f"),
                 _fmt(c["accuracy"], ".1f", 100, "%"),
                 "yes" if c.get("pareto") else "",
                 mark,
@@ -468,6 +588,7 @@ def search_summary(search: dict[str, Any]) -> str:
         for t in (
             b.get("max_latency_ms") and f"p50 ≤ {b['max_latency_ms']:g} ms",
             b.get("max_size_mb") and f"size ≤ {b['max_size_mb']:g} MB",
+            b.get("max_memory_mb") and f"peak RSS ≤ {b['max_memory_mb']:g} MB",
             b.get("min_accuracy") and f"val {metric} ≥ {b['min_accuracy'] * 100:g}%",
         )
         if t
@@ -652,6 +773,23 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
         for device, rows in device_tables(m).items():
             doc.heading(3, f"Latency and {m.metric} on {device}")
             doc.table(device_head(m.metric), rows)
+            panel = conditions_rows(m, device)
+            if panel:
+                doc.heading(3, f"Heat, energy and conditions on {device}")
+                on_device = [b for b in m.benchmarks if b.device_label == device]
+                mixed, hot_rows = conditions.differences(on_device), [b for b in on_device if conditions.hot(b)]
+                if mixed:
+                    doc.para(
+                        "Measured under differing conditions (" + "; ".join(mixed) + "): compare these rows with care.",
+                        "warn",
+                    )
+                if hot_rows:
+                    doc.para(
+                        f"{len(hot_rows)} row(s) measured hot (throttled, warmed beyond the margin or a cool-down that did not finish): "
+                        "their latencies may be slower than the device's cool figure.",
+                        "warn",
+                    )
+                doc.table(CONDITIONS_HEAD, panel)
         if m.search:
             cand_rows, model_rows = search_rows(m.search)
             doc.heading(3, "Budget search")
@@ -661,7 +799,8 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
             doc.table(LATMODEL_HEAD, model_rows)
     metric = runs[0][1].metric
     captions = {
-        "accuracy_vs_latency": f"Test {metric} vs p50 latency per device; the red line is the Pareto front (nothing else is both faster and better).",
+        "accuracy_vs_latency": f"Test {metric} vs p50 latency per device; the red line is the Pareto front (nothing else is both faster and better); "
+        "x: measured hot; a panel's title warns when its points were measured under differing conditions.",
         "size_per_artifact": "File size per artifact.",
         "latency_distribution": "Latency distribution per artifact and device.",
     }

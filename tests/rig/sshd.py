@@ -81,9 +81,10 @@ def _signal(pids: Iterable[int], sig: int) -> None:
 
 
 class LoopbackSshd:
-    def __init__(self, workdir: Path, path_prepend: Iterable[Path] = ()):
+    def __init__(self, workdir: Path, path_prepend: Iterable[Path] = (), env: dict[str, str] | None = None):
         self.workdir = Path(workdir).resolve()
         self.path_prepend = [Path(p).resolve() for p in path_prepend]
+        self.env = dict(env or {})  # more variables for every session (the simulated sensors' root)
         self.proc: subprocess.Popen | None = None
         self.endpoint: SshEndpoint | None = None
         self.log_path = self.workdir / "sshd.log"
@@ -118,7 +119,7 @@ class LoopbackSshd:
             # bash, the login shell, then sources ~/.bashrc for commands run by sshd (a pyenv
             # there puts its x86 python3 first). SHLVL=1 makes bash skip that: it reads
             # ~/.bashrc for sshd's commands only when it is a top-level shell (SHLVL < 2).
-            f'SetEnv "PATH={path}" SHLVL=1',
+            f'SetEnv "PATH={path}" SHLVL=1' + "".join(f' "{k}={v}"' for k, v in self.env.items()),
             "Subsystem sftp internal-sftp",  # no dependency on where sftp-server lives
             "UseDNS no",
             "PrintMotd no",

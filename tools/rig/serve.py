@@ -4,7 +4,8 @@ and optionally one loopback adb phone. Writes a fleet file for `--fleet` and wai
     .venv/bin/python tools/rig/serve.py --boards 2 --phone --fleet /tmp/fleet.yaml
 
 For measuring and demonstrating edgepipe's device plumbing without hardware; latencies under
-qemu are not performance numbers. Needs tools/rig/arm_board.sh's sysroot (built on first use).
+qemu are not performance numbers, and the devices' thermal zones, power rail, battery and dumpsys
+are simulated (tests/rig/fake_sensors.py: they heat while a runner works), labelled so in every result. Needs tools/rig/arm_board.sh's sysroot (built on first use).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from rig.adbd import LoopbackAdbDevice, adb_server  # noqa: E402
+from rig.fake_sensors import SensorModel, SimulatedSensors  # noqa: E402
 from rig.sshd import LoopbackSshd  # noqa: E402
 
 
@@ -39,7 +41,10 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         entries = []
         for i in range(args.boards):
-            server = LoopbackSshd(work / f"sshd{i}", path_prepend=[board / "bin"])
+            sensors = stack.enter_context(SimulatedSensors(work / f"board{i}-sys", SensorModel(battery=False)))
+            server = LoopbackSshd(
+                work / f"sshd{i}", path_prepend=[board / "bin"], env={"EDGEPIPE_SENSORS_ROOT": str(sensors.root)}
+            )
             ep = server.start()
             stack.callback(server.stop)
             entries.append(
@@ -53,8 +58,11 @@ def main() -> None:
             adb = stack.enter_context(adb_server())
             home = work / "phone"
             home.mkdir()
+            sensors = stack.enter_context(SimulatedSensors(work / "phone-sys", SensorModel(charging=True)))
+            tools = sensors.write_dumpsys(work / "phone-bin").parent
+            env = {"PATH": f"{tools}:{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}
             phone = stack.enter_context(
-                LoopbackAdbDevice(env={"PATH": f"{board / 'bin'}:/usr/bin:/bin", "HOME": str(home)}, cwd=str(home))
+                LoopbackAdbDevice(env=env | {"EDGEPIPE_SENSORS_ROOT": str(sensors.root)}, cwd=str(home))
             )
             adb.connect(phone.serial)
             entries.append(
