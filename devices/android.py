@@ -25,8 +25,9 @@ from edgepipe.config import AndroidConfig
 from edgepipe.device_spec import DeviceSpec
 from edgepipe.devices import benchmark_model
 from edgepipe.devices.remote import CommandResult, RemoteRunnerDevice
+from edgepipe.devices.standalone import sensors
 from edgepipe.errors import DeviceError
-from edgepipe.measurement import Measured, Measurement
+from edgepipe.measurement import Conditions, EnergyRecord, Measured, Measurement, ThermalRecord
 
 PROPS = {
     "model": "ro.product.model",
@@ -156,9 +157,32 @@ class BenchmarkModelDevice:
                 f"{self.transport.name}: {model.name} needs python3 + onnxruntime on the device (benchmark_model runs .tflite only); "
                 "install Termux python or limit bench.artifacts to tflite_*"
             )
+        heat = measurement.thermal
+        cool = (
+            sensors.cool_down(heat.cool_below_c, heat.cool_timeout_s, snapshot=lambda: self.state()[1])
+            if heat.cool_below_c is not None
+            else sensors.NO_COOL_DOWN
+        )
+        conditions, before = self.state()
         result = benchmark_model.run(self.transport, self._work(), model, inputs, measurement, self.timeout_s)
+        end, after = self.state()
         result.device, result.device_info = self.spec.text, self.info | {"pinned_cores": measurement.pin_cores}
+        cores = measurement.pin_cores or sensors.NA + " (benchmark_model's affinity; pin it with bench.pin_cores)"
+        result.conditions = Conditions.model_validate(
+            conditions | {"cores_used": cores, "load_avg_end": end["load_avg"]}
+        )
+        result.thermal = ThermalRecord.model_validate(
+            sensors.thermal_record(cool, before, after, heat.warm_margin_c, heat.cool_below_c, heat.cool_timeout_s)
+        )
+        result.energy = EnergyRecord(reason=sensors.NA + " (benchmark_model runs without edgepipe's power sampler)")
         return result
+
+    def state(self) -> tuple[dict, dict]:
+        """(conditions, thermal snapshot) of the phone now, read in one adb shell command and parsed here
+        by the runner's own sensor code (the phone has no python to run it)."""
+        res = self.transport.run(sensors.CAPTURE, 60)
+        with sensors.reading(sensors.CapturedSource(res.stdout if res.returncode is not None else "")):
+            return sensors.conditions(), sensors.thermal_snapshot()
 
     def close(self) -> None:
         if self.workdir is not None:

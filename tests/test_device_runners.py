@@ -151,6 +151,26 @@ def test_cool_down_and_throttled_flag_on_the_board(device_run, sshd, board_senso
     assert "measured hot, flagged in the manifest: " in said and "warmed by" in said
 
 
+def test_a_phone_without_python_is_read_over_adb_and_cooled_down(phone, phone_sensors):
+    """The benchmark_model path's conditions and heat: one adb shell command, parsed by the runner's code."""
+    from edgepipe.config import AndroidConfig
+    from edgepipe.device_spec import parse_device
+    from edgepipe.devices.android import AdbTransport, BenchmarkModelDevice
+    from edgepipe.devices.standalone import sensors
+
+    server, device, home = phone
+    spec = parse_device(f"android:{device.serial}")
+    transport = AdbTransport(spec, AndroidConfig(adb_port=server.port))
+    phone_dev = BenchmarkModelDevice(spec, transport, Path("/bin/true"), 60, {})
+    conditions, snapshot = phone_dev.state()
+    assert conditions["governors"] == ["schedutil"] and conditions["power"]["charging"] is True
+    assert conditions["screen"] == "on" and conditions["sensors"].startswith("simulated")
+    assert snapshot["android"]["status"] in (0, 1) and set(snapshot["zones_c"]) == {"cpu-thermal:0", "soc-thermal:1"}
+    phone_sensors.heat_to(60.0)
+    cool = sensors.cool_down(45.0, 60.0, poll_s=0.5, snapshot=lambda: phone_dev.state()[1])
+    assert cool["start_c"] >= 45.0 and cool["reached"] is True and cool["end_c"] < 45.0
+
+
 def test_remote_work_dirs_are_cleaned_up(device_run, phone):
     _, _, home = phone
     assert list((home / "data/local/tmp/edgepipe").iterdir()) == []

@@ -202,7 +202,7 @@ def test_runner_flags_a_run_that_heats_the_device_and_records_energy(tmp_path, t
     """The runner on x86 against the simulator: a pre-heated device is waited for, the run heats it past
     the margin, battery power is sampled while the model runs; the numbers stay, the flag says why."""
     model, inputs = tiny_onnx
-    with SimulatedSensors(tmp_path / "dev", SensorModel(heat_c_per_s=100.0, cool_tau_s=1.0, trip_c=90.0)) as sim:
+    with SimulatedSensors(tmp_path / "dev", SensorModel(rise_c=60.0, heat_tau_s=0.5, cool_tau_s=1.0, trip_c=90.0)) as sim:
         sim.heat_to(45.0)
         env = dict(os.environ, EDGEPIPE_SENSORS_ROOT=str(tmp_path / "dev"), PATH="/usr/bin:/bin")
         argv = ["--model", str(model), "--inputs", str(inputs), "--runs", "20000", "--warmup", "2", "--no-accuracy"]
@@ -259,3 +259,26 @@ def tiny_onnx(tmp_path_factory):
     tiny_classifier(d / "model.onnx")
     eval_set(d / "eval")
     return d / "model.onnx", d / "eval"
+
+
+def test_a_device_without_python_is_read_by_one_shell_command_and_parsed_the_same(tmp_path, monkeypatch):
+    """Android's benchmark_model path: CAPTURE runs in the phone's shell (here /bin/sh), CapturedSource
+    hands its output to the same functions: the figures equal those read on the device itself."""
+    steady = SensorModel(charging=True, cool_tau_s=1e9, trip_c=45.0)  # holds its temperature between the reads
+    with SimulatedSensors(tmp_path / "dev", steady) as sim:
+        sim.write_dumpsys(tmp_path / "bin")
+        monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+        monkeypatch.setenv("EDGEPIPE_SENSORS_ROOT", str(tmp_path / "dev"))
+        sim.heat_to(48.0)
+        local = sensors.conditions(), sensors.thermal_snapshot()
+        out = subprocess.run(["/bin/sh", "-c", sensors.CAPTURE], capture_output=True, text=True, check=True).stdout
+    with sensors.reading(sensors.CapturedSource(out)):
+        captured = sensors.conditions(), sensors.thermal_snapshot()
+    for part in ("cpufreq", "governors", "power", "screen", "sensors"):
+        assert captured[0][part] == local[0][part], part
+    assert captured[0]["cores_used"] is None or captured[0]["cores_used"] == "not available"
+    assert captured[1] == local[1]  # zones, trip points, the broken zone named, Android status, battery
+    assert captured[1]["android"]["status"] == 1 and captured[1]["max_c"] == 48.0
+    with sensors.reading(sensors.CapturedSource("")):  # the shell said nothing (a dropped connection)
+        assert sensors.thermal_snapshot()["max_c"].startswith("not available")
+        assert sensors.conditions()["power"]["charging"] is None

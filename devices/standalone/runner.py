@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         cool = (
             sensors.cool_down(args.cool_below, args.cool_timeout)
             if args.cool_below is not None
-            else {"note": "no cool-down asked (bench.thermal.cool_below_c)"}
+            else sensors.NO_COOL_DOWN
         )
         conditions = sensors.conditions()
         power = sensors.power_source() if args.energy_hz > 0 else None
@@ -592,14 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         if meminfo is not None:
             result["memory"]["dumpsys_meminfo"] = meminfo
         result["conditions"] = conditions | {"load_avg_end": sensors.conditions()["load_avg"]}
-        result["thermal"] = {"cool_down": cool, "before": thermal_before, "after": thermal_after} | (
-            sensors.thermal_verdict(thermal_before, thermal_after, args.warm_margin)
+        result["thermal"] = sensors.thermal_record(
+            cool, thermal_before, thermal_after, args.warm_margin, args.cool_below, args.cool_timeout
         )
-        if args.cool_below is not None and cool.get("reached") is False:
-            result["thermal"]["throttled"] = True  # measured hot, on purpose: the user asked for a cooler start
-            result["thermal"]["reasons"].append(
-                f"cool-down did not reach {args.cool_below:.1f} C in {args.cool_timeout:.0f} s (ended at {cool['end_c']} C)"
-            )
         result["energy"] = (
             sensors.energy_report(
                 power[0],

@@ -12,6 +12,8 @@ that heats while a runner works (tests/rig/fake_sensors.py) - numbers from there
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import glob
 import os
 import re
@@ -25,22 +27,150 @@ ANDROID_THERMAL_STATUS = ("none", "light", "moderate", "severe", "critical", "em
 PLAUSIBLE_C = (-40.0, 150.0)  # a zone outside this reads garbage (a disconnected thermistor, a driver bug)
 
 
+class LocalSource:
+    """This device's own files and commands: sysfs under $EDGEPIPE_SENSORS_ROOT (default "/")."""
+
+    def root(self) -> str:
+        return os.environ.get("EDGEPIPE_SENSORS_ROOT", "/")
+
+    def read(self, path: str) -> str | None:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def glob(self, pattern: str) -> list[str]:
+        return glob.glob(pattern)
+
+    def dumpsys(self, service: str, *args: str, timeout: float = 20.0) -> str | None:
+        """`dumpsys SERVICE ...` on Android (the runner runs as adb's shell user, which may call it); None elsewhere."""
+        if shutil.which("dumpsys") is None:
+            return None
+        try:
+            proc = subprocess.run(
+                ["dumpsys", service, *args], capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout if proc.returncode == 0 and proc.stdout.strip() else None
+
+    def loadavg(self) -> list[float] | None:
+        try:
+            return [round(x, 2) for x in os.getloadavg()]
+        except (AttributeError, OSError):
+            return None
+
+    def cores(self) -> list[int] | None:
+        try:
+            return sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            return None
+
+
+class CapturedSource(LocalSource):
+    """Files and dumpsys outputs read off a device in one shell command (CAPTURE), for devices without
+    python (LiteRT's benchmark_model on a bare phone): the same code then reads them on the host."""
+
+    def __init__(self, text: str):
+        self.files: dict[str, str] = {}
+        self.services: dict[str, str] = {}
+        for block in text.split("\n@@edgepipe ")[1:]:
+            head, _, body = block.partition("\n")
+            kind, _, name = head.partition(" ")
+            if kind == "file":
+                self.files[_squeeze(name)] = body.rstrip("\n")
+            else:
+                self.services[name] = body.rstrip("\n")
+        self.root_dir = self.services.pop("root", "/").strip() or "/"
+
+    def root(self) -> str:
+        return self.root_dir
+
+    def read(self, path: str) -> str | None:
+        text = self.files.get(_squeeze(path))
+        return None if text is None else text.strip()
+
+    def glob(self, pattern: str) -> list[str]:
+        import fnmatch
+
+        pattern = _squeeze(pattern)
+        parts = pattern.count("/")
+        return sorted(p for p in self.files if p.count("/") == parts and fnmatch.fnmatchcase(p, pattern)) + sorted(
+            {
+                p.rsplit("/", 1)[0]
+                for p in self.files
+                if p.count("/") == parts + 1 and fnmatch.fnmatchcase(p.rsplit("/", 1)[0], pattern)
+            }
+        )
+
+    def dumpsys(self, service: str, *args: str, timeout: float = 20.0) -> str | None:
+        return self.services.get(" ".join((service, *args))) or None
+
+    def loadavg(self) -> list[float] | None:
+        try:
+            return [float(x) for x in self.services["loadavg"].split()[:3]]
+        except (KeyError, ValueError):
+            return None
+
+    def cores(self) -> list[int] | None:
+        return None  # benchmark_model's own affinity: the measurement's pin_cores says it
+
+
+def _squeeze(path: str) -> str:
+    return re.sub("/+", "/", path)  # "$R"/sys with R=/ is //sys; os.path.join("/", "sys") is /sys
+
+
+# One shell command (POSIX sh, toybox on Android) that prints what CapturedSource reads: the same
+# files LocalSource would open, each after a marker line. $EDGEPIPE_SENSORS_ROOT as for the runner.
+CAPTURE = r"""R="${EDGEPIPE_SENSORS_ROOT:-/}"; printf '\n@@edgepipe service root\n%s\n' "$R"
+for f in "$R"/sys/class/thermal/thermal_zone*/type "$R"/sys/class/thermal/thermal_zone*/temp \
+  "$R"/sys/class/thermal/thermal_zone*/trip_point_*_type "$R"/sys/class/thermal/thermal_zone*/trip_point_*_temp \
+  "$R"/sys/class/power_supply/*/type "$R"/sys/class/power_supply/*/online "$R"/sys/class/power_supply/*/status \
+  "$R"/sys/class/power_supply/*/temp "$R"/sys/devices/system/cpu/cpu*/cpufreq/scaling_*_freq \
+  "$R"/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor "$R"/sys/class/backlight/*/bl_power; do
+  [ -r "$f" ] && printf '\n@@edgepipe file %s\n%s\n' "$f" "$(cat "$f" 2>/dev/null)"
+done
+printf '\n@@edgepipe service loadavg\n%s\n' "$(cat /proc/loadavg 2>/dev/null)"
+if command -v dumpsys >/dev/null 2>&1; then
+  for s in thermalservice battery power; do printf '\n@@edgepipe service %s\n%s\n' "$s" "$(dumpsys $s 2>/dev/null)"; done
+fi
+"""
+
+_LOCAL = LocalSource()
+_SOURCE: contextvars.ContextVar[LocalSource | None] = contextvars.ContextVar("sensor_source", default=None)
+
+
+def _src() -> LocalSource:
+    return _SOURCE.get() or _LOCAL
+
+
+@contextlib.contextmanager
+def reading(source: LocalSource):
+    """Every function below reads `source` within this block (per thread: devices are measured side by side)."""
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
 def sys_path(*parts: str) -> str:
-    return os.path.join(os.environ.get("EDGEPIPE_SENSORS_ROOT", "/"), "sys", *parts)
+    return os.path.join(_src().root(), "sys", *parts)
 
 
 def provenance() -> str:
     """Stamped on every sensor figure: the device's own files, or the test rig's simulation of them."""
-    root = os.environ.get("EDGEPIPE_SENSORS_ROOT", "/")
+    root = _src().root()
     return "device" if os.path.abspath(root) == "/" else f"simulated (EDGEPIPE_SENSORS_ROOT={root})"
 
 
 def read_text(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
+    return _src().read(path)
+
+
+def _glob(pattern: str) -> list[str]:
+    return _src().glob(pattern)
 
 
 def read_number(path: str, scale: float = 1.0, plausible: tuple[float, float] | None = None) -> float | None:
@@ -56,24 +186,14 @@ def read_number(path: str, scale: float = 1.0, plausible: tuple[float, float] | 
 
 
 def dumpsys(service: str, *args: str, timeout: float = 20.0) -> str | None:
-    """`dumpsys SERVICE ...` on Android (the runner runs as adb's shell user, which may call it); None elsewhere."""
-    if shutil.which("dumpsys") is None:
-        return None
-    try:
-        proc = subprocess.run(["dumpsys", service, *args], capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 and proc.stdout.strip() else None
+    return _src().dumpsys(service, *args, timeout=timeout)
 
 
 # -- conditions -----------------------------------------------------------------------------------
 
 
 def cores_used() -> list[int] | None:
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
+    return _src().cores()
 
 
 def cpu_frequencies(cores: list[int] | None) -> dict:
@@ -95,7 +215,7 @@ def cpu_frequencies(cores: list[int] | None) -> dict:
 def power_supplies() -> dict:
     """Each /sys/class/power_supply entry's type, online flag and status (Charging/Discharging/Full)."""
     out = {}
-    for path in sorted(glob.glob(sys_path("class", "power_supply", "*"))):
+    for path in sorted(_glob(sys_path("class", "power_supply", "*"))):
         entry = {
             "type": read_text(os.path.join(path, "type")),
             "online": read_number(os.path.join(path, "online")),
@@ -133,7 +253,7 @@ def screen_state() -> str:
         m = re.search(r"Display Power: state=(\w+)", power) or re.search(r"mWakefulness=(\w+)", power)
         if m:
             return m.group(1).lower().replace("awake", "on").replace("asleep", "off")
-    states = [read_text(p) for p in glob.glob(sys_path("class", "backlight", "*", "bl_power"))]
+    states = [read_text(p) for p in _glob(sys_path("class", "backlight", "*", "bl_power"))]
     if states and all(s is not None for s in states):
         return "on" if "0" in states else "off"  # FB_BLANK_UNBLANK == 0
     return NA
@@ -144,10 +264,7 @@ def conditions() -> dict:
     cores = cores_used()
     supplies = power_supplies()
     freqs = cpu_frequencies(cores)
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        load = NA
+    load = _src().loadavg() or NA
     return {
         "cores_used": cores if cores is not None else NA,
         "cpufreq": freqs or NA + " (no cpufreq in sysfs: a VM, or the kernel hides it)",
@@ -165,7 +282,7 @@ def conditions() -> dict:
 def thermal_zones() -> tuple[dict, dict, list[str]]:
     """({zone: °C}, {zone: passive trip °C}, problems). A zone that reads garbage is left out and named."""
     temps, trips, problems = {}, {}, []
-    for path in sorted(glob.glob(sys_path("class", "thermal", "thermal_zone*")), key=_zone_number):
+    for path in sorted(_glob(sys_path("class", "thermal", "thermal_zone*")), key=_zone_number):
         name = (
             f"{read_text(os.path.join(path, 'type')) or 'zone'}:{os.path.basename(path).removeprefix('thermal_zone')}"
         )
@@ -174,7 +291,7 @@ def thermal_zones() -> tuple[dict, dict, list[str]]:
             problems.append(f"{name}: unreadable ({(read_text(os.path.join(path, 'temp')) or 'no file')[:20]!r})")
             continue
         temps[name] = round(value, 1)
-        for trip_type in glob.glob(os.path.join(path, "trip_point_*_type")):
+        for trip_type in _glob(os.path.join(path, "trip_point_*_type")):
             if read_text(trip_type) == "passive":
                 trip = read_number(trip_type.removesuffix("_type") + "_temp", 1e-3, PLAUSIBLE_C)
                 if trip is not None:
@@ -191,7 +308,7 @@ def throttle_events() -> int | None:
     """x86: the kernel's count of thermal throttling events over all cores (thermal_throttle sysfs)."""
     counts = [
         read_number(p)
-        for p in glob.glob(sys_path("devices", "system", "cpu", "cpu*", "thermal_throttle", "*_throttle_count"))
+        for p in _glob(sys_path("devices", "system", "cpu", "cpu*", "thermal_throttle", "*_throttle_count"))
     ]
     counts = [c for c in counts if c is not None]
     return int(sum(counts)) if counts else None
@@ -218,7 +335,7 @@ def android_thermal() -> dict | None:
 
 
 def battery_temperature() -> float | None:
-    for path in glob.glob(sys_path("class", "power_supply", "*", "temp")):
+    for path in _glob(sys_path("class", "power_supply", "*", "temp")):
         if read_text(os.path.join(os.path.dirname(path), "type")) == "Battery":
             value = read_number(path, 0.1, PLAUSIBLE_C)  # tenths of a degree
             if value is not None:
@@ -251,18 +368,19 @@ def _max_c(snap: dict) -> float | None:
     return snap["max_c"] if isinstance(snap.get("max_c"), float | int) else None
 
 
-def cool_down(threshold_c: float, timeout_s: float, poll_s: float = 1.0) -> dict:
+def cool_down(threshold_c: float, timeout_s: float, poll_s: float = 1.0, snapshot=None) -> dict:
     """Waits until the device's hottest reading is below `threshold_c`, at most `timeout_s` (then the run
     goes on, and `reached: false` makes the host print a warning and flag the result)."""
+    snapshot = snapshot or thermal_snapshot  # a function: the host's reads a device without python over adb
     t0 = time.monotonic()
-    start = _max_c(thermal_snapshot())
+    start = _max_c(snapshot())
     record = {"threshold_c": threshold_c, "timeout_s": timeout_s, "start_c": start if start is not None else NA}
     if start is None:
         return record | {"reached": None, "waited_s": 0.0, "note": NA + " (no readable thermal zone)"}
     now = start
     while now is not None and now >= threshold_c and time.monotonic() - t0 < timeout_s:
         time.sleep(poll_s)
-        now = _max_c(thermal_snapshot())
+        now = _max_c(snapshot())
     return record | {
         "reached": now is not None and now < threshold_c,
         "waited_s": round(time.monotonic() - t0, 2),
@@ -301,17 +419,34 @@ def thermal_verdict(before: dict, after: dict, warm_margin_c: float) -> dict:
     }
 
 
+def thermal_record(
+    cool: dict, before: dict, after: dict, warm_margin_c: float, cool_below_c: float | None, cool_timeout_s: float
+) -> dict:
+    """The row's `thermal`: cool-down, both snapshots and the verdict; a cool-down that timed out flags
+    the row too (measured hot on purpose: the user asked for a cooler start)."""
+    record = {"cool_down": cool, "before": before, "after": after} | thermal_verdict(before, after, warm_margin_c)
+    if cool_below_c is not None and cool.get("reached") is False:
+        record["throttled"] = True
+        record["reasons"].append(
+            f"cool-down did not reach {cool_below_c:.1f} C in {cool_timeout_s:.0f} s (ended at {cool['end_c']} C)"
+        )
+    return record
+
+
+NO_COOL_DOWN = {"note": "no cool-down asked (bench.thermal.cool_below_c)"}
+
+
 # -- energy ---------------------------------------------------------------------------------------
 
 
 def power_source() -> tuple[str, object] | None:
     """(description, reader of watts). A board's hwmon power rail (INA2xx: power*_input in microwatts)
     comes first; else a battery's current_now (uA) x voltage_now (uV). None: nothing measures power."""
-    for path in sorted(glob.glob(sys_path("class", "hwmon", "hwmon*", "power*_input"))):
+    for path in sorted(_glob(sys_path("class", "hwmon", "hwmon*", "power*_input"))):
         if read_number(path) is not None:
             name = read_text(os.path.join(os.path.dirname(path), "name")) or "hwmon"
             return f"hwmon {name} {os.path.basename(path)}", lambda p=path: _watts(read_number(p, 1e-6))
-    for supply in sorted(glob.glob(sys_path("class", "power_supply", "*"))):
+    for supply in sorted(_glob(sys_path("class", "power_supply", "*"))):
         if read_text(os.path.join(supply, "type")) != "Battery":
             continue
         cur, volt = os.path.join(supply, "current_now"), os.path.join(supply, "voltage_now")

@@ -5,8 +5,8 @@ model so that the cool-down, the throttled flag and the energy arithmetic can be
 
 The model, updated every `tick_s`: while a runner process of this device works (a process whose command
 line names runner.py and whose environment points at this root; its CPU time per second is the
-utilisation u), the zones heat at `heat_c_per_s` x u and the battery draws idle_ma + (busy_ma - idle_ma) x u;
-otherwise they relax toward `ambient_c` with time constant `cool_tau_s`. A `passive` trip point at `trip_c` is published, as kernels do for the
+utilisation u), the zones heat toward ambient_c + rise_c x u with time constant `heat_tau_s` and the battery
+draws idle_ma + (busy_ma - idle_ma) x u; otherwise they relax toward `ambient_c` with time constant `cool_tau_s`. A `passive` trip point at `trip_c` is published, as kernels do for the
 temperature from which they throttle. Android's thermal status (dumpsys thermalservice) is 1 (light)
 at or above the trip point.
 """
@@ -27,7 +27,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 @dataclass
 class SensorModel:
     ambient_c: float = 30.0
-    heat_c_per_s: float = 2.0
+    rise_c: float = 45.0  # sustained full load settles this far above ambient (past the trip point: throttling)
+    heat_tau_s: float = 20.0  # time constant of heating under full load
     cool_tau_s: float = 3.0
     trip_c: float = 70.0
     idle_ma: float = 200.0
@@ -88,7 +89,7 @@ class SimulatedSensors:
         m = self.model
         for i in range(len(m.zones)):
             offset = -1.5 * i  # the SoC zone a little cooler than the CPU's
-            self._write(f"sys/class/thermal/thermal_zone{i}/temp", str(int((self.temperature_c + offset) * 1000)))
+            self._write(f"sys/class/thermal/thermal_zone{i}/temp", str(round((self.temperature_c + offset) * 1000)))
         for cpu in range(2):
             freq = 2400000 if self.temperature_c < m.trip_c else 1200000  # a throttled governor halves the clock
             self._write(f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", str(freq))
@@ -139,9 +140,11 @@ class SimulatedSensors:
             self.utilisation = min(1.0, max(0.0, used / dt)) if dt > 0 else 0.0
             self.busy = self.utilisation > 0.2
             m = self.model
-            if self.busy:
+            if self.busy:  # Newton: toward ambient + rise_c x utilisation, never past it
                 self.busy_seconds += dt
-                self.temperature_c += m.heat_c_per_s * self.utilisation * dt
+                hot = m.ambient_c + m.rise_c * self.utilisation
+                if hot > self.temperature_c:
+                    self.temperature_c = hot + (self.temperature_c - hot) * math.exp(-dt / m.heat_tau_s)
             else:
                 self.temperature_c = m.ambient_c + (self.temperature_c - m.ambient_c) * math.exp(-dt / m.cool_tau_s)
             self._publish()
