@@ -19,7 +19,11 @@ COMPARED = ("cpu", "emulated", "sensors", "governors", "cores_used", "pinned_cor
 def signature(row: Benchmark) -> dict[str, Any]:
     """The row's conditions, as plain values; None where the row (an older runner's) did not record one."""
     info, cond = row.device_info or {}, row.conditions
-    values = {"cpu": info.get("cpu"), "emulated": info.get("emulated"), "pinned_cores": info.get("pinned_cores")}
+    values = {
+        "cpu": info.get("cpu"),
+        "emulated": info.get("emulated"),
+        "pinned_cores": info.get("pinned_cores") or "not pinned",
+    }
     if cond is not None:
         values |= {
             "sensors": cond.sensors,

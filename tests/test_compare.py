@@ -81,6 +81,11 @@ def test_pairs_under_different_conditions_or_hot_are_flagged_and_left_out(tmp_pa
             "was taken under the same conditions (governors: performance / powersave)",
         ),
         (None, None, "conditions not recorded in B"),
+        (
+            CONDITIONS,
+            lambda rows: [r["device_info"].update(pinned_cores="4-7") for r in rows],
+            "pinned_cores: not pinned / 4-7",
+        ),
         (CONDITIONS, lambda rows: rows.clear(), "share no measurement"),
     ],
 )

@@ -202,7 +202,9 @@ def test_runner_flags_a_run_that_heats_the_device_and_records_energy(tmp_path, t
     """The runner on x86 against the simulator: a pre-heated device is waited for, the run heats it past
     the margin, battery power is sampled while the model runs; the numbers stay, the flag says why."""
     model, inputs = tiny_onnx
-    with SimulatedSensors(tmp_path / "dev", SensorModel(rise_c=60.0, heat_tau_s=0.5, cool_tau_s=1.0, trip_c=90.0)) as sim:
+    with SimulatedSensors(
+        tmp_path / "dev", SensorModel(rise_c=60.0, heat_tau_s=0.5, cool_tau_s=1.0, trip_c=90.0)
+    ) as sim:
         sim.heat_to(45.0)
         env = dict(os.environ, EDGEPIPE_SENSORS_ROOT=str(tmp_path / "dev"), PATH="/usr/bin:/bin")
         argv = ["--model", str(model), "--inputs", str(inputs), "--runs", "20000", "--warmup", "2", "--no-accuracy"]

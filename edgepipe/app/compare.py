@@ -61,7 +61,9 @@ def compare(a: Manifest, b: Manifest, name_a: str, name_b: str) -> tuple[list[Pa
         )
     good = [p.ratio for p in matched if p.comparable and p.ratio is not None]
     if not good:
-        first = matched[0].problems[0]
+        said = list(dict.fromkeys(problem for p in matched for problem in p.problems))
+        differ = [t for t in said if not t.startswith(("conditions not recorded", "measured hot"))]
+        first = "; ".join((differ or said)[:2])
         raise ComparisonError(
             f"none of the {len(matched)} shared measurements of {name_a} and {name_b} was taken under the same "
             f"conditions ({first}); rerun one of them under the other's conditions"
