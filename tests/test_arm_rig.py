@@ -127,6 +127,7 @@ def test_runner_on_board_matches_x86(sshd, tmp_path):
     tiny_classifier(local / "model.onnx")
     eval_set(local / "eval")
     shutil.copy(RUNNER, local / "runner.py")
+    shutil.copy(RUNNER.with_name("sensors.py"), local / "sensors.py")  # travels with it (stdlib only)
     args = "--model model.onnx --inputs eval --warmup 1 --runs 3 --seq-len 12 --predictions"
 
     x86 = subprocess.run(

@@ -134,7 +134,7 @@ def test_cool_down_and_throttled_flag_on_the_board(device_run, sshd, board_senso
     with a one-line warning, and its numbers are kept."""
     out = copy_of(device_run, tmp_path)
     _, endpoint = sshd
-    board_sensors.heat_to(55.0)
+    board_sensors.heat_to(55.0, hold=True)  # until the runner is on the board (ssh, uploads: seconds)
     proc = edgepipe(
         "bench", str(out), "--device", arm_device(endpoint), "--runs", "20", "--warmup", "0",
         "--artifacts", "onnx_int8", "--cool-below", "40",
@@ -426,8 +426,8 @@ def test_missing_runtime_on_the_board_is_named(device_run, sshd, tmp_path):
 
 
 def test_pte_on_a_board_without_executorch_is_refused_in_one_line(device_run, sshd, tmp_path):
-    """The emulated board has no ExecuTorch (PyPI's aarch64 torch 2.13.0 is a CUDA build that cannot import
-    without NVIDIA's libraries): the runner on the board names what a .pte needs."""
+    """The plain emulated board has no ExecuTorch (the `--executorch` board, 3.3 GB larger, has: see
+    test_executorch.py): the runner on the board names what a .pte needs."""
     from edgepipe.config import AndroidConfig, SshConfig
     from edgepipe.devices.pool import open_device
     from edgepipe.errors import DeviceError

@@ -153,6 +153,35 @@ def test_device_runner_measures_pte_like_the_host(lowered, tmp_path):
 
 
 @pytest.mark.e2e
+def test_pte_runs_on_the_emulated_board_as_on_x86(lowered, executorch_board, tmp_path):
+    """The int8 and 8da4w programs over SSH on the aarch64 board (qemu-user; torch + executorch installed
+    there): same predictions as x86 on the first 20 examples (every int8 kernel is XNNPACK's on both)."""
+    from rig.sshd import LoopbackSshd
+
+    from edgepipe.config import SshConfig
+    from edgepipe.device_spec import parse_device
+    from edgepipe.devices.arm import open_arm
+
+    _, data, paths, _ = lowered
+    data.test.save(tmp_path / "eval")
+    with LoopbackSshd(tmp_path / "sshd", path_prepend=[executorch_board / "bin"]) as ep:
+        board = open_arm(
+            parse_device(f"arm:{ep.user}@{ep.host}:{ep.port}"),
+            SshConfig(identity_file=ep.key_path, known_hosts=ep.known_hosts),
+        )
+        try:
+            measured = Measurement(runs=2, warmup=0, seq_len=SEQ, max_eval=20, energy={"sample_hz": 0})
+            for variant in ("int8", "8da4w"):
+                on_board = board.benchmark(paths[variant], tmp_path / "eval", measured)
+                here = x86.benchmark(paths[variant], tmp_path / "eval", measured.model_copy(update={"runs": 2}))
+                assert on_board.runtime == "executorch" and on_board.delegate == "XNNPACK", variant
+                assert on_board.device_info["machine"] == "aarch64" and on_board.emulated == "qemu-user"
+                assert on_board.n_eval == here.n_eval == 20 and on_board.accuracy == here.accuracy, variant
+        finally:
+            board.close()
+
+
+@pytest.mark.e2e
 def test_bad_pte_files_are_one_line_each(lowered, tmp_path):
     _, data, paths, _ = lowered
     truncated = tmp_path / "truncated.pte"

@@ -163,3 +163,13 @@ def runpy_runner() -> dict:
     import runpy
 
     return runpy.run_path(str(RUNNER))
+
+
+def test_the_runner_without_sensors_py_beside_it_says_so_in_one_line(tmp_path):
+    import shutil
+
+    shutil.copy(RUNNER, tmp_path / "runner.py")
+    proc = subprocess.run([sys.executable, "runner.py", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        "runner: sensors.py is not beside runner.py; copy both from edgepipe's devices/standalone/"
+    )

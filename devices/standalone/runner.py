@@ -35,7 +35,10 @@ try:
     from . import sensors  # imported as edgepipe.devices.standalone.runner (the host adapters)
 except ImportError:  # run as a script (or through runpy): sensors.py lies beside it
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import sensors
+    try:
+        import sensors
+    except ImportError:
+        sys.exit("runner: sensors.py is not beside runner.py; copy both from edgepipe's devices/standalone/")
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

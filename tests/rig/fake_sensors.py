@@ -49,7 +49,8 @@ class SimulatedSensors:
         self.model = model or SensorModel()
         self.tick_s = tick_s
         self.temperature_c = self.model.ambient_c
-        self.busy, self.utilisation, self.busy_seconds = False, 0.0, 0.0
+        self.busy, self.utilisation, self.busy_seconds, self.hold = False, 0.0, 0.0, False
+        self._present = False  # a runner process of this device exists
         self._seen: dict[str, float] = {}  # pid -> CPU seconds (a finished runner's work stays counted)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -104,9 +105,11 @@ class SimulatedSensors:
             self._write("sys/class/hwmon/hwmon0/power1_input", str(int(ma * m.volts * 1000)))  # microwatts
         self._write("dumpsys/thermal_status", "1" if self.temperature_c >= m.trip_c else "0")
 
-    def heat_to(self, celsius: float) -> None:
-        """Sets the device's temperature now (files included): a device still hot from earlier work."""
-        self.temperature_c = celsius
+    def heat_to(self, celsius: float, hold: bool = False) -> None:
+        """Sets the device's temperature now (files included): a device still hot from earlier work.
+        `hold`: it stays there until a runner process appears on this device (tests whose runner needs
+        seconds to connect and upload still find the device hot)."""
+        self.temperature_c, self.hold = celsius, hold
         self._publish()
 
     # -- the model -----------------------------------------------------------------------------
@@ -114,6 +117,7 @@ class SimulatedSensors:
         """CPU seconds used so far by this device's runner processes (command line names runner.py, the
         environment points at this root): heat follows work, so a runner that waits to cool does not heat."""
         marker = f"EDGEPIPE_SENSORS_ROOT={self.root}".encode()
+        present = False
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -127,8 +131,10 @@ class SimulatedSensors:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
                 self._seen[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+                present = True
             except (OSError, IndexError, ValueError):
                 continue
+        self._present = present
         return sum(self._seen.values())
 
     def _loop(self) -> None:
@@ -138,6 +144,9 @@ class SimulatedSensors:
             dt, used = now - last, cpu - cpu_last
             last, cpu_last = now, cpu
             self.utilisation = min(1.0, max(0.0, used / dt)) if dt > 0 else 0.0
+            if self.hold and not self._present:
+                continue  # held hot until this device's runner shows up
+            self.hold = False
             self.busy = self.utilisation > 0.2
             m = self.model
             if self.busy:  # Newton: toward ambient + rise_c x utilisation, never past it

@@ -3,8 +3,9 @@
 # onnxruntime and ai-edge-litert, run under qemu-user (a Cortex-A76 model) on an x86 host.
 #
 #   tools/rig/arm_board.sh [DEST]
+#   tools/rig/arm_board.sh --executorch [DEST]   the same board, plus torch 2.13.0 and executorch 1.5.1
 #
-# DEST defaults to ${EDGEPIPE_RIG_DIR:-$HOME/.cache/edgepipe/rig}/arm64. Afterwards
+# DEST defaults to ${EDGEPIPE_RIG_DIR:-$HOME/.cache/edgepipe/rig}/arm64 (arm64-executorch). Afterwards
 # DEST/bin/python3 is the board's python3 (put DEST/bin first on PATH, e.g. in an sshd's
 # SetEnv, and `python3 runner.py ...` runs on the "board"); DEST/bin/uname reports aarch64.
 #
@@ -30,7 +31,9 @@ log() { printf 'arm_board: %s\n' "$*" >&2; }
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 RIG=${EDGEPIPE_RIG_DIR:-$HOME/.cache/edgepipe/rig}
-DEST=${1:-$RIG/arm64}
+EXECUTORCH=0
+if [ "${1:-}" = --executorch ]; then EXECUTORCH=1; shift; fi
+if [ $EXECUTORCH = 1 ]; then DEST=${1:-$RIG/arm64-executorch}; else DEST=${1:-$RIG/arm64}; fi
 mkdir -p "$(dirname "$DEST")"
 DEST=$(cd "$(dirname "$DEST")" && pwd)/$(basename "$DEST")
 CACHE=$RIG/cache
@@ -44,9 +47,23 @@ WHEELS=(numpy==2.4.6 onnxruntime==1.32.0 ai-edge-litert==2.3.0 flatbuffers==25.1
 # Without the _2_27 tag pip silently falls back to ai-edge-litert 1.4.0.
 PLATFORMS=(manylinux2014_aarch64 manylinux_2_17_aarch64 manylinux_2_27_aarch64 manylinux_2_28_aarch64
   manylinux_2_31_aarch64 manylinux_2_34_aarch64 manylinux_2_35_aarch64 manylinux_2_36_aarch64)
+# ExecuTorch's Python runtime links libtorch_python, and PyPI's aarch64 torch 2.13.0 is a CUDA 13 build that
+# links these CUDA libraries at import (DT_NEEDED of libtorch_cpu/libtorch_cuda/libtorch_nvshmem); no GPU is
+# needed to import it. ~2.6 GB of wheels, +3.3 GB of sysroot after pruning what is never mapped (measured with
+# the guest's /proc/self/maps): `import torch` + `executorch.runtime` take 23-36 s under qemu. Not needed:
+# triton, cuda-bindings, nvtx. nccl 2.29.7 is tagged manylinux_2_18 only, hence the full platform range below.
+if [ $EXECUTORCH = 1 ]; then
+  WHEELS+=(torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 nvidia-cusparse==12.6.3.3
+    nvidia-nvjitlink==13.5.37 nvidia-cufft==12.0.0.61 nvidia-cufile==1.15.1.6 nvidia-cusparselt-cu13==0.8.1
+    nvidia-nccl-cu13==2.29.7 nvidia-curand==10.4.0.35 nvidia-cublas==13.1.1.3 nvidia-cudnn-cu13==9.20.0.48
+    nvidia-cuda-nvrtc==13.0.88 nvidia-nvshmem-cu13==3.4.5 nvidia-cusolver==12.0.4.66
+    sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1 filelock==4.3.1 jinja2==3.1.6 markupsafe==3.0.4
+    executorch==1.5.1 ruamel.yaml==0.19.1 torchao==0.18.0 tabulate==0.10.0)
+  for v in $(seq 18 39); do PLATFORMS+=("manylinux_2_${v}_aarch64"); done
+fi
 QEMU_CPU_MODEL=cortex-a76  # never `max`: under qemu 7.2 its SME emulation makes LiteRT int8 kernels wrong
 NCPU=4                     # a Raspberry Pi 5 has 4 Cortex-A76 cores
-STAMP_KEY="edgepipe-arm-board v2 debian=$SUITE debs=${DEB_ROOTS[*]} wheels=${WHEELS[*]} cpu=$QEMU_CPU_MODEL x$NCPU dest=$DEST"
+STAMP_KEY="edgepipe-arm-board v3 debian=$SUITE debs=${DEB_ROOTS[*]} wheels=${WHEELS[*]} cpu=$QEMU_CPU_MODEL x$NCPU dest=$DEST"
 
 # ---- host tools ---------------------------------------------------------------------------
 apt_install() {  # apt_install PKG...: as root; `apt-get update` only when the install fails
@@ -168,13 +185,19 @@ for p in "${PLATFORMS[@]}"; do PIPARGS+=(--platform "$p"); done
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1 PIP_NO_INPUT=1
 mkdir -p "$CACHE/wheels"
 # offline from the cache first; the index only when something is missing
-"$PY" -m pip download -q "${PIPARGS[@]}" --no-index --find-links "$CACHE/wheels" -d "$CACHE/wheels" "${WHEELS[@]}" >>"$LOG" 2>&1 ||
-  "$PY" -m pip download -q "${PIPARGS[@]}" -d "$CACHE/wheels" "${WHEELS[@]}" >>"$LOG" 2>&1 ||
+"$PY" -m pip download -q --no-deps "${PIPARGS[@]}" --no-index --find-links "$CACHE/wheels" -d "$CACHE/wheels" "${WHEELS[@]}" >>"$LOG" 2>&1 ||
+  "$PY" -m pip download -q --no-deps "${PIPARGS[@]}" -d "$CACHE/wheels" "${WHEELS[@]}" >>"$LOG" 2>&1 ||
   fail "pip download of the aarch64 wheels failed"
 SITE=$TMP/usr/lib/python3/dist-packages
 "$PY" -m pip install -q --no-deps --no-compile --no-index --find-links "$CACHE/wheels" "${PIPARGS[@]}" \
   --target "$SITE" "${WHEELS[@]}" >>"$LOG" 2>&1 || fail "installing the aarch64 wheels failed"
 rm -rf "$SITE/bin"
+if [ $EXECUTORCH = 1 ]; then  # files never mapped by import torch + executorch.runtime + an XNNPACK .pte
+  rm -f "$SITE"/nvidia/cudnn/lib/libcudnn_{adv,cnn,engines_precompiled,engines_runtime_compiled,graph,heuristic,ops}.so.9
+  rm -f "$SITE"/nvidia/cu13/lib/{libcusolverMg.so.12,libnvperf_host.so,libnvperf_target.so,libcheckpoint.so}
+  rm -f "$SITE"/nvidia/nvshmem/lib/nvshmem_{bootstrap,transport}_*.so.3
+  rm -rf "$SITE"/nvidia/*/include "$SITE"/torch/include "$SITE"/torch/share "$SITE"/executorch/include
+fi
 printf '%s\n' "${WHEELS[@]}" >"$TMP/.wheels"
 log "installed ${#WHEELS[@]} aarch64 wheels ($(elapsed) s)"
 
@@ -191,6 +214,10 @@ mkdir -p "$TMP/proc" "$TMP/sys/devices/system/cpu"
   printf 'Hardware\t: edgepipe emulated Cortex-A76 (qemu-user)\n'
 } >"$TMP/proc/cpuinfo"
 for f in possible present online; do echo "0-$((NCPU - 1))" >"$TMP/sys/devices/system/cpu/$f"; done
+for ((i = 0; i < NCPU; i++)); do  # MIDR_EL1 of a Cortex-A76 r4p1 (as cpuinfo says): oneDNN reads it from sysfs
+  mkdir -p "$TMP/sys/devices/system/cpu/cpu$i/regs/identification"
+  echo 0x00000000414fd0b1 >"$TMP/sys/devices/system/cpu/cpu$i/regs/identification/midr_el1"
+done
 
 # The board's commands, with DEST's final path baked in.
 mkdir -p "$TMP/bin"
@@ -220,13 +247,21 @@ ln -sf python3 "$TMP/bin/python3.11"
 # Smoke test (the wrapper points at DEST, not yet there: run qemu on TMP directly), then
 # byte-compile everything once, so the board does not recompile the stdlib on every import.
 qemu_tmp() { "$QEMU" -cpu "$QEMU_CPU_MODEL" -L "$TMP" "$TMP/usr/bin/python3.11" -I "$@"; }
-out=$(qemu_tmp -c 'import platform, ssl, sqlite3, ctypes, lzma, bz2, zlib, json, numpy, onnxruntime, ai_edge_litert
-from ai_edge_litert.interpreter import Interpreter
-print(platform.machine(), numpy.__version__, onnxruntime.__version__)' 2>>"$LOG") || fail "smoke test of the aarch64 python failed"
+SMOKE='import platform, ssl, sqlite3, ctypes, lzma, bz2, zlib, json, numpy, onnxruntime, ai_edge_litert
+from ai_edge_litert.interpreter import Interpreter'
+[ $EXECUTORCH = 1 ] && SMOKE+='
+import torch, executorch.kernels.quantized
+from executorch.runtime import Runtime'
+out=$(qemu_tmp -c "$SMOKE
+print(platform.machine(), numpy.__version__, onnxruntime.__version__)" 2>>"$LOG") || fail "smoke test of the aarch64 python failed"
 [ "${out%% *}" = aarch64 ] || fail "smoke test: machine is '${out%% *}', not aarch64"
 # A host CPython 3.11 writes the same .pyc files (one magic number per minor release) ~5x faster.
 if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then COMPILER=("$PY"); else COMPILER=(qemu_tmp); fi
-"${COMPILER[@]}" -m compileall -q -j 0 "$TMP/usr/lib/python3.11" "$SITE" >>"$LOG" 2>&1 || fail "compileall failed"
+if [ $EXECUTORCH = 1 ]; then  # torch and executorch vendor a few files that are templates, not Python
+  "${COMPILER[@]}" -m compileall -q -j 0 "$TMP/usr/lib/python3.11" "$SITE" >>"$LOG" 2>&1 || log "compileall: some vendored files do not compile (kept as source)"
+else
+  "${COMPILER[@]}" -m compileall -q -j 0 "$TMP/usr/lib/python3.11" "$SITE" >>"$LOG" 2>&1 || fail "compileall failed"
+fi
 
 echo "$STAMP_KEY" >"$TMP/.stamp"
 if [ -e "$DEST" ]; then rm -rf "$DEST.old" && mv "$DEST" "$DEST.old"; fi

@@ -34,9 +34,12 @@ def main() -> None:
     ap.add_argument("--boards", type=int, default=1)
     ap.add_argument("--phone", action="store_true")
     ap.add_argument("--fleet", type=Path, required=True, help="fleet YAML to write")
+    ap.add_argument("--executorch", action="store_true", help="boards with torch + executorch (runs .pte; +3.3 GB)")
     args = ap.parse_args()
-    board = Path(os.environ.get("EDGEPIPE_RIG_DIR", Path.home() / ".cache" / "edgepipe" / "rig")) / "arm64"
-    subprocess.run(["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), str(board)], check=True)
+    rig = Path(os.environ.get("EDGEPIPE_RIG_DIR", Path.home() / ".cache" / "edgepipe" / "rig"))
+    board = rig / ("arm64-executorch" if args.executorch else "arm64")
+    extra = ["--executorch"] if args.executorch else []
+    subprocess.run(["bash", str(ROOT / "tools" / "rig" / "arm_board.sh"), *extra, str(board)], check=True)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-rig-"))
     with contextlib.ExitStack() as stack:
         entries = []
