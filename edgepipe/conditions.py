@@ -57,10 +57,7 @@ def _show(value: Any) -> str:
 
 
 def hot(row: Benchmark) -> list[str]:
-    """Why the row was measured hot (throttling, warming beyond the margin, a failed cool-down); [] if not."""
-    if row.thermal is None or not row.thermal.throttled:
-        return []
-    return list(row.thermal.reasons) or ["throttled"]
+    return row.thermal.hot_reasons() if row.thermal is not None else []
 
 
 def not_recorded(row: Benchmark) -> bool:

@@ -134,10 +134,9 @@ class ThermalRecord(BaseModel):
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
-    @property
-    def max_after_c(self) -> float | None:
-        value = (self.after or {}).get("max_c")
-        return float(value) if isinstance(value, int | float) else None
+    def hot_reasons(self) -> list[str]:
+        """Why the run was measured hot (throttling, warming beyond the margin, a failed cool-down); [] if not."""
+        return (list(self.reasons) or ["throttled"]) if self.throttled else []
 
 
 class EnergyRecord(BaseModel):
@@ -190,9 +189,8 @@ class Measured(BaseModel):
 
     def heat_warning(self) -> str | None:
         """One line when this result was taken hot (the cool-down timed out, throttling, warming)."""
-        if self.thermal is None or not self.thermal.throttled:
-            return None
-        return f"measured hot, flagged in the manifest: {'; '.join(self.thermal.reasons)}"
+        reasons = self.thermal.hot_reasons() if self.thermal is not None else []
+        return f"measured hot, flagged in the manifest: {'; '.join(reasons)}" if reasons else None
 
     def get_extra(self, key: str) -> Any:
         """A runner key without a field of its own (machine, cpu, cpu_count, python, ...)."""

@@ -422,14 +422,19 @@ def measure_latency(model, arrays, warmup: int, runs: int, batch: int, seq_len: 
     return LatencyStats.from_samples(samples), first_ms
 
 
+def run_feeds(arrays, count: int, batch: int, seq_len: int) -> list[dict[str, np.ndarray]]:
+    """The batches `count` back-to-back runs cycle through: fixed shapes, at most 64 distinct feeds
+    suffice; real lengths, one per run (up to the split's size), so the lengths are the split's."""
+    distinct = min(count, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else min(count, 64)
+    return [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
+
+
 def time_runs(
     model, arrays, warmup: int, runs: int, batch: int, seq_len: int, warmup_ms: list[float] | None = None
 ) -> tuple[list[float], float]:
     """Seconds per timed run (after one first run and `warmup` untimed ones), and the first run in ms;
     `warmup_ms`, when given, receives each warm-up run's time (the warm-up curve)."""
-    # fixed shapes: 64 distinct feeds suffice; real lengths: as many as runs, so the lengths are the split's
-    distinct = min(runs, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else min(runs, 64)
-    feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
+    feeds = run_feeds(arrays, runs, batch, seq_len)
     first = time.perf_counter()
     model(feeds[0])
     first = time.perf_counter() - first
@@ -451,8 +456,7 @@ def sustained_runs(model, arrays, batch: int, seq_len: int, seconds: float, samp
     """Back-to-back inferences for `seconds` while `sampler` reads the power source: (inferences, wall s).
     Apart from the timed runs: a fuel gauge updates about once a second, so energy needs seconds of work
     however few timed runs were asked for, and the sampler thread must not touch the latency figures."""
-    distinct = min(64, len(arrays["input_ids"])) if seq_len == REAL_LENGTHS else 64
-    feeds = [padded_batch(arrays, i * batch, batch, seq_len) for i in range(max(1, distinct))]
+    feeds = run_feeds(arrays, 64, batch, seq_len)
     n = 0
     with sampler:
         t0 = time.perf_counter()
@@ -594,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         meminfo = sensors.dumpsys_meminfo(os.getpid())  # Android only: the OS's own view of this process
         if meminfo is not None:
             result["memory"]["dumpsys_meminfo"] = meminfo
-        result["conditions"] = conditions | {"load_avg_end": sensors.conditions()["load_avg"]}
+        result["conditions"] = conditions | {"load_avg_end": sensors.load_average()}
         result["thermal"] = sensors.thermal_record(
             cool, thermal_before, thermal_after, args.warm_margin, args.cool_below, args.cool_timeout
         )

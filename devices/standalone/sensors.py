@@ -259,12 +259,16 @@ def screen_state() -> str:
     return NA
 
 
+def load_average() -> list[float] | str:
+    return _src().loadavg() or NA
+
+
 def conditions() -> dict:
     """Recorded with every result: what else decides a latency or an energy figure."""
     cores = cores_used()
     supplies = power_supplies()
     freqs = cpu_frequencies(cores)
-    load = _src().loadavg() or NA
+    load = load_average()
     return {
         "cores_used": cores if cores is not None else NA,
         "cpufreq": freqs or NA + " (no cpufreq in sysfs: a VM, or the kernel hides it)",
