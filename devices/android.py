@@ -46,6 +46,19 @@ def _adb_errors():
     return (adbutils.AdbError, OSError, EOFError)
 
 
+def _adb_sync_errors():
+    """adbutils 2.x's sync client checks replies with ``assert`` and ``struct.unpack``: a phone unplugged mid-push
+    surfaces as AssertionError (``assert "STAT" == ...`` on an empty read) or struct.error, not AdbError. Seen in
+    CI when the cable went between two artifacts; the rig reproduces it with ``unplug_at_sync``."""
+    import struct
+
+    return (*_adb_errors(), AssertionError, struct.error, ValueError)
+
+
+def _reason(e: Exception) -> str:
+    return str(e).strip() or f"{type(e).__name__}: the connection closed mid-transfer"
+
+
 class AdbTransport:
     def __init__(self, spec: DeviceSpec, cfg: AndroidConfig):
         import adbutils
@@ -96,17 +109,17 @@ class AdbTransport:
     def push(self, local: Path, remote: str, mode: int = 0o644) -> None:
         try:
             self.device.sync.push(local, remote, mode=mode)
-        except _adb_errors() as e:
+        except _adb_sync_errors() as e:
             raise DeviceError(
-                f"{self.name}: push of {local.name} failed ({e}); check the cable and free space - finished results are kept, rerun to resume"
+                f"{self.name}: push of {local.name} failed ({_reason(e)}); check the cable and free space - finished results are kept, rerun to resume"
             ) from None
 
     def pull(self, remote: str, local: Path) -> None:
         try:
             self.device.sync.pull(remote, local)
-        except _adb_errors() as e:
+        except _adb_sync_errors() as e:
             raise DeviceError(
-                f"{self.name}: pull of {posixpath.basename(remote)} failed ({e}); finished results are kept, rerun to resume"
+                f"{self.name}: pull of {posixpath.basename(remote)} failed ({_reason(e)}); finished results are kept, rerun to resume"
             ) from None
 
     def make_workdir(self) -> str:

@@ -220,3 +220,27 @@ def test_background_jobs_outlive_command_until_stop(server, tmp_path):
         time.sleep(0.02)
     assert not _alive(pid), "stop() left the background job running"
     server.disconnect(dev.serial)
+
+
+@pytest.mark.parametrize("request_kind", [b"STAT", b"SEND", b"RECV"])
+def test_a_phone_unplugged_mid_transfer_is_one_line_that_keeps_results(server, tmp_path, request_kind):
+    """adbutils' sync client asserts on replies: a cable pulled at STAT raised a bare AssertionError in CI."""
+    from edgepipe.config import AndroidConfig
+    from edgepipe.device_spec import parse_device
+    from edgepipe.devices.android import AdbTransport
+    from edgepipe.errors import DeviceError
+
+    local = tmp_path / "model.tflite"
+    local.write_bytes(b"x" * 300_000)
+    (tmp_path / "remote.bin").write_bytes(b"y" * 1000)
+    with LoopbackAdbDevice(cwd=str(tmp_path), unplug_at_sync=request_kind) as phone:
+        server.connect(phone.serial)
+        transport = AdbTransport(parse_device(f"android:{phone.serial}"), AndroidConfig(adb_port=server.port))
+        with pytest.raises(DeviceError) as err:
+            if request_kind == b"RECV":
+                transport.pull(str(tmp_path / "remote.bin"), tmp_path / "back.bin")
+            else:
+                transport.push(local, str(tmp_path / "pushed.tflite"))
+    message = str(err.value)
+    assert "\n" not in message and message.endswith("finished results are kept, rerun to resume")
+    assert f"android:{phone.serial}" in message and "failed (" in message and "failed ()" not in message

@@ -230,7 +230,10 @@ class LoopbackAdbDevice:
         cwd: str | None = None,
         props: dict[str, str] | None = None,
         bin_dir: str | None = None,
+        unplug_at_sync: bytes | None = None,
     ):
+        """``unplug_at_sync=b"STAT"`` (or SEND, RECV) unplugs the phone when that sync request arrives: a cable
+        pulled mid-push, on cue rather than by timing."""
         if 5555 <= port <= 5585:
             raise ValueError("ports 5555-5585 make the adb server treat the device as an emulator")
         self.port = port
@@ -244,6 +247,7 @@ class LoopbackAdbDevice:
         self._pgids: set[int] = set()  # every process group we started, to reap `nohup x &` leftovers on stop()
         self._lock = threading.Lock()
         self._dropped = False
+        self.unplug_at_sync = unplug_at_sync
 
     @property
     def serial(self) -> str:
@@ -453,6 +457,9 @@ class LoopbackAdbDevice:
             if request == b"QUIT":
                 return
             path = stream.read_exact(length).decode("utf-8", "surrogateescape")
+            if request == self.unplug_at_sync:
+                self.drop()
+                return
             if request == b"STAT":
                 try:
                     st = os.lstat(path)
