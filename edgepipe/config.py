@@ -168,8 +168,11 @@ class QuantizeConfig(_Section):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     activation_type: Literal["uint8", "int8"] = Field("uint8", description="uint8 activations ran 2x faster on x86")
     per_channel: bool = True
-    op_types: list[str] = Field(
-        ["all"], min_length=1, description="ops to quantize; [all] = every op ORT can (fastest on x86)"
+    op_types: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ops to quantize; [all] = every op ORT can (fastest on x86); None = the task's "
+        "(all for classification and tagging, [MatMul, Gemm] for embeddings)",
     )
     format: Literal["qdq", "qoperator"] = "qdq"
     embedding: Literal["int4", "int8", "fp32"] = Field(

@@ -25,6 +25,7 @@ import ast
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,8 +217,8 @@ def node_groups(model: onnx.ModelProto, scope_prefix: str = r"^model\.") -> dict
 
 
 def op_types_of(qcfg: QuantizeConfig) -> list[str]:
-    """`["all"]` means every op type ORT's static quantizer handles."""
-    if qcfg.op_types != ["all"]:
+    """`["all"]` (or unset, with no task to ask) means every op type ORT's static quantizer handles."""
+    if qcfg.op_types not in (None, ["all"]):
         return list(qcfg.op_types)
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
@@ -321,6 +322,7 @@ def quantize(
 ) -> dict[str, Any]:
     """fp32 ONNX -> int8 ONNX at `out`; returns what was done and what it cost on `val` in the task's metric."""
     task = task or tasks.get(None)
+    qcfg = qcfg.model_copy(update={"op_types": task_op_types(qcfg, task)})
     reader = CalibrationReader(calibration, qcfg.calibration_examples, seq_len, model=fp32)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-quant-"))
     try:
@@ -328,57 +330,79 @@ def quantize(
         preprocess(fp32, pre)
         fp32_val = OrtModel(fp32).predict(val)
         base = task.score(fp32_val, val.labels)
+        tries: list[Attempt] = []
 
-        def attempt(exclude: list[str]) -> tuple[float, float, dict]:
-            info = static_int8(pre, out, reader, qcfg, exclude, cache)
-            logits = OrtModel(out).predict(val)
-            return task.score(logits, val.labels), task.agreement(logits, fp32_val), info
+        def scored(path: Path, info: dict, excluded: list[str], how: str) -> Attempt:
+            outputs = OrtModel(path).predict(val)
+            tries.append(
+                Attempt(path, task.score(outputs, val.labels), task.agreement(outputs, fp32_val), info, excluded, how)
+            )
+            return tries[-1]
 
-        def within(acc: float, agree: float) -> bool:
-            return qcfg.within_budget((base - acc) * 100, agree)
+        def attempt(exclude: list[str]) -> Attempt:
+            path = work / f"try{len(tries)}.onnx"
+            return scored(path, static_int8(pre, path, reader, qcfg, exclude, cache), list(exclude), "static")
 
-        acc, agree, info = attempt([])
-        excluded: list[str] = []
+        def within(a: Attempt) -> bool:
+            return qcfg.within_budget((base - a.metric) * 100, a.agreement)
+
+        best = attempt([])
         m = task.metric
         report: dict[str, Any] = {
-            "mode": "static",
             f"fp32_val_{m}": base,
-            f"first_try_val_{m}": acc,
-            "first_try_val_agreement": agree,
+            f"first_try_val_{m}": best.metric,
+            "first_try_val_agreement": best.agreement,
         }
-        if not within(acc, agree) and info.get("int4_embeddings"):
+        if not within(best) and best.info.get("int4_embeddings"):
             # the 4-bit table is the cheapest thing to give back: int8 rows before any layer goes fp32
             qcfg = qcfg.model_copy(update={"embedding": "int8"})
-            acc, agree, info = attempt([])
+            best = attempt([])
             report["embedding_fallback"] = "int8 (4-bit tables missed the budget)"
-            progress.log(f"  int8 budget: embedding tables int8 -> val drop {(base - acc) * 100:.2f} points")
-        if not within(acc, agree):
+            progress.log(f"  int8 budget: embedding tables int8 -> val drop {(base - best.metric) * 100:.2f} points")
+        if not within(best):
             ranking = sensitivity(fp32, pre, work, reader, qcfg, cache, val, fp32_val, progress, scope_prefix)
             report["sensitivity"] = [{"group": g, "logit_mse": e} for g, e, _ in ranking]
             report["excluded_groups"] = []
+            excluded: list[str] = []
             for group, _, nodes in ranking[: qcfg.max_excluded_groups]:
                 excluded += nodes
                 report["excluded_groups"].append(group)
-                acc, agree, info = attempt(excluded)
+                best = attempt(excluded)
                 progress.log(
-                    f"  int8 budget: {group} kept fp32 -> val drop {(base - acc) * 100:.2f} points, agreement {agree:.3f}"
+                    f"  int8 budget: {group} kept fp32 -> val drop {(base - best.metric) * 100:.2f} points, "
+                    f"agreement {best.agreement:.3f}"
                 )
-                if within(acc, agree):
+                if within(best):
                     break
-        if not within(acc, agree):
-            dyn = dynamic_int8(pre, work / "dynamic.onnx", qcfg)
-            d_logits = OrtModel(work / "dynamic.onnx").predict(val)
-            d_acc, d_agree = task.score(d_logits, val.labels), task.agreement(d_logits, fp32_val)
-            report[f"dynamic_val_{m}"], report["dynamic_val_agreement"] = d_acc, d_agree
-            if within(d_acc, d_agree):
-                shutil.copyfile(work / "dynamic.onnx", out)
-                acc, agree, info, excluded = d_acc, d_agree, dyn, []
-                report["mode"] = "dynamic (static int8 missed the budget)"
+        # MatMuls only: ORT's dynamic quantizer has no Gemm (its IntegerOpsRegistry)
+        kept_float = [n for n in best.excluded if n in set(quantizable_nodes(pre, ["MatMul"]))]
+        if within(best) and kept_float:
+            # The MatMuls kept out of static int8 still take int8 weights with a scale per call for
+            # their input (dynamic): their inputs' outliers (post-GELU FFN activations) are what a
+            # calibrated per-tensor scale cannot hold, the weights are not.
+            path = work / f"try{len(tries)}.onnx"
+            mixed = scored(path, {**best.info, **mixed_dynamic(best.path, path, kept_float)}, best.excluded, "static")
+            if within(mixed):
+                best = mixed
+                progress.log(f"  int8 budget: the {len(kept_float)} MatMuls kept out of static int8 take dynamic int8")
+        if not within(best):
+            path = work / "dynamic.onnx"
+            dyn = scored(path, dynamic_int8(pre, path, qcfg), [], "dynamic (static int8 missed the budget)")
+            report[f"dynamic_val_{m}"], report["dynamic_val_agreement"] = dyn.metric, dyn.agreement
+            # none met the budget: ship the closest (what the user is told about in the manifest)
+            best = max(tries, key=lambda a: (within(a), a.metric, a.agreement))
+        with atomic_path(out) as tmp_out:
+            shutil.copyfile(best.path, tmp_out)
+        acc, agree, info, excluded = best.metric, best.agreement, best.info, best.excluded
+        report["mode"] = best.how
+        report["tries"] = [t.record(m, best) for t in tries]
+        if not within(best):
+            report["shipped"] = "the closest try: none met the budget"
         quantizable = quantizable_nodes(pre, ["MatMul", "Gemm"])
         report.update(
             info,
             quantized_matmuls=len([n for n in quantizable if n not in excluded])
-            if report["mode"] == "static"
+            if report["mode"] == "static" and not info.get("dynamic_matmuls")
             else len(quantizable),
             excluded_node_count=len(excluded),
             **{f"val_{m}": acc},
@@ -386,7 +410,7 @@ def quantize(
             val_drop_points=round((base - acc) * 100, 4),
             budget_points=qcfg.max_accuracy_drop,
             budget_min_agreement=qcfg.min_agreement,
-            budget_met=within(acc, agree),
+            budget_met=within(best),
             excluded_nodes=excluded,
             calibration_examples=reader.n,
             calibration_method=qcfg.method,
@@ -398,6 +422,54 @@ def quantize(
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class Attempt:
+    """One int8 model the budget loop built, and what it scored on validation."""
+
+    path: Path
+    metric: float
+    agreement: float
+    info: dict[str, Any]
+    excluded: list[str]
+    how: str
+
+    def record(self, metric_name: str, shipped: Attempt) -> dict[str, Any]:
+        return {
+            "how": self.how,
+            f"val_{metric_name}": self.metric,
+            "val_agreement": self.agreement,
+            "fp32_nodes": len(self.excluded) - self.info.get("dynamic_matmuls", 0),
+            "dynamic_matmuls": self.info.get("dynamic_matmuls", 0),
+            "embedding_bits": self.info.get("embedding_bits"),
+            "shipped": self is shipped,
+        }
+
+
+def task_op_types(qcfg: QuantizeConfig, task: Task) -> list[str]:
+    """`quantize.op_types`, or the task's when unset (Task.int8_op_types)."""
+    if qcfg.op_types is not None:
+        return list(qcfg.op_types)
+    chosen = list(task.int8_op_types)
+    if chosen == ["all"] and qcfg.method == "entropy":
+        return ["MatMul", "Gemm"]  # entropy calibration fails on all ops (config.QuantizeConfig says why)
+    return chosen
+
+
+def mixed_dynamic(static: Path, out: Path, nodes: list[str]) -> dict[str, Any]:
+    """`static` with `nodes` (fp32 MatMuls) as dynamic int8: int8 weights, input scale per call."""
+    q = _ort_quant()
+    with quiet_root_logger():
+        q.quantize_dynamic(
+            str(static),
+            str(out),
+            per_channel=True,
+            weight_type=q.QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+        )
+    return {"dynamic_matmuls": len(nodes)}
 
 
 def sensitivity(

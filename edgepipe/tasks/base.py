@@ -49,6 +49,9 @@ class Task(ABC):
     # the data columns that make a file this task's when `task: auto` (besides the text column);
     # the first task (in TASKS order) whose columns all exist wins
     signature_columns: tuple[str, ...] = ()
+    # the ops static int8 quantizes when `quantize.op_types` is unset: ["all"] = every op ORT can
+    # (fastest on x86, and argmax-type outputs tolerate the activations' per-tensor scales)
+    int8_op_types: tuple[str, ...] = ("all",)
 
     def matches(self, columns: set[str], label_column: str) -> bool:
         """Whether a data file with these columns is this task's (`task: auto`)."""
