@@ -150,7 +150,7 @@ def train_student(
         student,
         train,
         loss_fn,
-        schedule(dcfg, dcfg.lr, dcfg.batch_size),
+        schedule(dcfg, dcfg.lr, dcfg.batch_size, keep_start=True),  # the cut student is a model too
         seed=seed,
         progress=progress,
         description="distill student",

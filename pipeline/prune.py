@@ -280,6 +280,7 @@ def recover(
         epochs=max(cfg.recovery_epochs, 1e-9),
         min_steps=cfg.recovery_min_steps,
         max_steps=cfg.recovery_max_steps,
+        keep_start=True,  # the pruned model before recovery is a model too
     )
     return fit(
         model,

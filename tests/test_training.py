@@ -91,6 +91,17 @@ def test_a_tie_keeps_the_later_checkpoint_but_does_not_reset_patience():
     assert report["steps"] == 30 and report["best_step"] == 30  # two checks without a better score after step 10
 
 
+def test_keep_start_keeps_the_untrained_weights_when_training_only_makes_them_worse():
+    model, seen, report = _fit([0.95, 0.9, 0.8, 0.85, 0.7], min_steps=40, evaluations=4, keep_start=True)
+    assert seen[0] == 0.0 and [step for step, _ in report["curve"]] == [0, 10, 20, 30, 40]
+    assert report["best_step"] == 0 and report["best_val"] == 0.95 and model.w.item() == 0.0
+    # a better score later still wins, and without keep_start the start is never a candidate
+    model, _, report = _fit([0.5, 0.6, 0.9, 0.7, 0.6], min_steps=40, evaluations=4, keep_start=True)
+    assert report["best_step"] == 20 and model.w.item() > 0
+    _, seen, report = _fit([0.95, 0.9, 0.8, 0.85], min_steps=40, evaluations=4)
+    assert seen[0] > 0 and report["best_step"] == 10
+
+
 def test_without_validation_nothing_changes():
     _, seen, report = _fit([], min_steps=16)
     assert report["steps"] == 16 and "curve" not in report and seen == []
