@@ -514,6 +514,27 @@ def for_data_size(cfg: RunConfig, n_train: int) -> tuple[RunConfig, dict[str, An
     return (build_config(flat, chosen) if chosen else cfg), chosen
 
 
+def explicit_keys(section: BaseModel, prefix: str = "") -> set[str]:
+    """The dotted keys a config was given (defaults left out), from pydantic's `model_fields_set`.
+    Valid on a config as `build_config` made it from its layers; one rebuilt from a full dump
+    (`for_data_size`) has every key set."""
+    keys: set[str] = set()
+    for name in section.model_fields_set:
+        value = getattr(section, name)
+        if isinstance(value, _Section):
+            keys |= explicit_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def for_task(cfg: RunConfig, defaults: dict[str, Any], explicit: set[str]) -> tuple[RunConfig, dict[str, Any]]:
+    """`cfg` with the task's defaults (Task.config_defaults) for the keys nobody set, and what changed."""
+    flat = flatten_tree(config_to_dict(cfg))
+    chosen = {k: v for k, v in defaults.items() if k not in explicit and flat.get(k) != v}
+    return (build_config(flat, chosen) if chosen else cfg), chosen
+
+
 SMOKE: dict[str, Any] = {
     "export.executorch": True,
     "data.train_limit": 960,

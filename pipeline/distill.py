@@ -113,6 +113,17 @@ def build_student(teacher: TaskModel, cfg: StudentConfig, seed: int) -> TaskMode
     return student
 
 
+def is_whole_copy(teacher: TaskModel, cfg: StudentConfig) -> bool:
+    """Whether the student built from `cfg` is the teacher itself: every layer in order, its width."""
+    td = teacher.dims
+    return (
+        list(cfg.layers) == list(range(td.layers))
+        and cfg.hidden_size in (None, td.hidden)
+        and cfg.num_heads in (None, td.heads)
+        and cfg.intermediate_size in (None, td.intermediate)
+    )
+
+
 def train_student(
     teacher: TaskModel,
     train: TokenizedSplit,
@@ -126,6 +137,13 @@ def train_student(
     """Train a student cut from `teacher` (only read) on its outputs `teacher_logits` over `train`
     (the transfer set), keeping the checkpoint best on `val`."""
     student = build_student(teacher, student_cfg, seed)
+    if is_whole_copy(teacher, student_cfg):
+        # every layer at full width: the student computes what the teacher does, so distilling it
+        # can only move it away (sentence embeddings keep the teacher's depth: tasks/embedding.py)
+        return student.eval(), {
+            "layers_from_teacher": list(student_cfg.layers),
+            "train": {"steps": 0, "skipped": "the student is the teacher's copy (every layer, same width)"},
+        }
     loss_mod = teacher.task.distillation_loss(
         dcfg.temperature, dcfg.alpha, dcfg.hidden_weight, student.dims.hidden, teacher.dims.hidden
     )

@@ -41,6 +41,7 @@ from edgepipe.model.train import (
 from edgepipe.pipeline.data import Dataset
 from edgepipe.pipeline.distill import SoftTargets
 from edgepipe.progress import Progress, Silent
+from edgepipe.rundir import stable_hash
 from edgepipe.stages import Record, Result, Stages
 from edgepipe.tokenized import TokenizedData, TokenizedSplit
 
@@ -147,6 +148,21 @@ class Importance:
     heads: list[np.ndarray]
     ffn: list[np.ndarray]
     key: str
+
+
+def needs_importance(cfg: PruneConfig) -> bool:
+    """Whether anything structural is to be removed (heads, neurons, layers): else ranking them is moot."""
+    return bool(cfg.heads or cfg.ffn or cfg.layers or cfg.target_params)
+
+
+def uniform_importance(student: TaskModel) -> Importance:
+    """Equal scores, for a prune that removes no structure (the importance stage then does not run)."""
+    shape = shape_of(student.arch, student.encoder)
+    return Importance(
+        [np.ones(h, np.float32) for h in shape["heads"]],
+        [np.ones(f, np.float32) for f in shape["ffn"]],
+        "uniform:" + stable_hash(shape),
+    )
 
 
 def importance(
@@ -335,9 +351,13 @@ def run(
     before = {split: task.score(predict(pruned, data[split]), data[split].labels) for split in ("val", "test")}
     report[f"{task.metric}_before_recovery"] = before["test"]
     report[f"val_{task.metric}_before_recovery"] = before["val"]
-    report["recovery"] = recover(
-        pruned, soft_targets.logits, data.transfer, data.val, prune, distill, seed, ctx.progress
-    )
+    if report["shape"] == shape_of(student.arch, student.encoder) and not prune.vocab:
+        # the same model as the student: recovery could only move it away from what it already is
+        report["recovery"] = {"steps": 0, "skipped": "nothing was pruned"}
+    else:
+        report["recovery"] = recover(
+            pruned, soft_targets.logits, data.transfer, data.val, prune, distill, seed, ctx.progress
+        )
     if not ctx.dist.main:
         return report, []
     files = save_model(pruned, out_dir, tokenizer_dir=None if prune.vocab else tokenizer.directory)

@@ -438,7 +438,9 @@ TASK_RUNS: dict[str, tuple[Any, list[str]]] = {
         write_pair_csv,
         ["--set", "teacher.max_steps=150", "--set", "distill.max_steps=60", "--task", "pair_classification"],
     ),
-    "embedding": (write_texts_csv, []),
+    # pruning stated: the task's defaults keep the teacher's depth and prune nothing (tasks/embedding.py),
+    # and this run covers the pruning path for embeddings
+    "embedding": (write_texts_csv, ["--set", "prune.heads=0.5", "--set", "prune.ffn=0.6", "--set", "prune.vocab=true"]),
     "token_classification": (write_ner_jsonl, ["--set", "teacher.max_steps=120", "--set", "distill.max_steps=60"]),
     "multi_label": (write_multi_label_csv, ["--set", "teacher.max_steps=300", "--set", "distill.max_steps=120"]),
 }

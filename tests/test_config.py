@@ -132,3 +132,26 @@ def test_the_int8_budget_takes_one_text_of_two_hundred_at_half_a_point():
     q = QuantizeConfig(max_accuracy_drop=0.5, min_agreement=0.97)
     assert (0.655 - 0.65) * 100 > 0.5 and q.within_budget((0.655 - 0.65) * 100, 0.97)
     assert not q.within_budget(0.51, 0.99) and not q.within_budget(0.0, 0.9699)
+
+
+def test_the_tasks_defaults_fill_only_what_nobody_set():
+    from edgepipe import tasks
+    from edgepipe.config import config_to_dict, explicit_keys, flatten_tree, for_task
+
+    cfg = build_config(SMOKE, {"prune.heads": 0.25}, {"quantize.max_accuracy_drop": 0.5})
+    explicit = explicit_keys(cfg)
+    assert {"student.layers", "prune.heads", "quantize.max_accuracy_drop", "data.train_limit"} <= explicit
+    assert "prune.ffn" not in explicit and "prune.vocab" not in explicit
+    # a config rebuilt from its full dump has every key set: the run takes `explicit` before that
+    assert "prune.ffn" in explicit_keys(build_config(flatten_tree(config_to_dict(cfg))))
+    embedding = tasks.get("embedding").config_defaults(teacher_layers=6)
+    assert embedding["student.layers"] == [0, 1, 2, 3, 4, 5]
+    got, chosen = for_task(cfg, embedding, explicit)
+    assert chosen == {"prune.ffn": 0.0, "prune.vocab": False, "quantize.max_excluded_groups": 0}
+    assert got.student.layers == [0] and got.prune.heads == 0.25 and got.quantize.max_accuracy_drop == 0.5
+    assert got.prune.ffn == 0.0 and got.prune.vocab is False
+    plain, chosen = for_task(build_config(), embedding, explicit_keys(build_config()))
+    assert plain.student.layers == [0, 1, 2, 3, 4, 5] and plain.quantize.max_accuracy_drop == 1.0
+    for name in tasks.TASKS:
+        if name != "embedding":
+            assert tasks.get(name).config_defaults(teacher_layers=6) == {}, name

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +137,30 @@ def test_narrow_student_gets_projected_embeddings(tiny_teacher):
         build_student(teacher, StudentConfig(layers=[5]), seed=0)
     with pytest.raises(ConfigError, match="not divisible"):
         build_student(teacher, StudentConfig(layers=[0], hidden_size=30, num_heads=4), seed=0)
+
+
+def test_a_student_that_is_the_whole_teacher_is_not_distilled(tiny_teacher):
+    """Every layer at full width: distillation could only move it away from the teacher (one
+    AdamW step took a six-layer copy of all-MiniLM-L6-v2 from cosine 1.0 to 0.984), so it is skipped."""
+    from edgepipe.pipeline.distill import is_whole_copy, train_student
+    from edgepipe.tokenized import TokenizedSplit
+
+    teacher, _ = load_teacher_dir(tiny_teacher)
+    teacher = teacher.with_labels(["neg", "pos"], seed=0).eval()
+    every = list(range(teacher.dims.layers))
+    assert is_whole_copy(teacher, StudentConfig(layers=every))
+    assert is_whole_copy(teacher, StudentConfig(layers=every, hidden_size=teacher.dims.hidden))
+    assert not is_whole_copy(teacher, StudentConfig(layers=every[:-1]))
+    assert not is_whole_copy(teacher, StudentConfig(layers=every[::-1]))
+    assert not is_whole_copy(teacher, StudentConfig(layers=every, hidden_size=32, num_heads=2))
+    ids = torch.randint(1000, 2000, (8, 7))
+    split = TokenizedSplit(ids.numpy(), np.ones((8, 7), np.int64), np.zeros((8, 7), np.int64), np.zeros(8, np.int64))
+    from edgepipe.config import DistillConfig
+
+    student, report = train_student(
+        teacher, split, split, torch.zeros(8, 2), StudentConfig(layers=every), DistillConfig(batch_size=4), seed=0
+    )
+    assert report["train"] == {"steps": 0, "skipped": "the student is the teacher's copy (every layer, same width)"}
+    x = _inputs()
+    with torch.no_grad():
+        assert torch.equal(student(*x), teacher(*x))

@@ -132,3 +132,17 @@ def test_vocab_pruning_round_trips_text_to_the_same_logits(setup, tmp_path):
     # a word never seen in training still splits into known pieces, not [UNK]
     ids = new_tok("zyxwvut qqq")["input_ids"]
     assert new_tok.unk_token_id not in ids
+
+
+def test_a_prune_that_removes_no_structure_needs_no_importance_and_keeps_the_shape(setup):
+    _, _, model, *_ = setup
+    assert not P.needs_importance(PruneConfig(heads=0, ffn=0))
+    assert P.needs_importance(PruneConfig(heads=0, ffn=0.1)) and P.needs_importance(
+        PruneConfig(heads=0, ffn=0, layers=1)
+    )
+    assert P.needs_importance(PruneConfig(heads=0, ffn=0, target_params=10_000))
+    scores = P.uniform_importance(model)
+    assert [len(h) for h in scores.heads] == [4, 4] and [len(f) for f in scores.ffn] == [128, 128]
+    assert scores.key == P.uniform_importance(model).key and scores.key.startswith("uniform:")
+    pruned, report = P.prune_structure(model, scores, PruneConfig(heads=0, ffn=0))
+    assert report["shape"] == {"heads": [4, 4], "ffn": [128, 128]} and pruned.num_params() == model.num_params()

@@ -60,7 +60,14 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
         for name in ("onnx_int8", "tflite_int8", "ort"):
             assert arts[name]["test_top10_overlap"] >= 0.6, name
         assert not (out / m["bundles"]["ort"]["path"] / "labels.txt").exists()
+        # the task's defaults filled what the run left unset, and were recorded (student and pruning were set)
+        assert m["dataset"]["task_defaults"] == {
+            "task": "embedding",
+            "chosen": {"quantize.max_excluded_groups": 0, "quantize.max_accuracy_drop": 1.0},
+        }
+        assert m["config"]["quantize"]["max_accuracy_drop"] == 1.0 and m["config"]["prune"]["heads"] == 0.5
     else:
+        assert m["dataset"]["task_defaults"] == {"task": task, "chosen": {}}
         assert models["pruned"][t.metric] > m["baseline"]["metric"] + 0.2  # it learned the task
     examples = _test_examples(out)[:60]
     if t.inputs == "text_pair":

@@ -23,7 +23,16 @@ from rich.markup import escape
 import edgepipe
 from edgepipe import distributed
 from edgepipe.app.record import RunRecord
-from edgepipe.config import RunConfig, TeacherConfig, build_config, config_to_dict, flatten_tree, for_data_size
+from edgepipe.config import (
+    RunConfig,
+    TeacherConfig,
+    build_config,
+    config_to_dict,
+    explicit_keys,
+    flatten_tree,
+    for_data_size,
+    for_task,
+)
 from edgepipe.devices.pool import DevicePool
 from edgepipe.errors import BaselineError, BudgetError
 from edgepipe.export import bundle, executorch, onnx, ort_format, tflite, tflite_metadata
@@ -147,6 +156,21 @@ class Run(RunRecord):
         if dataset.extra:
             self.progress.log(
                 f"note: the student learns from the teacher on {len(dataset.extra)} texts beside the {n} labelled ones"
+            )
+        self.save()
+        return cfg
+
+    def fit_to_task(self, cfg: RunConfig, teacher_model: TaskModel, explicit: set[str]) -> RunConfig:
+        """The task's defaults (Task.config_defaults) for settings nobody set: printed, recorded."""
+        task = teacher_model.task
+        cfg, chosen = for_task(cfg, task.config_defaults(teacher_model.dims.layers), explicit)
+        self.manifest.dataset["task_defaults"] = {"task": task.name, "chosen": chosen}
+        if chosen:
+            self.record_config(cfg)
+            self.progress.log(
+                f"note: task {task.name}: "
+                + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                + " (the task's defaults; --set any of them to override)"
             )
         self.save()
         return cfg
@@ -360,6 +384,7 @@ def preflight(cfg: RunConfig) -> None:
 
 
 def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Progress = Silent()) -> Manifest | None:
+    explicit = explicit_keys(cfg)  # before any rebuild: what the user set wins over the task's defaults
     torch.set_num_threads(cfg.threads)
     preflight(cfg)
     dist = distributed.init_from_env()
@@ -396,6 +421,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         )
         cached = t_report.get("cache_hit", True) and t_report.get("fine_tuned", True)
         progress.log("[green]✓[/green] teacher" + (" [dim](cached)[/dim]" if cached else ""))
+        cfg = run.fit_to_task(cfg, t_model, explicit)
         targets = None
         if t_model.task.label_kind == "teacher":  # embeddings: the teacher's outputs are every split's targets
             targets = stages.run("teacher_targets", distill.teacher_targets, teacher=t_model, data=tokens)
@@ -429,18 +455,22 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
         run.record_model(roles[-1], rec.result, stages.path(distill.STUDENT_DIR) / "model.safetensors")
 
         if cfg.prune.enabled:
-            scores = prune.load_importance(
-                stages.run(
-                    "importance",
-                    prune.importance,
-                    student=student,
-                    soft_targets=soft,
-                    data=tokens,
-                    method=cfg.prune.importance,
-                    batches=cfg.prune.importance_batches,
-                    distill=cfg.distill,
-                    seed=cfg.seed,
-                    threads=cfg.threads,
+            scores = (
+                prune.uniform_importance(student)
+                if not prune.needs_importance(cfg.prune) and not cfg.search.active
+                else prune.load_importance(
+                    stages.run(
+                        "importance",
+                        prune.importance,
+                        student=student,
+                        soft_targets=soft,
+                        data=tokens,
+                        method=cfg.prune.importance,
+                        batches=cfg.prune.importance_batches,
+                        distill=cfg.distill,
+                        seed=cfg.seed,
+                        threads=cfg.threads,
+                    )
                 )
             )
             if cfg.search.active:

@@ -57,6 +57,11 @@ class Task(ABC):
         """Whether a data file with these columns is this task's (`task: auto`)."""
         return bool(self.signature_columns) and set(self.signature_columns) <= columns
 
+    def config_defaults(self, teacher_layers: int) -> dict[str, Any]:
+        """Settings (dotted keys) this task's runs default to where the config left them unset;
+        the run prints and records what it took (edgepipe.config.for_task)."""
+        return {}
+
     @property
     def key(self) -> str:
         """Stage keys name the task (edgepipe.stages)."""
