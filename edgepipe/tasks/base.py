@@ -52,6 +52,9 @@ class Task(ABC):
     # the ops static int8 quantizes when `quantize.op_types` is unset: ["all"] = every op ORT can
     # (fastest on x86, and argmax-type outputs tolerate the activations' per-tensor scales)
     int8_op_types: tuple[str, ...] = ("all",)
+    # TFLite int8's activations: "static" (calibrated scales, litert-torch PT2E; fastest, and argmax
+    # outputs tolerate it) or "dynamic" (scaled per call by LiteRT's hybrid kernels: export/tflite.py)
+    int8_activations: str = "static"
 
     def matches(self, columns: set[str], label_column: str) -> bool:
         """Whether a data file with these columns is this task's (`task: auto`)."""
