@@ -219,8 +219,12 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
         if fmt == "onnx_int8":
             pre = path.with_suffix(".pre.onnx")
             Q.preprocess(fp32, pre)
-            reader = Q.CalibrationReader(train, w.qcfg.calibration_examples, w.seq_len, model=fp32)
-            Q.static_int8(pre, path, reader, w.qcfg, [], path.with_suffix(".calibration.json"))
+            qcfg = w.qcfg.model_copy(update={"op_types": Q.task_op_types(w.qcfg, model.task)})
+            if model.task.int8_activations == "dynamic":  # what the task's int8 ships as (embeddings)
+                Q.dynamic_int8(pre, path, qcfg)
+            else:
+                reader = Q.CalibrationReader(train, qcfg.calibration_examples, w.seq_len, model=fp32)
+                Q.static_int8(pre, path, reader, qcfg, [], path.with_suffix(".calibration.json"))
         return path
     if fmt.startswith("executorch"):
         executorch.require_executorch()
@@ -233,6 +237,10 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
         return path
     if fmt == "tflite_fp32":
         tflite.export_tflite_fp32(model, path, train, w.seq_len)
+    elif model.task.int8_activations == "dynamic":
+        fp32 = path.with_suffix(".fp32.tflite")
+        tflite.export_tflite_fp32(model, fp32, train, w.seq_len)
+        tflite.export_tflite_dynamic_int8(fp32, path)
     else:
         tflite.export_tflite_int8(
             model, path, train, w.seq_len, w.qcfg.calibration_examples, tflite.tflite_table(w.qcfg)

@@ -305,3 +305,30 @@ def test_search_stops_at_its_time_budget(smoke_run, tmp_path):
     assert len(steps) == MIN_POINTS + 1  # nothing ran beyond the minimum
     assert fmt == "onnx_int8" and report["chosen"]["plan"] == plan.label
     assert elapsed < sum(steps) + 30  # fits and bookkeeping are cheap next to the measurements
+
+
+def test_the_searchs_int8_candidates_are_built_as_the_task_ships_them(tiny_teacher, tmp_path):
+    """Embeddings ship dynamic int8 (Task.int8_activations): the candidates timed for the latency
+    model are dynamic too, not the static graph the classification tasks ship."""
+    import onnx
+
+    from edgepipe import tasks
+    from edgepipe.config import QuantizeConfig
+    from edgepipe.model.load import load_teacher_dir
+    from edgepipe.pipeline import search
+    from edgepipe.runtimes.litert import LiteRTModel
+    from edgepipe.runtimes.onnxruntime import OrtModel
+    from edgepipe.tokenized import TokenizedSplit
+
+    model, _ = load_teacher_dir(tiny_teacher, tasks.get("embedding"))
+    ids = np.random.default_rng(0).integers(1000, 2000, (16, 16))
+    split = TokenizedSplit(ids, np.ones_like(ids), np.zeros_like(ids), np.zeros((16, model.dims.hidden), np.float32))
+    writers = search.Writers(16, 18, QuantizeConfig(calibration_examples=8))
+    onnx_path = search.build_artifact(model.eval(), "onnx_int8", tmp_path / "c.onnx", split, writers)
+    ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
+    assert "MatMulInteger" in ops and "QuantizeLinear" not in ops  # dynamic, no calibrated scales
+    out = OrtModel(onnx_path).predict(split)
+    assert out.shape == (16, model.dims.hidden) and np.allclose(np.linalg.norm(out, axis=1), 1, atol=0.02)
+    tfl = search.build_artifact(model.eval(), "tflite_int8", tmp_path / "c.tflite", split, writers)
+    assert LiteRTModel(tfl).predict(split).shape == (16, model.dims.hidden)
+    assert tfl.stat().st_size < (tmp_path / "c.fp32.tflite").stat().st_size / 2.5

@@ -52,8 +52,9 @@ class Task(ABC):
     # the ops static int8 quantizes when `quantize.op_types` is unset: ["all"] = every op ORT can
     # (fastest on x86, and argmax-type outputs tolerate the activations' per-tensor scales)
     int8_op_types: tuple[str, ...] = ("all",)
-    # TFLite int8's activations: "static" (calibrated scales, litert-torch PT2E; fastest, and argmax
-    # outputs tolerate it) or "dynamic" (scaled per call by LiteRT's hybrid kernels: export/tflite.py)
+    # int8 activations: "static" (calibrated scales: litert-torch PT2E for TFLite, and ORT's budget loop
+    # starts there; argmax outputs tolerate it) or "dynamic" (scaled per call: TFLite through
+    # ai-edge-quantizer's hybrid recipe, export/tflite.py; the budget search's ONNX candidates too)
     int8_activations: str = "static"
 
     def matches(self, columns: set[str], label_column: str) -> bool:
