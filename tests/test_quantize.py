@@ -302,3 +302,22 @@ def test_embeddings_quantize_only_matmuls_unless_told():
     assert task_op_types(QuantizeConfig(), tasks.get("sequence_classification")) == ["all"]
     assert task_op_types(QuantizeConfig(method="entropy"), tasks.get("sequence_classification")) == ["MatMul", "Gemm"]
     assert task_op_types(QuantizeConfig(op_types=["all"]), tasks.get("embedding")) == ["all"]
+
+
+def test_a_dynamic_task_tries_dynamic_int8_first_and_ships_it_within_budget(tiny_teacher, tmp_path):
+    """Embeddings (Task.int8_activations == "dynamic"): what the budget search times is what ships."""
+    from edgepipe import tasks
+    from edgepipe.model.load import load_teacher_dir
+
+    model, _ = load_teacher_dir(tiny_teacher, tasks.get("embedding"))
+    ids = np.random.default_rng(0).integers(1000, 2000, (64, 16))
+    ones = np.ones_like(ids)
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(ids), torch.from_numpy(ones), torch.zeros_like(torch.from_numpy(ids)))
+    split = TokenizedSplit(ids, ones, np.zeros_like(ids), ref.numpy())
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, fp32, split)
+    r = quantize(fp32, tmp_path / "int8.onnx", split, split, QuantizeConfig(), 16, task=tasks.get("embedding"))
+    assert [t["how"] for t in r["tries"]] == ["dynamic (the task's int8)"] and r["tries"][0]["shipped"]
+    assert r["budget_met"] and r["mode"] == "dynamic (the task's int8)" and r["val_mean_cosine"] > 0.99
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
