@@ -150,12 +150,7 @@ def export_tflite_dynamic_int8(fp32: Path, path: Path) -> dict[str, Any]:
         raise ModelError(f"dynamic int8 TFLite needs ai-edge-quantizer; {INSTALL}") from None
     q = aeq.Quantizer(str(fp32))
     q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    with _quiet():
-        result = q.quantize(enable_progress_report=False, enable_progress_bar=False)
-    with tempfile.TemporaryDirectory(prefix="edgepipe-aeq-") as tmp:
-        raw = Path(tmp) / "aeq.tflite"
-        result.export_model(str(raw), overwrite=True)
-        inline_buffers(raw, path, float_outputs=True)
+    _write_quantized(q, path)
     return {
         "quantizer": "ai-edge-quantizer dynamic_wi8_afp32 (per-channel int8 weights, activations quantized per call)",
         "int8_embedding": True,
@@ -187,13 +182,19 @@ def quantize_embedding_lookup(src: Path, dst: Path, embedding: str, width: int) 
         num_bits=bits,
         granularity=granularity,
     )
+    _write_quantized(q, dst)
+    return bits
+
+
+def _write_quantized(q, dst: Path) -> None:
+    """Run an ai-edge-quantizer `Quantizer` as configured and write its model to `dst` (buffers
+    inlined, float outputs)."""
     with _quiet():
         result = q.quantize(enable_progress_report=False, enable_progress_bar=False)
     with tempfile.TemporaryDirectory(prefix="edgepipe-aeq-") as tmp:
         raw = Path(tmp) / "aeq.tflite"
         result.export_model(str(raw), overwrite=True)
         inline_buffers(raw, dst, float_outputs=True)
-    return bits
 
 
 def dequantize_outputs(model) -> int:

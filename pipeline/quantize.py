@@ -386,7 +386,8 @@ def quantize(
                 if within(best):
                     break
         # MatMuls only: ORT's dynamic quantizer has no Gemm (its IntegerOpsRegistry)
-        kept_float = [n for n in best.excluded if n in set(quantizable_nodes(pre, ["MatMul"]))]
+        matmuls = set(quantizable_nodes(pre, ["MatMul"])) if best.excluded else set()
+        kept_float = [n for n in best.excluded if n in matmuls]
         if within(best) and kept_float:
             # The MatMuls kept out of static int8 still take int8 weights with a scale per call for
             # their input (dynamic): their inputs' outliers (post-GELU FFN activations) are what a
@@ -403,9 +404,8 @@ def quantize(
                 dyn = dynamic(embedding, "dynamic (static int8 missed the budget)")
                 report[f"dynamic_val_{m}"], report["dynamic_val_agreement"] = dyn.metric, dyn.agreement
                 if within(dyn):
-                    best = dyn
                     break
-            # none met the budget: ship the closest (what the user is told about in the manifest)
+            # a dynamic try within budget, else the closest (the manifest says none met the budget)
             best = max(tries, key=lambda a: (within(a), a.metric, a.agreement))
         with atomic_path(out) as tmp_out:
             shutil.copyfile(best.path, tmp_out)

@@ -137,13 +137,7 @@ class Run(RunRecord):
         n = len(dataset.texts["train"])
         cfg, chosen = for_data_size(cfg, n)
         self.manifest.dataset["size_defaults"] = {"train_examples": n, "chosen": chosen}
-        if chosen:
-            self.record_config(cfg)
-            self.progress.log(
-                f"note: {n} training examples: "
-                + ", ".join(f"{k}={v}" for k, v in chosen.items())
-                + " (chosen by data size; --set any of them to override)"
-            )
+        self.take_defaults(cfg, chosen, f"{n} training examples", "chosen by data size")
         dataset.extra, self.manifest.dataset["transfer"] = augment.transfer_texts(
             dataset,
             copies=cfg.distill.augment or 0,
@@ -160,18 +154,22 @@ class Run(RunRecord):
         self.save()
         return cfg
 
+    def take_defaults(self, cfg: RunConfig, chosen: dict[str, Any], what: str, why: str) -> None:
+        """Settings filled for the user (`chosen`, now in `cfg`): recorded and said in one note."""
+        if chosen:
+            self.record_config(cfg)
+            self.progress.log(
+                f"note: {what}: "
+                + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                + f" ({why}; --set any of them to override)"
+            )
+
     def fit_to_task(self, cfg: RunConfig, teacher_model: TaskModel, explicit: set[str]) -> RunConfig:
         """The task's defaults (Task.config_defaults) for settings nobody set: printed, recorded."""
         task = teacher_model.task
         cfg, chosen = for_task(cfg, task.config_defaults(teacher_model.dims.layers), explicit)
         self.manifest.dataset["task_defaults"] = {"task": task.name, "chosen": chosen}
-        if chosen:
-            self.record_config(cfg)
-            self.progress.log(
-                f"note: task {task.name}: "
-                + ", ".join(f"{k}={v}" for k, v in chosen.items())
-                + " (the task's defaults; --set any of them to override)"
-            )
+        self.take_defaults(cfg, chosen, f"task {task.name}", "the task's defaults")
         self.save()
         return cfg
 
