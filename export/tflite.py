@@ -7,9 +7,8 @@ which leaves the embedding table fp32 (most of a small model's bytes); then
 ai-edge-quantizer turns the EMBEDDING_LOOKUP table into int8 rows (or 4-bit blocks of 32), native
 TFLite kernels, so no float copy of the table exists at run time. Per-row int4 lost 4 points on the
 default model (77.65 % vs 81.7 %); blocks of 32 lost none (81.75 %, 6.0 MB instead of 8.8 MB), but
-the stage writes int8 rows for `quantize.embedding: int4` until the bundle's metadata writer keeps
-block scales (`tflite_table`); shipping 4-bit tables then also needs the ONNX side's budget
-fallback to int8 rows.
+like the ONNX side, a 4-bit table that misses the int8 budget on validation is written again as
+int8 rows (the bundle's metadata keeps block scales: export/tflite_metadata.py `graft`).
 
 A task whose whole output vector matters (embeddings: `Task.int8_activations == "dynamic"`)
 takes ai-edge-quantizer's dynamic recipe on the fp32 TFLite instead (`export_tflite_dynamic_int8`).
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,10 @@ def export_tflite_int8(
     seq_len: int,
     n_calibration: int,
     embedding: str = "int8",
+    accept_table: Callable[[Path], bool] | None = None,
 ) -> dict[str, Any]:
+    """PT2E static int8, then the word table as `embedding` asks; a 4-bit table that `accept_table`
+    (the int8 budget) refuses is written again as int8 rows from the same PT2E model."""
     litert_torch = require_litert_torch()
     from litert_torch.quantize import pt2e_quantizer as pq
     from litert_torch.quantize.quant_config import QuantConfig
@@ -127,11 +130,15 @@ def export_tflite_int8(
         pt2e = Path(tmp) / "pt2e.tflite"
         edge.export(str(pt2e))
         bits = quantize_embedding_lookup(pt2e, path, embedding, model.dims.hidden)
+        refused = bits == 4 and accept_table is not None and not accept_table(path)
+        if refused:
+            bits = quantize_embedding_lookup(pt2e, path, "int8", model.dims.hidden)
     return {
         "calibration_examples": n,
         "quantizer": "litert-torch PT2E (static, per-channel weights, int8 activations)",
         "int8_embedding": bits is not None,
         "embedding_bits": bits,
+        **({"int4_table": "missed the int8 budget on validation: int8 rows"} if refused else {}),
     }
 
 
@@ -291,15 +298,6 @@ def run_fp32(
     return check_tflite_parity(model, path, data.test, seq_len, parity_atol) | {"seq_len": seq_len}, [path]
 
 
-def tflite_table(qcfg: QuantizeConfig) -> str:
-    """The TFLite table's format for `quantize.embedding`: 4-bit blocks are written as int8 rows for now.
-    tflite-support's metadata writer (0.4.4, the bundle's Task Library metadata) rebuilds the flatbuffer
-    with a schema that predates blockwise quantization and drops the block scales: LiteRT then refuses
-    the bundled model ("Blockwise quantization details are missing"; measured on the tiny ELECTRA run).
-    `quantize_embedding_lookup(..., "int4", ...)` itself works and is tested."""
-    return "int8" if qcfg.embedding == "int4" else qcfg.embedding
-
-
 def run_int8(
     ctx: Stages,
     *,
@@ -316,7 +314,17 @@ def run_int8(
     if task.int8_activations == "dynamic":
         report = export_tflite_dynamic_int8(source, path)
     else:
-        report = export_tflite_int8(model, path, data.train, seq_len, qcfg.calibration_examples, tflite_table(qcfg))
+        reference = LiteRTModel(source).predict(data.val)
+        fp32_val = task.score(reference, data.val.labels)
+
+        def within_budget(candidate: Path) -> bool:
+            out = LiteRTModel(candidate).predict(data.val)
+            drop = (fp32_val - task.score(out, data.val.labels)) * 100
+            return qcfg.within_budget(drop, task.agreement(out, reference))
+
+        report = export_tflite_int8(
+            model, path, data.train, seq_len, qcfg.calibration_examples, qcfg.embedding, within_budget
+        )
     report |= {"seq_len": seq_len} | task.compare(
         LiteRTModel(path).predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels
     )

@@ -7,6 +7,12 @@ user (onnx) in this process. Also needs the system library libusb-1.0.
 
     python -m edgepipe.export.tflite_metadata write SRC DST VOCAB LABELS IDS MASK SEGMENT
     python -m edgepipe.export.tflite_metadata read MODEL       # JSON on stdout
+
+The writer rebuilds the whole flatbuffer with its 2022 schema, which predates blockwise
+quantization: a 4-bit embedding table lost its block scales and LiteRT refused the model
+("Blockwise quantization details are missing"). So only what the writer adds is kept: its
+metadata entries and packed files are grafted onto the untouched model, parsed and rebuilt
+with LiteRT's own current schema (`graft`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,38 @@ def require_tflite_support() -> None:
     _run("check")
 
 
+def graft(original: bytes, written: bytes) -> bytes:
+    """`original` with the metadata entries `written` added to it and the files packed into it."""
+    import io
+    import zipfile
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(original, 0)
+    source = schema.ModelT.InitFromPackedBuf(written, 0)
+    if any(b.offset for b in model.buffers or []):  # weights stored after the flatbuffer (models > 2 GB)
+        raise ValueError("cannot add metadata to a model whose weights lie outside its flatbuffer")
+    model.metadata = model.metadata or []
+    have = {m.name for m in model.metadata}
+    for entry in source.metadata or []:
+        if entry.name in have:
+            continue
+        buffer = schema.BufferT()
+        buffer.data = source.buffers[entry.buffer].data
+        model.buffers.append(buffer)
+        added = schema.MetadataT()
+        added.name, added.buffer = entry.name, len(model.buffers) - 1
+        model.metadata.append(added)
+    builder = flatbuffers.Builder(len(original) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = io.BytesIO(bytes(builder.Output()))
+    with zipfile.ZipFile(io.BytesIO(written)) as packed, zipfile.ZipFile(out, "a") as zf:
+        for name in packed.namelist():  # as tflite-support packs them: a zip appended to the flatbuffer
+            zf.writestr(name, packed.read(name))
+    return out.getvalue()
+
+
 def _main(argv: list[str]) -> int:
     from tflite_support import metadata
     from tflite_support.metadata_writers import bert_nl_classifier, metadata_info, writer_utils
@@ -62,7 +100,7 @@ def _main(argv: list[str]) -> int:
             writer_utils.load_file(src), metadata_info.BertTokenizerMd(vocab), [labels], ids, mask, segment
         )
         tmp = dst + ".tmp"
-        writer_utils.save_file(writer.populate(), tmp)
+        writer_utils.save_file(graft(writer_utils.load_file(src), writer.populate()), tmp)
         os.replace(tmp, dst)
         return 0
     display = metadata.MetadataDisplayer.with_model_file(argv[1])

@@ -242,9 +242,7 @@ def build_artifact(model: TaskModel, fmt: str, path: Path, train: TokenizedSplit
         tflite.export_tflite_fp32(model, fp32, train, w.seq_len)
         tflite.export_tflite_dynamic_int8(fp32, path)
     else:
-        tflite.export_tflite_int8(
-            model, path, train, w.seq_len, w.qcfg.calibration_examples, tflite.tflite_table(w.qcfg)
-        )
+        tflite.export_tflite_int8(model, path, train, w.seq_len, w.qcfg.calibration_examples, w.qcfg.embedding)
     return path
 
 

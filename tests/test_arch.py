@@ -171,3 +171,41 @@ def test_the_onnx_export_of_a_pruned_model_matches_pytorch(tiny, tmp_path):
     onnx.save(graph, str(tmp_path / "m.rows.onnx"))
     fp32, rows = predict(pruned, data.test), OrtModel(tmp_path / "m.rows.onnx", threads=1).predict(data.test)
     assert np.abs(rows - fp32).max() < 0.05 * np.abs(fp32).max()  # the untrained head's logits are near ties
+
+
+def test_a_width_cut_keeps_every_kept_number_and_round_trips_or_is_refused(tiny, tmp_path):
+    """prune.hidden: the residual stream narrows in every table, projection and LayerNorm (an architecture
+    that cannot says so in one line); all dimensions kept is the same function, a real cut is smaller,
+    rebuilds from its saved config with layers keeping more heads than that config counts, and exports."""
+    from edgepipe.config import PruneConfig
+    from edgepipe.errors import ConfigError
+    from edgepipe.pipeline.prune import select
+
+    _, model, _, _, data, _ = tiny
+    d = model.dims
+    writers = model.arch.residual_writers(model.encoder)
+    if not writers:
+        with pytest.raises(ConfigError, match="cannot cut its hidden width"):
+            select([np.ones(d.heads)] * 2, [np.ones(d.intermediate)] * 2, PruneConfig(hidden=0.5), d.hidden, 16)
+        return
+    assert len(writers) == 1 + 2 * d.layers
+    full = {"layers": [0, 1], "heads": [list(range(d.heads))] * 2, "ffn": [list(range(d.intermediate))] * 2}
+    same = apply_plan(model, full | {"hidden": list(range(d.hidden)), "norm_gain": [1.0] * len(writers)})
+    assert np.abs(predict(same, data.test) - predict(model, data.test)).max() < 1e-5
+    # 3 of 4 heads in layer 0, 1 of 4 in layer 1; 32 of 64 dimensions: the saved config counts 2 heads of 16
+    kept = sorted(np.random.default_rng(0).permutation(d.hidden)[:32].tolist())
+    plan = {"layers": [0, 1], "heads": [[0, 1, 3], [2]], "ffn": [list(range(0, d.intermediate, 2))] * 2}
+    cut = apply_plan(model, plan | {"hidden": kept, "norm_gain": [1.1] * len(writers)})
+    assert cut.dims.hidden == 32 and cut.dims.head_dim == d.head_dim
+    assert model.arch.word_embeddings(cut.encoder).weight.shape[1] in (32, model.config.to_dict().get("embedding_size"))
+    assert shape_of(cut.arch, cut.encoder) == {"heads": [3, 1], "ffn": [d.intermediate // 2] * 2}
+    small = count_macs(cut.arch, cut.encoder, 32)
+    assert small["ffn"] * 4 == count_macs(model.arch, model.encoder, 32)["ffn"]  # half the neurons, half the width
+    assert float(model.arch.residual_writers(cut.encoder)[-1].weight[0].detach()) == pytest.approx(
+        1.1 * float(writers[-1].weight[kept[0]].detach())
+    )
+    save_model(cut, tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert np.array_equal(predict(back, data.test), predict(cut, data.test))
+    export_onnx(cut, tmp_path / "m.onnx", data.test)
+    assert check_parity(cut, tmp_path / "m.onnx", data.test, atol=1e-4)["parity_max_abs"] < 1e-4

@@ -147,7 +147,7 @@ def test_the_tasks_defaults_fill_only_what_nobody_set():
     embedding = tasks.get("embedding").config_defaults(teacher_layers=6)
     assert embedding["student.layers"] == [0, 1, 2, 3, 4, 5]
     got, chosen = for_task(cfg, embedding, explicit)
-    assert chosen == {"prune.ffn": 0.0, "prune.vocab": False, "quantize.max_excluded_groups": 0}
+    assert chosen == {"prune.ffn": 0.0, "prune.hidden": 0.0, "prune.vocab": False, "quantize.max_excluded_groups": 0}
     assert got.student.layers == [0] and got.prune.heads == 0.25 and got.quantize.max_accuracy_drop == 0.5
     assert got.prune.ffn == 0.0 and got.prune.vocab is False
     plain, chosen = for_task(build_config(), embedding, explicit_keys(build_config()))

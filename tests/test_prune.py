@@ -83,7 +83,7 @@ def test_importance_ranks_a_useless_head_last(setup, method):
         out.dense.weight[:, 48:64] = 0
     if method == "taylor":
         logits = torch.from_numpy(predict(m, splits["train"])) * 3 + torch.randn(len(splits["train"]), 2)
-        heads, ffn = P.taylor_importance(
+        heads, ffn, _ = P.taylor_importance(
             m, splits["train"], logits, DistillationLoss(2.0, 0.5), n_batches=6, batch_size=16, seed=0
         )
     else:
@@ -146,3 +146,66 @@ def test_a_prune_that_removes_no_structure_needs_no_importance_and_keeps_the_sha
     assert scores.key == P.uniform_importance(model).key and scores.key.startswith("uniform:")
     pruned, report = P.prune_structure(model, scores, PruneConfig(heads=0, ffn=0))
     assert report["shape"] == {"heads": [4, 4], "ffn": [128, 128]} and pruned.num_params() == model.num_params()
+
+
+@pytest.mark.parametrize("method", ["taylor", "magnitude"])
+def test_width_importance_ranks_a_dead_dimension_last_and_the_cut_keeps_whole_heads(setup, method):
+    _, _, model, _, _, splits = setup
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():  # dimension 5 is zero wherever the residual stream is written
+        for writer in m.arch.residual_writers(m.encoder):
+            writer.weight[5] = 0
+            writer.bias[5] = 0
+    if method == "taylor":
+        logits = torch.from_numpy(predict(m, splits["train"])) * 3
+        _, _, hidden = P.taylor_importance(
+            m, splits["train"], logits, DistillationLoss(2.0, 0.5), n_batches=4, batch_size=16, seed=0
+        )
+    else:
+        hidden = P.magnitude_hidden(m)
+    assert hidden.shape == (64,) and hidden.argmin() == 5 and hidden[5] == pytest.approx(0.0, abs=1e-12)
+    # 30 % of 64 = 19.2 dimensions; whole heads of 16: 48 stay, and not the dead one
+    kept = P.keep_width(hidden, 0.3, 16)
+    removed = sorted(set(range(64)) - set(kept))
+    assert len(kept) == 48 and 5 in removed and hidden[kept].min() >= hidden[removed].max()
+    assert len(P.keep_width(hidden, 0.99, 16)) == 16  # at least one head's width
+    heads, ffn = P.magnitude_importance(m)
+    scores = P.Importance(heads, ffn, "k", hidden)
+    pruned, report = P.prune_structure(m, scores, PruneConfig(heads=0, ffn=0, hidden=0.5), splits["train"], 16)
+    assert pruned.dims.hidden == 32 and report["hidden_kept"] == 32 and len(report["norm_gain"]) == 5
+    assert pruned.head.in_features == 32 and predict(pruned, splits["test"]).shape == (50, 2)
+
+
+def test_norm_gain_is_the_kept_dimensions_share_of_the_spread():
+    """A LayerNorm input whose removed dimension is zero: std(kept) / std(all), by hand."""
+    x = torch.tensor([[3.0, -1.0, 2.0, 0.0], [1.0, 1.0, -2.0, 0.0]])
+    ratio = P.spread_ratio(x, torch.tensor([0, 1, 2]))
+    assert ratio[0] == pytest.approx(np.sqrt((13 / 3) / (10 / 3)), abs=1e-6)  # sample variances 4.33 and 3.33
+    assert ratio[1] == pytest.approx(np.sqrt(3.0 / 2.0), abs=1e-6)
+
+
+def test_a_width_cut_of_sentence_embeddings_is_refused_in_one_line():
+    from edgepipe import tasks
+
+    with pytest.raises(ConfigError, match="prune.hidden=0"):
+        tasks.get("embedding").keep_head_inputs(torch.nn.Identity(), torch.arange(4))
+
+
+def test_the_width_cut_is_a_default_only_where_it_can_be_made(setup):
+    """A linear head on an architecture with residual writers: a third of the width, two recovery epochs;
+    sentence embeddings (the output is the hidden state) and DeBERTa-v2 (not written) get none."""
+    import copy
+
+    from edgepipe import tasks
+
+    _, _, model, *_ = setup
+    assert P.width_defaults(model) == {"prune.hidden": 1 / 3, "prune.recovery_epochs": 2.0}
+    embedder = copy.deepcopy(model)
+    embedder.head = torch.nn.Identity()
+    assert P.width_defaults(embedder) == {}
+    assert tasks.get("embedding").config_defaults(6)["prune.hidden"] == 0.0
+    from edgepipe.arch import ARCHITECTURES
+
+    assert ARCHITECTURES["deberta-v2"].residual_writers(model.encoder) == []

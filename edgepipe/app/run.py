@@ -34,7 +34,7 @@ from edgepipe.config import (
     for_task,
 )
 from edgepipe.devices.pool import DevicePool
-from edgepipe.errors import BaselineError, BudgetError
+from edgepipe.errors import BaselineError, BudgetError, ConfigError
 from edgepipe.export import bundle, executorch, onnx, ort_format, tflite, tflite_metadata
 from edgepipe.manifest import Artifact, EvalInputs, Manifest, ModelEntry, earlier_benchmarks
 from edgepipe.model.load import Tokenizer, head_task, teacher_source
@@ -167,9 +167,14 @@ class Run(RunRecord):
     def fit_to_task(self, cfg: RunConfig, teacher_model: TaskModel, explicit: set[str]) -> RunConfig:
         """The task's defaults (Task.config_defaults) for settings nobody set: printed, recorded."""
         task = teacher_model.task
-        cfg, chosen = for_task(cfg, task.config_defaults(teacher_model.dims.layers), explicit)
+        # the budget search plans heads, neurons, layers and vocabulary, not width: no width cut under it
+        if cfg.search.active and cfg.prune.hidden:
+            raise ConfigError("the budget search does not plan width cuts; drop prune.hidden or the search")
+        width = {} if cfg.search.active else prune.width_defaults(teacher_model)
+        defaults = width | task.config_defaults(teacher_model.dims.layers)
+        cfg, chosen = for_task(cfg, defaults, explicit)
         self.manifest.dataset["task_defaults"] = {"task": task.name, "chosen": chosen}
-        self.take_defaults(cfg, chosen, f"task {task.name}", "the task's defaults")
+        self.take_defaults(cfg, chosen, f"task {task.name} on {teacher_model.arch.model_type}", "the task's defaults")
         self.save()
         return cfg
 
@@ -465,6 +470,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
                         data=tokens,
                         method=cfg.prune.importance,
                         batches=cfg.prune.importance_batches,
+                        **({"width": True} if cfg.prune.hidden else {}),  # earlier runs' scores stay valid
                         distill=cfg.distill,
                         seed=cfg.seed,
                         threads=cfg.threads,

@@ -119,6 +119,17 @@ def keep_rows(
     return new
 
 
+def select_norm(norm: nn.LayerNorm, index: torch.Tensor, gain: float = 1.0) -> nn.LayerNorm:
+    """A LayerNorm over only these features (its weight times `gain`)."""
+    new = nn.LayerNorm(len(index), eps=norm.eps, elementwise_affine=norm.weight is not None, bias=norm.bias is not None)
+    with torch.no_grad():
+        if norm.weight is not None:
+            new.weight.copy_(norm.weight.detach()[index] * gain)
+        if norm.bias is not None:
+            new.bias.copy_(norm.bias.detach()[index])
+    return new
+
+
 def select_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new Linear keeping rows (dim=0, output features) or columns (dim=1, input features)."""
     w = linear.weight.detach().index_select(dim, index).clone()
@@ -274,6 +285,25 @@ class Architecture(ABC):
 
     # weight matrices per FFN neuron that a token multiplies through: up + down, or up + gate + down (GLU)
     ffn_matrices: int = 2
+
+    # -- hidden width (the residual stream) ---------------------------------------------
+
+    def residual_writers(self, encoder: nn.Module) -> list[nn.Module]:
+        """The modules whose outputs are the residual stream, in order (the embeddings' normalisation,
+        then each block's): a gate on their outputs scores every hidden dimension at once.
+        [] = this architecture cannot cut its hidden width (`prune.hidden` is refused)."""
+        return []
+
+    def keep_hidden(self, encoder: nn.Module, dims: list[int], norm_gain: list[float]) -> None:
+        """Only these hidden dimensions remain in every table, projection and normalisation that reads or
+        writes the residual stream; `norm_gain[i]` multiplies the i-th residual writer's normalisation
+        weight (a LayerNorm over fewer dimensions divides by another spread: prune.hidden_dims)."""
+        raise NotImplementedError(f"{self.model_type} cannot cut its hidden width")
+
+    def grow_heads(self, layer: nn.Module, heads: int) -> None:
+        """Give a freshly built layer `heads` heads (weights loaded after): a width-pruned model's config
+        counts fewer heads than some of its layers keep."""
+        raise NotImplementedError(f"{self.model_type} cannot rebuild a layer with more heads than its config")
 
     def has_pooler(self, encoder: nn.Module) -> bool:
         return getattr(encoder, "pooler", None) is not None

@@ -21,7 +21,16 @@ from torch import nn
 from transformers import BertConfig, BertModel, PretrainedConfig
 
 from edgepipe.arch import wordpiece
-from edgepipe.arch.base import Architecture, Dims, EncoderOutput, Vocabulary, keep_rows, register, select_linear
+from edgepipe.arch.base import (
+    Architecture,
+    Dims,
+    EncoderOutput,
+    Vocabulary,
+    keep_rows,
+    register,
+    select_linear,
+    select_norm,
+)
 
 # Added to attention scores of padded positions. HF fills with float32's minimum, which
 # makes the int8 scale of that tensor collapse (the mask is then silently dropped);
@@ -209,6 +218,66 @@ class Bert(Architecture):
         index = torch.tensor(sorted(neurons), dtype=torch.long)
         layer.intermediate.dense = select_linear(layer.intermediate.dense, index, 0)
         layer.output.dense = select_linear(layer.output.dense, index, 1)
+
+    def residual_writers(self, encoder: BertModel) -> list[nn.Module]:
+        writers = [self._embedding_output(encoder)]
+        for layer in self.layers(encoder):
+            att = layer.attention
+            writers += [att.LayerNorm if isinstance(att, NoAttention) else att.output.LayerNorm, layer.output.LayerNorm]
+        return writers
+
+    def _embedding_output(self, encoder: BertModel) -> nn.Module:
+        """What writes the residual stream's first value: the embeddings' LayerNorm (ELECTRA: its projection)."""
+        return encoder.embeddings.LayerNorm
+
+    @torch.no_grad()
+    def _keep_embedding_width(self, encoder: BertModel, index: torch.Tensor, gain: float) -> None:
+        e = encoder.embeddings
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            table = getattr(e, name)
+            new = nn.Embedding(table.num_embeddings, len(index), padding_idx=table.padding_idx)
+            new.weight.copy_(table.weight.detach()[:, index])
+            setattr(e, name, new)
+        e.LayerNorm = select_norm(e.LayerNorm, index, gain)
+
+    @torch.no_grad()
+    def keep_hidden(self, encoder: BertModel, dims: list[int], norm_gain: list[float]) -> None:
+        head_dim = self.dims(encoder.config).head_dim
+        if len(dims) % head_dim:
+            raise ValueError(f"a hidden width of {len(dims)} is not a multiple of the head size {head_dim}")
+        index = torch.tensor(sorted(dims), dtype=torch.long)
+        self._keep_embedding_width(encoder, index, norm_gain[0])
+        for i, layer in enumerate(self.layers(encoder)):
+            att, out = layer.attention, layer.output
+            gain_att, gain_ffn = norm_gain[1 + 2 * i], norm_gain[2 + 2 * i]
+            if isinstance(att, NoAttention):
+                att.bias = nn.Parameter(att.bias.detach()[index].clone())
+                att.LayerNorm = select_norm(att.LayerNorm, index, gain_att)
+            else:
+                sa = att.self
+                sa.query, sa.key, sa.value = (select_linear(m, index, 1) for m in (sa.query, sa.key, sa.value))
+                att.output.dense = select_linear(att.output.dense, index, 0)
+                att.output.LayerNorm = select_norm(att.output.LayerNorm, index, gain_att)
+            if isinstance(out, NoFeedForward):
+                out.bias = nn.Parameter(out.bias.detach()[index].clone())
+            else:
+                layer.intermediate.dense = select_linear(layer.intermediate.dense, index, 1)
+                out.dense = select_linear(out.dense, index, 0)
+            out.LayerNorm = select_norm(out.LayerNorm, index, gain_ffn)
+        if self.has_pooler(encoder):
+            encoder.pooler.dense = select_linear(select_linear(encoder.pooler.dense, index, 1), index, 0)
+        self._resize_config(encoder.config, len(index), head_dim)
+
+    def _resize_config(self, config: PretrainedConfig, hidden: int, head_dim: int) -> None:
+        config.hidden_size = hidden
+        config.num_attention_heads = hidden // head_dim  # keeps the head size: hidden / heads
+
+    def grow_heads(self, layer: nn.Module, heads: int) -> None:
+        sa, dense = layer.attention.self, layer.attention.output.dense
+        width = heads * sa.attention_head_size
+        sa.query, sa.key, sa.value = (nn.Linear(m.in_features, width) for m in (sa.query, sa.key, sa.value))
+        layer.attention.output.dense = nn.Linear(width, dense.out_features)
+        sa.num_attention_heads, sa.all_head_size = heads, width
 
     def attention_output(self, layer: nn.Module) -> nn.Linear | None:
         return None if isinstance(layer.attention, NoAttention) else layer.attention.output.dense

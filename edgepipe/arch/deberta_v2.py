@@ -128,6 +128,11 @@ class DebertaV2(Bert):
         att = layer.attention
         return 0 if isinstance(att, NoAttention) else att.self.num_attention_heads
 
+    def residual_writers(self, encoder: nn.Module) -> list[nn.Module]:
+        """[]: the width cut is not written for DeBERTa-v2 (its relative-position table and encoder-level
+        LayerNorm read the residual width too); prune.hidden is refused in one line."""
+        return []
+
     def keep_heads(self, layer: nn.Module, heads: list[int]) -> None:
         att = layer.attention
         if isinstance(att, NoAttention) or not heads:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import ElectraConfig, ElectraModel
 
-from edgepipe.arch.base import FirstTokenPooler, register
+from edgepipe.arch.base import FirstTokenPooler, register, select_linear
 from edgepipe.arch.bert import Bert
 
 
@@ -23,6 +23,10 @@ class Electra(Bert):
     def build(self, config: ElectraConfig, with_pooler: bool) -> nn.Module:
         config._attn_implementation = "sdpa"
         model = ElectraModel(config)
+        if getattr(config, "embeddings_project", False) and not hasattr(model, "embeddings_project"):
+            # a width cut to the tables' own width keeps the projection (ElectraModel builds it only
+            # when the widths differ; its forward uses it whenever it exists)
+            model.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
         if with_pooler:
             model.pooler = FirstTokenPooler(config.hidden_size, "gelu")
         return model
@@ -39,3 +43,17 @@ class Electra(Bert):
         if project is None:
             return encoder.embeddings
         return nn.ModuleDict({"embeddings": encoder.embeddings, "project": project})
+
+    def _embedding_output(self, encoder: nn.Module) -> nn.Module:
+        return getattr(encoder, "embeddings_project", None) or encoder.embeddings.LayerNorm
+
+    @torch.no_grad()
+    def _keep_embedding_width(self, encoder: nn.Module, index: torch.Tensor, gain: float) -> None:
+        """With a projection the tables keep their own width and only the projection's outputs go."""
+        project = getattr(encoder, "embeddings_project", None)
+        if project is None:
+            super()._keep_embedding_width(encoder, index, gain)
+            encoder.config.embedding_size = len(index)
+            return
+        encoder.config.embeddings_project = True
+        encoder.embeddings_project = select_linear(project, index, 0)

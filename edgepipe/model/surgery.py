@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgepipe.arch.base import Architecture
@@ -24,7 +25,9 @@ def shape_of(arch: Architecture, encoder: nn.Module) -> dict[str, list[int]]:
 def apply_shape(arch: Architecture, encoder: nn.Module, shape: dict[str, Any]) -> None:
     """Give a freshly built encoder the per-layer shape of a pruned one (weights loaded after)."""
     for layer, h, f in zip(arch.layers(encoder), shape["heads"], shape["ffn"]):
-        if h != arch.head_count(layer):
+        if h > arch.head_count(layer):  # a width-pruned config counts fewer heads than a layer may keep
+            arch.grow_heads(layer, h)
+        elif h != arch.head_count(layer):
             arch.keep_heads(layer, list(range(h)))
         if f != arch.ffn_count(layer):
             arch.keep_neurons(layer, list(range(f)))
@@ -32,7 +35,8 @@ def apply_shape(arch: Architecture, encoder: nn.Module, shape: dict[str, Any]) -
 
 def apply_plan(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
     """A physically smaller copy (removed rows/columns are gone, not zeroed): `plan` names the layers,
-    and per kept layer the heads and FFN neurons, that survive."""
+    per kept layer the heads and FFN neurons, and (`hidden`, optional) the hidden dimensions that
+    survive, with the gains of the residual stream's normalisations (`norm_gain`)."""
     pruned = copy.deepcopy(model)
     pruned.key = None  # a different model from the one it was cut from
     arch = pruned.arch
@@ -40,6 +44,9 @@ def apply_plan(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
     for layer, heads, ffn in zip(arch.layers(pruned.encoder), plan["heads"], plan["ffn"]):
         arch.keep_heads(layer, heads)
         arch.keep_neurons(layer, ffn)
+    if plan.get("hidden") is not None:
+        arch.keep_hidden(pruned.encoder, plan["hidden"], plan["norm_gain"])
+        pruned.head = pruned.task.keep_head_inputs(pruned.head, torch.tensor(sorted(plan["hidden"])))
     return pruned
 
 

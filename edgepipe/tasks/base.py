@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgepipe.arch.base import EncoderOutput
+from edgepipe.arch.base import EncoderOutput, select_linear
+from edgepipe.errors import ConfigError
 from edgepipe.tasks.losses import DistillationLoss
 
 
@@ -76,6 +77,15 @@ class Task(ABC):
         self, hidden: int, labels: list[str], initializer_range: float, generator: torch.Generator | None
     ) -> nn.Module:
         """The head on top of the encoder (seeded by `generator` when given)."""
+
+    def keep_head_inputs(self, head: nn.Module, dims: torch.Tensor) -> nn.Module:
+        """The head reading only these hidden dimensions (the encoder's width was cut: prune.hidden)."""
+        if not isinstance(head, nn.Linear):
+            raise ConfigError(
+                f"the {self.name} task's output is the encoder's hidden state itself: cutting its width "
+                "(prune.hidden) would change what the model outputs; set prune.hidden=0"
+            )
+        return select_linear(head, dims, 1)
 
     @abstractmethod
     def forward(self, model: nn.Module, out: EncoderOutput, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -135,6 +135,7 @@ class SentenceEmbedding(Task):
             "student.layers": list(range(teacher_layers)),
             "prune.heads": 0.0,
             "prune.ffn": 0.0,
+            "prune.hidden": 0.0,
             "prune.vocab": False,
             "quantize.max_excluded_groups": 0,
             "quantize.max_accuracy_drop": 1.0,
