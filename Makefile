@@ -31,12 +31,13 @@ demo: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/compress-and-export --smoke --out runs/smoke
 
-# edgepipe against its goals on a finished `make demo` run (~1 min; --wall adds two fresh runs, ~25 min)
+# edgepipe against its goals on a finished `make demo` run (~3 min; bench-wall adds two fresh default runs and
+# cold runs at 1,000 and 3,000 training examples, ~25 min)
 bench: $(STAMP)
 	$(BIN)/python -m bench runs/demo --threads-all --out bench/results.json
 
 bench-wall: $(STAMP)
-	$(BIN)/python -m bench runs/demo --threads-all --wall --out bench/results.json
+	$(BIN)/python -m bench runs/demo --threads-all --wall --wall-sizes 1000 3000 --out bench/results.json
 
 # lint, then the fast tier (unit tests on tiny models, two workers, ~2 min), then the end-to-end runs
 # (marked e2e) on two workers too: one run keeps one core busy (95 %), and tests/conftest.py puts each

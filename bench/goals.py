@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepipe.app.report import GOALS_FILE, load_run, write_report
 from edgepipe.config import default_cache_dir
 from edgepipe.devices.remote import RUNNER
 from edgepipe.devices.standalone import runner as rn
@@ -399,6 +400,32 @@ def wall_run(out_dir: Path, cache: Path, extra: list[str]) -> dict[str, Any]:
     }
 
 
+def wall_by_size(sizes: list[int], extra: list[str]) -> dict[str, Any]:
+    """How the pipeline's cost grows with the user's data: one cold `compress-and-export` (fresh cache, so
+    the teacher's fine-tune is in it) per training-set size (`data.train_limit`), the rest as by default."""
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="edgepipe-wall-") as tmp:
+            cache = Path(tmp) / "cache"
+            cache.mkdir()
+            print(f"bench: compress-and-export, cold cache, {n} training examples", file=sys.stderr, flush=True)
+            r = wall_run(Path(tmp) / "run", cache, [*extra, "--set", f"data.train_limit={n}"])
+            metric = None
+            if not r["rc"]:
+                m = Manifest.load(Path(tmp) / "run")
+                metric = m.models["pruned"]["artifacts"]["onnx_int8"].get(f"test_{m.metric}")
+            rows.append(
+                {
+                    "train_examples": n,
+                    "wall_s": r["wall_s"],
+                    "max_rss_mb": r["peak_rss_mb_largest_process"],
+                    "metric": metric,
+                    "rc": r["rc"],
+                }
+            )
+    return {"how": "one cold run per size, each in its own process tree, one after another", "rows": rows}
+
+
 def usual_int8_route(teacher_fp32: Path, digest: str, out: Path) -> dict[str, Any]:
     """The peer, built once per teacher file (`digest`, its sha256): ONNX Runtime's dynamic int8
     quantizer with its default operator set (MatMul, Gather, Attention, ...) and per-channel weights,
@@ -720,6 +747,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             "goal": f"cold {goal_text('wall_s')}, cached teacher {goal_text('wall_cached_s')}",
             "status": NOT_MEASURED_WALL,
         }
+    if args.wall_sizes:
+        results["wall_by_size"] = wall_by_size(args.wall_sizes, ["--smoke"] if quick else [])
 
     after = machine_snapshot()
     doc = {
@@ -910,6 +939,20 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append(("7 scaling", f"p50 ms by tokens (batch 1) {seq}", "1", "—", "no goal", "reported"))
         rows.append(("7 scaling", f"ms per sequence by batch (64 tokens) {batch}", "1", "—", "no goal", "reported"))
         rows.append(("7 scaling", f"throughput at batch 32, 64 tokens: {tput}", "-", "—", "no goal", "reported"))
+    for x in (r.get("wall_by_size") or {}).get("rows", []):
+        figure = f"{x['wall_s']:.0f} s" + (f", metric {x['metric']:.4f}" if x["metric"] is not None else "")
+        if x["rc"]:
+            figure = f"failed (rc {x['rc']})"
+        rows.append(
+            (
+                "7 scaling",
+                f"cold compress-and-export, {x['train_examples']} training examples",
+                "-",
+                figure,
+                "no goal",
+                "reported",
+            )
+        )
     return rows
 
 
@@ -974,6 +1017,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="plumbing check: 1 round, few runs, 200 eval examples (--wall runs --smoke)",
     )
+    ap.add_argument(
+        "--wall-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also time one cold compress-and-export per training-set size N (data.train_limit): ~4-8 min each",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/results.json"))
     ap.add_argument("--rounds", type=int, default=None, help="paired rounds (default 5, quick 1)")
     ap.add_argument("--runs", type=int, default=None, help="timed runs per model per round (default 50, quick 10)")
@@ -991,9 +1042,15 @@ def main(argv: list[str] | None = None) -> int:
     except EdgepipeError as e:
         print(f"bench: {e}", file=sys.stderr)
         return e.exit_code
+    doc["table"] = [list(row) for row in table_rows(doc)]
     write_json_atomic(args.out, doc)
     if "scaling" in doc["results"]:
         scaling_plot(doc, args.out.with_name("scaling.svg"))
     print_table(doc)
     print(f"wrote {args.out}", file=sys.stderr)
+    # the run's own report shows what was measured on it (edgepipe.app.report.goals_section)
+    write_json_atomic(args.run_dir / GOALS_FILE, doc)
+    name, manifest = load_run(args.run_dir)
+    write_report(args.run_dir, [(name, manifest)], {name: doc})
+    print(f"wrote {args.run_dir / GOALS_FILE} and the run's report", file=sys.stderr)
     return 0

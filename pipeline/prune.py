@@ -26,6 +26,7 @@ from torch import nn
 
 from edgepipe.config import DistillConfig, PruneConfig
 from edgepipe.errors import ConfigError
+from edgepipe.model.int4 import int4_tables
 from edgepipe.model.load import Tokenizer
 from edgepipe.model.surgery import apply_plan, shape_of
 from edgepipe.model.task_model import TaskModel, load_model, save_model
@@ -412,11 +413,17 @@ def recover(
     distill: DistillConfig,
     seed: int,
     progress: Progress = Silent(),
+    int4_grid: bool = False,
 ) -> dict[str, Any]:
     """Distil again from the teacher's soft targets (over the transfer set `train`) so the pruned
-    model regains accuracy; validated and stopped as distillation is (distill.*)."""
+    model regains accuracy; validated and stopped as distillation is (distill.*). With `int4_grid`
+    (quantize.embedding: int4) the embedding tables train through their 4-bit grid and stay on it."""
     if cfg.recovery_epochs == 0 and not cfg.recovery_max_steps:
         return {"steps": 0}
+    if int4_grid:
+        with int4_tables(model) as tables:
+            report = recover(model, soft_targets, train, val, cfg, distill, seed, progress)
+        return report | {"int4_tables": [t.weight.shape[0] for t in tables]}
     loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), soft_targets)
     settings = schedule(
         distill,
@@ -452,9 +459,11 @@ def run(
     max_length: int,
     seed: int,
     threads: int,
+    embedding: str = "int8",
 ) -> Result:
-    """The stage (every training process runs it): structured pruning, vocabulary pruning, recovery;
-    the pruned model saved with its tokenizer (rank 0 writes)."""
+    """The stage (every training process runs it): structured pruning, vocabulary pruning, recovery
+    (through the 4-bit table grid when `embedding`, quantize.embedding, is int4); the pruned model
+    saved with its tokenizer (rank 0 writes)."""
     out_dir = ctx.path(PRUNED_DIR)
     train = dataset.tokenize(tokenizer.hf, max_length).transfer if prune.hidden else None
     pruned, report = prune_structure(student, scores, prune, train, distill.batch_size or 32)
@@ -486,7 +495,15 @@ def run(
         report["recovery"] = {"steps": 0, "skipped": "nothing was pruned"}
     else:
         report["recovery"] = recover(
-            pruned, soft_targets.logits, data.transfer, data.val, prune, distill, seed, ctx.progress
+            pruned,
+            soft_targets.logits,
+            data.transfer,
+            data.val,
+            prune,
+            distill,
+            seed,
+            ctx.progress,
+            embedding == "int4",
         )
     if not ctx.dist.main:
         return report, []

@@ -112,15 +112,15 @@ INT4_BLOCKS = (32, 16)  # values per scale, first that divides the width (ORT: a
 def int4_blocks(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     """A [rows, width] float table as GatherBlockQuantized takes it: uint8 with two 4-bit values per
     byte (low nibble first, stored +8: ORT's default zero point for uint8 data) and one fp16 scale per
-    block of a row. Each block's largest-magnitude value maps to -8 exactly (MLAS's blocked-int4
-    convention), the rest round to [-8, 7]. None when no block size divides the width."""
+    block of a row: max|value| / 7, values rounded to [-7, 7]. That is edgepipe.model.int4's grid (the
+    TFLite table's too), so a table recovery left on it is stored exactly. None when no block size
+    divides the width."""
     rows, width = table.shape
     block = next((b for b in INT4_BLOCKS if width % b == 0), None)
     if block is None:
         return None
     blocks = table.astype(np.float32).reshape(rows, width // block, block)
-    peak = np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)[..., 0]
-    scale = (peak / -8.0).astype(np.float16).astype(np.float32)
+    scale = (np.abs(blocks).max(-1) / 7.0).astype(np.float16).astype(np.float32)
     scale[scale == 0] = 1.0
     q = (np.clip(np.round(blocks / scale[..., None]), -8, 7) + 8).astype(np.uint8).reshape(rows, width)
     return (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8), scale.astype(np.float16), block

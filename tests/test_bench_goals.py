@@ -236,6 +236,7 @@ def _args(run: Path, **kw) -> argparse.Namespace:
                 "runs": 7,
                 "threads_all": False,
                 "wall": False,
+                "wall_sizes": [],
                 "cache": run.parent / "cache",
             }
             | kw

@@ -321,3 +321,33 @@ def test_a_dynamic_task_tries_dynamic_int8_first_and_ships_it_within_budget(tiny
     assert [t["how"] for t in r["tries"]] == ["dynamic (the task's int8)"] and r["tries"][0]["shipped"]
     assert r["budget_met"] and r["mode"] == "dynamic (the task's int8)" and r["val_mean_cosine"] > 0.99
     assert "MatMulInteger" in {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
+
+
+def test_a_table_trained_through_the_4_bit_grid_is_stored_exactly(tmp_path):
+    """Recovery's int4 grid (edgepipe.model.int4) and the ONNX table writer are one grid: a table left on
+    it decodes to itself; inside `int4_tables` the forward pass sees the grid and gradients reach the
+    float weights; a table whose width whole blocks do not divide stays float."""
+    import torch
+
+    from edgepipe.model.int4 import block_grid, int4_tables
+    from edgepipe.pipeline.quantize import int4_blocks
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"words": torch.nn.Embedding(3000, 64), "types": torch.nn.Embedding(2, 48)})
+    before = model["words"].weight.detach().clone()
+    with int4_tables(model) as tables:
+        assert tables == [model["words"]]
+        out = model["words"](torch.tensor([[5, 7]]))
+        assert torch.equal(out[0, 0], block_grid(before)[5])
+        out.sum().backward()
+        grad = model["words"].parametrizations.weight.original.grad
+        assert grad[5].abs().sum() > 0 and grad[6].abs().sum() == 0  # straight through, only the rows looked up
+    table = model["words"].weight.detach()
+    assert torch.equal(table, block_grid(before)) and not torch.equal(table, before)
+    q, scale, block = int4_blocks(table.numpy())
+    low, high = (q & 15).astype(np.int8) - 8, (q >> 4).astype(np.int8) - 8
+    values = np.stack([low, high], -1).reshape(3000, 64 // block, block) * scale.astype(np.float32)[..., None]
+    assert block == 32 and np.array_equal(values.reshape(3000, 64), table.numpy())
+    assert np.abs(np.stack([low, high])).max() <= 7  # max|value| / 7: the [-7, 7] grid TFLite's quantizer uses
+    assert torch.equal(model["types"].weight, model["types"].weight)  # untouched (not parametrized)
+    assert not hasattr(model["types"], "parametrizations")

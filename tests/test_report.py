@@ -641,3 +641,40 @@ def test_report_command_compares_runs_side_by_side(smoke_run, tmp_path):
         [str(BIN / "edgepipe"), "report", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 7 and "has no manifest.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_benchmarked_run_shows_its_goals_scaling_and_wall_by_size(no_plots, tmp_path):
+    """goals.json (what `python -m bench` keeps in the run) adds the goal table, the growth table with its
+    plot and the wall time by training-set size; a run without one, or with a foreign file, has none."""
+    goals = {
+        "machine": {"model": "Test CPU", "logical_cpus": 2},
+        "seq_len": 64,
+        "rounds": 5,
+        "runs_per_round": 50,
+        "mode": "full",
+        "table": [["1 size", "teacher fp32 ONNX / pruned int8 ONNX (bytes)", "-", "21.40x", ">= 20x", "met"]],
+        "results": {
+            "scaling": {
+                "by_seq_len": [{"seq_len": 16, "p50_ms": 0.25}, {"seq_len": 64, "p50_ms": 1.1}],
+                "by_batch": [
+                    {"batch": 1, "p50_ms": 1.1, "per_sequence_ms": 1.1},
+                    {"batch": 4, "p50_ms": 3.2, "per_sequence_ms": 0.8},
+                ],
+                "throughput": [{"threads": 1, "sequences_per_s": 1250.0}],
+            },
+            "wall_by_size": {
+                "rows": [{"train_examples": 1000, "wall_s": 201.4, "max_rss_mb": 2100.0, "metric": 0.71, "rc": 0}]
+            },
+        },
+    }
+    md, page, svgs = render([("run", manifest())], {"run": goals})
+    assert (
+        "### Goals (python -m bench)" in md
+        and "| 1 size | teacher fp32 ONNX / pruned int8 ONNX (bytes) | - | 21.40x | >= 20x | met |" in md
+    )
+    assert "| 16 tokens, batch 1 | 0.250 | - |" in md and "| batch 4, 64 tokens | 3.200 | 0.800 |" in md
+    assert "| batch 32, 64 tokens, 1 thread(s) | - | 0.800 |" in md  # 1e3 / 1250 sequences per second
+    assert "| 1000 | 201 | 2100 | 0.7100 |" in md and "<svg" in svgs["scaling_run"] and "Test CPU" in page
+    assert "Goals (python -m bench)" not in render([("run", manifest())])[0]
+    (tmp_path / "goals.json").write_text('{"schema": 1}')
+    assert report.load_goals(tmp_path) is None and report.load_goals(tmp_path / "absent") is None

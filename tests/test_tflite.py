@@ -161,3 +161,36 @@ def test_benchmark_model_input_files_hold_the_tensors_litert_reads(converted, tm
         m.interpreter.invoke()
         got.append(m.interpreter.get_tensor(m.output["index"])[0].copy())
     assert np.array_equal(np.stack(got), expected)
+
+
+def test_task_library_metadata_keeps_a_4_bit_table_loadable(converted, tmp_path):
+    """tflite-support's writer rebuilds the flatbuffer with a schema that drops block scales (LiteRT then
+    refused the model); the graft keeps the model as it was and adds the metadata and packed files."""
+    from edgepipe.export.tflite_metadata import read_metadata, write_metadata
+
+    d, _, splits, _, int8, _ = converted
+    vocab, labels = tmp_path / "vocab.txt", tmp_path / "labels.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b"]) + "\n")
+    labels.write_text("neg\npos\n")
+    names = [t["name"] for t in LiteRTModel(int8).inputs]
+    write_metadata(int8, tmp_path / "m.tflite", vocab, labels, *names)
+    md = read_metadata(tmp_path / "m.tflite")
+    assert sorted(md["files"]) == ["labels.txt", "vocab.txt"] and md["metadata"]["subgraph_metadata"]
+    assert table_scales(tmp_path / "m.tflite") == ({np.int8}, [(30522, 2)])
+    assert np.array_equal(
+        LiteRTModel(tmp_path / "m.tflite").predict(splits["test"]), LiteRTModel(int8).predict(splits["test"])
+    )
+
+
+def test_a_4_bit_table_that_misses_the_budget_is_written_as_int8_rows(converted, tmp_path):
+    _, model, splits, _, _, _ = converted
+    seen = []
+
+    def refuse(path):
+        seen.append(table_scales(path))
+        return False
+
+    report = tflite.export_tflite_int8(model, tmp_path / "m.tflite", splits["train"], SEQ, 16, "int4", refuse)
+    assert seen == [({np.int8}, [(30522, 2)])]  # the budget was asked about the 4-bit table
+    assert report["embedding_bits"] == 8 and "int8 rows" in report["int4_table"]
+    assert table_scales(tmp_path / "m.tflite") == ({np.int8}, [])

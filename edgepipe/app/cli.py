@@ -367,14 +367,15 @@ def report_cmd(
 ) -> None:
     """Rebuild report.html + report.md from manifests (several runs: side by side)."""
     try:
-        from edgepipe.app.report import load_run, write_report
+        from edgepipe.app.report import load_goals, load_run, write_report
 
         runs = [load_run(d) for d in run_dirs]
         names = [n for n, _ in runs]
         if len(set(names)) != len(names):
             runs = [(str(d), m) for d, (_, m) in zip(run_dirs, runs)]
+        goals = {name: g for (name, _), d in zip(runs, run_dirs) if (g := load_goals(d))}
         target = out or (run_dirs[0] if len(run_dirs) == 1 else Path("report"))
-        for path in write_report(target, runs):
+        for path in write_report(target, runs, goals):
             out_console.print(f"wrote {path}")
     except (Exception, KeyboardInterrupt) as e:  # _fail re-raises anything that is not a user error
         _fail(e, debug)

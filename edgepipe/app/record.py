@@ -14,7 +14,7 @@ from typing import Any
 
 from edgepipe import distributed
 from edgepipe.app import benchmark as bench_stage
-from edgepipe.app.report import write_report
+from edgepipe.app.report import load_goals, write_report
 from edgepipe.config import RunConfig, build_config, flatten_tree, migrate
 from edgepipe.devices.pool import DevicePool
 from edgepipe.errors import ConfigError, ModelError, RunDirError
@@ -63,7 +63,9 @@ class RunRecord:
     def finish(self) -> None:
         """What the devices that worked measured is reported even when another failed."""
         self.save()
-        write_report(self.dir.root, [(self.dir.root.resolve().name, self.manifest)])
+        name = self.dir.root.resolve().name
+        goals = load_goals(self.dir.root)
+        write_report(self.dir.root, [(name, self.manifest)], {name: goals} if goals else None)
 
 
 def bench_run(out: Path, overrides: dict[str, Any], progress: Progress = Silent()) -> Manifest:

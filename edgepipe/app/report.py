@@ -2,7 +2,9 @@
 `DIR/report.md`, rebuilt from manifests only, so `edgepipe report` can redo and compare runs.
 
 It opens with what to ship: per device, the shipped artifact with its size, latency and
-metric, and the ratios against the teacher measured on the same device. Plots are matplotlib
+metric, and the ratios against the teacher measured on the same device. A run that
+`python -m bench` measured (its `goals.json`) also shows the goals, the latency at real
+lengths, how latency grows with length and batch, and wall time by training-set size. Plots are matplotlib
 SVG with text drawn as paths, inlined into the HTML: no script, no font, no CDN, nothing
 fetched. Emulated devices are labelled wherever a latency appears.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -706,6 +709,83 @@ td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}th{background:#f4f4f4}.not
 figure{margin:8px 0 20px}figure svg{max-width:100%;height:auto}"""
 
 
+GOALS_FILE = "goals.json"  # what `python -m bench` measured on this run (bench/goals.py)
+GOALS_HEAD = ["goal", "measure", "threads", "figure", "target", "status"]
+
+
+def load_goals(run_dir: Path) -> dict[str, Any] | None:
+    """The bench's results kept in the run directory; None when it was never benchmarked (or the file
+    is not the bench's: the report is still written without it)."""
+    try:
+        doc = json.loads((Path(run_dir) / GOALS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("table"), list) else None
+
+
+def goals_section(doc: _Doc, goals: dict[str, Any], svgs: dict[str, str], name: str) -> None:
+    m = goals.get("machine", {})
+    doc.heading(3, "Goals (python -m bench)")
+    doc.para(
+        f"Measured {goals.get('finished', '')} on {m.get('model', '?')} ({m.get('logical_cpus', '?')} CPUs): "
+        f"sequence length {goals.get('seq_len')}, batch 1, every ratio from alternating rounds in one process "
+        f"({goals.get('rounds')} rounds x {goals.get('runs_per_round')} runs); {goals.get('mode', '')}.",
+        "note",
+    )
+    doc.table(GOALS_HEAD, [[str(c) for c in row] for row in goals["table"]])
+    results = goals.get("results", {})
+    sc = results.get("scaling")
+    if sc:
+        doc.heading(3, "How latency grows (pruned int8 ONNX, 1 thread)")
+        rows = [[f"{r['seq_len']} tokens, batch 1", f"{r['p50_ms']:.3f}", "-"] for r in sc["by_seq_len"]]
+        rows += [
+            [f"batch {r['batch']}, 64 tokens", f"{r['p50_ms']:.3f}", f"{r['per_sequence_ms']:.3f}"]
+            for r in sc["by_batch"]
+        ]
+        rows += [
+            [f"batch 32, 64 tokens, {t['threads']} thread(s)", "-", f"{1e3 / t['sequences_per_s']:.3f}"]
+            for t in sc["throughput"]
+        ]
+        doc.table(["shape", "p50 ms", "ms per sequence"], rows)
+        svgs[f"scaling_{name}"] = scaling_svg(sc)
+    sizes = (results.get("wall_by_size") or {}).get("rows")
+    if sizes:
+        doc.heading(3, "compress-and-export wall time by training-set size (cold cache)")
+        doc.table(
+            ["training examples", "wall s", "peak RSS MB", "test metric (pruned int8 ONNX)"],
+            [
+                [
+                    str(r["train_examples"]),
+                    _fmt(r.get("wall_s"), ".0f"),
+                    _fmt(r.get("max_rss_mb"), ".0f"),
+                    _fmt(r.get("metric"), ".4f"),
+                ]
+                for r in sizes
+            ],
+        )
+
+
+def scaling_svg(sc: dict[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot([r["seq_len"] for r in sc["by_seq_len"]], [r["p50_ms"] for r in sc["by_seq_len"]], "o-")
+    a.set(xscale="log", yscale="log", xlabel="sequence length (tokens), batch 1", ylabel="p50 ms, 1 thread")
+    b.plot([r["batch"] for r in sc["by_batch"]], [r["p50_ms"] for r in sc["by_batch"]], "o-", label="per batch")
+    b.plot(
+        [r["batch"] for r in sc["by_batch"]],
+        [r["per_sequence_ms"] for r in sc["by_batch"]],
+        "s--",
+        label="per sequence",
+    )
+    b.set(xscale="log", yscale="log", xlabel="batch (64 tokens)", ylabel="p50 ms, 1 thread")
+    b.legend()
+    return _svg(fig)
+
+
 class _Doc:
     """Markdown and HTML written side by side."""
 
@@ -726,8 +806,11 @@ class _Doc:
         self.html.append(_html_table(head, rows))
 
 
-def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dict[str, str]]:
-    """(markdown, html, svgs) for one run or several side by side."""
+def render(
+    runs: Runs | list[tuple[str, dict[str, Any]]], goals: dict[str, dict[str, Any]] | None = None
+) -> tuple[str, str, dict[str, str]]:
+    """(markdown, html, svgs) for one run or several side by side; `goals`: the bench's results by run name."""
+    goals = goals or {}
     runs = [(name, m if isinstance(m, Manifest) else Manifest.parse(m)) for name, m in runs]
     svgs = plots(runs)
     title = "edgepipe report: " + ", ".join(name for name, _ in runs)
@@ -790,6 +873,8 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
                         "warn",
                     )
                 doc.table(CONDITIONS_HEAD, panel)
+        if name in goals:
+            goals_section(doc, goals[name], svgs, name)
         if m.search:
             cand_rows, model_rows = search_rows(m.search)
             doc.heading(3, "Budget search")
@@ -805,6 +890,11 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
         "latency_distribution": "Latency distribution per artifact and device.",
     }
     for key in svgs:
+        if key.startswith("scaling"):
+            captions[key] = (
+                "p50 of the pruned int8 ONNX against sequence length (batch 1) and batch (64 tokens), 1 thread: "
+                "python -m bench, on this run's model."
+            )
         if key.startswith("training"):
             captions[key] = (
                 f"Validation {metric} during training (teacher fine-tune, distillation, pruning recovery); "
@@ -829,8 +919,8 @@ def render(runs: Runs | list[tuple[str, dict[str, Any]]]) -> tuple[str, str, dic
     return "\n".join(doc.md) + "\n", page, svgs
 
 
-def write_report(out_dir: Path, runs: Runs) -> list[Path]:
-    md, page, svgs = render(runs)
+def write_report(out_dir: Path, runs: Runs, goals: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    md, page, svgs = render(runs, goals)
     paths = [out_dir / "report.md", out_dir / "report.html"]
     write_bytes_atomic(paths[0], md.encode())
     write_bytes_atomic(paths[1], page.encode())

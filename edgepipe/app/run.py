@@ -490,6 +490,7 @@ def compress_and_export(cfg: RunConfig, out: Path, cache_dir: Path, progress: Pr
                 tokenizer=tokenizer,
                 prune=cfg.prune,
                 distill=cfg.distill,
+                embedding=cfg.quantize.embedding,
                 max_length=cfg.data.max_length,
                 seed=cfg.seed,
                 threads=cfg.threads,

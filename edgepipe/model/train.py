@@ -275,7 +275,7 @@ def schedule(section, lr: float, batch_size: int, **overrides) -> TrainSettings:
     if batch_size is None or lr is None:
         raise ConfigError("training settings left to the data size were not filled (edgepipe.config.for_data_size)")
     fields = {k: getattr(section, k) for k in ("epochs", "min_steps", "max_steps", "evaluations", "patience")}
-    fields["group_by_length"] = getattr(section, "group_by_length", False)
+    fields["group_by_length"] = bool(getattr(section, "group_by_length", False))
     return TrainSettings(lr=lr, batch_size=batch_size, **(fields | overrides))
 
 
