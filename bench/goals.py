@@ -413,7 +413,7 @@ def wall_by_size(sizes: list[int], extra: list[str]) -> dict[str, Any]:
             metric = None
             if not r["rc"]:
                 m = Manifest.load(Path(tmp) / "run")
-                metric = m.models["pruned"]["artifacts"]["onnx_int8"].get(f"test_{m.metric}")
+                metric = getattr(m.models["pruned"].artifacts.get("onnx_int8"), f"test_{m.metric}", None)
             rows.append(
                 {
                     "train_examples": n,
@@ -939,7 +939,12 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
         rows.append(("7 scaling", f"p50 ms by tokens (batch 1) {seq}", "1", "—", "no goal", "reported"))
         rows.append(("7 scaling", f"ms per sequence by batch (64 tokens) {batch}", "1", "—", "no goal", "reported"))
         rows.append(("7 scaling", f"throughput at batch 32, 64 tokens: {tput}", "-", "—", "no goal", "reported"))
-    for x in (r.get("wall_by_size") or {}).get("rows", []):
+    return rows + wall_size_rows(r.get("wall_by_size"))
+
+
+def wall_size_rows(by_size: dict[str, Any] | None) -> list[tuple[str, ...]]:
+    rows = []
+    for x in (by_size or {}).get("rows", []):
         figure = f"{x['wall_s']:.0f} s" + (f", metric {x['metric']:.4f}" if x["metric"] is not None else "")
         if x["rc"]:
             figure = f"failed (rc {x['rc']})"

@@ -9,6 +9,11 @@ so a layer may lose more heads than another - or all of them (the architecture k
 the residual path). `magnitude` (weight norms) is the data-free alternative. The scores
 are their own stage (`importance`), shared with the budget search.
 
+Width (`prune.hidden`): one gate per hidden dimension, shared by every module that writes the
+residual stream, is scored the same way; the best dimensions stay in whole head widths, in every
+table, projection and LayerNorm (edgepipe.arch `keep_hidden`), each LayerNorm's weight scaled by the
+measured spread of the kept dimensions (`norm_gains`).
+
 Vocabulary: the architecture's tokenizer family decides what stays (edgepipe.arch).
 """
 

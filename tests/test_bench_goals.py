@@ -689,3 +689,31 @@ def test_bench_quick_on_a_tiny_run(tiny_full_run, tmp_path):
     assert all(x["p50_ms"] > 0 for x in sc["by_seq_len"] + sc["by_batch"])
     assert (out.parent / "scaling.svg").read_text().lstrip().startswith("<?xml")
     assert {row["goal"] for row in doc["goal_status"]} >= {"1 size", "1 size vs peer", "2 latency vs peer"}
+
+
+def test_wall_by_size_runs_one_cold_run_per_size_and_reads_its_metric(monkeypatch):
+    """--wall-sizes: one cold run per training-set size with data.train_limit, its wall time, memory and
+    the shipped int8's test metric read from that run's manifest; a failed run says so in the table."""
+    from fixtures import manifest_dict
+
+    from bench import goals
+
+    calls = []
+
+    def fake_wall_run(out_dir, cache, extra):
+        calls.append(extra)
+        n = int(extra[-1].split("=")[1])
+        if n == 3000:
+            return {"rc": 7, "wall_s": 3.0, "peak_rss_mb_largest_process": 10.0}
+        out_dir.mkdir(parents=True)
+        (out_dir / "manifest.json").write_text(json.dumps(manifest_dict()))
+        return {"rc": 0, "wall_s": 12.5, "peak_rss_mb_largest_process": 900.0}
+
+    monkeypatch.setattr(goals, "wall_run", fake_wall_run)
+    out = goals.wall_by_size([1000, 3000], [])
+    assert calls == [["--set", "data.train_limit=1000"], ["--set", "data.train_limit=3000"]]
+    assert out["rows"] == [
+        {"train_examples": 1000, "wall_s": 12.5, "max_rss_mb": 900.0, "metric": 0.855, "rc": 0},
+        {"train_examples": 3000, "wall_s": 3.0, "max_rss_mb": 10.0, "metric": None, "rc": 7},
+    ]
+    assert [r[3] for r in goals.wall_size_rows(out)] == ["12 s, metric 0.8550", "failed (rc 7)"]
