@@ -63,13 +63,17 @@ def test_the_whole_run_of_each_task(task_runs, task, tmp_path):
         # the task's defaults filled what the run left unset, and were recorded (student and pruning were set)
         assert m["dataset"]["task_defaults"] == {
             "task": "embedding",
-            "chosen": {"quantize.max_excluded_groups": 0, "quantize.max_accuracy_drop": 1.0},
+            "chosen": {"prune.hidden": 0.0, "quantize.max_excluded_groups": 0, "quantize.max_accuracy_drop": 1.0},
         }
         assert m["config"]["quantize"]["max_accuracy_drop"] == 1.0 and m["config"]["prune"]["heads"] == 0.5
         # TFLite int8 with activations scaled per call (the static PT2E route lost the geometry)
         assert arts["tflite_int8"]["quantizer"].startswith("ai-edge-quantizer dynamic_wi8_afp32")
     else:
-        assert m["dataset"]["task_defaults"] == {"task": task, "chosen": {}}
+        # the width cut is a default where the architecture and a linear head allow it: then it was made
+        cut = models["pruned"]["hidden_size"] < models["teacher"]["hidden_size"]
+        width = {"prune.hidden": 1 / 3, "prune.recovery_epochs": 2.0} if cut else {}
+        assert m["dataset"]["task_defaults"] == {"task": task, "chosen": width}
+        assert cut == (models["teacher"]["model_type"] in ("bert", "roberta", "xlm-roberta", "electra"))
         assert arts["tflite_int8"]["quantizer"].startswith("litert-torch PT2E (static")
         assert models["pruned"][t.metric] > m["baseline"]["metric"] + 0.2  # it learned the task
     examples = _test_examples(out)[:60]
