@@ -44,13 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.app.report import GOALS_FILE, load_run, write_report
+from edgepipe.app.report import GOALS_FILE, load_run, scaling_svg, write_report
 from edgepipe.config import default_cache_dir
 from edgepipe.devices.remote import RUNNER
 from edgepipe.devices.standalone import runner as rn
 from edgepipe.errors import EdgepipeError
 from edgepipe.manifest import Manifest
-from edgepipe.rundir import atomic_path, sha256_file, write_json_atomic
+from edgepipe.rundir import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
 
 GOALS = {
     "size_ratio": {"op": ">=", "value": 20.0, "unit": "x"},
@@ -475,30 +475,10 @@ def scaling(model_path: Path, arrays: dict[str, np.ndarray], threads_list: list[
 
 
 def scaling_plot(doc: dict[str, Any], path: Path) -> None:
-    """bench/scaling.svg: p50 against sequence length and against batch (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "path", "font.size": 9, "svg.hashsalt": "edgepipe"})
-    import matplotlib.pyplot as plt
-
-    sc = doc["results"]["scaling"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    a.plot([r["seq_len"] for r in sc["by_seq_len"]], [r["p50_ms"] for r in sc["by_seq_len"]], "o-")
-    a.set(xscale="log", yscale="log", xlabel="sequence length (tokens), batch 1", ylabel="p50 ms, 1 thread")
-    b.plot([r["batch"] for r in sc["by_batch"]], [r["p50_ms"] for r in sc["by_batch"]], "o-", label="per batch")
-    b.plot(
-        [r["batch"] for r in sc["by_batch"]],
-        [r["per_sequence_ms"] for r in sc["by_batch"]],
-        "s--",
-        label="per sequence",
-    )
-    b.set(xscale="log", yscale="log", xlabel="batch (64 tokens)", ylabel="p50 ms, 1 thread")
-    b.legend()
-    fig.suptitle(f"pruned int8 ONNX — {doc['machine']['model']}", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="svg", bbox_inches="tight")
-    plt.close(fig)
+    """bench/scaling.svg: the run report's growth plot, titled with this machine."""
+    title = f"pruned int8 ONNX — {doc['machine']['model']}"
+    svg = scaling_svg(doc["results"]["scaling"], title)  # inline form: a file gets its XML declaration back
+    write_bytes_atomic(path, ('<?xml version="1.0" encoding="utf-8" standalone="no"?>\n' + svg).encode())
 
 
 # --------------------------------------------------------------------------- main

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -425,10 +426,6 @@ def recover(
     (quantize.embedding: int4) the embedding tables train through their 4-bit grid and stay on it."""
     if cfg.recovery_epochs == 0 and not cfg.recovery_max_steps:
         return {"steps": 0}
-    if int4_grid:
-        with int4_tables(model) as tables:
-            report = recover(model, soft_targets, train, val, cfg, distill, seed, progress)
-        return report | {"int4_tables": [t.weight.shape[0] for t in tables]}
     loss_fn = distillation_objective(model.task.distillation_loss(distill.temperature, distill.alpha), soft_targets)
     settings = schedule(
         distill,
@@ -439,16 +436,18 @@ def recover(
         max_steps=cfg.recovery_max_steps,
         keep_start=True,  # the pruned model before recovery is a model too
     )
-    return fit(
-        model,
-        train,
-        loss_fn,
-        settings,
-        seed=seed + 1,
-        progress=progress,
-        description="recover pruned",
-        validate=validation(val, distill.validation_examples),
-    )
+    with int4_tables(model) if int4_grid else nullcontext([]) as tables:
+        report = fit(
+            model,
+            train,
+            loss_fn,
+            settings,
+            seed=seed + 1,
+            progress=progress,
+            description="recover pruned",
+            validate=validation(val, distill.validation_examples),
+        )
+    return report | ({"int4_tables": [t.weight.shape[0] for t in tables]} if int4_grid else {})
 
 
 def run(
@@ -470,7 +469,8 @@ def run(
     (through the 4-bit table grid when `embedding`, quantize.embedding, is int4); the pruned model
     saved with its tokenizer (rank 0 writes)."""
     out_dir = ctx.path(PRUNED_DIR)
-    train = dataset.tokenize(tokenizer.hf, max_length).transfer if prune.hidden else None
+    student_data = dataset.tokenize(tokenizer.hf, max_length)  # the pruned model's too, unless its vocabulary is cut
+    train = student_data.transfer if prune.hidden else None
     pruned, report = prune_structure(student, scores, prune, train, distill.batch_size or 32)
     new_tokenizer = tokenizer.hf
     if prune.vocab:
@@ -490,7 +490,7 @@ def run(
             "kept": len(vocab.kept_ids),
             "test_tokens_outside_kept": round(sum(t not in kept for ids in test_ids for t in ids) / max(1, n_tok), 5),
         }
-    data = dataset.tokenize(new_tokenizer, max_length)
+    data = dataset.tokenize(new_tokenizer, max_length) if prune.vocab else student_data
     task = pruned.task
     before = {split: task.score(predict(pruned, data[split]), data[split].labels) for split in ("val", "test")}
     report[f"{task.metric}_before_recovery"] = before["test"]

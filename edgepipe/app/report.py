@@ -765,13 +765,15 @@ def goals_section(doc: _Doc, goals: dict[str, Any], svgs: dict[str, str], name: 
         )
 
 
-def scaling_svg(sc: dict[str, Any]) -> str:
+def scaling_svg(sc: dict[str, Any], title: str | None = None) -> str:
+    """p50 against sequence length and against batch (log-log): the run's report and bench/scaling.svg."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams.update({"svg.fonttype": "path", "font.size": 9, "svg.hashsalt": "edgepipe"})
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
     a.plot([r["seq_len"] for r in sc["by_seq_len"]], [r["p50_ms"] for r in sc["by_seq_len"]], "o-")
     a.set(xscale="log", yscale="log", xlabel="sequence length (tokens), batch 1", ylabel="p50 ms, 1 thread")
     b.plot([r["batch"] for r in sc["by_batch"]], [r["p50_ms"] for r in sc["by_batch"]], "o-", label="per batch")
@@ -783,6 +785,8 @@ def scaling_svg(sc: dict[str, Any]) -> str:
     )
     b.set(xscale="log", yscale="log", xlabel="batch (64 tokens)", ylabel="p50 ms, 1 thread")
     b.legend()
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _svg(fig)
 
 
