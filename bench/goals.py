@@ -7,8 +7,10 @@
 2. latency: teacher fp32 / pruned int8 p50 at batch 1 and the run's export.seq_len, on ONNX
    Runtime and on LiteRT (teacher TFLite fp32 vs pruned TFLite int8), paired alternating
    rounds in this process, median of the per-round ratios (>= 15x); the usual int8 route /
-   pruned int8 (>= 6x); and the same ORT ratios at the test split's real lengths (each text
-   fed at its own length, batch 1: what an app sending one text at a time costs)
+   pruned int8 (>= 6x); and the same ratios at the test split's real lengths (batch 1: what an app
+   sending one text at a time costs; ORT takes each text at its own length, LiteRT runs it through
+   the shortest length signature that holds it, export.tflite_buckets). A run that converted only the
+   shipped model gets its teacher TFLite built here, from the run's teacher cache
 3. accuracy kept: pruned int8 test accuracy / teacher fp32 test accuracy, full test split (>= 97%),
    and pruned int8 vs the usual int8 route (equal or better)
 4. `compress-and-export` wall time and peak memory, cold cache (<= 480 s) and cached teacher
@@ -447,6 +449,44 @@ def usual_int8_route(teacher_fp32: Path, digest: str, out: Path) -> dict[str, An
     }
 
 
+def teacher_tflite_fp32(
+    run: Run, teacher_onnx: Path, digest: str, example: dict[str, np.ndarray], lengths: list[int], out: Path
+) -> dict[str, Any] | None:
+    """The teacher as fp32 TFLite with the shipped model's length signatures, built once per teacher file
+    (`digest`: its ONNX's sha256) when the run did not convert it (a default run converts only the
+    shipped model): from the teacher cache the run recorded, checked against the run's teacher ONNX on
+    real examples. None when that cache is gone."""
+    from edgepipe.quiet import offline_environment, quiet_libraries
+
+    offline_environment()  # before torch and litert-torch load, as the CLI does: no start-up chatter
+    quiet_libraries()
+    from edgepipe.export.tflite import export_tflite_fp32
+    from edgepipe.model.task_model import load_model
+    from edgepipe.tokenized import TokenizedSplit
+
+    entry = run.models["teacher"].get("cache_dir")
+    if not entry or not (Path(entry) / "done.json").is_file():
+        return None
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        split = TokenizedSplit(**{k: example[k] for k in rn.INPUTS}, labels=np.zeros(len(example["input_ids"])))
+        export_tflite_fp32(load_model(Path(entry)), out, split, run.seq_len, lengths)
+    rows = {k: v[:16] for k, v in example.items()}
+    ref, got = rn.OnnxRuntimeModel(str(teacher_onnx), 1)(rows), rn.LiteRTModel(str(out), 1)(rows)
+    diff = float(np.abs(ref - got).max())
+    if not diff < 1e-3:  # the cache entry now holds another teacher
+        out.unlink()
+        return None
+    return {
+        "path": str(out),
+        "bytes": out.stat().st_size,
+        "sha256": sha256_file(out),
+        "recipe": f"edgepipe.export.tflite.export_tflite_fp32 of the run's cached teacher, length signatures {lengths}",
+        "max_abs_vs_teacher_onnx": diff,
+        "source_sha256": digest,
+    }
+
+
 def scaling(model_path: Path, arrays: dict[str, np.ndarray], threads_list: list[int], runs: int) -> dict[str, Any]:
     """p50 of the pruned int8 ONNX against sequence length (batch 1) and batch (at 64 tokens), one
     thread, and sequences per second at batch 32 per thread count. Rows beyond the split's 64
@@ -520,6 +560,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     teacher_in, pruned_in = run.inputs("teacher"), run.inputs("pruned")
     t_arrays, t_labels = rn.load_inputs(str(teacher_in))
     p_arrays, p_labels = rn.load_inputs(str(pruned_in))
+    buckets = (
+        sorted(rn.LiteRTModel(arts["pruned_tflite_int8"]["path"], 1).info.get("length_signatures", {}).values())[:-1]
+        if have["pruned_tflite_int8"]
+        else []
+    )
+    if have["pruned_tflite_int8"] and not have["teacher_tflite_fp32"]:
+        print("bench: the teacher as fp32 TFLite (from the run's teacher cache)", file=sys.stderr, flush=True)
+        built = teacher_tflite_fp32(
+            run,
+            Path(arts["teacher_onnx_fp32"]["path"]),
+            teacher_sha,
+            t_arrays,
+            buckets,
+            args.cache / f"teacher_tflite_fp32.{teacher_sha[:16]}.{'-'.join(map(str, buckets)) or 'fixed'}.tflite",
+        )
+        if built:
+            arts["teacher_tflite_fp32"], have["teacher_tflite_fp32"] = built, True
 
     results: dict[str, Any] = {}
 
@@ -617,7 +674,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         }
         lengths = t_arrays["attention_mask"][: max(runs, 200)].sum(axis=1)
         real["lengths"] = {"n": int(len(lengths)), "median": float(np.median(lengths)), "max": int(lengths.max())}
-        real["litert"] = "not measured: TFLite inputs are fixed [1, export.seq_len] (length buckets not built yet)"
+        if have["teacher_tflite_fp32"] and have["pruned_tflite_int8"] and buckets:
+            # each text through the signature an app picks for it (export.tflite_buckets), both models
+            real["litert"] = paired_latency(
+                lambda t=threads: rn.LiteRTModel(arts["teacher_tflite_fp32"]["path"], t),
+                lambda t=threads: rn.LiteRTModel(arts["pruned_tflite_int8"]["path"], t),
+                t_arrays,
+                p_arrays,
+                rn.REAL_LENGTHS,
+                rounds,
+                warmup,
+                max(runs, 200),
+            ) | {"a": "teacher_tflite_fp32", "b": "pruned_tflite_int8", "length_signatures": [*buckets, seq_len]}
+        else:
+            why = (
+                "no length signatures in the pruned TFLite (export.tflite_buckets: [])"
+                if have["pruned_tflite_int8"]
+                else ""
+            )
+            real["litert"] = {"ratio": None, "status": f"not measured: {why or 'a TFLite model is missing'}"}
         entry["latency_real_lengths"] = real
         if have["teacher_tflite_fp32"] and have["pruned_tflite_int8"]:
             lite = paired_latency(
@@ -826,19 +901,27 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
             )
         )
         rl = e["latency_real_lengths"]
-        for key, name in (("teacher_onnx_fp32", "teacher fp32"), ("peer", "usual int8 route")):
-            x = rl[key]
-            rows.append(
-                (
-                    "2 latency, real lengths",
-                    f"ORT {name} {x['a_p50_ms']:.2f} ms / pruned int8 {x['b_p50_ms']:.3f} ms "
-                    f"(median {rl['lengths']['median']:.0f} tokens)",
-                    t,
-                    fmt_ratio(x["ratio"]),
-                    "no goal",
-                    "reported",
+        for key, name in (
+            ("teacher_onnx_fp32", "ORT teacher fp32"),
+            ("peer", "ORT usual int8 route"),
+            ("litert", "LiteRT teacher fp32"),
+        ):
+            x = rl.get(key)
+            if isinstance(x, dict) and x.get("ratio") is not None:
+                rows.append(
+                    (
+                        "2 latency, real lengths",
+                        f"{name} {x['a_p50_ms']:.2f} ms / pruned int8 {x['b_p50_ms']:.3f} ms "
+                        f"(median {rl['lengths']['median']:.0f} tokens)",
+                        t,
+                        fmt_ratio(x["ratio"]),
+                        "no goal",
+                        "reported",
+                    )
                 )
-            )
+            elif x is not None:
+                status = x if isinstance(x, str) else x["status"]
+                rows.append(("2 latency, real lengths", f"{name} / pruned int8", t, "—", "no goal", status))
     a = r["accuracy"]
     for row in a["rows"]:
         fig = "—" if row["kept"] is None else f"{row['kept']:.2%}"

@@ -49,7 +49,10 @@ class Measurement(BaseModel):
 
     threads: int = Field(1, ge=1)
     seq_len: int | None = Field(
-        64, ge=1, description="padded length of latency runs (a TFLite model's fixed length); None: the model's own"
+        64,
+        ge=0,
+        description="padded length of latency runs (a TFLite model's fixed length or one of its length "
+        "signatures); 0: each text at its own length; None: the model's own",
     )
     batch: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
@@ -65,7 +68,7 @@ class Measurement(BaseModel):
         """The runner's flags (after `runner.py --model M --inputs D`)."""
         argv = ["--threads", str(self.threads), "--warmup", str(self.warmup), "--runs", str(self.runs)]
         argv += ["--batch", str(self.batch), "--metric", self.metric] + (
-            ["--seq-len", str(self.seq_len)] if self.seq_len else []
+            ["--seq-len", str(self.seq_len)] if self.seq_len is not None else []
         )
         if self.thermal.cool_below_c is not None:
             argv += ["--cool-below", str(self.thermal.cool_below_c), "--cool-timeout", str(self.thermal.cool_timeout_s)]

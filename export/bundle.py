@@ -17,6 +17,7 @@ from typing import Any
 
 from edgepipe.arch.base import Architecture
 from edgepipe.devices.standalone import app_check
+from edgepipe.export.tflite import default_signature_only
 from edgepipe.export.tflite_metadata import write_metadata
 from edgepipe.manifest import Artifact
 from edgepipe.model.load import Tokenizer
@@ -58,7 +59,7 @@ for (i, tensor) in [{kotlin_arrays}].enumerated() {{   // [Int32] of length {seq
 try interpreter.invoke()
 let {out} = try interpreter.output(at: 0).data.withUnsafeBytes {{ Array($0.bindMemory(to: Float32.self)) }}
 ```
-""",
+{buckets}""",
     "onnxruntime": """\
 ## Load it
 
@@ -239,6 +240,33 @@ def tokenizing(card: dict[str, Any]) -> str:
     )
 
 
+def length_signatures_text(buckets: dict[str, int], seq_len: int, n_inputs: int, file: str, main: str) -> str:
+    """The README paragraph on the TFLite length signatures (export.tflite_buckets)."""
+    if not buckets:
+        return ""
+    names = ", ".join(f"`{k}` `[1, {v}]`" for k, v in buckets.items())
+    first = next(iter(buckets))
+    args = ", ".join(f'"args_{i}" to x{i}' for i in range(n_inputs))
+    where = (
+        "in the same file"
+        if file == main
+        else f"in `{file}` (the same model; `{main}` has the default signature only, because MediaPipe and the "
+        "Task Library refuse a model with more than one)"
+    )
+    return f"""
+Shorter texts run faster through a length signature {where}: {names} (same inputs and
+output; the default signature takes `[1, {seq_len}]`). Pad a text to the shortest signature that holds
+its tokens and run that one (what `app_check.py` does):
+
+```kotlin
+interpreter.runSignature(mapOf({args}), mapOf("output_0" to output), "{first}")   // IntArray(1 x {buckets[first]}) each
+```
+```swift
+let runner = try interpreter.signatureRunner(with: "{first}")   // TensorFlowLiteSwift 2.10+
+```
+"""
+
+
 def write_bundle(
     directory: Path,
     model_file: Path,
@@ -266,6 +294,9 @@ def write_bundle(
     shipped = directory / model_file.name
     runtime, inputs, outputs = describe_io(shipped, arch.input_names, task.output_names)
     gap = preprocessor_gap(token_card, arch.input_names)
+    buckets = LiteRTModel(shipped).signatures if runtime == "litert" else {}
+    buckets = {k: v for k, v in buckets.items() if v < seq_len}
+    lengths_file = shipped
     if runtime == "litert" and task.task_library_gap:
         facts = facts | {
             "task_library_metadata_missing": f"no text-classifier metadata for MediaPipe: {task.task_library_gap}"
@@ -273,6 +304,12 @@ def write_bundle(
     if runtime == "litert" and task.task_library and gap is not None:
         facts = facts | {"task_library_metadata_missing": f"no text-classifier metadata for MediaPipe: {gap}"}
     if tflite_metadata and runtime == "litert" and task.task_library and gap is None:
+        if buckets:  # MediaPipe and the Task Library load one-subgraph models only: two files
+            lengths_file = directory / f"{shipped.stem}.lengths.tflite"
+            with atomic_path(lengths_file) as tmp:
+                shutil.copyfile(shipped, tmp)
+            files.append(lengths_file)
+            default_signature_only(shipped, shipped)
         names = {i["role"]: i["tensor"] for i in inputs}
         write_metadata(
             shipped,
@@ -296,6 +333,7 @@ def write_bundle(
         "inputs": inputs,
         "outputs": outputs,
         "max_sequence_length": seq_len,
+        **({"length_signatures": {"file": lengths_file.name, "signatures": buckets}} if buckets else {}),
         "tokenizer": token_card,
         "task": task.card(labels, calibration),
         "labels": labels,
@@ -335,6 +373,7 @@ def write_bundle(
         max_batch=inputs[0]["shape"][0].split("<=")[-1] if runtime == "executorch" else 1,
         file=model_file.name,
         stem=model_file.stem,
+        buckets=length_signatures_text(buckets, seq_len, len(arch.input_names), lengths_file.name, shipped.name),
         config=extra_files[0].name if extra_files else "",
         metadata=TEXT_CLASSIFIER.format(file=model_file.name, stem=model_file.stem)
         if "task_library_metadata" in facts

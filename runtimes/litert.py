@@ -32,4 +32,14 @@ class LiteRTModel(NamedFeeds, runner.LiteRTModel):
             ) from None
 
     def predict(self, split: TokenizedSplit) -> np.ndarray:
-        return self.run(split.input_ids, split.attention_mask, split.token_type_ids).astype(np.float32)
+        """Each text at its own length, as the device runner's metric pass and an app feed it: a model
+        with length signatures runs each through the shortest that holds it."""
+        return runner.model_outputs(self, split.inputs(), len(split)).astype(np.float32)
+
+    @property
+    def signatures(self) -> dict[str, int]:
+        """Signature name -> the sequence length it takes (the default first)."""
+        if not self.buckets:
+            return {"serving_default": self.seq_len}
+        default = self.buckets[-1]
+        return {default[1]: default[0]} | {name: n for n, name, *_ in self.buckets[:-1]}

@@ -96,6 +96,11 @@ class _Ort(_Model):
 class _Lite(_Model):
     runtime = "litert"
 
+    def __init__(self, path: str, threads: int):
+        super().__init__(path, threads)
+        if self.name.startswith("pruned"):  # written with export.tflite_buckets [16, 32] at seq_len 64
+            self.info["length_signatures"] = {"seq_16": 16, "seq_32": 32, "serving_default": 64}
+
 
 def _stub_latency(monkeypatch, p50s: dict[str, list[float]]) -> list[tuple]:
     """runner.measure_latency answering each file's p50s in turn (across every model object made of
@@ -321,8 +326,9 @@ def test_measure_on_a_stubbed_run(stub_run, monkeypatch):
             "teacher.fp32.onnx": [10.0, 12.0, 9.0] + [5.0, 5.0, 5.0],
             "pruned.int8.onnx": [1.0, 0.5, 0.5] + [0.5, 0.5, 1.0] + [0.4, 0.5, 0.5] + [0.25, 0.25, 0.25],
             "peer.onnx": [3.0, 2.5, 3.5] + [1.5, 1.5, 1.5],
-            "teacher.fp32.tflite": [8.0, 8.0, 8.0],
-            "pruned.int8.tflite": [1.0, 0.5, 2.0],
+            # LiteRT rounds: at real lengths (each text through its length signature), then at 64 tokens
+            "teacher.fp32.tflite": [4.0, 4.0, 4.0] + [8.0, 8.0, 8.0],
+            "pruned.int8.tflite": [0.25, 0.25, 0.5] + [1.0, 0.5, 2.0],
         },
     )
 
@@ -365,6 +371,7 @@ def test_measure_on_a_stubbed_run(stub_run, monkeypatch):
     lite = e["latency_litert"]
     assert lite["ratio_per_round"] == [8.0, 16.0, 4.0] and lite["ratio"] == 8.0 and lite["status"] == "not met"
     assert lite["info_a"] == {"runtime": "litert"} and lite["b_p50_ms"] == 1.0
+    assert lite["info_b"]["length_signatures"] == {"seq_16": 16, "seq_32": 32, "serving_default": 64}
     # 5. runner overhead: the pruned int8 ONNX on its own inputs, 100 runs; 3% is on the line (met)
     assert overhead_calls == [(stub_run / "onnx/pruned.int8.onnx", stub_run / "data/test_pruned", 1, 64, 3, 10, 100)]
     assert e["runner_overhead"]["status"] == "met"
@@ -400,13 +407,19 @@ def test_measure_on_a_stubbed_run(stub_run, monkeypatch):
     rl = e["latency_real_lengths"]
     assert rl["teacher_onnx_fp32"]["ratio"] == 10.0 and rl["peer"]["ratio"] == 6.0
     real_calls = [c for c in latency_calls if c[5] == goals.rn.REAL_LENGTHS]
-    assert len(real_calls) == 12 and {c[3] for c in real_calls} == {200}
+    assert len(real_calls) == 18 and {c[3] for c in real_calls} == {200}
+    # LiteRT at real lengths: 4/0.25, 4/0.25, 4/0.5 -> 16x, through the pruned model's length signatures
+    assert rl["litert"]["ratio_per_round"] == [16.0, 16.0, 8.0] and rl["litert"]["ratio"] == 16.0
+    assert rl["litert"]["length_signatures"] == [16, 32, 64]
     assert rl["lengths"] == {"n": 200, "median": 20.0, "max": 30}
     ((model, arrays, threads, runs),) = scaling_calls
     assert (
         model == stub_run / "onnx/pruned.int8.onnx" and arrays["from"] == "test_pruned" and (threads, runs) == ([1], 40)
     )
-    assert "fixed" in rl["litert"] and r["scaling"]["by_seq_len"] == [{"seq_len": 16, "p50_ms": 0.2}]
+    assert r["scaling"]["by_seq_len"] == [{"seq_len": 16, "p50_ms": 0.2}]
+    assert "LiteRT teacher fp32 4.00 ms / pruned int8 0.250 ms (median 20 tokens)" in [
+        row[1] for row in goals.table_rows(doc)
+    ]
     assert tp["status"] == "not met"  # 1 % of the estimated peak, goal 40 %
     assert {row["status"] for row in doc["goal_status"]} <= {"met", "not met", "not measured (pass --wall)"}
 
@@ -605,6 +618,11 @@ def test_bench_quick_on_a_tiny_run(tiny_full_run, tmp_path):
     what it reports is what is on disk; the arithmetic is checked above, on numbers set by hand."""
     run = tmp_path / "run"
     shutil.copytree(tiny_full_run[0], run)
+    # as a default run: no teacher TFLite (the bench builds it from the run's teacher cache)
+    raw = json.loads((run / "manifest.json").read_text())
+    teacher_tflite = raw["models"]["teacher"]["artifacts"].pop("tflite_fp32")
+    raw["models"]["teacher"]["artifacts"].pop("tflite_int8")
+    (run / "manifest.json").write_text(json.dumps(raw))
     manifest_bytes = (run / "manifest.json").read_bytes()
     out = tmp_path / "out" / "results.json"
     proc = subprocess.run(
@@ -628,7 +646,8 @@ def test_bench_quick_on_a_tiny_run(tiny_full_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not measured (pass --wall)" in proc.stdout and "MLAS would select" in proc.stdout
     assert sorted(os.listdir(out.parent)) == ["results.json", "scaling.svg"]  # atomic: no temp file left
-    assert [p.name for p in (tmp_path / "c").iterdir()][0].startswith("usual_int8_route.")  # the peer, cached
+    built = sorted(p.name for p in (tmp_path / "c").iterdir())  # the peer and the teacher's TFLite, cached
+    assert [n.split(".")[0] for n in built] == ["teacher_tflite_fp32", "usual_int8_route"]
     assert (run / "manifest.json").read_bytes() == manifest_bytes  # the run dir is only read
     doc = json.loads(out.read_text())
     manifest = json.loads(manifest_bytes)
@@ -640,7 +659,7 @@ def test_bench_quick_on_a_tiny_run(tiny_full_run, tmp_path):
     assert {"model", "logical_cpus", "int8_flags", "load_before", "load_after"} <= doc["machine"].keys()
     assert {"python", "onnxruntime", "numpy"} <= doc["versions"].keys() and doc["isa_assumptions"]
     for name, art in doc["artifacts"].items():
-        if name != goals.PEER:  # built by the bench, not recorded in the run's manifest
+        if name not in (goals.PEER, "teacher_tflite_fp32"):  # built by the bench, not recorded in the run's manifest
             assert art["matches_manifest"] and Path(art["path"]).stat().st_size == art["bytes"]
     r = doc["results"]
 
@@ -682,6 +701,12 @@ def test_bench_quick_on_a_tiny_run(tiny_full_run, tmp_path):
         rl = e["latency_real_lengths"]
         assert 1 <= rl["lengths"]["median"] <= rl["lengths"]["max"] <= doc["seq_len"]
         assert rl["teacher_onnx_fp32"]["a_p50_ms"] > 0 and rl["peer"]["b_p50_ms"] > 0
+        # LiteRT at real lengths: the pruned model's length signatures, and the teacher built with the same
+        assert rl["litert"]["length_signatures"] == [16, 32, doc["seq_len"]] and rl["litert"]["ratio"] > 0
+    lite_teacher = doc["artifacts"]["teacher_tflite_fp32"]
+    assert lite_teacher["max_abs_vs_teacher_onnx"] < 1e-3 and "length signatures [16, 32]" in lite_teacher["recipe"]
+    # the same model as the run's own teacher TFLite, which the bench did not see
+    assert abs(lite_teacher["bytes"] - teacher_tflite["bytes"]) < 0.01 * teacher_tflite["bytes"]
     sc = r["scaling"]
     assert [x["seq_len"] for x in sc["by_seq_len"]] == goals.SCALING_SEQ
     assert [x["batch"] for x in sc["by_batch"]] == goals.SCALING_BATCH

@@ -165,7 +165,8 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
     if target == "tflite":
         from edgepipe.runtimes.litert import LiteRTModel
 
-        ref = LiteRTModel(bundle / card["model"]["file"]).predict(split).argmax(1)
+        # what app_check.py runs: the length signatures' file, each text through the shortest that holds it
+        ref = LiteRTModel(bundle / card["length_signatures"]["file"]).predict(split).argmax(1)
         fp32 = LiteRTModel(out / m["models"]["pruned"]["artifacts"]["tflite_fp32"]["path"]).predict(split)
     elif target == "executorch":
         from edgepipe.runtimes.executorch import ExecuTorchModel
@@ -207,14 +208,24 @@ def test_app_bundle_is_self_sufficient(smoke_run, tmp_path, target):
         )
         # what the README tells app developers to use: MediaPipe's TextClassifier, tokenizing for itself from the
         # metadata, gives the bundle's reference logits (texts without accents: MediaPipe keeps them, WordPiece strips)
+        # MediaPipe runs the default signature: app_check.py's through it, then through its length signatures
         ascii_texts = [t for t in texts if t.isascii()][:100]
-        got, ref = mediapipe_logits(bundle, card, ascii_texts), app_check_logits(bundle, ascii_texts)
+        got = mediapipe_logits(bundle, card, ascii_texts)
+        ref = app_check_logits(bundle, ascii_texts, length_signatures=False)
         assert np.array_equal(got.argmax(1), ref.argmax(1)) and np.abs(got - ref).max() < 1e-4
-        # the metadata is extra bytes only: same outputs as the run's int8 artifact
+        lengths = card["length_signatures"]
+        assert lengths["signatures"] == {"seq_16": 16, "seq_32": 32} and lengths["file"] != card["model"]["file"]
+        assert "seq_16" in (bundle / "README.md").read_text()
+        bucketed = app_check_logits(bundle, ascii_texts)
+        assert (bucketed.argmax(1) == ref.argmax(1)).mean() >= 0.95 and not np.array_equal(bucketed, ref)
+        # the metadata is extra bytes only: same outputs as the run's int8 artifact's default signature; the
+        # length signatures' file is the artifact itself
         artifact = out / m["models"]["pruned"]["artifacts"]["tflite_int8"]["path"]
+        padded = (split.input_ids, split.attention_mask, split.token_type_ids)
         assert np.array_equal(
-            LiteRTModel(artifact).predict(split), LiteRTModel(bundle / card["model"]["file"]).predict(split)
+            LiteRTModel(artifact).run(*padded), LiteRTModel(bundle / card["model"]["file"]).run(*padded)
         )
+        assert (bundle / lengths["file"]).read_bytes() == artifact.read_bytes()
 
 
 def mediapipe_logits(bundle: Path, card: dict, texts: list[str]):
@@ -229,14 +240,18 @@ def mediapipe_logits(bundle: Path, card: dict, texts: list[str]):
     return np.array([[row[label] for label in card["labels"]] for row in rows])
 
 
-def app_check_logits(bundle: Path, texts: list[str]):
-    """The bundle's own reference (app_check.py: WordPiece + the runtime), logits per text."""
+def app_check_logits(bundle: Path, texts: list[str], length_signatures: bool = True):
+    """The bundle's own reference (app_check.py: WordPiece + the runtime), logits per text; without
+    `length_signatures`, every text padded to the default signature's length."""
     import runpy
 
     import numpy as np
 
     check = runpy.run_path(str(bundle / "app_check.py"))
     card, wordpiece, model = check["load_bundle"](str(bundle))
+    if not length_signatures:  # the file MediaPipe loads: the default signature only
+        model = check["Model"](str(bundle / card["model"]["file"]))
+        assert model.buckets == []
     return np.array([model.logits(wordpiece.encode(t, card["max_sequence_length"])) for t in texts], dtype=np.float64)
 
 

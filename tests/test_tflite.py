@@ -14,6 +14,7 @@ from edgepipe.model.train import predict
 from edgepipe.runtimes.litert import LiteRTModel
 
 SEQ = 32
+BUCKET = 12  # the tiny data's texts are 11-15 tokens: a third are longer
 # the real litert-torch conversions (fp32, then PT2E int8 + ai-edge-quantizer) take about a minute
 pytestmark = pytest.mark.e2e
 
@@ -23,8 +24,9 @@ def converted(tmp_path_factory):
     d = tmp_path_factory.mktemp("tfl")
     model, splits = train_tiny_classifier(d, seed=3, n=500, held_out=100, seq_len=SEQ)
     fp32, int8 = d / "m.fp32.tflite", d / "m.int8.tflite"
-    tflite.export_tflite_fp32(model, fp32, splits["test"], SEQ)
-    report = tflite.export_tflite_int8(model, int8, splits["train"], SEQ, 64, embedding="int4")
+    # with a length signature, as every default run writes them (export.tflite_buckets: 16, 32, ... below seq_len)
+    assert tflite.export_tflite_fp32(model, fp32, splits["test"], SEQ, [BUCKET]) == ["serving_default", f"seq_{BUCKET}"]
+    report = tflite.export_tflite_int8(model, int8, splits["train"], SEQ, 64, embedding="int4", buckets=[BUCKET])
     return d, model, splits, fp32, int8, report
 
 
@@ -34,6 +36,70 @@ def test_fp32_parity_and_signature(converted):
     m = LiteRTModel(fp32)
     assert [tuple(d["shape"]) for d in m.inputs] == [(1, SEQ)] * 3 and all(d["dtype"] == np.int32 for d in m.inputs)
     assert np.array_equal(m.predict(splits["test"]).argmax(1), predict(model, splits["test"]).argmax(1))
+
+
+def short_texts(split, n: int = BUCKET):
+    return np.flatnonzero(split.attention_mask.sum(axis=1) <= n)
+
+
+def test_length_signatures_share_the_weights_and_give_the_default_signatures_outputs(converted, tmp_path):
+    """A length signature in the same file: a text that fits it gives the same fp32 outputs through it as padded to
+    32 through the default; the file grows by its graph only (the weights are stored once)."""
+    _, model, splits, fp32, _, _ = converted
+    single = tmp_path / "single.tflite"
+    assert tflite.export_tflite_fp32(model, single, splits["test"], SEQ) == ["serving_default"]
+    assert 1.0 < fp32.stat().st_size / single.stat().st_size < 1.03
+    m = LiteRTModel(fp32)
+    assert m.signatures == {"serving_default": SEQ, f"seq_{BUCKET}": BUCKET}
+    assert [m.signature_for(w) for w in (1, BUCKET, BUCKET + 1, SEQ, SEQ * 2)] == [f"seq_{BUCKET}"] * 2 + [
+        "serving_default"
+    ] * 3
+    t = splits["test"]
+    rows = short_texts(t)
+    assert 10 <= len(rows) < len(t)  # both signatures are exercised below
+    padded = m.run(t.input_ids[rows], t.attention_mask[rows], t.token_type_ids[rows])  # width 32: the default
+    own = m.predict(t)[rows]  # each text at its own length: the length signature
+    assert np.abs(padded - own).max() < 1e-4
+    assert np.abs(m.predict(t) - predict(model, t)).max() < 1e-4
+    # tensor names without Python module paths (90 KB a signature on the default model); inputs keep theirs
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    flat = flatbuffer_utils.read_model(str(fp32))
+    names = [t.name.decode() for g in flat.subgraphs for t in g.tensors]
+    assert not [n for n in names if "transformers.models" in n or "edgepipe.model" in n]
+    assert {d["name"] for d in m.inputs} == {f"serving_default_args_{i}" for i in range(3)}
+
+
+def test_int8_length_signatures_are_calibrated_on_the_texts_that_fit_them(converted):
+    _, _, splits, fp32, int8, report = converted
+    fit = len(short_texts(splits["train"]))
+    assert report["signatures"] == ["serving_default", f"seq_{BUCKET}"]
+    assert report["calibration_examples_by_signature"] == {"serving_default": 64, f"seq_{BUCKET}": min(64, fit)}
+    m = LiteRTModel(int8)
+    t = splits["test"]
+    rows = short_texts(t)
+    padded = m.run(t.input_ids[rows], t.attention_mask[rows], t.token_type_ids[rows]).argmax(1)
+    assert (m.predict(t)[rows].argmax(1) == padded).mean() >= 0.95
+    # a bucket no training text fits is not written
+    tiny = tflite.export_tflite_int8(
+        converted[1], converted[0] / "b2.tflite", splits["train"], SEQ, 8, embedding="int8", buckets=[2]
+    )
+    assert tiny["signatures"] == ["serving_default"] and "2" in tiny["buckets_skipped"]
+
+
+def test_device_runner_times_each_length_signature(converted, tmp_path):
+    """Latency at a signature's own length, and at the texts' own lengths (--seq-len 0): shorter is faster."""
+    _, _, splits, _, int8, _ = converted
+    splits["test"].save(tmp_path / "eval")
+    from edgepipe.measurement import Measurement
+
+    by_len = {
+        n: x86.benchmark(int8, tmp_path / "eval", Measurement(runs=30, warmup=3, seq_len=n, accuracy=False))
+        for n in (BUCKET, SEQ, 0)
+    }
+    assert {n: r.seq_len for n, r in by_len.items()} == {BUCKET: BUCKET, SEQ: SEQ, 0: 0}
+    with pytest.raises(DeviceError, match=f"takes sequences of {BUCKET} or {SEQ} tokens"):
+        x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=BUCKET + 1))
 
 
 def table_scales(path):
@@ -61,7 +127,9 @@ def test_int8_rows_and_fp32_tables_on_request(converted, tmp_path):
     assert tflite.quantize_embedding_lookup(fp32, rows, "int8", 64) == 8
     assert tflite.quantize_embedding_lookup(fp32, float_table, "fp32", 64) is None
     assert table_scales(rows) == ({np.int8}, []) and table_scales(float_table) == ({np.float32}, [])
-    assert fp32.stat().st_size / rows.stat().st_size > 2.8  # only the table shrinks: 7.8 of 8.2 MB, 4x
+    # only the table shrinks: 7.8 of 8.2 MB, 4x; its per-row scales and zero points (12 bytes a row) are
+    # tensor fields, so each length signature repeats them (0.37 MB here, 2.68x in all)
+    assert fp32.stat().st_size / rows.stat().st_size > 2.6
     f, q = LiteRTModel(fp32).predict(splits["test"]), LiteRTModel(rows).predict(splits["test"])
     assert (f.argmax(1) == q.argmax(1)).mean() >= 0.95
     assert tflite.quantize_embedding_lookup(fp32, tmp_path / "w.tflite", "int4", 48) == 8  # 48 is not 32k
@@ -98,7 +166,7 @@ def test_device_runner_runs_tflite_with_xnnpack(converted, tmp_path):
     host = LiteRTModel(int8).predict(splits["test"])
     assert r.accuracy == pytest.approx(float((host.argmax(1) == splits["test"].labels).mean()))
     # the runner measures the model's own fixed length: another one is refused, not silently recorded
-    with pytest.raises(DeviceError, match=f"takes sequences of {SEQ} tokens"):
+    with pytest.raises(DeviceError, match=f"takes sequences of {BUCKET} or {SEQ} tokens"):
         x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=SEQ * 2))
     assert (
         x86.benchmark(int8, tmp_path / "eval", Measurement(runs=2, warmup=0, seq_len=None, accuracy=False)).seq_len
@@ -148,8 +216,13 @@ def test_benchmark_model_input_files_hold_the_tensors_litert_reads(converted, tm
     arrays = {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "token_type_ids": t.token_type_ids}
     files = benchmark_model.write_inputs(layout, arrays, n, tmp_path)
     assert [f.stat().st_size for f in files] == [n * d["dtype"].itemsize * d["shape"][1] for d in layout]
+    # benchmark_model runs the default signature (subgraph 0), padded to its length
     m = LiteRTModel(int8)
-    expected = m.predict(t)[:n]
+    expected = m.run(t.input_ids[:n], t.attention_mask[:n], t.token_type_ids[:n])
+    from ai_edge_litert.interpreter import Interpreter
+
+    raw = Interpreter(str(int8), num_threads=1)  # no signature runner: the bare interpreter benchmark_model is
+    raw.allocate_tensors()
     got = []
     for i in range(n):
         for detail, d, f in zip(m.inputs, layout, files):
@@ -157,9 +230,9 @@ def test_benchmark_model_input_files_hold_the_tensors_litert_reads(converted, tm
             row = np.fromfile(f, dtype=d["dtype"], count=width, offset=i * width * d["dtype"].itemsize).reshape(
                 1, width
             )
-            m.interpreter.set_tensor(detail["index"], row)
-        m.interpreter.invoke()
-        got.append(m.interpreter.get_tensor(m.output["index"])[0].copy())
+            raw.set_tensor(detail["index"], row)
+        raw.invoke()
+        got.append(raw.get_tensor(m.output["index"])[0].copy())
     assert np.array_equal(np.stack(got), expected)
 
 

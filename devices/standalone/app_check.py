@@ -580,6 +580,10 @@ class Model:
             self.tfl.allocate_tensors()
             self.inputs = sorted(self.tfl.get_input_details(), key=lambda d: d["name"])
             self.output = self.tfl.get_output_details()[0]
+            # edgepipe's length signatures: seq_N takes [1, N]; a text runs through the shortest that holds it
+            self.buckets = sorted(
+                (int(k[4:]), k) for k in self.tfl.get_signature_list() if k.startswith("seq_") and k[4:].isdigit()
+            )
         else:
             import onnxruntime as ort
 
@@ -593,7 +597,16 @@ class Model:
         if self.ort is not None:
             names = [i.name for i in self.ort.get_inputs()]
             return self.ort.run(None, {n: feeds[n] for n in names})[0][0]
-        for detail, name in zip(self.inputs, ("input_ids", "attention_mask", "token_type_ids")):  # args_0, 1, (2)
+        names = ("input_ids", "attention_mask", "token_type_ids")[: len(self.inputs)]  # args_0, 1, (2)
+        tokens = int(feeds["attention_mask"].sum())
+        bucket = next(((n, k) for n, k in self.buckets if n >= tokens), None)
+        if bucket is not None:
+            n, key = bucket
+            runner = self.tfl.get_signature_runner(key)
+            details = runner.get_input_details()
+            out = runner(**{a: feeds[f][:, :n].astype(details[a]["dtype"]) for a, f in zip(sorted(details), names)})
+            return out[sorted(out)[0]][0]
+        for detail, name in zip(self.inputs, names):
             self.tfl.set_tensor(detail["index"], feeds[name].astype(detail["dtype"]))
         self.tfl.invoke()
         out = self.tfl.get_tensor(self.output["index"])[0]
@@ -617,7 +630,9 @@ def load_bundle(directory: str) -> tuple[dict, WordPiece, Model]:
     with open(os.path.join(directory, "model_card.json"), encoding="utf-8") as f:
         card = json.load(f)
     tokenizer = load_tokenizer(directory, card["tokenizer"])
-    return card, tokenizer, Model(os.path.join(directory, card["model"]["file"]))
+    # a TFLite model with length signatures may lie in its own file (MediaPipe loads one-signature models only)
+    model_file = card.get("length_signatures", {}).get("file") or card["model"]["file"]
+    return card, tokenizer, Model(os.path.join(directory, model_file))
 
 
 def classify(card: dict, tokenizer, model: Model, text: str, text_b: str | None = None) -> dict:

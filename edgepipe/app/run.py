@@ -288,6 +288,7 @@ class Run(RunRecord):
                     model=r.model,
                     data=r.data,
                     seq_len=seq,
+                    buckets=cfg.export.bucket_lengths(),
                     parity_atol=atol,
                 )
                 self.produce(
@@ -299,6 +300,7 @@ class Run(RunRecord):
                     data=r.data,
                     fp32=fp32,
                     seq_len=seq,
+                    buckets=cfg.export.bucket_lengths(),
                     qcfg=cfg.quantize,
                 )
         for r in roles:
