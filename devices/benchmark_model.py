@@ -75,10 +75,27 @@ def parse_output(text: str) -> dict[str, Any]:
     return result
 
 
-def input_layout(model: Path) -> list[dict[str, Any]]:
-    """Input names, dtypes and [1, L] shapes in runner order (sorted by name, as the standalone runner feeds them)."""
+def input_layout(model: Path, seq_len: int | None = None) -> list[dict[str, Any]]:
+    """Input names, dtypes and [1, L] shapes in runner order (sorted by name, as the standalone runner feeds them).
+    A model with length signatures: those of the signature taking `seq_len` (else the default), named in
+    `signature`; benchmark_model refuses such a model unless told which signature to run
+    ("Signature not specified or incorrect for graph with multiple signatures")."""
     m = LiteRTModel(model)
-    return [{"name": d["name"], "dtype": np.dtype(d["dtype"]), "shape": [int(x) for x in d["shape"]]} for d in m.inputs]
+    if not m.buckets:
+        details, signature = m.inputs, None
+    else:
+        signature = next((name for n, name, *_ in m.buckets if n == seq_len), m.buckets[-1][1])
+        by_arg = m.interpreter.get_signature_runner(signature).get_input_details()
+        details = [by_arg[k] for k in sorted(by_arg)]  # args_0, args_1, ...: argument order
+    return [
+        {
+            "name": d["name"],
+            "dtype": np.dtype(d["dtype"]),
+            "shape": [int(x) for x in d["shape"]],
+            "signature": signature,
+        }
+        for d in details
+    ]
 
 
 def _escape(name: str) -> str:
@@ -122,12 +139,14 @@ def flags(
         "--input_layer_value_files="
         + ",".join(f"{_escape(d['name'])}:{_escape(f)}" for d, f in zip(layout, value_files)),
     ]
+    if layout[0].get("signature"):  # only for models with several: older binaries lack the flag
+        argv.append(f"--signature_to_run_for={layout[0]['signature']}")
     return bench.pinned(argv)
 
 
 def run(transport, workdir: str, model: Path, inputs: Path, bench: Measurement, timeout_s: float) -> Measured:
     arrays, labels = load_inputs(str(inputs))
-    layout = input_layout(model)
+    layout = input_layout(model, bench.seq_len)  # the metric pass too runs that one signature
     n = len(labels) if bench.max_eval is None else min(bench.max_eval, len(labels))
     n = n if bench.accuracy else 1  # example 0 feeds the latency run
     binary, remote_model = posixpath.join(workdir, "benchmark_model"), posixpath.join(workdir, model.name)

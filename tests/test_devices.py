@@ -177,3 +177,8 @@ def test_benchmark_model_flags_escape_colons_and_keep_paths_whole():
     assert "--input_layer_shape=1,64:1,64" in argv
     assert "--input_layer_value_files=serving_default_input_ids::0:/w/ids.bin,mask:/w/mask.bin" in argv
     assert shlex.split(shlex.join(argv)) == argv
+    assert not [a for a in argv if a.startswith("--signature_to_run_for")]  # older binaries lack the flag
+    # a model with length signatures: benchmark_model must be told which one
+    signed = [d | {"signature": "seq_16"} for d in layout]
+    argv = benchmark_model.flags("/w/benchmark_model", "/w/m.tflite", signed, ["/w/i", "/w/m"], bench, 100, 10)
+    assert "--signature_to_run_for=seq_16" in argv

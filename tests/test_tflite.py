@@ -213,6 +213,11 @@ def test_benchmark_model_input_files_hold_the_tensors_litert_reads(converted, tm
     _, _, splits, _, int8, _ = converted
     t, n = splits["test"], 20
     layout = benchmark_model.input_layout(int8)
+    assert {d["signature"] for d in layout} == {"serving_default"}  # benchmark_model is told to run it
+    short = benchmark_model.input_layout(int8, BUCKET)
+    assert [(d["name"], d["shape"], d["signature"]) for d in short] == [
+        (f"seq_{BUCKET}_args_{i}", [1, BUCKET], f"seq_{BUCKET}") for i in range(3)
+    ]
     arrays = {"input_ids": t.input_ids, "attention_mask": t.attention_mask, "token_type_ids": t.token_type_ids}
     files = benchmark_model.write_inputs(layout, arrays, n, tmp_path)
     assert [f.stat().st_size for f in files] == [n * d["dtype"].itemsize * d["shape"][1] for d in layout]
