@@ -200,6 +200,11 @@ class QuantizeConfig(_Section):
         0.97, ge=0, le=1, description="int8 vs fp32 argmax agreement on validation (a lower-noise check than accuracy)"
     )
     max_excluded_groups: int = Field(8, ge=0, description="node groups the budget loop may keep in fp32")
+    fuse_attention: bool = Field(
+        True,
+        description="fuse attention into ONNX Runtime's MultiHeadAttention before int8 (checked against the "
+        "unfused graph; unfused if it does not match): int8 p50 0.62x -> 0.52x of fp32 on the default model",
+    )
 
     @model_validator(mode="after")
     def _entropy_needs_matmul_only(self) -> QuantizeConfig:

@@ -181,6 +181,40 @@ def test_int8_model_respects_the_attention_mask(trained, tmp_path, op_types):
     mask2 = mask.copy()
     mask2[:, 2:4] = 0  # hide real tokens
     assert np.abs(ort.run(ids, mask2, types) - base).max() > 1e-3
+    # the same texts cut to the batch's longest real length (as the bench and apps send them)
+    n = int(mask.sum(1).max())
+    assert n < ids.shape[1] and np.abs(ort.run(ids[:, :n], mask[:, :n], types[:, :n]) - base).max() < 1e-4
+
+
+def test_attention_is_fused_into_multihead_attention_before_int8(trained, tmp_path):
+    """Each layer's attention becomes one MultiHeadAttention (ONNX Runtime contrib op) before static int8:
+    fewer quantize/dequantize pairs, the same predictions; off, the graph is quantized as exported."""
+    from collections import Counter
+
+    _, _, splits, fp32 = trained
+    fused, plain = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    r = quantize(fp32, fused, splits["train"], splits["val"], QuantizeConfig(), seq_len=32)
+    p = quantize(fp32, plain, splits["train"], splits["val"], QuantizeConfig(fuse_attention=False), seq_len=32)
+    f = r["attention_fusion"]
+    assert f["used"] and f["attention_ops"] == 2 and f["max_abs_vs_unfused"] < 1e-4
+    assert p["attention_fusion"] == {"used": False, "why": "quantize.fuse_attention is off"}
+    ops, plain_ops = (Counter(n.op_type for n in onnx.load(str(x)).graph.node) for x in (fused, plain))
+    assert ops["MultiHeadAttention"] == 2 and plain_ops["MultiHeadAttention"] == 0
+    assert plain_ops["QuantizeLinear"] > ops["QuantizeLinear"] and "Softmax" not in ops
+    assert sum(ops.values()) < 0.8 * sum(plain_ops.values())
+    a, b = OrtModel(fused).predict(splits["test"]), OrtModel(plain).predict(splits["test"])
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.97 and r["budget_met"]
+
+
+def test_a_fusion_that_changes_the_logits_is_not_used(trained, tmp_path, monkeypatch):
+    from edgepipe.pipeline import fusion
+
+    _, _, splits, fp32 = trained
+    graph, info = fusion.fused_attention(fp32, tmp_path / "f.onnx", splits["val"].head(16))
+    assert graph != fp32 and info["used"] and info["fusions"] == {"sdpa": 2, "mha2": 2}
+    monkeypatch.setattr(fusion, "ATOL", -1.0)  # any difference at all is too much
+    graph, info = fusion.fused_attention(fp32, tmp_path / "f.onnx", splits["val"].head(16))
+    assert graph == fp32 and not info["used"] and "fused logits differ" in info["why"]
 
 
 def export_broken_head(model, splits, path):
