@@ -107,11 +107,13 @@ def test_search_config_is_validated():
 
 @pytest.fixture(scope="module")
 def search_run(smoke_run, tmp_path_factory):
-    """The smoke run resumed with a latency budget: 0.85x the unpruned student's int8 p50, measured by
+    """The smoke run resumed with a latency budget: 0.9x the unpruned student's int8 p50, measured by
     `edgepipe bench` just before the search. `make test` runs this beside another test on the other
     core, so the budget and the plans must be timed under the same load: the smoke run's own p50 (timed
     minutes earlier, under another load) once put a plan the search measured at 1.18x the budget's
-    ratio out of reach. 0.6x failed once on an idle machine (2.84 ms against 2.58 ms)."""
+    ratio out of reach. 0.6x failed once on an idle machine (2.84 ms against 2.58 ms); 0.85x once the
+    int8 models fuse attention (which makes removing heads save less), the closest plan at 0.857x
+    (1.39 ms against 1.378 ms) on a slower VM."""
     import subprocess
 
     from conftest import BIN
@@ -133,7 +135,7 @@ def search_run(smoke_run, tmp_path_factory):
         for b in manifest["benchmarks"]
         if b["model"] == "student" and b["artifact"] == "onnx_int8" and b["latency_ms"]["n"] == 30
     )
-    budget = round(0.85 * student_int8["latency_ms"]["p50"], 3)
+    budget = round(0.9 * student_int8["latency_ms"]["p50"], 3)
     proc = run_cli(
         *SMOKE_ARGS, "--out", str(out), "--device", "x86", "--max-latency-ms", str(budget), *SEARCH_FLAGS, cache=cache
     )
