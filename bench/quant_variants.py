@@ -79,6 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     seq_len = cfg.export.seq_len
     f_logits = OrtModel(fp32).predict(test)
     rows = []
+
+    def against_fp32(model: Path) -> dict:
+        """`model` and the fp32 graph in alternating rounds (bench.goals.paired_latency)."""
+        return paired_latency(
+            lambda: OnnxRuntimeModel(str(model), args.threads),
+            lambda: OnnxRuntimeModel(str(fp32), args.threads),
+            arrays,
+            arrays,
+            seq_len,
+            rounds=2 if args.quick else 5,
+            warmup=10,
+            runs=100,
+        )
+
     with tempfile.TemporaryDirectory() as tmp:
         variants = FUSION_VARIANTS if args.fusions else VARIANTS
         for variant in variants[:2] if args.quick else variants:
@@ -97,29 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             seconds = time.perf_counter() - t0
             q_logits = OrtModel(out).predict(test)
-            pair = paired_latency(
-                lambda out=out: OnnxRuntimeModel(str(out), args.threads),
-                lambda: OnnxRuntimeModel(str(fp32), args.threads),
-                arrays,
-                arrays,
-                seq_len,
-                rounds=2 if args.quick else 5,
-                warmup=10,
-                runs=100,
-            )
+            pair = against_fp32(out)
             p_int8, p_fp32, ratio = pair["a_p50_ms"], pair["b_p50_ms"], pair["ratio"]
             if fused:
                 fused_logits = OrtModel(source).predict(test)
-                fused_pair = paired_latency(
-                    lambda source=source: OnnxRuntimeModel(str(source), args.threads),
-                    lambda: OnnxRuntimeModel(str(fp32), args.threads),
-                    arrays,
-                    arrays,
-                    seq_len,
-                    rounds=2 if args.quick else 5,
-                    warmup=10,
-                    runs=100,
-                )
+                fused_pair = against_fp32(source)
                 fused |= {
                     "fused_fp32_max_abs": float(abs(fused_logits - f_logits).max()),
                     "fused_fp32_nodes": node_count(source),

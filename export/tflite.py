@@ -160,14 +160,13 @@ def export_tflite_int8(
             skipped.append(length)  # no training text is this short: an app would never pick it
             continue
         rows = np.arange(min(n_calibration, len(calibration))) if rows is None else rows
+        example = _rows(model, calibration, int(rows[0]), length)
         with _quiet(), torch.no_grad():  # PT2E graphs are shape-specialised: one per signature
-            prepared = quantize_pt2e.prepare_pt2e(
-                torch.export.export(module, _rows(model, calibration, int(rows[0]), length)).module(), quantizer
-            )
+            prepared = quantize_pt2e.prepare_pt2e(torch.export.export(module, example).module(), quantizer)
             for i in rows:
                 prepared(*_rows(model, calibration, int(i), length))
             converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        signatures.append((name, converted, _rows(model, calibration, int(rows[0]), length)))
+        signatures.append((name, converted, example))
         calibrated[name] = len(rows)
     edge = _convert(litert_torch, signatures, quant_config=QuantConfig(pt2e_quantizer=quantizer))
     n = calibrated[DEFAULT_SIGNATURE]
@@ -430,9 +429,11 @@ def run_int8(
         report = export_tflite_int8(
             model, path, data.train, seq_len, qcfg.calibration_examples, qcfg.embedding, within_budget, buckets
         )
-    report.setdefault("signatures", list(LiteRTModel(path).signatures))
+    int8 = LiteRTModel(path)
+    if "signatures" not in report:  # the dynamic recipe: the fp32 file quantized, its signatures kept
+        report["signatures"] = list(int8.signatures)
     report |= {"seq_len": seq_len} | task.compare(
-        LiteRTModel(path).predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels
+        int8.predict(data.test), LiteRTModel(source).predict(data.test), data.test.labels
     )
     report["size_ratio_vs_fp32"] = round(fp32.bytes / path.stat().st_size, 3)
     return report, [path]

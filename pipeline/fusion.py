@@ -7,9 +7,10 @@ the three layers' attention (MatMul, scale, mask Add, Softmax, MatMul, with thei
 Transposes) become one `com.microsoft.MultiHeadAttention` each; static int8 then quantizes the Q/K/V
 and output projections and leaves attention's inner products to the fused fp32 kernel, instead of
 QLinear ops with a quantize/dequantize pair around each: 406 -> 303 int8 nodes and int8 p50 0.62x ->
-0.52x of fp32 at the same test accuracy (79.95 % vs 80.00 %). On the fp32 graph the same fusion is
-1.10x *slower*, so fp32 artifacts stay unfused. SkipLayerNormalization and (Bias)Gelu fusions gave
-int8 0.67x and 0.61x (no gain over 0.62x), and everything fused 0.58x: not used.
+0.52x of fp32 at the same test accuracy (79.95 % vs 80.00 %). On the fp32 graph the same fusion
+measured 0.97-1.10x of the unfused time in three runs (no consistent gain), so fp32 artifacts stay
+unfused. SkipLayerNormalization and (Bias)Gelu fusions gave int8 0.67x and 0.61x (no gain over 0.62x),
+and everything fused 0.58x: not used.
 
 ONNX Runtime's own `optimizer.optimize_model(model_type="bert")` fuses no attention on these dynamo
 graphs (FINDINGS). The int8 files already need ONNX Runtime (GatherBlockQuantized, a contrib op),

@@ -303,7 +303,7 @@ class LiteRTModel:
         if not lengths:
             return []
         # the default too: a live signature runner holds the interpreter, whose own invoke() then refuses to run
-        default = next(name for name in names if name not in lengths) if len(names) > len(lengths) else None
+        default = next((name for name in names if name not in lengths), None)
         if default is None:
             return []
         found = []
