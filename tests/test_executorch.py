@@ -96,7 +96,7 @@ class _StrictAgreement:
 @pytest.mark.e2e
 def test_a_budget_nothing_meets_keeps_groups_float_in_sensitivity_order(lowered, tmp_path):
     model, data, paths, _ = lowered
-    qcfg = QuantizeConfig(calibration_examples=32, min_agreement=1.0, max_excluded_groups=2, embedding="int8")
+    qcfg = QuantizeConfig(calibration_examples=32, min_agreement=1.0, max_excluded_groups=1, embedding="int8")
     r = et.export_int8(model, tmp_path / "q.pte", data, paths["fp32"], SEQ, qcfg, _StrictAgreement(model.task))
     ranking = [s["group"] for s in r["sensitivity"]]
     assert sorted(ranking) == ["head", "layer 0", "layer 1"]
@@ -104,7 +104,7 @@ def test_a_budget_nothing_meets_keeps_groups_float_in_sensitivity_order(lowered,
     assert [s["output_mse"] for s in r["sensitivity"]] == sorted(
         (s["output_mse"] for s in r["sensitivity"]), reverse=True
     )
-    assert [t["float_groups"] for t in r["tries"]] == [[], ranking[:1], ranking[:2]]
+    assert [t["float_groups"] for t in r["tries"]] == [[], ranking[:1]]  # the most sensitive group first
     assert not r["budget_met"] and r["embedding_bits"] == 8
     best = max(r["tries"], key=lambda t: (t["val_accuracy"], t["val_agreement"]))  # the closest try ships
     assert (r["float_groups"], r["val_agreement"]) == (best["float_groups"], best["val_agreement"])

@@ -72,14 +72,21 @@ def test_kill_9_at_four_points_then_rerun_gives_the_uninterrupted_manifest(tmp_p
     for flat in (fa, fb):
         flat["models.teacher.cache_dir"] = Path(flat["models.teacher.cache_dir"]).name
     diff = {k: (fa.get(k), fb.get(k)) for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
-    # ORT's ORT-format converter is not byte-reproducible (its flatbuffer layout varies from one
-    # conversion to the next, ~2k of 8.7M bytes): its hash may differ, its size and accuracy may not
+    # ORT's ORT-format converter is not byte-reproducible: the operator table it writes (the kernel
+    # type string resolver) comes out of a hash map whose order changes from process to process
+    # (reordering 2,220 of 4.0M bytes on the default model; with ASLR off the bytes still followed
+    # the environment's size). Padding then moves its size by a few bytes (8 measured): its hash may
+    # differ and its size by at most 64 bytes; its accuracy and max_abs_vs_onnx may not
+    ort_hash = a["models"]["pruned"]["artifacts"]["ort"]["sha256"]
     ort = {
         k
         for k in diff
-        if k == "models.pruned.artifacts.ort.sha256"
-        or (k.endswith(".artifact_sha256") and fa.get(k) == a["models"]["pruned"]["artifacts"]["ort"]["sha256"])
+        if k == "models.pruned.artifacts.ort.sha256" or (k.endswith(".artifact_sha256") and fa.get(k) == ort_hash)
     }
+    ort_bytes = "models.pruned.artifacts.ort.bytes"
+    if ort_bytes in diff:
+        assert abs(diff[ort_bytes][0] - diff[ort_bytes][1]) <= 64, diff[ort_bytes]
+        ort.add(ort_bytes)
     assert {k: v for k, v in diff.items() if k not in ort} == {}
 
 
