@@ -517,7 +517,8 @@ def scaling(model_path: Path, arrays: dict[str, np.ndarray], threads_list: list[
 def scaling_plot(doc: dict[str, Any], path: Path) -> None:
     """bench/scaling.svg: the run report's growth plot, titled with this machine."""
     title = f"pruned int8 ONNX — {doc['machine']['model']}"
-    svg = scaling_svg(doc["results"]["scaling"], title)  # inline form: a file gets its XML declaration back
+    sizes = (doc["results"].get("wall_by_size") or {}).get("rows")
+    svg = scaling_svg(doc["results"]["scaling"], title, sizes)  # inline form: a file gets its XML declaration back
     write_bytes_atomic(path, ('<?xml version="1.0" encoding="utf-8" standalone="no"?>\n' + svg).encode())
 
 

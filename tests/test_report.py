@@ -542,6 +542,33 @@ def test_plots_are_inline_svg_with_nothing_to_fetch():
         assert not re.search(r"""(?:href|src)\s*=\s*["'](?:https?:)?//""", svg)
 
 
+def test_the_growth_plot_gains_a_wall_time_panel_only_where_sizes_were_measured():
+    """Three panels with `--wall-sizes` rows (a failed size is left out of the line, kept in the table), two without."""
+    sc = {
+        "by_seq_len": [{"seq_len": 16, "p50_ms": 0.25}, {"seq_len": 64, "p50_ms": 1.1}],
+        "by_batch": [
+            {"batch": 1, "p50_ms": 1.1, "per_sequence_ms": 1.1},
+            {"batch": 4, "p50_ms": 3.2, "per_sequence_ms": 0.8},
+        ],
+    }
+    rows = [
+        {"train_examples": 1000, "wall_s": 420.0, "rc": 0},
+        {"train_examples": 3000, "wall_s": 610.0, "rc": 0},
+        {"train_examples": 9000, "wall_s": 12.0, "rc": 3},
+    ]
+
+    def axes(svg: str) -> list[str]:
+        return re.findall(r'<g id="(axes_\d+)">', svg)
+
+    assert axes(report.scaling_svg(sc)) == ["axes_1", "axes_2"]
+    assert axes(report.scaling_svg(sc, wall_by_size=rows[2:])) == ["axes_1", "axes_2"]
+    with_sizes = report.scaling_svg(sc, wall_by_size=rows)
+    assert axes(with_sizes) == ["axes_1", "axes_2", "axes_3"]
+    # the line is the successful sizes' wall times: the failed one adds nothing, another time moves it
+    assert with_sizes == report.scaling_svg(sc, wall_by_size=rows[:2])
+    assert with_sizes != report.scaling_svg(sc, wall_by_size=[rows[0], rows[1] | {"wall_s": 900.0}])
+
+
 # -- end to end: the real run ------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

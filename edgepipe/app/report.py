@@ -302,7 +302,7 @@ def _svg(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})  # same data, same bytes
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]
@@ -747,8 +747,9 @@ def goals_section(doc: _Doc, goals: dict[str, Any], svgs: dict[str, str], name: 
             for t in sc["throughput"]
         ]
         doc.table(["shape", "p50 ms", "ms per sequence"], rows)
-        svgs[f"scaling_{name}"] = scaling_svg(sc)
     sizes = (results.get("wall_by_size") or {}).get("rows")
+    if sc:
+        svgs[f"scaling_{name}"] = scaling_svg(sc, wall_by_size=sizes)
     if sizes:
         doc.heading(3, "compress-and-export wall time by training-set size (cold cache)")
         doc.table(
@@ -765,15 +766,24 @@ def goals_section(doc: _Doc, goals: dict[str, Any], svgs: dict[str, str], name: 
         )
 
 
-def scaling_svg(sc: dict[str, Any], title: str | None = None) -> str:
-    """p50 against sequence length and against batch (log-log): the run's report and bench/scaling.svg."""
+def scaling_svg(sc: dict[str, Any], title: str | None = None, wall_by_size: list[dict] | None = None) -> str:
+    """p50 against sequence length and against batch (log-log), and, where `python -m bench --wall-sizes`
+    measured it, a cold run's wall time against the training-set size: the run's report and
+    bench/scaling.svg."""
     import matplotlib
 
     matplotlib.use("Agg")
     matplotlib.rcParams.update({"svg.fonttype": "path", "font.size": 9, "svg.hashsalt": "edgepipe"})
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    sizes = [r for r in wall_by_size or () if not r.get("rc") and r.get("wall_s")]  # failed runs: table only
+    fig, axes = plt.subplots(1, 3 if sizes else 2, figsize=(13.5 if sizes else 9, 3.4))
+    a, b = axes[:2]
+    if sizes:
+        c = axes[2]
+        c.plot([r["train_examples"] for r in sizes], [r["wall_s"] for r in sizes], "o-")
+        c.set(xlabel="training examples (cold cache)", ylabel="compress-and-export wall s")
+        c.set_ylim(bottom=0)
     a.plot([r["seq_len"] for r in sc["by_seq_len"]], [r["p50_ms"] for r in sc["by_seq_len"]], "o-")
     a.set(xscale="log", yscale="log", xlabel="sequence length (tokens), batch 1", ylabel="p50 ms, 1 thread")
     b.plot([r["batch"] for r in sc["by_batch"]], [r["p50_ms"] for r in sc["by_batch"]], "o-", label="per batch")
