@@ -357,6 +357,7 @@ class LiteRTModel:
     def _one(self, rows: list[np.ndarray]) -> np.ndarray:
         if self.buckets:
             return self._bucket(rows)
+        width = min(rows[0].shape[1], self.seq_len)
         for detail, row in zip(self.inputs, rows):
             row = row[:, : self.seq_len]
             if row.shape[1] < self.seq_len:
@@ -367,7 +368,7 @@ class LiteRTModel:
         scale, zero_point = self.output.get("quantization", (0.0, 0))
         if out.dtype != np.float32 and scale:  # an int8 output: what it means in float
             out = (out.astype(np.float32) - zero_point) * scale
-        return out
+        return out[:, :width] if out.ndim == 3 else out  # per-token outputs: the row's own positions, as _bucket
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         n = len(feeds["input_ids"])
