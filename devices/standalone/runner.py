@@ -345,19 +345,19 @@ class LiteRTModel:
             (b[1] for b in self.buckets if b[0] >= width), self.buckets[-1][1] if self.buckets else "serving_default"
         )
 
-    def _bucket(self, rows: list[np.ndarray]) -> np.ndarray:
-        width = min(rows[0].shape[1], self.seq_len)
+    def _bucket(self, rows: list[np.ndarray], width: int) -> np.ndarray:
         length, _, invoke, feeds = next(b for b in self.buckets if b[0] >= width)
         for buf, row in zip(feeds.values(), rows):  # reused buffers: np.pad cost 10-20 us an input
             buf[:, :width] = row[:, :width]
             buf[:, width:] = 0
-        out = invoke(feeds)
-        return out[:, :width] if out.ndim == 3 else out  # per-token outputs: the row's own positions
+        return invoke(feeds)
 
     def _one(self, rows: list[np.ndarray]) -> np.ndarray:
-        if self.buckets:
-            return self._bucket(rows)
         width = min(rows[0].shape[1], self.seq_len)
+        out = self._bucket(rows, width) if self.buckets else self._padded(rows)
+        return out[:, :width] if out.ndim == 3 else out  # per-token outputs: the row's own positions
+
+    def _padded(self, rows: list[np.ndarray]) -> np.ndarray:
         for detail, row in zip(self.inputs, rows):
             row = row[:, : self.seq_len]
             if row.shape[1] < self.seq_len:
@@ -368,7 +368,7 @@ class LiteRTModel:
         scale, zero_point = self.output.get("quantization", (0.0, 0))
         if out.dtype != np.float32 and scale:  # an int8 output: what it means in float
             out = (out.astype(np.float32) - zero_point) * scale
-        return out[:, :width] if out.ndim == 3 else out  # per-token outputs: the row's own positions, as _bucket
+        return out
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         n = len(feeds["input_ids"])
